@@ -1,0 +1,38 @@
+from mmengine.hooks import (CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook,
+                            ParamSchedulerHook)
+from mmengine.visualization import LocalVisBackend, Visualizer
+
+from diffengine.engine import BridgeCheckpointHook, DeviceAgnosticDDP, ParamGroupLrHook
+
+default_scope = "diffengine"
+runner_type = "DiffEngineRunner"
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+    dist_cfg=dict(backend="nccl"),
+)
+
+default_hooks = dict(
+    timer=dict(type=IterTimerHook),
+    logger=dict(type=LoggerHook, interval=50, log_metric_by_epoch=False),
+    param_scheduler=dict(type=ParamSchedulerHook),
+    checkpoint=dict(type=CheckpointHook, by_epoch=False, interval=1000, max_keep_ckpts=3,
+                    save_last=True),
+    sampler_seed=dict(type=DistSamplerSeedHook),
+)
+custom_hooks = [
+    dict(type=ParamGroupLrHook),
+    dict(type=BridgeCheckpointHook, max_keep=3),
+]
+
+# DDP that also works for CPU modules (gloo); on GPU it is MMEngine's DDP
+model_wrapper_cfg = dict(type=DeviceAgnosticDDP)
+
+log_processor = dict(by_epoch=False, window_size=50)
+log_level = "INFO"
+visualizer = dict(type=Visualizer, vis_backends=[dict(type=LocalVisBackend)])
+
+load_from = None
+resume = False
+randomness = dict(seed=None)

@@ -1,0 +1,16 @@
+from mmengine.optim import ConstantLR, OptimWrapper
+from mmengine.runner import IterBasedTrainLoop
+from torch.optim import AdamW
+
+from diffengine.engine import LaViBridgeOptimWrapperConstructor
+
+# a short run for tiny models: higher learning rates than the paper's so it learns in minutes
+optim_wrapper = dict(
+    type=OptimWrapper,
+    constructor=LaViBridgeOptimWrapperConstructor,
+    optimizer=dict(type=AdamW, lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8),
+    paramwise_cfg=dict(group_lr=dict(vision_lora=1e-3, text_lora=1e-4, adapter=1e-3)),
+    clip_grad=dict(max_norm=1.0),
+)
+param_scheduler = [dict(type=ConstantLR, factor=1.0, by_epoch=False)]
+train_cfg = dict(type=IterBasedTrainLoop, max_iters=300)

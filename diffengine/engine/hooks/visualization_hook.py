@@ -1,0 +1,66 @@
+"""Render fixed prompts before training and every N iterations, as PNG grids and to visualizers."""
+from pathlib import Path
+
+import numpy as np
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from PIL import Image
+
+from diffengine.registry import HOOKS
+
+
+def image_grid(images: list[Image.Image]) -> Image.Image:
+    """Paste same-size images side by side."""
+    width, height = images[0].size
+    grid = Image.new("RGB", (width * len(images), height))
+    for index, image in enumerate(images):
+        grid.paste(image, (index * width, 0))
+    return grid
+
+
+@HOOKS.register_module()
+class VisualizationHook(Hook):
+    """Samples ``prompts`` with ``model.infer`` and saves ``WORK_DIR/samples/iter_N.png``.
+
+    Every configured MMEngine visualizer backend (local, TensorBoard, ...) also receives the grid.
+    """
+
+    priority = "NORMAL"
+
+    def __init__(self, prompts: list[str], interval: int = 1000, negative_prompt: str = "",
+                 num_inference_steps: int = 50, guidance_scale: float = 7.5,
+                 height: int | None = None, width: int | None = None, seed: int = 0,
+                 scheduler: str = "unipc"):
+        if not prompts:
+            raise ValueError("VisualizationHook needs at least one prompt")
+        self.prompts = list(prompts)
+        self.interval = interval
+        self.infer_kwargs = dict(negative_prompt=negative_prompt,
+                                 num_inference_steps=num_inference_steps,
+                                 guidance_scale=guidance_scale, height=height, width=width,
+                                 seed=seed, scheduler=scheduler)
+        self._last_step = -1
+
+    def _render(self, runner, step: int) -> None:
+        if step == self._last_step or not is_main_process():
+            return
+        self._last_step = step
+        model = getattr(runner.model, "module", runner.model)
+        grid = image_grid(model.infer(self.prompts, **self.infer_kwargs))
+        out_dir = Path(runner.work_dir) / "samples"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        grid.save(out_dir / f"iter_{step}.png")
+        runner.visualizer.add_image("samples", np.asarray(grid), step=step)
+
+    def before_train(self, runner) -> None:
+        """Samples from the untrained bridge, the baseline to compare against."""
+        self._render(runner, runner.iter)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        """Samples every ``interval`` iterations."""
+        if self.every_n_train_iters(runner, self.interval):
+            self._render(runner, runner.iter + 1)
+
+    def after_train(self, runner) -> None:
+        """Samples from the final bridge."""
+        self._render(runner, runner.iter)

@@ -1,0 +1,38 @@
+"""One optimizer parameter group per bridge part, each with its own learning rate."""
+import inspect
+
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
+from torch import nn
+
+from diffengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class LaViBridgeOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """Builds named groups from ``model.parameter_groups()`` with ``paramwise_cfg['group_lr']``.
+
+    Only trainable parameters enter the optimizer (frozen weights would only bloat its state);
+    a group missing from ``group_lr`` uses the optimizer's ``lr``.
+    """
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        """Return the optimizer wrapper for ``model`` (unwrapped from DDP if needed)."""
+        model = getattr(model, "module", model)
+        group_lr = dict((self.paramwise_cfg or {}).get("group_lr", {}))
+        groups = model.parameter_groups()
+        unknown = set(group_lr) - set(groups)
+        if unknown:
+            raise ValueError(f"group_lr names unknown parameter groups {sorted(unknown)}; "
+                             f"the model has {sorted(groups)}")
+        params = [{"name": name, "params": group, "lr": group_lr.get(name, self.base_lr)}
+                  for name, group in groups.items() if group]
+        optimizer_cfg = self.optimizer_cfg.copy()
+        optimizer_cls = optimizer_cfg["type"]
+        if isinstance(optimizer_cls, str):
+            optimizer_cls = OPTIMIZERS.get(optimizer_cls)
+        optimizer_cfg[next(iter(inspect.signature(optimizer_cls).parameters))] = params
+        optimizer = OPTIMIZERS.build(optimizer_cfg)
+        optim_wrapper_cfg = self.optim_wrapper_cfg.copy()
+        optim_wrapper_cfg.setdefault("type", "OptimWrapper")
+        return OPTIM_WRAPPERS.build(optim_wrapper_cfg, default_args=dict(optimizer=optimizer))

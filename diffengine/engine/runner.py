@@ -1,0 +1,28 @@
+"""MMEngine Runner that also builds webdataset loaders from config."""
+from mmengine.registry import FUNCTIONS
+from mmengine.runner import Runner
+
+from diffengine.registry import RUNNERS
+
+
+def is_loader_builder_cfg(dataloader) -> bool:
+    """True for a dataloader config naming a builder function (``type=...``), e.g. webdataset's."""
+    return isinstance(dataloader, dict) and "type" in dataloader
+
+
+@RUNNERS.register_module()
+class DiffEngineRunner(Runner):
+    """A ``Runner`` whose dataloader config may be ``dict(type=<builder>, **kwargs)``.
+
+    MMEngine's own builder wraps a map-style dataset in a sampler; a webdataset pipeline is an
+    IterableDataset whose sharding, shuffling and epoch length live in its builder instead.
+    """
+
+    @staticmethod
+    def build_dataloader(dataloader, seed: int = 0, diff_rank_seed: bool = False):
+        """Build from a builder config, or defer to MMEngine's standard dataloader config."""
+        if is_loader_builder_cfg(dataloader):
+            cfg = dict(dataloader)
+            cfg.setdefault("seed", seed)
+            return FUNCTIONS.build(cfg)
+        return Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)

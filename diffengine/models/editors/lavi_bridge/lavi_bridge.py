@@ -1,0 +1,270 @@
+"""The LaVi-Bridge model: frozen LM + LoRA -> text adapter -> frozen diffusion model + LoRA."""
+import json
+from pathlib import Path
+
+import torch
+from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                       UNet2DConditionModel, UniPCMultistepScheduler)
+from mmengine.model import BaseModel
+from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from diffengine.registry import MODELS
+from diffengine.version import __version__
+
+from ...language import FrozenLanguageModel
+from ...lora import inject_lora
+from ...losses import diffusion_loss
+from ...vision import vision_family_of
+from .text_adapter import LaViBridgeTextAdapter
+
+INFERENCE_SCHEDULERS = {
+    "unipc": UniPCMultistepScheduler,
+    "ddim": DDIMScheduler,
+    "dpm": DPMSolverMultistepScheduler,
+    "ddpm": DDPMScheduler,
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BRIDGE_MANIFEST = "bridge.json"
+LORA_WEIGHTS = "adapter_model.safetensors"
+
+
+def _lora_kwargs(cfg: dict | None) -> dict:
+    """The paper's LoRA: rank 32, scale 1 (alpha = rank), dropout 0.1, overridden by ``cfg``."""
+    return {"rank": 32, "alpha": None, "dropout": 0.1, **(cfg or {})}
+
+
+@MODELS.register_module()
+class LaViBridge(BaseModel):
+    """LaVi-Bridge (Zhao et al., ECCV 2024) on an SD-style UNet.
+
+    Args:
+        text_encoder: hub id or local path of the language model (and its tokenizer).
+        vision_model: hub id or local path of a diffusers base model folder holding
+            ``unet``/``vae``/``scheduler`` subfolders (SD1.5 by default in the configs).
+        adapter: ``dict(in_dim, int_dim, out_dim)``; missing dims default to the LM hidden size,
+            ``(in + out) // 2`` (the rule behind the paper's 896/2432/2560) and the vision context width.
+        max_length: tokenizer max length (77 for SD1.x).
+        hidden_layer: which LM hidden layer to bridge (-1: the final normed one).
+        text_attention_mask: pass the padding mask to the LM (the paper's UNet runs do not).
+        text_lora, vision_lora: ``dict(rank, alpha, dropout)``; alpha defaults to rank (scale 1).
+        prediction_type: ``epsilon`` or ``v_prediction``; None keeps the scheduler's.
+        snr_gamma: min-SNR-gamma loss weighting; None for plain MSE.
+        caption_dropout: probability of replacing a caption with "" (for classifier-free guidance).
+        weight_dtype: dtype of the frozen weights (``float32``/``bfloat16``/``float16``); LoRA and
+            adapter always train in float32.
+        gradient_checkpointing: recompute UNet and LM activations in the backward pass.
+        bridge_path: a bridge folder (see ``save_bridge``) to start from.
+    """
+
+    def __init__(self, text_encoder: str, vision_model: str, adapter: dict | None = None,
+                 max_length: int = 77, hidden_layer: int = -1, text_attention_mask: bool = False,
+                 text_lora: dict | None = None, vision_lora: dict | None = None,
+                 prediction_type: str | None = None, snr_gamma: float | None = None,
+                 caption_dropout: float = 0.0, weight_dtype: str = "float32",
+                 gradient_checkpointing: bool = False, bridge_path: str | None = None,
+                 data_preprocessor: dict | None = None):
+        super().__init__(data_preprocessor=data_preprocessor)
+        if weight_dtype not in DTYPES:
+            raise ValueError(f"weight_dtype must be one of {sorted(DTYPES)}, got '{weight_dtype}'")
+        if not 0.0 <= caption_dropout <= 1.0:
+            raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
+        self.text_encoder_path = text_encoder
+        self.vision_model_path = vision_model
+        self.weight_dtype = DTYPES[weight_dtype]
+        self.snr_gamma = snr_gamma
+        self.caption_dropout = caption_dropout
+
+        # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
+        self.language = FrozenLanguageModel(text_encoder, max_length=max_length,
+                                            hidden_layer=hidden_layer,
+                                            use_attention_mask=text_attention_mask,
+                                            dtype=self.weight_dtype)
+        unet_config = UNet2DConditionModel.load_config(vision_model, subfolder="unet")
+        self.vision_family = vision_family_of(unet_config["_class_name"])
+        self.unet = UNet2DConditionModel.from_pretrained(
+            vision_model, subfolder=self.vision_family.subfolder, torch_dtype=self.weight_dtype)
+        self.vae = AutoencoderKL.from_pretrained(vision_model, subfolder="vae",
+                                                 torch_dtype=self.weight_dtype)
+        self.noise_scheduler = DDPMScheduler.from_pretrained(vision_model, subfolder="scheduler")
+        if prediction_type is not None:
+            self.noise_scheduler.register_to_config(prediction_type=prediction_type)
+        for frozen in (self.unet, self.vae):
+            frozen.requires_grad_(False)
+
+        context_dim = self.unet.config[self.vision_family.context_dim_key]
+        self.adapter = LaViBridgeTextAdapter(**self._adapter_dims(adapter or {}, context_dim))
+
+        self.text_lora_config = inject_lora(self.language.model, self.language.family.lora_target_classes,
+                                            **_lora_kwargs(text_lora))
+        self.vision_lora_config = inject_lora(self.unet, self.vision_family.lora_target_classes,
+                                              **_lora_kwargs(vision_lora))
+        self._upcast_trainable_weights()
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+            lm = self.language.model
+            # transformers 5.x renamed the method; 4.x only has the old name
+            enable = getattr(lm, "activation_checkpointing_enable", lm.gradient_checkpointing_enable)
+            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if bridge_path is not None:
+            self.load_bridge(bridge_path)
+
+        # checkpoints hold only what training changes: the LoRA and adapter parameters
+        self._trainable_keys = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
+        self.register_state_dict_post_hook(_drop_frozen_from_state_dict)
+        self.register_load_state_dict_post_hook(_ignore_missing_frozen_keys)
+
+    def _adapter_dims(self, adapter: dict, context_dim: int) -> dict:
+        dims = dict(adapter)
+        dims.setdefault("in_dim", self.language.hidden_size)
+        dims.setdefault("out_dim", context_dim)
+        dims.setdefault("int_dim", (dims["in_dim"] + dims["out_dim"]) // 2)
+        if dims["in_dim"] != self.language.hidden_size:
+            raise ValueError(f"adapter in_dim={dims['in_dim']} does not match the language model's "
+                             f"hidden size {self.language.hidden_size} ({self.text_encoder_path})")
+        if dims["out_dim"] != context_dim:
+            raise ValueError(f"adapter out_dim={dims['out_dim']} does not match the vision model's "
+                             f"{self.vision_family.context_dim_key}={context_dim} "
+                             f"({self.vision_model_path})")
+        return dims
+
+    def _upcast_trainable_weights(self) -> None:
+        """LoRA layers are created in their base layer's dtype; train them in float32."""
+        for param in self.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the trainable weights."""
+        return next(self.adapter.parameters()).device
+
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """Trainable parameters by optimizer group: vision LoRA, text LoRA, adapter."""
+        return {
+            "vision_lora": [p for p in self.unet.parameters() if p.requires_grad],
+            "text_lora": [p for p in self.language.model.parameters() if p.requires_grad],
+            "adapter": list(self.adapter.parameters()),
+        }
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Prompts -> LM hidden states -> adapter -> context for the vision model."""
+        input_ids, attention_mask = self.language.tokenize(texts, self.device)
+        hidden = self.language(input_ids, attention_mask)
+        context = self.adapter(hidden.to(self.adapter.dtype))
+        return context.to(self.weight_dtype)
+
+    def _drop_captions(self, texts: list[str]) -> list[str]:
+        if self.caption_dropout == 0.0:
+            return list(texts)
+        keep = (torch.rand(len(texts)) >= self.caption_dropout).tolist()
+        return [t if k else "" for t, k in zip(texts, keep)]
+
+    def forward(self, inputs: dict, data_samples: dict | None = None, mode: str = "loss") -> dict:
+        """Training loss for a batch ``{"pixel_values": (B,3,H,W) in [-1,1], "text": [str]}``."""
+        if mode != "loss":
+            raise NotImplementedError(f"LaViBridge.forward supports mode='loss' only, got '{mode}'; "
+                                      "use infer() to generate images")
+        pixel_values = inputs["pixel_values"].to(self.weight_dtype)
+        with torch.no_grad():
+            latents = self.vae.encode(pixel_values).latent_dist.sample()
+            latents = latents * self.vae.config.scaling_factor
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps,
+                                  (latents.shape[0],), device=latents.device)
+        noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        context = self.encode_text(self._drop_captions(inputs["text"]))
+        model_pred = self.unet(noisy_latents, timesteps, encoder_hidden_states=context).sample
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        return {"loss": diffusion_loss(model_pred, target, timesteps, self.noise_scheduler,
+                                       self.snr_gamma)}
+
+    @torch.no_grad()
+    def infer(self, prompts: list[str] | str, negative_prompt: str = "",
+              num_inference_steps: int = 50, guidance_scale: float = 7.5,
+              height: int | None = None, width: int | None = None, seed: int | None = 0,
+              scheduler: str = "unipc", output_type: str = "pil",
+              show_progress: bool = False) -> list[Image.Image]:
+        """Generate one image per prompt with classifier-free guidance.
+
+        The unconditional embedding goes through the same LM + adapter as the prompt.
+        """
+        if scheduler not in INFERENCE_SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {sorted(INFERENCE_SCHEDULERS)}, got '{scheduler}'")
+        # imported here: the pipeline module pulls in transformers' image processors
+        from diffusers import StableDiffusionPipeline
+
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        was_training = self.training
+        self.eval()
+        try:
+            pipeline = StableDiffusionPipeline(
+                vae=self.vae, text_encoder=None, tokenizer=None, unet=self.unet,
+                scheduler=INFERENCE_SCHEDULERS[scheduler].from_config(self.noise_scheduler.config),
+                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+            pipeline.set_progress_bar_config(disable=not show_progress)
+            generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+            images = pipeline(
+                prompt_embeds=self.encode_text(prompts),
+                negative_prompt_embeds=self.encode_text([negative_prompt] * len(prompts)),
+                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                height=height, width=width, generator=generator, output_type=output_type).images
+        finally:
+            self.train(was_training)
+        return images
+
+    def save_bridge(self, directory: str | Path, **manifest) -> Path:
+        """Write the trainable part as a self-contained bridge folder (safetensors + peft configs)."""
+        directory = Path(directory)
+        for name, model, config in (("text_lora", self.language.model, self.text_lora_config),
+                                    ("vision_lora", self.unet, self.vision_lora_config)):
+            (directory / name).mkdir(parents=True, exist_ok=True)
+            config.save_pretrained(directory / name)
+            state = {k: v.detach().to("cpu", torch.float32).contiguous()
+                     for k, v in get_peft_model_state_dict(model).items()}
+            save_file(state, directory / name / LORA_WEIGHTS)
+        self.adapter.save_pretrained(directory / "adapter", safe_serialization=True)
+        manifest = {
+            "text_encoder": self.text_encoder_path,
+            "vision_model": self.vision_model_path,
+            "max_length": self.language.max_length,
+            "hidden_layer": self.language.hidden_layer,
+            "text_attention_mask": self.language.use_attention_mask,
+            "weight_dtype": str(self.weight_dtype).removeprefix("torch."),
+            "diffengine_version": __version__,
+            **manifest,
+        }
+        (directory / BRIDGE_MANIFEST).write_text(json.dumps(manifest, indent=2))
+        return directory
+
+    def load_bridge(self, directory: str | Path) -> None:
+        """Load LoRA and adapter weights from a bridge folder written by ``save_bridge``."""
+        directory = Path(directory)
+        if not (directory / BRIDGE_MANIFEST).is_file():
+            raise FileNotFoundError(f"{directory} is not a bridge folder (no {BRIDGE_MANIFEST})")
+        for name, model, config in (("text_lora", self.language.model, self.text_lora_config),
+                                    ("vision_lora", self.unet, self.vision_lora_config)):
+            saved = LoraConfig.from_pretrained(directory / name)
+            if saved.r != config.r:
+                raise ValueError(f"{directory / name} has LoRA rank {saved.r}, this model {config.r}")
+            result = set_peft_model_state_dict(model, load_file(directory / name / LORA_WEIGHTS))
+            missing = [k for k in result.missing_keys if "lora_" in k]
+            if missing:
+                raise ValueError(f"{directory / name} lacks {len(missing)} LoRA tensors, e.g. {missing[0]}")
+        adapter = LaViBridgeTextAdapter.from_pretrained(directory / "adapter")
+        self.adapter.load_state_dict(adapter.state_dict())
+
+
+def _drop_frozen_from_state_dict(module: LaViBridge, state_dict: dict, prefix: str, _) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        if key[len(prefix):] not in module._trainable_keys:
+            del state_dict[key]
+
+
+def _ignore_missing_frozen_keys(module: LaViBridge, incompatible_keys) -> None:
+    missing = incompatible_keys.missing_keys
+    missing[:] = [k for k in missing if k.removeprefix("module.") in module._trainable_keys]

@@ -1,0 +1,5 @@
+"""Language-model side of a bridge: loading, tokenizing and hidden states per LM family."""
+from .families import LANGUAGE_FAMILIES, LanguageFamily, language_family_of
+from .language_model import FrozenLanguageModel
+
+__all__ = ["LANGUAGE_FAMILIES", "LanguageFamily", "language_family_of", "FrozenLanguageModel"]

@@ -1,0 +1,101 @@
+"""``diffengine train`` / ``wds_train``: build an MMEngine runner from a config and train.
+
+Run as a module (``python -m diffengine.tools.train``) for torchrun's worker processes.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``train`` and ``wds_train`` (argparse only: keeps ``--help`` fast)."""
+    parser.add_argument("config", help="config file path or packaged config name")
+    parser.add_argument("--work-dir", help="where logs, checkpoints, samples and bridges go "
+                        "(default: ./work_dirs/CONFIG_NAME)")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+                        help="resume from CHECKPOINT, or from the latest one in the work dir")
+    parser.add_argument("--amp", action="store_true",
+                        help="bfloat16 automatic mixed precision (GPU)")
+    parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="override config entries, MMEngine DictAction syntax, e.g. "
+                        "train_cfg.max_iters=10 model.vision_lora.rank=16")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
+                        help="job launcher (set for you when NPROC_PER_NODE > 1)")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run the requested command."""
+
+
+def build_config(args: argparse.Namespace, wds: bool):
+    """Load the config and apply the command-line options to it."""
+    from mmengine.config import Config, DictAction
+
+    from .config_lookup import resolve_config
+
+    config_path = resolve_config(args.config)
+    cfg = Config.fromfile(str(config_path))
+    if args.cfg_options:
+        options = argparse.Namespace()
+        DictAction(option_strings=["--cfg-options"], dest="cfg_options")(
+            None, options, args.cfg_options)
+        cfg.merge_from_dict(options.cfg_options)
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / config_path.stem)
+    if args.resume == "auto":
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    if args.amp:
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.dtype = "bfloat16"
+    if wds:
+        _check_wds_config(cfg, config_path)
+    return cfg
+
+
+def _check_wds_config(cfg, config_path: Path) -> None:
+    """``wds_train`` streams shards: it needs a loader builder and an iteration-based loop."""
+    from diffengine.engine.runner import is_loader_builder_cfg
+
+    if not is_loader_builder_cfg(cfg.get("train_dataloader")):
+        raise ConfigError(f"{config_path.name}: wds_train needs "
+                          "train_dataloader=dict(type=build_wds_dataloader, shards=..., ...)")
+    if "max_iters" not in cfg.get("train_cfg", {}):
+        raise ConfigError(f"{config_path.name}: wds_train is iteration-based; set "
+                          "train_cfg=dict(type=IterBasedTrainLoop, max_iters=N)")
+
+
+def run(args: argparse.Namespace, wds: bool = False):
+    """Train as configured and return the runner; raises on failure (non-zero exit)."""
+    from .config_lookup import resolve_config
+
+    resolve_config(args.config)  # an unknown name fails here, before the slow imports
+    import diffengine.datasets  # noqa: F401  registers the dataloader builders
+    import diffengine.engine  # noqa: F401  registers the checkpoint loader, hooks, wrappers
+    import diffengine.models  # noqa: F401
+    from diffengine.engine import DiffEngineRunner
+
+    cfg = build_config(args, wds)
+    if args.amp:
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError("--amp needs a GPU (MMEngine's AmpOptimWrapper); none is available")
+    runner = DiffEngineRunner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry for torchrun workers: ``python -m diffengine.tools.train [--wds] CONFIG ...``."""
+    parser = argparse.ArgumentParser(prog="diffengine train")
+    add_train_arguments(parser)
+    parser.add_argument("--wds", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    run(args, wds=args.wds)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

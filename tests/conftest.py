@@ -1,0 +1,47 @@
+"""Session-wide tiny models, built from configs and saved with save_pretrained (no hub access)."""
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end runs (still part of the README test command)")
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory):
+    from diffengine.tools.demo_assets import make_tiny_t5
+    return str(make_tiny_t5(tmp_path_factory.mktemp("t5")))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    from diffengine.tools.demo_assets import make_tiny_llama
+    return str(make_tiny_llama(tmp_path_factory.mktemp("llama")))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory):
+    from diffengine.tools.demo_assets import make_tiny_sd
+    return str(make_tiny_sd(tmp_path_factory.mktemp("sd")))
+
+
+@pytest.fixture(scope="session")
+def demo_shards(tmp_path_factory):
+    """64 synthetic captioned images in 4 webdataset shards; returns the brace pattern."""
+    from diffengine.datasets import write_wds_shards
+    from diffengine.tools.demo_assets import demo_samples
+    out = tmp_path_factory.mktemp("shards")
+    write_wds_shards(demo_samples(64, 32), out, maxcount=16, image_format="png", progress=False)
+    return f"{out}/{{00000..00003}}.tar"
+
+
+@pytest.fixture
+def tiny_bridge(tiny_t5, tiny_sd):
+    """A LaViBridge on tiny T5 + tiny SD, LoRA dropout off so outputs are deterministic in train mode."""
+    from diffengine.models import LaViBridge
+    return LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(rank=4, dropout=0.0),
+                      vision_lora=dict(rank=4, dropout=0.0))

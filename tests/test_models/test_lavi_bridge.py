@@ -1,0 +1,195 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+from mmengine.optim import OptimWrapper
+from torch.optim import AdamW
+
+from diffengine.engine import LaViBridgeOptimWrapperConstructor
+from diffengine.models import LaViBridge, LaViBridgeTextAdapter
+
+CAPTIONS = ["a red circle on a white background", "a blue square on a black background"]
+
+
+def fixed_batch(size: int = 32) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.rand(len(CAPTIONS), 3, size, size, generator=generator) * 2 - 1
+    return {"pixel_values": pixels, "text": list(CAPTIONS)}
+
+
+def seeded_loss(model: LaViBridge, batch: dict, seed: int = 123) -> float:
+    """Loss with fixed noise and timesteps, so two evaluations are comparable."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return model(batch)["loss"].item()
+
+
+def build_optimizer(model, group_lr) -> OptimWrapper:
+    return LaViBridgeOptimWrapperConstructor(
+        dict(type=OptimWrapper, optimizer=dict(type=AdamW, lr=1e-3, weight_decay=1e-2),
+             clip_grad=dict(max_norm=1.0)),
+        dict(group_lr=group_lr))(model)
+
+
+def test_loads_t5_encoder_only_and_llama_base_model(tiny_bridge, tiny_llama, tiny_sd):
+    assert type(tiny_bridge.language.model).__name__ == "T5EncoderModel"
+    llama = LaViBridge(tiny_llama, tiny_sd, max_length=16)
+    assert type(llama.language.model).__name__ == "LlamaModel"  # no LM head, no logits
+    assert llama.language.tokenizer.pad_token is not None
+    ids, mask = llama.language.tokenize(CAPTIONS, torch.device("cpu"))
+    assert ids.shape == (2, 16) and mask[:, -1].sum() == 0  # right padding to max_length
+    hidden = llama.language(ids, mask)
+    # the final normed hidden state: it equals the causal LM's last hidden_states entry
+    from transformers import LlamaForCausalLM
+    reference = LlamaForCausalLM.from_pretrained(tiny_llama)
+    expected = reference(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+    torch.testing.assert_close(hidden, expected)
+
+
+def test_adapter_dims_default_to_the_models_and_mismatch_fails(tiny_t5, tiny_sd):
+    model = LaViBridge(tiny_t5, tiny_sd, max_length=16)
+    assert dict(model.adapter.config)["in_dim"] == 32
+    assert dict(model.adapter.config)["out_dim"] == 32
+    with pytest.raises(ValueError, match="out_dim=768 does not match"):
+        LaViBridge(tiny_t5, tiny_sd, adapter=dict(out_dim=768))
+    with pytest.raises(ValueError, match="in_dim=1024 does not match"):
+        LaViBridge(tiny_t5, tiny_sd, adapter=dict(in_dim=1024))
+
+
+def test_adapter_matches_paper_architecture_and_round_trips(tmp_path):
+    adapter = LaViBridgeTextAdapter(1024, 896, 768)
+    names = set(adapter.state_dict())
+    assert {"norm1.weight", "ff1.net.0.proj.weight", "ff1.net.2.weight", "norm2.weight",
+            "ff2.net.0.proj.weight", "ff2.net.2.weight"} <= names
+    assert adapter.ff1.net[0].proj.weight.shape == (2 * 4 * 1024, 1024)  # GEGLU, mult 4
+    assert adapter.ff1.net[2].weight.shape == (896, 4 * 1024)
+    assert adapter.ff2.net[2].weight.shape == (768, 4 * 896)
+    adapter.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = LaViBridgeTextAdapter.from_pretrained(tmp_path).eval()
+    x = torch.randn(1, 3, 1024)
+    torch.testing.assert_close(loaded(x), adapter.eval()(x))
+
+
+def test_training_lowers_loss_changes_only_bridge_weights(tiny_bridge):
+    batch = fixed_batch()
+    frozen = {n: p.detach().clone() for n, p in tiny_bridge.named_parameters() if not p.requires_grad}
+    trainable = {n: p.detach().clone() for n, p in tiny_bridge.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or n.startswith("adapter.") for n in trainable)
+    optim = build_optimizer(tiny_bridge, dict(vision_lora=1e-3, text_lora=1e-3, adapter=1e-3))
+    before = seeded_loss(tiny_bridge, batch)
+    torch.manual_seed(0)
+    for _ in range(30):
+        optim.update_params(tiny_bridge(batch)["loss"])
+    after = seeded_loss(tiny_bridge, batch)
+    assert after < 0.9 * before, (before, after)
+    for name, value in tiny_bridge.named_parameters():
+        if name in frozen:
+            assert torch.equal(value, frozen[name]), f"frozen {name} changed"
+    changed = [n for n, p in tiny_bridge.named_parameters() if n in trainable
+               and not torch.equal(p, trainable[n])]
+    assert any(".lora_B." in n and n.startswith("unet.") for n in changed)
+    assert any(".lora_B." in n and n.startswith("language.") for n in changed)
+    assert any(n.startswith("adapter.") for n in changed)
+
+
+def test_three_parameter_groups_get_their_learning_rates(tiny_bridge):
+    optim = build_optimizer(tiny_bridge, dict(vision_lora=1e-4, text_lora=5e-6, adapter=2e-4))
+    groups = {g["name"]: g for g in optim.optimizer.param_groups}
+    assert {n: g["lr"] for n, g in groups.items()} == {
+        "vision_lora": 1e-4, "text_lora": 5e-6, "adapter": 2e-4}
+    in_groups = {id(p) for g in groups.values() for p in g["params"]}
+    assert in_groups == {id(p) for p in tiny_bridge.parameters() if p.requires_grad}
+    with pytest.raises(ValueError, match="unknown parameter groups"):
+        build_optimizer(tiny_bridge, dict(vison_lora=1e-4))
+
+
+def test_checkpoint_state_dict_is_lean_and_loads_back(tiny_bridge, tiny_t5, tiny_sd):
+    state = tiny_bridge.state_dict()
+    trainable = {n for n, p in tiny_bridge.named_parameters() if p.requires_grad}
+    assert set(state) == trainable
+    with torch.no_grad():
+        for p in tiny_bridge.adapter.parameters():
+            p.add_(0.5)
+    other = LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(rank=4, dropout=0.0),
+                       vision_lora=dict(rank=4, dropout=0.0))
+    result = other.load_state_dict(tiny_bridge.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    batch = fixed_batch()
+    assert seeded_loss(other, batch) == seeded_loss(tiny_bridge, batch)
+
+
+def test_bridge_folder_round_trip(tiny_bridge, tiny_t5, tiny_sd, tmp_path):
+    with torch.no_grad():
+        for p in tiny_bridge.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    tiny_bridge.save_bridge(tmp_path / "bridge", iteration=7)
+    for part in ("text_lora", "vision_lora"):
+        assert (tmp_path / "bridge" / part / "adapter_config.json").is_file()
+        assert (tmp_path / "bridge" / part / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "bridge" / "adapter" / "diffusion_pytorch_model.safetensors").is_file()
+    fresh = LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(rank=4, dropout=0.0),
+                       vision_lora=dict(rank=4, dropout=0.0), bridge_path=str(tmp_path / "bridge"))
+    batch = fixed_batch()
+    assert seeded_loss(fresh, batch) == seeded_loss(tiny_bridge, batch)
+    wrong_rank = LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(rank=8))
+    with pytest.raises(ValueError, match="rank 4, this model 8"):
+        wrong_rank.load_bridge(tmp_path / "bridge")
+    with pytest.raises(FileNotFoundError, match="not a bridge folder"):
+        wrong_rank.load_bridge(tmp_path)
+
+
+def test_infer_is_seeded_and_uses_cfg(tiny_bridge):
+    kwargs = dict(num_inference_steps=3, height=32, width=32, output_type="np")
+    first = tiny_bridge.infer(CAPTIONS, seed=1, **kwargs)
+    again = tiny_bridge.infer(CAPTIONS, seed=1, **kwargs)
+    other_seed = tiny_bridge.infer(CAPTIONS, seed=2, **kwargs)
+    no_guidance = tiny_bridge.infer(CAPTIONS, seed=1, guidance_scale=1.0, **kwargs)
+    assert first.shape == (2, 32, 32, 3)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other_seed)
+    assert not np.allclose(first, no_guidance)
+    images = tiny_bridge.infer("a red circle", num_inference_steps=2, height=32, width=32,
+                               scheduler="ddim")
+    assert images[0].size == (32, 32)
+    assert tiny_bridge.training  # infer restores the mode
+    with pytest.raises(ValueError, match="scheduler must be one of"):
+        tiny_bridge.infer("x", scheduler="euler")
+
+
+def test_reduced_precision_frozen_weights_train_in_float32(tiny_t5, tiny_sd):
+    model = LaViBridge(tiny_t5, tiny_sd, max_length=16, weight_dtype="bfloat16")
+    dtypes = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert dtypes == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    loss = model(fixed_batch())["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.adapter.parameters())
+
+
+def test_loss_options_and_caption_dropout(tiny_t5, tiny_sd):
+    model = LaViBridge(tiny_t5, tiny_sd, max_length=16, prediction_type="v_prediction",
+                       snr_gamma=5.0, caption_dropout=1.0, gradient_checkpointing=True)
+    assert model.noise_scheduler.config.prediction_type == "v_prediction"
+    assert model._drop_captions(CAPTIONS) == ["", ""]
+    loss = model(fixed_batch())["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="caption_dropout"):
+        LaViBridge(tiny_t5, tiny_sd, caption_dropout=1.5)
+    with pytest.raises(ValueError, match="weight_dtype"):
+        LaViBridge(tiny_t5, tiny_sd, weight_dtype="fp8")
+    with pytest.raises(NotImplementedError, match="mode='loss'"):
+        model(fixed_batch(), mode="predict")
+
+
+def test_min_snr_weighting_changes_the_loss(tiny_t5, tiny_sd):
+    plain = LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(dropout=0.0),
+                       vision_lora=dict(dropout=0.0))
+    weighted = copy.deepcopy(plain)
+    weighted.snr_gamma = 1.0
+    batch = fixed_batch()
+    assert seeded_loss(plain, batch) != pytest.approx(seeded_loss(weighted, batch))
