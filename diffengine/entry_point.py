@@ -51,7 +51,7 @@ def _demo(args: argparse.Namespace) -> int:
                                       *(args.cfg_options or [])])
     runner = run(train_args, wds=True)
     loss = runner.message_hub.get_scalar("train/loss")
-    print(f"demo finished in {time.perf_counter() - start:.0f} s; loss {loss.data[1][0]:.4f} at the "
+    print(f"demo finished in {time.perf_counter() - start:.0f} s; loss {loss.data[0][0]:.4f} at the "
           f"first logged iteration, {loss.mean(20):.4f} over the last 20 iterations\n"
           f"  samples:    {runner.work_dir}/samples/\n"
           f"  bridge:     {runner.work_dir}/bridge/ (LoRA + adapter safetensors)\n"

@@ -1,11 +1,11 @@
 """Training engine: runner, checkpoint loading, DDP wrapper, optimizer groups and hooks."""
-from .checkpoint import SAFE_CHECKPOINT_GLOBALS, load_local_checkpoint
+from .checkpoint import PlainMessageHubHook, load_local_checkpoint
 from .hooks import BridgeCheckpointHook, ParamGroupLrHook, VisualizationHook
 from .model_wrapper import DeviceAgnosticDDP
 from .optim_constructor import LaViBridgeOptimWrapperConstructor
 from .runner import DiffEngineRunner
 
 __all__ = [
-    "SAFE_CHECKPOINT_GLOBALS", "load_local_checkpoint", "BridgeCheckpointHook", "ParamGroupLrHook",
+    "PlainMessageHubHook", "load_local_checkpoint", "BridgeCheckpointHook", "ParamGroupLrHook",
     "VisualizationHook", "DeviceAgnosticDDP", "LaViBridgeOptimWrapperConstructor", "DiffEngineRunner",
 ]

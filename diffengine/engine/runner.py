@@ -1,8 +1,9 @@
 """MMEngine Runner that also builds webdataset loaders from config."""
-from mmengine.registry import FUNCTIONS
 from mmengine.runner import Runner
 
-from diffengine.registry import RUNNERS
+from diffengine.registry import FUNCTIONS, RUNNERS
+
+from .checkpoint import PlainMessageHubHook
 
 
 def is_loader_builder_cfg(dataloader) -> bool:
@@ -16,7 +17,12 @@ class DiffEngineRunner(Runner):
 
     MMEngine's own builder wraps a map-style dataset in a sampler; a webdataset pipeline is an
     IterableDataset whose sharding, shuffling and epoch length live in its builder instead.
+    It also registers ``PlainMessageHubHook`` so its checkpoints load with ``weights_only=True``.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_hook(PlainMessageHubHook())
 
     @staticmethod
     def build_dataloader(dataloader, seed: int = 0, diff_rank_seed: bool = False):

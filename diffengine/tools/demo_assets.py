@@ -148,5 +148,5 @@ def make_demo_assets(out_dir: str | Path, num_images: int = 512, image_size: int
     stats = write_wds_shards(demo_samples(num_images, image_size), out_dir / "shards",
                              maxcount=images_per_shard, image_format="png", progress=progress)
     done.write_text(json.dumps({"num_images": num_images, "image_size": image_size,
-                                "shards": len(stats["shards"])}, indent=2))
+                                "shards": stats["shards"]}, indent=2))
     return out_dir

@@ -103,10 +103,9 @@ class LaViBridge(BaseModel):
         self._upcast_trainable_weights()
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
-            lm = self.language.model
-            # transformers 5.x renamed the method; 4.x only has the old name
-            enable = getattr(lm, "activation_checkpointing_enable", lm.gradient_checkpointing_enable)
-            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # the name every supported transformers version has (5.x also offers a new one)
+            self.language.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
         if bridge_path is not None:
             self.load_bridge(bridge_path)
 
@@ -195,8 +194,13 @@ class LaViBridge(BaseModel):
         """
         if scheduler not in INFERENCE_SCHEDULERS:
             raise ValueError(f"scheduler must be one of {sorted(INFERENCE_SCHEDULERS)}, got '{scheduler}'")
-        # imported here: the pipeline module pulls in transformers' image processors
+        # imported here: the pipeline module pulls in transformers' image processors, which
+        # warn about torchvision being absent although this pipeline never uses them
+        from transformers.utils import logging as transformers_logging
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
         from diffusers import StableDiffusionPipeline
+        transformers_logging.set_verbosity(verbosity)
 
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         was_training = self.training

@@ -1,0 +1,19 @@
+"""Shared helpers for end-to-end tests: the demo config pointed at session-scoped tiny assets."""
+import itertools
+
+_run_ids = itertools.count()
+
+
+def demo_cfg_options(tiny_t5: str, tiny_sd: str, shards: str, max_iters: int = 4,
+                     checkpoint_interval: int = 2) -> list[str]:
+    """--cfg-options that run the packaged demo config for a few iterations on test assets."""
+    return [
+        f"model.text_encoder={tiny_t5}", f"model.vision_model={tiny_sd}",
+        f"train_dataloader.shards={shards}", "train_dataloader.num_samples_per_epoch=64",
+        "train_dataloader.num_workers=0", "train_dataloader.batch_size=4",
+        f"train_cfg.max_iters={max_iters}",
+        f"default_hooks.checkpoint.interval={checkpoint_interval}",
+        "default_hooks.logger.interval=1",
+        # a unique name per run: MMEngine keys its global visualizer/message hub on it
+        f"experiment_name=test_run_{next(_run_ids)}",
+    ]
