@@ -2,7 +2,7 @@ from mmengine.hooks import (CheckpointHook, DistSamplerSeedHook, IterTimerHook, 
                             ParamSchedulerHook)
 from mmengine.visualization import LocalVisBackend, Visualizer
 
-from diffengine.engine import BridgeCheckpointHook, DeviceAgnosticDDP, ParamGroupLrHook
+from diffengine.engine import BridgeCheckpointHook, ParamGroupLrHook
 
 default_scope = "diffengine"
 runner_type = "DiffEngineRunner"
@@ -26,8 +26,9 @@ custom_hooks = [
     dict(type=BridgeCheckpointHook, max_keep=3),
 ]
 
-# DDP that also works for CPU modules (gloo); on GPU it is MMEngine's DDP
-model_wrapper_cfg = dict(type=DeviceAgnosticDDP)
+# DDP that also works for CPU modules (gloo); on GPU it is MMEngine's DDP. A string: MMEngine's
+# wrap_model looks the type up by scoped name
+model_wrapper_cfg = dict(type="diffengine.DeviceAgnosticDDP")
 
 log_processor = dict(by_epoch=False, window_size=50)
 log_level = "INFO"

@@ -55,6 +55,12 @@ def build_config(args: argparse.Namespace, wds: bool):
     return cfg
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _check_wds_config(cfg, config_path: Path) -> None:
     """``wds_train`` streams shards: it needs a loader builder and an iteration-based loop."""
     from diffengine.engine.runner import is_loader_builder_cfg
@@ -78,10 +84,14 @@ def run(args: argparse.Namespace, wds: bool = False):
     from diffengine.engine import DiffEngineRunner
 
     cfg = build_config(args, wds)
-    if args.amp:
-        import torch
-        if not torch.cuda.is_available():
-            raise ConfigError("--amp needs a GPU (MMEngine's AmpOptimWrapper); none is available")
+    if args.amp and not _cuda_available():
+        raise ConfigError("--amp needs a GPU (MMEngine's AmpOptimWrapper); none is available")
+    if args.launcher == "pytorch" and not _cuda_available():
+        # MMEngine's init_dist calls torch.cuda.set_device unconditionally; on CPU we start the
+        # gloo process group ourselves, and MMEngine then uses the existing one
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo")
     runner = DiffEngineRunner.from_cfg(cfg)
     runner.train()
     return runner

@@ -1,0 +1,4 @@
+"""``python -m diffengine`` is the ``diffengine`` command."""
+from .entry_point import cli
+
+cli()

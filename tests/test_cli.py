@@ -1,0 +1,109 @@
+import os
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+
+from diffengine.entry_point import build_parser, main
+from diffengine.version import __version__
+from tests.helpers import demo_cfg_options
+
+
+def diffengine(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "diffengine", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_help_and_listing_do_not_import_torch():
+    code = ("import sys; from diffengine.entry_point import build_parser, main; build_parser(); "
+            "main(['list-cfg']); print('torch' in sys.modules, 'mmengine' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+@pytest.mark.parametrize("command", ["train", "wds_train", "demo", "list-cfg", "copy-cfg", "version"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: diffengine" in capsys.readouterr().out
+
+
+def test_version_and_list_cfg(capsys):
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.strip() == __version__
+    assert main(["list-cfg"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {"lavi_bridge_v15_laion", "lavi_bridge_demo"} <= set(names)
+    assert main(["list-cfg", "-p", "demo"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["lavi_bridge_demo"]
+
+
+def test_copy_cfg_copies_a_loadable_config(tmp_path):
+    assert main(["copy-cfg", "lavi_bridge_v15_laion", str(tmp_path)]) == 0
+    copied = tmp_path / "lavi_bridge" / "lavi_bridge_v15_laion.py"
+    assert copied.is_file() and (tmp_path / "_base_" / "default_runtime.py").is_file()
+    cfg = Config.fromfile(str(copied))
+    assert cfg.model.text_encoder == "google-t5/t5-large"
+
+
+def test_unknown_config_is_one_line_with_close_matches_and_exit_2():
+    result = diffengine("train", "lavi_bridge_v15_lai")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "diffengine: error: unknown config 'lavi_bridge_v15_lai': not a file and not a packaged "
+        "config. Did you mean: lavi_bridge_v15_laion, lavi_bridge_demo?"]
+    assert main(["copy-cfg", "nothing_like_it", "/tmp/x"]) == 2
+
+
+def test_wds_train_rejects_a_config_without_a_streaming_loader(tmp_path, capsys):
+    config = tmp_path / "map_style.py"
+    config.write_text("train_dataloader = dict(batch_size=1, dataset=dict(type='X'))\n"
+                      "train_cfg = dict(max_iters=1)\n")
+    assert main(["wds_train", str(config)]) == 2
+    assert "wds_train needs train_dataloader=dict(type=build_wds_dataloader" in capsys.readouterr().err
+    config.write_text("from diffengine.datasets import build_wds_dataloader\n"
+                      "train_dataloader = dict(type=build_wds_dataloader, shards='x', batch_size=1, "
+                      "resolution=8)\ntrain_cfg = dict(max_epochs=1)\n")
+    assert main(["wds_train", str(config)]) == 2
+    assert "iteration-based" in capsys.readouterr().err
+
+
+def test_amp_without_gpu_is_a_clear_error(tiny_t5, tiny_sd, demo_shards, tmp_path, capsys):
+    options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards)
+    code = main(["train", "lavi_bridge_demo", "--amp", "--work-dir", str(tmp_path),
+                 "--cfg-options", *options])
+    assert code == 2 and "--amp needs a GPU" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["train", "wds_train"])
+def test_train_commands_run_and_exit_zero(command, tiny_t5, tiny_sd, demo_shards, tmp_path):
+    options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=2, checkpoint_interval=2)
+    result = diffengine(command, "lavi_bridge_demo", "--work-dir", str(tmp_path),
+                        "--cfg-options", *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "iter_2.pth").is_file()
+    assert "Iter(train) [2/2]" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_failed_training_exits_non_zero(tiny_t5, demo_shards, tmp_path):
+    options = demo_cfg_options(tiny_t5, str(tmp_path / "no_such_model"), demo_shards)
+    result = diffengine("train", "lavi_bridge_demo", "--work-dir", str(tmp_path),
+                        "--cfg-options", *options)
+    assert result.returncode != 0
+    assert "no_such_model" in result.stderr
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_with_gloo(tiny_t5, tiny_sd, demo_shards, tmp_path):
+    options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=2, checkpoint_interval=2)
+    result = diffengine("wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path),
+                        "--cfg-options", *options,
+                        env={"NPROC_PER_NODE": "2", "MASTER_PORT": "29517"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "world_size: 2" in log or "'world_size': 2" in log or "Distributed launcher: pytorch" in log
+    assert (tmp_path / "iter_2.pth").is_file()
