@@ -26,9 +26,11 @@ class DiffEngineRunner(Runner):
 
     @staticmethod
     def build_dataloader(dataloader, seed: int = 0, diff_rank_seed: bool = False):
-        """Build from a builder config, or defer to MMEngine's standard dataloader config."""
+        """Build from a builder config, or defer to MMEngine's standard dataloader config.
+
+        A builder's stream seed comes from its own config (``seed=``), not from the runner's
+        random seed, so that a resumed run reads the same stream as the run it continues.
+        """
         if is_loader_builder_cfg(dataloader):
-            cfg = dict(dataloader)
-            cfg.setdefault("seed", seed)
-            return FUNCTIONS.build(cfg)
+            return FUNCTIONS.build(dict(dataloader))
         return Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)

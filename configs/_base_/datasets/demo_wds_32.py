@@ -7,6 +7,7 @@ train_dataloader = dict(
     batch_size=8,
     resolution=32,
     num_samples_per_epoch=512,
+    seed=0,  # the stream's seed: change it for another data order; resume reuses it
     resampled=False,
     num_workers=2,
     shuffle_buffer=256,

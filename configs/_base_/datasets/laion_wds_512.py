@@ -8,6 +8,7 @@ train_dataloader = dict(
     batch_size=4,
     resolution=512,
     num_samples_per_epoch=1_000_000,
+    seed=0,  # the stream's seed: change it for another data order; resume reuses it
     resampled=True,
     num_workers=8,
     shuffle_buffer=1000,
