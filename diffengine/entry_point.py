@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+from .tools.infer import add_infer_arguments
 from .tools.train import add_train_arguments
 
 
@@ -42,7 +43,8 @@ def _demo(args: argparse.Namespace) -> int:
     from .tools.train import run
 
     start = time.perf_counter()
-    data = make_demo_assets(args.data_dir)
+    # absolute: the bridge manifest records these paths for `diffengine infer` from anywhere
+    data = make_demo_assets(args.data_dir).resolve()
     train_args = argparse.Namespace(
         config="lavi_bridge_demo", work_dir=args.work_dir, resume=None, amp=False,
         launcher="none", cfg_options=[f"model.text_encoder={data / 't5'}",
@@ -79,10 +81,23 @@ def _copy_cfg(args: argparse.Namespace) -> int:
     dest_root = Path(args.dest)
     relative = source.relative_to(root) if source.is_relative_to(root) else Path(source.name)
     if source.is_relative_to(root):
-        shutil.copytree(root / "_base_", dest_root / "_base_", dirs_exist_ok=True)
+        shutil.copytree(root / "_base_", dest_root / "_base_", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     (dest_root / relative).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source, dest_root / relative)
     print(f"copied {source.name} to {dest_root / relative}")
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from .tools.infer import resolve_bridge_dir, run_infer
+
+    try:
+        resolve_bridge_dir(args.bridge)
+    except FileNotFoundError as error:
+        print(f"diffengine: error: {error}", file=sys.stderr)
+        return 2
+    run_infer(args)
     return 0
 
 
@@ -108,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default="data/demo", help="where the demo assets are written")
     demo.add_argument("--work-dir", default="work_dirs/lavi_bridge_demo")
     demo.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
+    infer = sub.add_parser("infer", help="generate images from a trained bridge")
+    add_infer_arguments(infer)
     list_cfg = sub.add_parser("list-cfg", help="list the packaged configs")
     list_cfg.add_argument("-p", "--pattern", help="only names containing PATTERN")
     copy_cfg = sub.add_parser("copy-cfg", help="copy a packaged config (and its _base_) to DIR")
@@ -127,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "train": lambda a: _train(a, argv[1:], wds=False),
         "wds_train": lambda a: _train(a, argv[1:], wds=True),
-        "demo": _demo, "list-cfg": _list_cfg, "copy-cfg": _copy_cfg, "version": _version,
+        "demo": _demo, "infer": _infer, "list-cfg": _list_cfg, "copy-cfg": _copy_cfg, "version": _version,
     }
     try:
         return commands[args.command](args)

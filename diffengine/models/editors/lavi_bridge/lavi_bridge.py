@@ -10,6 +10,7 @@ from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dic
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from diffengine.constants import INFERENCE_SCHEDULER_NAMES, WEIGHT_DTYPE_NAMES
 from diffengine.registry import MODELS
 from diffengine.version import __version__
 
@@ -19,13 +20,9 @@ from ...losses import diffusion_loss
 from ...vision import vision_family_of
 from .text_adapter import LaViBridgeTextAdapter
 
-INFERENCE_SCHEDULERS = {
-    "unipc": UniPCMultistepScheduler,
-    "ddim": DDIMScheduler,
-    "dpm": DPMSolverMultistepScheduler,
-    "ddpm": DDPMScheduler,
-}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+INFERENCE_SCHEDULERS = dict(zip(INFERENCE_SCHEDULER_NAMES, (
+    UniPCMultistepScheduler, DDIMScheduler, DPMSolverMultistepScheduler, DDPMScheduler)))
+DTYPES = dict(zip(WEIGHT_DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 BRIDGE_MANIFEST = "bridge.json"
 LORA_WEIGHTS = "adapter_model.safetensors"
 
@@ -244,6 +241,33 @@ class LaViBridge(BaseModel):
         }
         (directory / BRIDGE_MANIFEST).write_text(json.dumps(manifest, indent=2))
         return directory
+
+    @classmethod
+    def from_bridge(cls, directory: str | Path, **overrides) -> "LaViBridge":
+        """Build the model a bridge folder describes (base models from its manifest) and load it.
+
+        ``overrides`` replace constructor arguments, e.g. ``text_encoder=`` a local copy of the
+        base LM or ``weight_dtype="bfloat16"``.
+        """
+        directory = Path(directory)
+        manifest_path = directory / BRIDGE_MANIFEST
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{directory} is not a bridge folder (no {BRIDGE_MANIFEST})")
+        manifest = json.loads(manifest_path.read_text())
+        lora = {}
+        for name in ("text_lora", "vision_lora"):
+            config = LoraConfig.from_pretrained(directory / name)
+            lora[name] = {"rank": config.r, "alpha": config.lora_alpha,
+                          "dropout": config.lora_dropout}
+        adapter = LaViBridgeTextAdapter.load_config(directory / "adapter")
+        kwargs = {
+            "text_encoder": manifest["text_encoder"], "vision_model": manifest["vision_model"],
+            "adapter": {k: adapter[k] for k in ("in_dim", "int_dim", "out_dim")},
+            "max_length": manifest["max_length"], "hidden_layer": manifest["hidden_layer"],
+            "text_attention_mask": manifest["text_attention_mask"],
+            "weight_dtype": manifest["weight_dtype"], **lora, **overrides,
+        }
+        return cls(bridge_path=str(directory), **kwargs)
 
     def load_bridge(self, directory: str | Path) -> None:
         """Load LoRA and adapter weights from a bridge folder written by ``save_bridge``."""

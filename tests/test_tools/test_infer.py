@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffengine.entry_point import main
+from diffengine.models import LaViBridge
+
+
+@pytest.fixture
+def bridge_dir(tiny_bridge, tmp_path):
+    with torch.no_grad():
+        for p in tiny_bridge.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    return tiny_bridge.save_bridge(tmp_path / "bridge", iteration=1)
+
+
+def pixels(path):
+    return np.asarray(Image.open(path))
+
+
+def test_from_bridge_rebuilds_the_model_from_its_manifest(tiny_bridge, bridge_dir):
+    rebuilt = LaViBridge.from_bridge(bridge_dir)
+    assert rebuilt.language.max_length == tiny_bridge.language.max_length
+    assert rebuilt.text_lora_config.r == 4 and rebuilt.vision_lora_config.r == 4
+    kwargs = dict(num_inference_steps=2, height=32, width=32, output_type="np", seed=3)
+    np.testing.assert_array_equal(rebuilt.infer("a red circle", **kwargs),
+                                  tiny_bridge.infer("a red circle", **kwargs))
+
+
+def test_infer_writes_one_png_per_prompt_and_is_seeded(bridge_dir, tmp_path):
+    prompts = ["a red circle on a white background", "a blue square"]
+    common = ["--steps", "2", "--height", "32", "--width", "32"]
+    assert main(["infer", str(bridge_dir), *prompts, *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["infer", str(bridge_dir), *prompts, *common, "--out", str(tmp_path / "b")]) == 0
+    assert main(["infer", str(bridge_dir), prompts[0], *common, "--seed", "5",
+                 "--out", str(tmp_path / "c")]) == 0
+    first = sorted((tmp_path / "a").glob("*.png"))
+    assert [p.name for p in first] == ["000_a-red-circle-on-a-white-background.png",
+                                       "001_a-blue-square.png"]
+    assert pixels(first[0]).shape == (32, 32, 3)
+    for path in first:
+        np.testing.assert_array_equal(pixels(path), pixels(tmp_path / "b" / path.name))
+    assert not np.array_equal(pixels(first[0]), pixels(tmp_path / "c" / first[0].name))
+
+
+def test_infer_accepts_a_work_dir_and_rejects_other_folders(bridge_dir, tmp_path, capsys):
+    work_dir = tmp_path / "work"
+    (work_dir / "bridge").mkdir(parents=True)
+    (work_dir / "bridge" / "last_bridge").write_text(str(bridge_dir))
+    assert main(["infer", str(work_dir), "x", "--steps", "1", "--height", "32", "--width", "32",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 1
+    assert main(["infer", str(tmp_path / "out"), "x"]) == 2
+    assert "neither a bridge folder" in capsys.readouterr().err
