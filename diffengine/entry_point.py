@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+from .tools.convert_official import add_convert_official_arguments
 from .tools.infer import add_infer_arguments
 from .tools.train import add_train_arguments
 
@@ -101,6 +102,17 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_official(args: argparse.Namespace) -> int:
+    from .tools.convert_official import run_convert_official
+
+    try:
+        run_convert_official(args)
+    except (ValueError, FileNotFoundError, NotImplementedError) as error:
+        print(f"diffengine: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _version(_: argparse.Namespace) -> int:
     from .version import __version__
 
@@ -125,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
     infer = sub.add_parser("infer", help="generate images from a trained bridge")
     add_infer_arguments(infer)
+    convert = sub.add_parser("convert-official",
+                             help="convert the paper authors' released weights to a bridge folder")
+    add_convert_official_arguments(convert)
     list_cfg = sub.add_parser("list-cfg", help="list the packaged configs")
     list_cfg.add_argument("-p", "--pattern", help="only names containing PATTERN")
     copy_cfg = sub.add_parser("copy-cfg", help="copy a packaged config (and its _base_) to DIR")
@@ -144,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "train": lambda a: _train(a, argv[1:], wds=False),
         "wds_train": lambda a: _train(a, argv[1:], wds=True),
-        "demo": _demo, "infer": _infer, "list-cfg": _list_cfg, "copy-cfg": _copy_cfg, "version": _version,
+        "demo": _demo, "infer": _infer, "convert-official": _convert_official, "list-cfg": _list_cfg, "copy-cfg": _copy_cfg, "version": _version,
     }
     try:
         return commands[args.command](args)
