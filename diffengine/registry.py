@@ -8,6 +8,7 @@ _LOCATIONS = {
     "optimizer wrapper constructor": ["diffengine.engine"],
     "hook": ["diffengine.engine"],
     "runner": ["diffengine.engine"],
+    "loop": ["diffengine.engine"],
     "dataset": ["diffengine.datasets"],
     "function": ["diffengine.datasets"],
 }

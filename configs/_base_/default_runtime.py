@@ -2,7 +2,7 @@ from mmengine.hooks import (CheckpointHook, DistSamplerSeedHook, IterTimerHook, 
                             ParamSchedulerHook)
 from mmengine.visualization import LocalVisBackend, Visualizer
 
-from diffengine.engine import BridgeCheckpointHook, ParamGroupLrHook
+from diffengine.engine import BridgeCheckpointHook, DataSkipLogHook, ParamGroupLrHook
 
 default_scope = "diffengine"
 runner_type = "DiffEngineRunner"
@@ -24,6 +24,7 @@ default_hooks = dict(
 custom_hooks = [
     dict(type=ParamGroupLrHook),
     dict(type=BridgeCheckpointHook, max_keep=3),
+    dict(type=DataSkipLogHook, interval=50),  # bad samples skipped by the loader, by kind
 ]
 
 # DDP that also works for CPU modules (gloo); on GPU it is MMEngine's DDP. A string: MMEngine's

@@ -1,11 +1,13 @@
 """Training engine: runner, checkpoint loading, DDP wrapper, optimizer groups and hooks."""
 from .checkpoint import PlainMessageHubHook, load_local_checkpoint
-from .hooks import BridgeCheckpointHook, ParamGroupLrHook, VisualizationHook
+from .hooks import BridgeCheckpointHook, DataSkipLogHook, ParamGroupLrHook, VisualizationHook
+from .loops import StreamingIterBasedTrainLoop
 from .model_wrapper import DeviceAgnosticDDP
 from .optim_constructor import LaViBridgeOptimWrapperConstructor
 from .runner import DiffEngineRunner
 
 __all__ = [
-    "PlainMessageHubHook", "load_local_checkpoint", "BridgeCheckpointHook", "ParamGroupLrHook",
+    "PlainMessageHubHook", "load_local_checkpoint", "BridgeCheckpointHook", "DataSkipLogHook",
+    "ParamGroupLrHook", "StreamingIterBasedTrainLoop",
     "VisualizationHook", "DeviceAgnosticDDP", "LaViBridgeOptimWrapperConstructor", "DiffEngineRunner",
 ]

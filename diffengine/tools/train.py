@@ -70,7 +70,7 @@ def _check_wds_config(cfg, config_path: Path) -> None:
                           "train_dataloader=dict(type=build_wds_dataloader, shards=..., ...)")
     if "max_iters" not in cfg.get("train_cfg", {}):
         raise ConfigError(f"{config_path.name}: wds_train is iteration-based; set "
-                          "train_cfg=dict(type=IterBasedTrainLoop, max_iters=N)")
+                          "train_cfg=dict(type=StreamingIterBasedTrainLoop, max_iters=N)")
 
 
 def run(args: argparse.Namespace, wds: bool = False):

@@ -1,8 +1,7 @@
 from mmengine.optim import ConstantLR, OptimWrapper
-from mmengine.runner import IterBasedTrainLoop
 from torch.optim import AdamW
 
-from diffengine.engine import LaViBridgeOptimWrapperConstructor
+from diffengine.engine import LaViBridgeOptimWrapperConstructor, StreamingIterBasedTrainLoop
 
 # a short run for tiny models: higher learning rates than the paper's so it learns in minutes
 optim_wrapper = dict(
@@ -13,4 +12,5 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=1.0),
 )
 param_scheduler = [dict(type=ConstantLR, factor=1.0, by_epoch=False)]
-train_cfg = dict(type=IterBasedTrainLoop, max_iters=300)
+# resumes a stream by reseeding its epoch instead of re-reading every trained batch
+train_cfg = dict(type=StreamingIterBasedTrainLoop, max_iters=300)

@@ -1,8 +1,7 @@
 from mmengine.optim import ConstantLR, OptimWrapper
-from mmengine.runner import IterBasedTrainLoop
 from torch.optim import AdamW
 
-from diffengine.engine import LaViBridgeOptimWrapperConstructor
+from diffengine.engine import LaViBridgeOptimWrapperConstructor, StreamingIterBasedTrainLoop
 
 # the paper's optimisation: AdamW, one learning rate per bridge part, clipping at 1.0, constant LR
 optim_wrapper = dict(
@@ -13,4 +12,5 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=1.0),
 )
 param_scheduler = [dict(type=ConstantLR, factor=1.0, by_epoch=False)]
-train_cfg = dict(type=IterBasedTrainLoop, max_iters=100_000)
+# resumes a stream by reseeding its epoch instead of re-reading every trained batch
+train_cfg = dict(type=StreamingIterBasedTrainLoop, max_iters=100_000)

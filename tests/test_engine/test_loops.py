@@ -1,0 +1,153 @@
+import itertools
+
+import pytest
+import torch
+from mmengine.model import BaseModel
+from torch import nn
+
+from diffengine.datasets import build_wds_dataloader
+from diffengine.datasets.wds_loader import WebImageTextDataset
+from diffengine.engine.loops import StreamingIterBasedTrainLoop
+from diffengine.engine.runner import DiffEngineRunner
+
+_run_ids = itertools.count()
+
+
+class KeyRecorder(BaseModel):
+    """Fits one scalar to the mean pixel; records the sample keys of every batch it trains on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(()))
+        self.seen: list[list[str]] = []
+
+    def forward(self, inputs: dict, data_samples: dict | None = None, mode: str = "loss") -> dict:
+        self.seen.append(list(data_samples["keys"]))
+        return {"loss": (self.weight - inputs["pixel_values"].mean()) ** 2}
+
+
+def train_toy(work_dir, train_dataloader, max_iters: int, resume_from: str | None = None,
+              custom_hooks: list | None = None) -> DiffEngineRunner:
+    """Train KeyRecorder with a checkpoint every iteration; resume from `resume_from` if given."""
+    runner = DiffEngineRunner(
+        model=KeyRecorder(), work_dir=str(work_dir), train_dataloader=train_dataloader,
+        train_cfg=dict(type="StreamingIterBasedTrainLoop", max_iters=max_iters),
+        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.1)),
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=1),
+                           logger=dict(type="LoggerHook", interval=1)),
+        custom_hooks=custom_hooks, log_processor=dict(by_epoch=False), randomness=dict(seed=0),
+        resume=resume_from is not None, load_from=resume_from, default_scope="diffengine",
+        # MMEngine keys its global message hub and visualizer on the name
+        experiment_name=f"test_loops_{next(_run_ids)}")
+    runner.train()
+    return runner
+
+
+def wds_cfg(shards: str, **kwargs) -> dict:
+    """Two batches of four per epoch: seven iterations cross three epoch ends."""
+    return {"type": build_wds_dataloader, "shards": shards, "batch_size": 4, "resolution": 8,
+            "num_samples_per_epoch": 8, "num_workers": 0, "shuffle_buffer": 16, **kwargs}
+
+
+def epoch_stream(cfg: dict, epochs: int) -> list[list[str]]:
+    """Batch keys of the loader's epochs 0..epochs-1, each from a fresh iter after set_epoch."""
+    loader = build_wds_dataloader(**{k: v for k, v in cfg.items() if k != "type"}, seed=0)
+    batches = []
+    for epoch in range(epochs):
+        loader.dataset.set_epoch(epoch)
+        batches += [batch["data_samples"]["keys"] for batch in loader]
+    return batches
+
+
+@pytest.fixture
+def reads(monkeypatch) -> dict[str, list]:
+    """Epochs whose stream the dataset starts and keys of the samples it decodes (this process)."""
+    log: dict[str, list] = {"epochs": [], "decoded": []}
+    iterate, decode = WebImageTextDataset.__iter__, WebImageTextDataset._decode
+
+    def counting_iter(self):
+        log["epochs"].append(self.epoch)
+        yield from iterate(self)
+
+    def counting_decode(self, item, rng):
+        log["decoded"].append(item["where"])
+        return decode(self, item, rng)
+
+    monkeypatch.setattr(WebImageTextDataset, "__iter__", counting_iter)
+    monkeypatch.setattr(WebImageTextDataset, "_decode", counting_decode)
+    return log
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, demo_shards):
+    """Seven iterations with a checkpoint after each, and the stream they should have read."""
+    work_dir = tmp_path_factory.mktemp("stream")
+    runner = train_toy(work_dir, wds_cfg(demo_shards), max_iters=7)
+    assert isinstance(runner.train_loop, StreamingIterBasedTrainLoop)
+    return work_dir, runner.model.seen, epoch_stream(wds_cfg(demo_shards), epochs=4)
+
+
+def test_fresh_run_reads_epoch_after_epoch(uninterrupted):
+    _, seen, stream = uninterrupted
+    assert seen == stream[:7]
+    assert len({key for batch in stream for key in batch}) > 8  # epochs differ
+
+
+@pytest.mark.parametrize("start", [4, 5], ids=["epoch_boundary", "mid_epoch"])
+def test_resume_reads_only_the_current_epoch(uninterrupted, reads, tmp_path, demo_shards, start):
+    work_dir, seen, _ = uninterrupted
+    runner = train_toy(tmp_path, wds_cfg(demo_shards), max_iters=7,
+                       resume_from=str(work_dir / f"iter_{start}.pth"))
+    assert runner.iter == 7 and runner.train_loop.data_epoch == 3
+    assert runner.model.seen == seen[start:7]
+    # Epochs 0 and 1 are never read; of epoch 2 only the batches before `start` are skipped.
+    assert reads["epochs"] == [2, 3]
+    assert len(reads["decoded"]) == 4 * (7 - 4)
+
+
+def test_resume_with_nothing_left_to_train_reads_nothing(uninterrupted, reads, tmp_path, demo_shards):
+    work_dir, _, _ = uninterrupted
+    runner = train_toy(tmp_path, wds_cfg(demo_shards), max_iters=5, resume_from=str(work_dir / "iter_5.pth"))
+    assert runner.iter == 5 and runner.model.seen == []
+    assert reads == {"epochs": [], "decoded": []}
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["workers", "persistent_workers"])
+def test_worker_processes_resume_on_the_same_stream(tmp_path, demo_shards, persistent):
+    cfg = wds_cfg(demo_shards, num_workers=2, persistent_workers=persistent)
+    stream = epoch_stream(cfg, epochs=3)
+    runners = [train_toy(tmp_path, cfg, max_iters=3)]
+    runners.append(train_toy(tmp_path, cfg, max_iters=5, resume_from=str(tmp_path / "iter_3.pth")))
+    assert runners[0].model.seen == stream[:3]
+    assert runners[1].model.seen == stream[3:5]
+    if persistent:
+        # Left to the garbage collector, torch waits 5 s per persistent worker to join it.
+        for runner in runners:
+            runner.train_dataloader._iterator._shutdown_workers()
+
+
+class ToyImages(torch.utils.data.Dataset):
+    """Eight map-style samples in the wds batch layout; counts item reads."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> dict:
+        self.reads += 1
+        return {"inputs": {"pixel_values": torch.full((3, 2, 2), float(index))},
+                "data_samples": {"keys": f"toy{index}"}}
+
+
+def map_cfg() -> dict:
+    return dict(dataset=ToyImages(), batch_size=2, num_workers=0,
+                sampler=dict(type="DefaultSampler", shuffle=True), collate_fn=dict(type="default_collate"))
+
+
+def test_map_style_loader_keeps_mmengine_resume(tmp_path):
+    first = train_toy(tmp_path, map_cfg(), max_iters=3)
+    resumed = train_toy(tmp_path, map_cfg(), max_iters=3, resume_from=str(tmp_path / "iter_1.pth"))
+    assert resumed.model.seen == first.model.seen[1:3]
+    assert resumed.train_dataloader.dataset.reads == 2 * 3  # the trained batch replayed, as MMEngine does
