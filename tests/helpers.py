@@ -1,6 +1,8 @@
 """Shared helpers for end-to-end tests: the demo config pointed at session-scoped tiny assets."""
 import itertools
 
+from mmengine.hooks import Hook
+
 _run_ids = itertools.count()
 
 
@@ -17,3 +19,11 @@ def demo_cfg_options(tiny_t5: str, tiny_sd: str, shards: str, max_iters: int = 4
         # a unique name per run: MMEngine keys its global visualizer/message hub on it
         f"experiment_name=test_run_{next(_run_ids)}",
     ]
+
+
+class KeyRecorderHook(Hook):
+    """Appends the sample keys of every trained batch to WORK_DIR/keys_rank{RANK}.txt."""
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        with open(f"{runner.work_dir}/keys_rank{runner.rank}.txt", "a") as file:
+            file.writelines(f"{key}\n" for key in data_batch["data_samples"]["keys"])

@@ -99,12 +99,22 @@ def test_failed_training_exits_non_zero(tiny_t5, demo_shards, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_with_gloo(tiny_t5, tiny_sd, demo_shards, tmp_path):
-    options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=2, checkpoint_interval=2)
-    result = diffengine("wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path),
+def test_two_cpu_processes_read_disjoint_shards_covering_the_epoch(tiny_t5, tiny_sd, demo_shards,
+                                                                   tmp_path):
+    # the packaged demo config, copied and extended with a hook that records each rank's keys
+    assert main(["copy-cfg", "lavi_bridge_demo", str(tmp_path / "cfg")]) == 0
+    config = tmp_path / "cfg" / "lavi_bridge" / "lavi_bridge_demo.py"
+    config.write_text(config.read_text() + "\nfrom tests.helpers import KeyRecorderHook\n"
+                      "custom_hooks = [*custom_hooks, dict(type=KeyRecorderHook)]\n")
+    # exact mode, 64 samples per epoch, batch 4, 2 ranks: one epoch is 8 iterations per rank
+    options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=8, checkpoint_interval=8)
+    work_dir = tmp_path / "work"
+    result = diffengine("wds_train", str(config), "--work-dir", str(work_dir),
                         "--cfg-options", *options,
                         env={"NPROC_PER_NODE": "2", "MASTER_PORT": "29517"})
     assert result.returncode == 0, result.stderr[-3000:]
-    log = result.stdout + result.stderr
-    assert "world_size: 2" in log or "'world_size': 2" in log or "Distributed launcher: pytorch" in log
-    assert (tmp_path / "iter_2.pth").is_file()
+    assert (work_dir / "iter_8.pth").is_file()
+    keys = [(work_dir / f"keys_rank{rank}.txt").read_text().split() for rank in (0, 1)]
+    assert len(keys[0]) == len(keys[1]) == 32
+    assert not set(keys[0]) & set(keys[1])
+    assert set(keys[0]) | set(keys[1]) == {f"{index:06d}" for index in range(64)}
