@@ -53,28 +53,65 @@ def make_tiny_t5(out_dir: str | Path, corpus: list[str] | None = None, d_model: 
     return out_dir
 
 
-def make_tiny_llama(out_dir: str | Path, corpus: list[str] | None = None, hidden_size: int = 32,
-                    seed: int = 0) -> Path:
-    """A 2-layer Llama-style decoder-only LM + a word-level fast tokenizer with no pad token."""
-    import torch
+def _word_level_tokenizer(corpus: list[str], **special_tokens: str):
+    """A fast word-level tokenizer trained on ``corpus`` (stands in for BPE/WordPiece ones)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel(unk_token=special_tokens["unk_token"]))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(corpus, trainers.WordLevelTrainer(
+        special_tokens=list(dict.fromkeys(special_tokens.values()))))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **special_tokens)
+
+
+def make_tiny_causal_lm(out_dir: str | Path, model_type: str = "llama",
+                        corpus: list[str] | None = None, hidden_size: int = 32,
+                        seed: int = 0) -> Path:
+    """A 2-layer decoder-only LM (llama, mistral, qwen2, gemma, ...) whose tokenizer has no pad token."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.train_from_iterator(corpus or demo_caption_corpus(),
-                                trainers.WordLevelTrainer(special_tokens=["<unk>", "<s>", "</s>"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>",
-                                        bos_token="<s>", eos_token="</s>")
+    tokenizer = _word_level_tokenizer(corpus or demo_caption_corpus(), unk_token="<unk>",
+                                      bos_token="<s>", eos_token="</s>")
+    tokenizer.save_pretrained(out_dir)
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=hidden_size // 4, max_position_embeddings=128,
+        bos_token_id=1, eos_token_id=2, pad_token_id=None)
+    config.save_pretrained(out_dir)
+    # the family's own tokenizer class may add special tokens (Qwen2's pad): size the
+    # embedding for the tokenizer as AutoTokenizer will load it
+    config.vocab_size = len(AutoTokenizer.from_pretrained(out_dir))
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out_dir)
+    return out_dir
+
+
+def make_tiny_llama(out_dir: str | Path, **kwargs) -> Path:
+    """A tiny Llama-style LM (see ``make_tiny_causal_lm``)."""
+    return make_tiny_causal_lm(out_dir, "llama", **kwargs)
+
+
+def make_tiny_bert(out_dir: str | Path, corpus: list[str] | None = None, hidden_size: int = 32,
+                   seed: int = 0) -> Path:
+    """A 2-layer BERT encoder with a word-level tokenizer."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _word_level_tokenizer(corpus or demo_caption_corpus(), unk_token="[UNK]",
+                                      pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]")
     tokenizer.save_pretrained(out_dir)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
-                         intermediate_size=2 * hidden_size, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         bos_token_id=1, eos_token_id=2)
-    LlamaForCausalLM(config).save_pretrained(out_dir)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=2 * hidden_size,
+                        max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    BertModel(config).save_pretrained(out_dir)
     return out_dir
 
 

@@ -22,7 +22,7 @@ LANGUAGE_FAMILIES: dict[str, LanguageFamily] = {
     "mistral": LanguageFamily(("mistral",), None, ("MistralAttention",)),
     "qwen2": LanguageFamily(("qwen2",), None, ("Qwen2Attention",)),
     "gemma": LanguageFamily(("gemma",), None, ("GemmaAttention",)),
-    "bert": LanguageFamily(("bert",), None, ("BertSelfAttention", "BertSelfOutput")),
+    "bert": LanguageFamily(("bert",), None, ("BertAttention",)),
 }
 
 

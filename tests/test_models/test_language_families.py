@@ -1,0 +1,88 @@
+"""Any language model family bridges by config alone: tiny versions train and sample."""
+import pytest
+import torch
+from accelerate import init_empty_weights
+from mmengine.optim import OptimWrapper
+from torch.optim import AdamW
+from transformers import LlamaConfig, LlamaModel
+
+from diffengine.engine import LaViBridgeOptimWrapperConstructor
+from diffengine.models import LaViBridge
+from diffengine.models.language import LANGUAGE_FAMILIES, language_family_of
+from diffengine.models.lora import inject_lora, lora_target_names
+from diffengine.tools.demo_assets import make_tiny_bert, make_tiny_causal_lm
+
+BATCH = {"pixel_values": torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32),
+         "text": ["a red circle on a white background", "a blue square on a black background"]}
+# which Linear layers of each family get LoRA (the attention projections)
+EXPECTED_LORA = {
+    "t5": {"q", "k", "v", "o"},
+    "llama": {"q_proj", "k_proj", "v_proj", "o_proj"},
+    "mistral": {"q_proj", "k_proj", "v_proj", "o_proj"},
+    "qwen2": {"q_proj", "k_proj", "v_proj", "o_proj"},
+    "gemma": {"q_proj", "k_proj", "v_proj", "o_proj"},
+    "bert": {"query", "key", "value", "dense"},
+}
+
+
+@pytest.fixture(scope="module")
+def language_models(tmp_path_factory, tiny_t5):
+    paths = {"t5": tiny_t5}
+    for family in ("llama", "mistral", "qwen2", "gemma"):
+        paths[family] = str(make_tiny_causal_lm(tmp_path_factory.mktemp(family), family))
+    paths["bert"] = str(make_tiny_bert(tmp_path_factory.mktemp("bert")))
+    return paths
+
+
+def seeded_loss(model):
+    torch.manual_seed(7)
+    with torch.no_grad():
+        return model(BATCH)["loss"].item()
+
+
+@pytest.mark.parametrize("family", sorted(EXPECTED_LORA))
+def test_family_trains_and_samples(family, language_models, tiny_sd):
+    model = LaViBridge(language_models[family], tiny_sd, max_length=16,
+                       text_lora=dict(rank=4, dropout=0.0), vision_lora=dict(rank=4, dropout=0.0))
+    assert model.language.tokenizer.pad_token is not None
+    lora_layers = {n.split(".")[-4] for n, _ in model.language.model.named_parameters()
+                   if n.endswith("lora_A.default.weight")}
+    assert lora_layers == EXPECTED_LORA[family]
+    optim = LaViBridgeOptimWrapperConstructor(
+        dict(type=OptimWrapper, optimizer=dict(type=AdamW, lr=2e-3)), {})(model)
+    before = seeded_loss(model)
+    torch.manual_seed(0)
+    for _ in range(15):
+        optim.update_params(model(BATCH)["loss"])
+    assert seeded_loss(model) < before
+    image = model.infer("a red circle", num_inference_steps=2, height=32, width=32,
+                        output_type="np")
+    assert image.shape == (1, 32, 32, 3)
+
+
+def test_hidden_layer_option_selects_that_layer(language_models, tiny_sd):
+    last = LaViBridge(language_models["llama"], tiny_sd, max_length=16)
+    earlier = LaViBridge(language_models["llama"], tiny_sd, max_length=16, hidden_layer=-2)
+    ids, mask = last.language.tokenize(BATCH["text"], torch.device("cpu"))
+    reference = earlier.language.model(input_ids=ids, output_hidden_states=True).hidden_states[-2]
+    torch.testing.assert_close(earlier.language(ids, mask), reference)
+    assert not torch.allclose(earlier.language(ids, mask), last.language(ids, mask))
+
+
+def test_unknown_family_is_a_clear_error():
+    with pytest.raises(ValueError, match="no LaVi-Bridge family"):
+        language_family_of("gpt_neox")
+    assert language_family_of("t5") is LANGUAGE_FAMILIES["t5"]
+
+
+def test_llama2_7b_lora_targets_and_count():
+    config = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=32, vocab_size=32000)
+    with init_empty_weights():
+        model = LlamaModel(config)
+    assert sum(p.numel() for p in model.parameters()) == 6_607_343_616  # Llama-2-7B minus LM head
+    classes = LANGUAGE_FAMILIES["llama"].lora_target_classes
+    assert len(lora_target_names(model, classes)) == 32 * 4
+    inject_lora(model, classes, rank=32)
+    trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    assert trainable == 32 * 4 * 32 * (4096 + 4096)
