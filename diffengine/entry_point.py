@@ -7,6 +7,7 @@ import sys
 
 from .tools.convert_official import add_convert_official_arguments
 from .tools.infer import add_infer_arguments
+from .tools.prep_wds import add_prep_wds_arguments
 from .tools.train import add_train_arguments
 
 
@@ -113,6 +114,16 @@ def _convert_official(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prep_wds(args: argparse.Namespace) -> int:
+    from .tools.prep_wds import run_prep_wds
+
+    try:
+        return run_prep_wds(args)
+    except ValueError as error:
+        print(f"diffengine: error: {error}", file=sys.stderr)
+        return 2
+
+
 def _version(_: argparse.Namespace) -> int:
     from .version import __version__
 
@@ -140,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert = sub.add_parser("convert-official",
                              help="convert the paper authors' released weights to a bridge folder")
     add_convert_official_arguments(convert)
+    prep_wds = sub.add_parser("prep-wds", help="write webdataset shards (img2dataset layout) from "
+                              "an annotation file or an image folder")
+    add_prep_wds_arguments(prep_wds)
     list_cfg = sub.add_parser("list-cfg", help="list the packaged configs")
     list_cfg.add_argument("-p", "--pattern", help="only names containing PATTERN")
     copy_cfg = sub.add_parser("copy-cfg", help="copy a packaged config (and its _base_) to DIR")
@@ -159,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "train": lambda a: _train(a, argv[1:], wds=False),
         "wds_train": lambda a: _train(a, argv[1:], wds=True),
-        "demo": _demo, "infer": _infer, "convert-official": _convert_official, "list-cfg": _list_cfg, "copy-cfg": _copy_cfg, "version": _version,
+        "demo": _demo, "infer": _infer, "convert-official": _convert_official, "prep-wds": _prep_wds,
+        "list-cfg": _list_cfg, "copy-cfg": _copy_cfg, "version": _version,
     }
     try:
         return commands[args.command](args)

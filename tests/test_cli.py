@@ -23,7 +23,7 @@ def test_help_and_listing_do_not_import_torch():
 
 
 @pytest.mark.parametrize("command", ["train", "wds_train", "demo", "infer", "convert-official",
-                                     "list-cfg", "copy-cfg", "version"])
+                                     "prep-wds", "list-cfg", "copy-cfg", "version"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
