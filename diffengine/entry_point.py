@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from .tools.convert_official import add_convert_official_arguments
+from .tools.export import add_export_arguments
 from .tools.infer import add_infer_arguments
 from .tools.prep_wds import add_prep_wds_arguments
 from .tools.train import add_train_arguments
@@ -114,6 +115,17 @@ def _convert_official(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .tools.export import run_export
+
+    try:
+        run_export(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"diffengine: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _prep_wds(args: argparse.Namespace) -> int:
     from .tools.prep_wds import run_prep_wds
 
@@ -148,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
     infer = sub.add_parser("infer", help="generate images from a trained bridge")
     add_infer_arguments(infer)
+    export = sub.add_parser("export", help="export a bridge as a diffusers pipeline folder "
+                            "(LaViBridgePipeline.from_pretrained loads it)")
+    add_export_arguments(export)
     convert = sub.add_parser("convert-official",
                              help="convert the paper authors' released weights to a bridge folder")
     add_convert_official_arguments(convert)
@@ -173,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "train": lambda a: _train(a, argv[1:], wds=False),
         "wds_train": lambda a: _train(a, argv[1:], wds=True),
-        "demo": _demo, "infer": _infer, "convert-official": _convert_official, "prep-wds": _prep_wds,
+        "demo": _demo, "infer": _infer, "export": _export, "convert-official": _convert_official, "prep-wds": _prep_wds,
         "list-cfg": _list_cfg, "copy-cfg": _copy_cfg, "version": _version,
     }
     try:

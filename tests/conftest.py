@@ -45,3 +45,14 @@ def tiny_bridge(tiny_t5, tiny_sd):
     from diffengine.models import LaViBridge
     return LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(rank=4, dropout=0.0),
                       vision_lora=dict(rank=4, dropout=0.0))
+
+
+@pytest.fixture
+def bridge_dir(tiny_bridge, tmp_path):
+    """A bridge folder of ``tiny_bridge`` with randomly perturbed (so non-trivial) bridge weights."""
+    import torch
+    with torch.no_grad():
+        for p in tiny_bridge.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    return tiny_bridge.save_bridge(tmp_path / "bridge", iteration=1)

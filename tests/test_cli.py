@@ -22,8 +22,9 @@ def test_help_and_listing_do_not_import_torch():
     assert out.stdout.strip().splitlines()[-1] == "False False"
 
 
-@pytest.mark.parametrize("command", ["train", "wds_train", "demo", "infer", "convert-official",
-                                     "prep-wds", "list-cfg", "copy-cfg", "version"])
+@pytest.mark.parametrize("command", ["train", "wds_train", "demo", "infer", "export",
+                                     "convert-official", "prep-wds", "list-cfg", "copy-cfg",
+                                     "version"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])

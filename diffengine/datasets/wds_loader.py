@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import braceexpand
+import numpy as np
 import torch
 import webdataset as wds
 from PIL import Image, ImageOps
@@ -153,8 +154,10 @@ def _mix(streams: list[Iterator[dict]], weights: Sequence[float], rng: random.Ra
 
 def collate_batch(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Stack samples into the batch layout the models consume; no other key passes through."""
+    # numpy's stack is single-threaded: torch.stack's intra-op threads stall on a busy core
+    pixels = np.stack([s["pixel_values"].numpy() for s in samples])
     return {
-        "inputs": {"pixel_values": torch.stack([s["pixel_values"] for s in samples]),
+        "inputs": {"pixel_values": torch.from_numpy(pixels),
                    "text": [s["text"] for s in samples]},
         "data_samples": {"keys": [s["__key__"] for s in samples]},
     }
@@ -449,7 +452,7 @@ def build_wds_dataloader(
 ) -> DataLoader:
     """Build a DataLoader of image-caption batches from webdataset shards.
 
-    Batches are ``{"inputs": {"pixel_values": float[B, 3, R, R] in [-1, 1], "text": [str]},
+    Batches are ``{"inputs": {"pixel_values": uint8[B, 3, R, R], "text": [str]},
     "data_samples": {"keys": [str]}}``. ``len(loader)`` is the per-rank number of batches per epoch,
     ``num_samples_per_epoch // (world_size * batch_size)`` (at least 1), and every rank yields exactly
     that many. When ``num_samples_per_epoch`` is None it is counted from the tar headers of local

@@ -70,8 +70,7 @@ def test_batch_structure_length_and_mmengine_attributes(tmp_path):
         assert set(batch) == {"inputs", "data_samples"}
         assert set(batch["inputs"]) == {"pixel_values", "text"} and set(batch["data_samples"]) == {"keys"}
         pixels = batch["inputs"]["pixel_values"]
-        assert pixels.shape == (4, 3, RES, RES) and pixels.dtype == torch.float32
-        assert pixels.min() >= -1 and pixels.max() <= 1
+        assert pixels.shape == (4, 3, RES, RES) and pixels.dtype == torch.uint8
         assert batch["inputs"]["text"] == [f"caption {k}" for k in batch["data_samples"]["keys"]]
     keys = [k for b in batches for k in b["data_samples"]["keys"]]
     expected = [f"s{i}k{j}" for i in range(2) for j in range(6)]
@@ -203,7 +202,7 @@ def test_image_formats_and_modes(tmp_path):
     batch = next(iter(loader))
     assert sorted(batch["data_samples"]["keys"]) == ["alpha", "cmyk", "gray", "la", "palette", "webp"]
     alpha = batch["inputs"]["pixel_values"][batch["data_samples"]["keys"].index("alpha")]
-    assert torch.all(alpha == 1)  # transparent pixels are composited onto white
+    assert torch.all(alpha == 255)  # transparent pixels are composited onto white
     assert not any(get_skip_counts(loader).values())
 
 

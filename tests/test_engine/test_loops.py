@@ -23,7 +23,7 @@ class KeyRecorder(BaseModel):
 
     def forward(self, inputs: dict, data_samples: dict | None = None, mode: str = "loss") -> dict:
         self.seen.append(list(data_samples["keys"]))
-        return {"loss": (self.weight - inputs["pixel_values"].mean()) ** 2}
+        return {"loss": (self.weight - inputs["pixel_values"].float().mean()) ** 2}
 
 
 def train_toy(work_dir, train_dataloader, max_iters: int, resume_from: str | None = None,

@@ -7,15 +7,6 @@ from diffengine.entry_point import main
 from diffengine.models import LaViBridge
 
 
-@pytest.fixture
-def bridge_dir(tiny_bridge, tmp_path):
-    with torch.no_grad():
-        for p in tiny_bridge.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
-    return tiny_bridge.save_bridge(tmp_path / "bridge", iteration=1)
-
-
 def pixels(path):
     return np.asarray(Image.open(path))
 

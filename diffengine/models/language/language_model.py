@@ -7,6 +7,23 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from .families import language_family_of
 
 
+def tokenize_prompts(tokenizer, texts: list[str], max_length: int):
+    """Token ids and attention mask, right-padded/truncated to ``max_length`` (as in training)."""
+    # padding_side per call: a tokenizer's padding side set after loading is not saved with it
+    return tokenizer(list(texts), padding="max_length", max_length=max_length, truncation=True,
+                     padding_side="right", return_tensors="pt")
+
+
+def lm_hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     hidden_layer: int = -1, use_attention_mask: bool = False) -> torch.Tensor:
+    """The hidden states a bridge consumes: layer ``hidden_layer`` (-1: the final normed one)."""
+    mask = attention_mask if use_attention_mask else None
+    if hidden_layer == -1:
+        return model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    outputs = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+    return outputs.hidden_states[hidden_layer]
+
+
 class FrozenLanguageModel(nn.Module):
     """Tokenizer + language model loaded with ``from_pretrained``; frozen, LoRA added by the caller.
 
@@ -27,7 +44,6 @@ class FrozenLanguageModel(nn.Module):
         if self.tokenizer.pad_token is None:
             # decoder-only LMs often ship without one; padding needs it
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        self.tokenizer.padding_side = "right"
         self.max_length = max_length
         self.hidden_layer = hidden_layer
         self.use_attention_mask = use_attention_mask
@@ -35,15 +51,11 @@ class FrozenLanguageModel(nn.Module):
 
     def tokenize(self, texts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask, padded/truncated to ``max_length``."""
-        tokens = self.tokenizer(list(texts), padding="max_length", max_length=self.max_length,
-                                truncation=True, return_tensors="pt")
+        tokens = tokenize_prompts(self.tokenizer, texts, self.max_length)
         return (tokens.input_ids.to(device, non_blocking=True),
                 tokens.attention_mask.to(device, non_blocking=True))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Hidden states (batch, max_length, hidden_size) of the configured layer."""
-        mask = attention_mask if self.use_attention_mask else None
-        if self.hidden_layer == -1:
-            return self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        outputs = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
-        return outputs.hidden_states[self.hidden_layer]
+        return lm_hidden_states(self.model, input_ids, attention_mask, self.hidden_layer,
+                                self.use_attention_mask)

@@ -18,6 +18,7 @@ from ...language import FrozenLanguageModel
 from ...lora import inject_lora
 from ...losses import diffusion_loss
 from ...vision import vision_family_of
+from .data_preprocessor import LaViBridgeDataPreprocessor
 from .text_adapter import LaViBridgeTextAdapter
 
 INFERENCE_SCHEDULERS = dict(zip(INFERENCE_SCHEDULER_NAMES, (
@@ -62,7 +63,7 @@ class LaViBridge(BaseModel):
                  caption_dropout: float = 0.0, weight_dtype: str = "float32",
                  gradient_checkpointing: bool = False, bridge_path: str | None = None,
                  data_preprocessor: dict | None = None):
-        super().__init__(data_preprocessor=data_preprocessor)
+        super().__init__(data_preprocessor=data_preprocessor or LaViBridgeDataPreprocessor())
         if weight_dtype not in DTYPES:
             raise ValueError(f"weight_dtype must be one of {sorted(DTYPES)}, got '{weight_dtype}'")
         if not 0.0 <= caption_dropout <= 1.0:
@@ -185,38 +186,25 @@ class LaViBridge(BaseModel):
               height: int | None = None, width: int | None = None, seed: int | None = 0,
               scheduler: str = "unipc", output_type: str = "pil",
               show_progress: bool = False) -> list[Image.Image]:
-        """Generate one image per prompt with classifier-free guidance.
+        """Generate one image per prompt with classifier-free guidance (via ``LaViBridgePipeline``).
 
-        The unconditional embedding goes through the same LM + adapter as the prompt.
+        The unconditional embedding goes through the same LM + adapter as the prompt; the
+        generator is seeded on the model's device, so the same seed gives the same image.
         """
-        if scheduler not in INFERENCE_SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {sorted(INFERENCE_SCHEDULERS)}, got '{scheduler}'")
-        # imported here: the pipeline module pulls in transformers' image processors, which
-        # warn about torchvision being absent although this pipeline never uses them
-        from transformers.utils import logging as transformers_logging
-        verbosity = transformers_logging.get_verbosity()
-        transformers_logging.set_verbosity_error()
-        from diffusers import StableDiffusionPipeline
-        transformers_logging.set_verbosity(verbosity)
+        # imported here: the pipeline module imports this one, and diffusers' pipelines are only
+        # needed to generate
+        from .pipeline import LaViBridgePipeline
 
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        pipeline = LaViBridgePipeline.from_model(self, scheduler)
+        pipeline.set_progress_bar_config(disable=not show_progress)
         was_training = self.training
         self.eval()
         try:
-            pipeline = StableDiffusionPipeline(
-                vae=self.vae, text_encoder=None, tokenizer=None, unet=self.unet,
-                scheduler=INFERENCE_SCHEDULERS[scheduler].from_config(self.noise_scheduler.config),
-                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-            pipeline.set_progress_bar_config(disable=not show_progress)
-            generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
-            images = pipeline(
-                prompt_embeds=self.encode_text(prompts),
-                negative_prompt_embeds=self.encode_text([negative_prompt] * len(prompts)),
-                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                height=height, width=width, generator=generator, output_type=output_type).images
+            return pipeline(prompts, negative_prompt=negative_prompt,
+                            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                            height=height, width=width, seed=seed, output_type=output_type).images
         finally:
             self.train(was_training)
-        return images
 
     def save_bridge(self, directory: str | Path, **manifest) -> Path:
         """Write the trainable part as a self-contained bridge folder (safetensors + peft configs)."""

@@ -1,0 +1,55 @@
+"""``diffengine export``: a trained bridge as a diffusers pipeline folder (``LaViBridgePipeline``)."""
+import argparse
+from pathlib import Path
+
+from .. import constants
+from .infer import resolve_bridge_dir
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``diffengine export`` (argparse only: keeps ``--help`` fast)."""
+    parser.add_argument("bridge", metavar="WORK_DIR_OR_BRIDGE",
+                        help="a bridge folder, or a work dir (its newest bridge is used)")
+    parser.add_argument("out", metavar="OUT_DIR", help="the pipeline folder to write (new or empty)")
+    parser.add_argument("--merge-lora", action="store_true",
+                        help="fold the LoRA into the LM and UNet weights: a plain diffusers folder "
+                        "(default: base weights + text_encoder_lora/ and unet_lora/, bit-exact)")
+    parser.add_argument("--scheduler", choices=constants.INFERENCE_SCHEDULER_NAMES, default="unipc",
+                        help="the pipeline's sampler (default unipc, as infer)")
+    parser.add_argument("--dtype", choices=constants.WEIGHT_DTYPE_NAMES, default=None,
+                        help="dtype of the exported LM, UNet and VAE (default: the bridge's)")
+    parser.add_argument("--text-encoder", default=None,
+                        help="local path of the base language model, instead of the manifest's id")
+    parser.add_argument("--vision-model", default=None,
+                        help="local path of the base vision model, instead of the manifest's id")
+
+
+def run_export(args: argparse.Namespace) -> Path:
+    """Load base models + bridge and save them as a ``LaViBridgePipeline`` folder; returns it.
+
+    Raises FileNotFoundError or ValueError with a one-line message for a bad input, before any
+    model is loaded.
+    """
+    bridge_dir = resolve_bridge_dir(args.bridge)
+    out_dir = Path(args.out)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValueError(f"{out_dir} exists and is not an empty folder; choose a new OUT_DIR")
+    for option, path in (("--text-encoder", args.text_encoder), ("--vision-model", args.vision_model)):
+        if path is not None and not Path(path).is_dir():
+            raise FileNotFoundError(f"{option} {path} is not a folder")
+
+    from diffengine.models import LaViBridge
+    from diffengine.models.editors.lavi_bridge.pipeline import LaViBridgePipeline
+
+    overrides = {k: v for k, v in (("text_encoder", args.text_encoder),
+                                   ("vision_model", args.vision_model),
+                                   ("weight_dtype", args.dtype)) if v is not None}
+    model = LaViBridge.from_bridge(bridge_dir, **overrides).eval()
+    pipeline = LaViBridgePipeline.from_model(model, args.scheduler)
+    if args.merge_lora:
+        pipeline.merge_lora()
+    pipeline.save_pretrained(out_dir)
+    lora = "LoRA merged" if args.merge_lora else "LoRA in text_encoder_lora/ and unet_lora/"
+    print(f"exported {bridge_dir} to {out_dir} ({lora}); load it with "
+          "LaViBridgePipeline.from_pretrained")
+    return out_dir

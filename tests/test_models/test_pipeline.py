@@ -1,0 +1,85 @@
+"""LaViBridgePipeline: the one inference path, LoRA merging, and the vision LoRA in stock diffusers."""
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+from peft import LoraConfig
+
+from diffengine.models import LaViBridge
+from diffengine.models.editors.lavi_bridge.pipeline import LaViBridgePipeline, lora_layers
+
+PROMPTS = ["a red circle on a white background", "a blue square"]
+KWARGS = dict(num_inference_steps=2, height=32, width=32, output_type="np")
+
+
+def unet_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(1, 4, 16, 16, generator=generator), torch.randn(1, 16, 32, generator=generator)
+
+
+def test_infer_is_the_pipeline_and_restores_train_mode(tiny_bridge, bridge_dir):
+    expected = tiny_bridge.infer(PROMPTS, negative_prompt="blurry", seed=3, scheduler="ddim", **KWARGS)
+    assert tiny_bridge.training
+    pipeline = LaViBridgePipeline.from_model(tiny_bridge, "ddim")
+    tiny_bridge.eval()
+    by_seed = pipeline(PROMPTS, negative_prompt="blurry", seed=3, **KWARGS).images
+    by_generator = pipeline(PROMPTS, negative_prompt=["blurry"] * 2,
+                            generator=torch.Generator().manual_seed(3), **KWARGS).images
+    np.testing.assert_array_equal(by_seed, expected)
+    np.testing.assert_array_equal(by_generator, expected)
+
+
+@pytest.mark.parametrize("language_model, options", [
+    ("tiny_t5", {}), ("tiny_llama", dict(hidden_layer=-2, text_attention_mask=True))],
+    ids=["t5", "llama-layer-2-masked"])
+def test_encode_prompt_is_the_training_text_path(request, tiny_sd, language_model, options):
+    model = LaViBridge(request.getfixturevalue(language_model), tiny_sd, max_length=16,
+                       **options).eval()
+    with torch.no_grad():
+        expected = model.encode_text(PROMPTS)
+        # a reloaded tokenizer may pad on the left: the pipeline pads right, as training does
+        model.language.tokenizer.padding_side = "left"
+        assert torch.equal(LaViBridgePipeline.from_model(model).encode_prompt(PROMPTS), expected)
+
+
+def test_merged_lora_matches_unmerged(tiny_bridge, bridge_dir, tiny_sd):
+    tiny_bridge.eval()
+    ids, mask = tiny_bridge.language.tokenize(PROMPTS, tiny_bridge.device)
+    sample, context = unet_inputs()
+
+    def outputs() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return (tiny_bridge.language(ids, mask),
+                    tiny_bridge.unet(sample, 10, encoder_hidden_states=context).sample)
+
+    unmerged = outputs()
+    LaViBridgePipeline.from_model(tiny_bridge).merge_lora()
+    assert not lora_layers(tiny_bridge.language.model) and not lora_layers(tiny_bridge.unet)
+    torch.testing.assert_close(outputs(), unmerged)
+    # a plain UNet again: the base checkpoint's parameter names, but the LoRA's effect in its weights
+    stock = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet")
+    assert tiny_bridge.unet.state_dict().keys() == stock.state_dict().keys()
+    with torch.no_grad():
+        assert not torch.allclose(stock(sample, 10, encoder_hidden_states=context).sample, unmerged[1])
+
+
+def test_vision_lora_loads_into_a_stock_unet_with_diffusers_loader(tiny_bridge, bridge_dir, tiny_sd):
+    folder = bridge_dir / "vision_lora"
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet")
+    # the bridge's keys have no "unet." prefix; the saved config keeps alpha and dropout
+    unet.load_lora_adapter(str(folder), weight_name="adapter_model.safetensors", prefix=None,
+                           metadata=LoraConfig.from_pretrained(folder).to_dict())
+    sample, context = unet_inputs()
+    tiny_bridge.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(unet(sample, 10, encoder_hidden_states=context).sample,
+                                   tiny_bridge.unet(sample, 10, encoder_hidden_states=context).sample,
+                                   rtol=0, atol=0)
+
+
+def test_pipeline_rejects_bad_arguments(tiny_bridge):
+    pipeline = LaViBridgePipeline.from_model(tiny_bridge)
+    with pytest.raises(ValueError, match="either seed or generator"):
+        pipeline("x", seed=1, generator=torch.Generator(), **KWARGS)
+    with pytest.raises(ValueError, match="2 negative prompts for 1 prompts"):
+        pipeline("x", negative_prompt=["a", "b"], **KWARGS)
