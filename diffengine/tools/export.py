@@ -3,7 +3,7 @@ import argparse
 from pathlib import Path
 
 from .. import constants
-from .infer import resolve_bridge_dir
+from .infer import add_base_model_arguments, load_bridge_model, resolve_bridge_dir
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,12 +16,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: base weights + text_encoder_lora/ and unet_lora/, bit-exact)")
     parser.add_argument("--scheduler", choices=constants.INFERENCE_SCHEDULER_NAMES, default="unipc",
                         help="the pipeline's sampler (default unipc, as infer)")
-    parser.add_argument("--dtype", choices=constants.WEIGHT_DTYPE_NAMES, default=None,
-                        help="dtype of the exported LM, UNet and VAE (default: the bridge's)")
-    parser.add_argument("--text-encoder", default=None,
-                        help="local path of the base language model, instead of the manifest's id")
-    parser.add_argument("--vision-model", default=None,
-                        help="local path of the base vision model, instead of the manifest's id")
+    add_base_model_arguments(parser)
 
 
 def run_export(args: argparse.Namespace) -> Path:
@@ -38,13 +33,9 @@ def run_export(args: argparse.Namespace) -> Path:
         if path is not None and not Path(path).is_dir():
             raise FileNotFoundError(f"{option} {path} is not a folder")
 
-    from diffengine.models import LaViBridge
     from diffengine.models.editors.lavi_bridge.pipeline import LaViBridgePipeline
 
-    overrides = {k: v for k, v in (("text_encoder", args.text_encoder),
-                                   ("vision_model", args.vision_model),
-                                   ("weight_dtype", args.dtype)) if v is not None}
-    model = LaViBridge.from_bridge(bridge_dir, **overrides).eval()
+    model = load_bridge_model(args, bridge_dir).eval()
     pipeline = LaViBridgePipeline.from_model(model, args.scheduler)
     if args.merge_lora:
         pipeline.merge_lora()

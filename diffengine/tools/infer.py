@@ -23,12 +23,27 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
                         default="unipc", help="sampler (default unipc, as the paper)")
     parser.add_argument("--out", default="outputs", help="output folder (default ./outputs)")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    add_base_model_arguments(parser)
+
+
+def add_base_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dtype``, ``--text-encoder``, ``--vision-model``: how to rebuild a bridge's base models."""
     parser.add_argument("--dtype", choices=constants.WEIGHT_DTYPE_NAMES, default=None,
                         help="dtype of the frozen weights (default: the bridge's)")
     parser.add_argument("--text-encoder", default=None,
                         help="local path of the base language model, instead of the manifest's id")
     parser.add_argument("--vision-model", default=None,
                         help="local path of the base vision model, instead of the manifest's id")
+
+
+def load_bridge_model(args: argparse.Namespace, bridge_dir: Path):
+    """``LaViBridge.from_bridge`` with the base-model options of ``add_base_model_arguments``."""
+    from diffengine.models import LaViBridge
+
+    overrides = {k: v for k, v in (("text_encoder", args.text_encoder),
+                                   ("vision_model", args.vision_model),
+                                   ("weight_dtype", args.dtype)) if v is not None}
+    return LaViBridge.from_bridge(bridge_dir, **overrides)
 
 
 def resolve_bridge_dir(path: str | Path) -> Path:
@@ -54,14 +69,9 @@ def run_infer(args: argparse.Namespace) -> list[Path]:
     import torch
     from tqdm import tqdm
 
-    from diffengine.models import LaViBridge
-
     bridge_dir = resolve_bridge_dir(args.bridge)
-    overrides = {k: v for k, v in (("text_encoder", args.text_encoder),
-                                   ("vision_model", args.vision_model),
-                                   ("weight_dtype", args.dtype)) if v is not None}
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = LaViBridge.from_bridge(bridge_dir, **overrides).to(device).eval()
+    model = load_bridge_model(args, bridge_dir).to(device).eval()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
