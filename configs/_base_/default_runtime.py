@@ -2,7 +2,8 @@ from mmengine.hooks import (CheckpointHook, DistSamplerSeedHook, IterTimerHook, 
                             ParamSchedulerHook)
 from mmengine.visualization import LocalVisBackend, Visualizer
 
-from diffengine.engine import BridgeCheckpointHook, DataSkipLogHook, ParamGroupLrHook
+from diffengine.engine import (BridgeCheckpointHook, DataSkipLogHook, ParamGroupLrHook,
+                               ThroughputHook)
 
 default_scope = "diffengine"
 runner_type = "DiffEngineRunner"
@@ -23,6 +24,7 @@ default_hooks = dict(
 )
 custom_hooks = [
     dict(type=ParamGroupLrHook),
+    dict(type=ThroughputHook),
     dict(type=BridgeCheckpointHook, max_keep=3),
     dict(type=DataSkipLogHook, interval=50),  # bad samples skipped by the loader, by kind
 ]

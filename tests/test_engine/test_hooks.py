@@ -1,0 +1,69 @@
+"""Hooks write what they promise (runner stand-ins: the hooks only touch these attributes)."""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from mmengine.logging import MessageHub
+from PIL import Image
+
+from diffengine.engine import BridgeCheckpointHook, ThroughputHook, VisualizationHook
+
+
+class RecordingVisualizer:
+    def __init__(self):
+        self.images = []
+
+    def add_image(self, name, image, step):
+        self.images.append((name, image.shape, step))
+
+
+def fake_runner(model, work_dir, iteration=0, world_size=1):
+    return SimpleNamespace(model=model, work_dir=str(work_dir), iter=iteration,
+                           world_size=world_size, visualizer=RecordingVisualizer(),
+                           message_hub=MessageHub.get_instance("test_hooks"))
+
+
+def test_bridge_checkpoint_hook_keeps_the_last_k_atomically(tiny_bridge, tmp_path):
+    hook = BridgeCheckpointHook(max_keep=2)
+    runner = fake_runner(tiny_bridge, tmp_path)
+    for iteration in (10, 20, 30):
+        hook.before_save_checkpoint(runner, {"meta": {"iter": iteration}})
+    root = tmp_path / "bridge"
+    assert sorted(p.name for p in root.iterdir()) == ["iter_20", "iter_30", "last_bridge"]
+    assert (root / "last_bridge").read_text() == str((root / "iter_30").resolve())
+    assert json.loads((root / "iter_30" / "bridge.json").read_text())["iteration"] == 30
+    with pytest.raises(ValueError, match="max_keep"):
+        BridgeCheckpointHook(max_keep=0)
+
+
+def test_visualization_hook_renders_before_training_every_n_and_at_the_end(tiny_bridge, tmp_path):
+    hook = VisualizationHook(["a red circle", "a blue square"], interval=2, num_inference_steps=2,
+                             height=32, width=32)
+    runner = fake_runner(tiny_bridge, tmp_path)
+    hook.before_train(runner)
+    for iteration in range(4):
+        runner.iter = iteration
+        hook.after_train_iter(runner, iteration)
+    runner.iter = 4
+    hook.after_train(runner)  # iteration 4 was just rendered: not again
+    samples = tmp_path / "samples"
+    assert sorted(p.name for p in samples.iterdir()) == ["iter_0.png", "iter_2.png", "iter_4.png"]
+    assert Image.open(samples / "iter_2.png").size == (64, 32)  # one 32 px image per prompt
+    assert runner.visualizer.images == [("samples", (32, 64, 3), step) for step in (0, 2, 4)]
+    with pytest.raises(ValueError, match="at least one prompt"):
+        VisualizationHook([])
+
+
+def test_throughput_hook_counts_the_global_batch(monkeypatch):
+    clock = iter([10.0, 10.5, 11.0])
+    monkeypatch.setattr("diffengine.engine.hooks.throughput_hook.time.perf_counter",
+                        lambda: next(clock))
+    hook = ThroughputHook()
+    runner = fake_runner(None, "/unused", world_size=2)
+    batch = {"inputs": {"text": ["a", "b", "c", "d"]}}
+    hook.before_train(runner)
+    for index in range(3):
+        hook.after_train_iter(runner, index, batch)
+    history = runner.message_hub.get_scalar("train/samples_per_s").data[0]
+    np.testing.assert_allclose(history, [16.0, 16.0])  # 4 samples x 2 ranks / 0.5 s
