@@ -56,3 +56,9 @@ def bridge_dir(tiny_bridge, tmp_path):
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
     return tiny_bridge.save_bridge(tmp_path / "bridge", iteration=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_pixart(tmp_path_factory):
+    from diffengine.tools.demo_assets import make_tiny_pixart
+    return str(make_tiny_pixart(tmp_path_factory.mktemp("pixart")))

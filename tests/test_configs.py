@@ -10,8 +10,9 @@ from diffengine.tools.config_lookup import list_configs
 CONFIGS = list_configs()
 
 
-def test_the_paper_and_demo_configs_are_packaged():
-    assert {"lavi_bridge_v15_laion", "lavi_bridge_demo"} <= set(CONFIGS)
+def test_the_papers_three_combinations_and_demo_are_packaged():
+    assert {"lavi_bridge_v15_laion", "lavi_bridge_llama2_v15_laion", "lavi_bridge_pixart_512_laion",
+            "lavi_bridge_demo"} <= set(CONFIGS)
 
 
 def test_paper_config_keeps_the_papers_hyper_parameters():
@@ -29,11 +30,40 @@ def test_paper_config_keeps_the_papers_hyper_parameters():
     assert cfg.train_dataloader.resolution == 512
 
 
+# each hub model of a shipped config and the session fixture of a tiny model of its family
+STAND_INS = {
+    "google-t5/t5-large": "tiny_t5",
+    "data/demo/t5": "tiny_t5",
+    "meta-llama/Llama-2-7b-hf": "tiny_llama",
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "tiny_sd",
+    "data/demo/sd": "tiny_sd",
+    "PixArt-alpha/PixArt-XL-2-512x512": "tiny_pixart",
+}
+
+
+def test_paper_combination_configs_keep_their_hyper_parameters():
+    llama = Config.fromfile(str(CONFIGS["lavi_bridge_llama2_v15_laion"])).model
+    assert (llama.text_encoder, llama.max_length, llama.pad_token, llama.weight_dtype) == (
+        "meta-llama/Llama-2-7b-hf", 77, "<unk>", "bfloat16")
+    assert dict(llama.adapter) == dict(in_dim=4096, int_dim=2432, out_dim=768)
+    pixart = Config.fromfile(str(CONFIGS["lavi_bridge_pixart_512_laion"]))
+    assert (pixart.model.vision_model, pixart.model.max_length, pixart.model.text_attention_mask) == (
+        "PixArt-alpha/PixArt-XL-2-512x512", 120, True)
+    assert dict(pixart.model.adapter) == dict(in_dim=1024, int_dim=2560, out_dim=4096)
+    assert dict(pixart.optim_wrapper.paramwise_cfg.group_lr) == dict(
+        vision_lora=2e-5, text_lora=5e-6, adapter=2e-5)
+    for model in (llama, pixart.model):
+        for lora in (model.text_lora, model.vision_lora):
+            assert (lora.rank, lora.alpha, lora.dropout) == (32, 32, 0.1)
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_config_builds_with_tiny_stand_ins(name, tiny_t5, tiny_sd, demo_shards):
+def test_config_builds_with_tiny_stand_ins(name, request, demo_shards):
     cfg = Config.fromfile(str(CONFIGS[name]))
     init_default_scope(cfg.get("default_scope", "diffengine"))
-    cfg.model.update(text_encoder=tiny_t5, vision_model=tiny_sd, adapter=None)
+    cfg.model.update(text_encoder=request.getfixturevalue(STAND_INS[cfg.model.text_encoder]),
+                     vision_model=request.getfixturevalue(STAND_INS[cfg.model.vision_model]),
+                     adapter=None)
     model = MODELS.build(cfg.model)
     optim_cfg = cfg.optim_wrapper.copy()
     constructor = optim_cfg.pop("constructor")

@@ -1,4 +1,4 @@
-"""Deterministic offline demo: tiny T5 / Llama / SD models and a synthetic captioned image set.
+"""Deterministic offline demo and test assets: tiny LMs, SD and PixArt models, synthetic images.
 
 Everything is built from configs and saved with ``save_pretrained`` so it loads back through the
 same ``from_pretrained`` code path as real hub models. Tests use the same builders.
@@ -115,11 +115,24 @@ def make_tiny_bert(out_dir: str | Path, corpus: list[str] | None = None, hidden_
     return out_dir
 
 
+def _save_tiny_vae(out_dir: Path, image_size: int) -> None:
+    """A tiny ``AutoencoderKL`` with 4 latent channels and downscale 2, saved to ``out_dir``."""
+    from diffusers import AutoencoderKL
+
+    AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8, layers_per_block=1, sample_size=image_size).save_pretrained(out_dir)
+
+
 def make_tiny_sd(out_dir: str | Path, cross_attention_dim: int = 32, sample_size: int = 16,
                  prediction_type: str = "epsilon", seed: int = 0) -> Path:
-    """A tiny SD-style base model folder: ``unet/``, ``vae/`` (downscale 2) and ``scheduler/``."""
+    """A tiny SD-style base model folder: ``unet/``, ``vae/`` (downscale 2) and ``scheduler/``.
+
+    ``cross_attention_dim=1024, prediction_type="v_prediction"`` makes it SD2-style.
+    """
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel
 
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
@@ -129,15 +142,32 @@ def make_tiny_sd(out_dir: str | Path, cross_attention_dim: int = 32, sample_size
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=cross_attention_dim).save_pretrained(out_dir / "unet")
-    AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=8, layers_per_block=1,
-        sample_size=2 * sample_size).save_pretrained(out_dir / "vae")
+    _save_tiny_vae(out_dir / "vae", 2 * sample_size)
     # SD1.x's training schedule
     DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                   beta_schedule="scaled_linear", prediction_type=prediction_type,
                   steps_offset=1, clip_sample=False).save_pretrained(out_dir / "scheduler")
+    return out_dir
+
+
+def make_tiny_pixart(out_dir: str | Path, caption_channels: int = 32, sample_size: int = 16,
+                     seed: int = 0) -> Path:
+    """A tiny PixArt-alpha base model folder: ``transformer/`` (learned sigma), ``vae/``, ``scheduler/``."""
+    import torch
+    from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
+
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    # PixArt-XL-2's layout at toy width: out_channels = 2 x in_channels (epsilon + variance)
+    PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
+        sample_size=sample_size, patch_size=2, cross_attention_dim=16,
+        caption_channels=caption_channels).save_pretrained(out_dir / "transformer")
+    _save_tiny_vae(out_dir / "vae", 2 * sample_size)
+    # PixArt-alpha ships its sampler's config; its betas are the linear schedule it trained with
+    DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
+                                beta_schedule="linear",
+                                prediction_type="epsilon").save_pretrained(out_dir / "scheduler")
     return out_dir
 
 

@@ -2,18 +2,14 @@
 import pytest
 import torch
 from accelerate import init_empty_weights
-from mmengine.optim import OptimWrapper
-from torch.optim import AdamW
 from transformers import LlamaConfig, LlamaModel
 
-from diffengine.engine import LaViBridgeOptimWrapperConstructor
 from diffengine.models import LaViBridge
 from diffengine.models.language import LANGUAGE_FAMILIES, language_family_of
 from diffengine.models.lora import inject_lora, lora_target_names
 from diffengine.tools.demo_assets import make_tiny_bert, make_tiny_causal_lm
 
-BATCH = {"pixel_values": torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32),
-         "text": ["a red circle on a white background", "a blue square on a black background"]}
+from .bridge_training import BATCH, train_briefly
 # which Linear layers of each family get LoRA (the attention projections)
 EXPECTED_LORA = {
     "t5": {"q", "k", "v", "o"},
@@ -34,12 +30,6 @@ def language_models(tmp_path_factory, tiny_t5):
     return paths
 
 
-def seeded_loss(model):
-    torch.manual_seed(7)
-    with torch.no_grad():
-        return model(BATCH)["loss"].item()
-
-
 @pytest.mark.parametrize("family", sorted(EXPECTED_LORA))
 def test_family_trains_and_samples(family, language_models, tiny_sd):
     model = LaViBridge(language_models[family], tiny_sd, max_length=16,
@@ -48,13 +38,8 @@ def test_family_trains_and_samples(family, language_models, tiny_sd):
     lora_layers = {n.split(".")[-4] for n, _ in model.language.model.named_parameters()
                    if n.endswith("lora_A.default.weight")}
     assert lora_layers == EXPECTED_LORA[family]
-    optim = LaViBridgeOptimWrapperConstructor(
-        dict(type=OptimWrapper, optimizer=dict(type=AdamW, lr=2e-3)), {})(model)
-    before = seeded_loss(model)
-    torch.manual_seed(0)
-    for _ in range(15):
-        optim.update_params(model(BATCH)["loss"])
-    assert seeded_loss(model) < before
+    before, after = train_briefly(model)
+    assert after < before
     image = model.infer("a red circle", num_inference_steps=2, height=32, width=32,
                         output_type="np")
     assert image.shape == (1, 32, 32, 3)
@@ -86,3 +71,23 @@ def test_llama2_7b_lora_targets_and_count():
     inject_lora(model, classes, rank=32)
     trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
     assert trainable == 32 * 4 * 32 * (4096 + 4096)
+
+
+def test_pad_token_option_pads_with_that_token_and_travels_with_the_bridge(language_models,
+                                                                           tiny_sd, tmp_path):
+    from diffengine.models.editors.lavi_bridge.pipeline import LaViBridgePipeline
+
+    default = LaViBridge(language_models["llama"], tiny_sd, max_length=16)
+    assert default.language.tokenizer.pad_token == "</s>"  # no pad token of its own: eos
+    model = LaViBridge(language_models["llama"], tiny_sd, max_length=16, pad_token="<unk>")
+    tokenizer = model.language.tokenizer
+    ids, mask = model.language.tokenize(BATCH["text"], torch.device("cpu"))
+    assert (ids[mask == 0] == tokenizer.unk_token_id).all() and (mask == 0).any()
+    model.save_bridge(tmp_path / "bridge")
+    assert LaViBridge.from_bridge(tmp_path / "bridge").language.tokenizer.pad_token == "<unk>"
+    # an exported pipeline re-creates the tokenizer from its folder, pad token included
+    LaViBridgePipeline.from_model(model).save_pretrained(tmp_path / "pipeline")
+    assert LaViBridgePipeline.from_pretrained(tmp_path / "pipeline").tokenizer.pad_token == "<unk>"
+    # the authors' "[PAD]" is not in Llama's vocabulary: say which token it would really be
+    with pytest.raises(ValueError, match=r"pad_token '\[PAD\]' is not in the vocabulary.*'<unk>'"):
+        LaViBridge(language_models["llama"], tiny_sd, max_length=16, pad_token="[PAD]")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
+from diffusers import PixArtTransformer2DModel, UNet2DConditionModel
 from safetensors.torch import load_file
 from torch import nn
 from transformers import LlamaForCausalLM, T5EncoderModel
@@ -19,6 +19,7 @@ from diffengine.models.lora import inject_lora, lora_target_names
 
 RANK = 4
 UNET_TARGETS = {"ResnetBlock2D", "CrossAttention", "Attention", "GEGLU"}
+TRANSFORMER_TARGETS = {"Attention", "GEGLU"}  # the authors' set for PixArt
 CAPTIONS = ["a red circle on a white background", "a blue square on a black background"]
 # differs from the default (in + out) // 2, so the converted adapter must take the folder's dims
 ADAPTER_DIMS = dict(in_dim=32, int_dim=24, out_dim=32)
@@ -73,11 +74,11 @@ def write_official_adapter(directory: Path, **dims) -> LaViBridgeTextAdapter:
 
 
 def write_official_checkpoint(directory: Path, text_model: nn.Module, text_targets: set[str],
-                              unet: nn.Module) -> Path:
+                              vision_model: nn.Module, vision_targets: set[str] = UNET_TARGETS) -> Path:
     """``lora_text.pt``, ``lora_vis.pt`` and ``adapter/``; LoRA hooks stay on the given models."""
     directory.mkdir(parents=True)
     torch.save(inject_paper_lora(text_model, text_targets, seed=1), directory / "lora_text.pt")
-    torch.save(inject_paper_lora(unet, UNET_TARGETS, seed=2), directory / "lora_vis.pt")
+    torch.save(inject_paper_lora(vision_model, vision_targets, seed=2), directory / "lora_vis.pt")
     return directory
 
 
@@ -101,6 +102,17 @@ def official_llama_unet(tiny_llama, tiny_sd, tmp_path_factory):
                                      {"LlamaAttention"}, unet)
     write_official_adapter(ckpt / "adapter")
     return SimpleNamespace(ckpt=ckpt, text=text)
+
+
+@pytest.fixture(scope="module")
+def official_t5_transformer(tiny_t5, tiny_pixart, tmp_path_factory):
+    """As above for t5_transformer (T5 + PixArt, LoRA on the transformer's Attention/GEGLU)."""
+    text = T5EncoderModel.from_pretrained(tiny_t5).eval()
+    transformer = PixArtTransformer2DModel.from_pretrained(tiny_pixart, subfolder="transformer").eval()
+    ckpt = write_official_checkpoint(tmp_path_factory.mktemp("official") / "t5_transformer", text,
+                                     {"T5Attention"}, transformer, TRANSFORMER_TARGETS)
+    write_official_adapter(ckpt / "adapter")
+    return SimpleNamespace(ckpt=ckpt, text=text, transformer=transformer)
 
 
 @pytest.fixture
@@ -162,11 +174,40 @@ def test_llama2_unet_conversion_matches_the_papers_injection(official_llama_unet
     torch.testing.assert_close(model.language(ids, mask), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_official_order_is_lora_target_names_and_keeps_nested_repeats(tiny_t5, tiny_llama, tiny_sd):
+@torch.no_grad()
+def test_t5_transformer_conversion_matches_the_papers_injection(official_t5_transformer, tiny_t5,
+                                                               tiny_pixart, tmp_path):
+    out = convert_official_checkpoint(official_t5_transformer.ckpt, "t5_transformer",
+                                      tmp_path / "bridge", text_encoder=tiny_t5,
+                                      vision_model=tiny_pixart)
+    manifest = json.loads((out / "bridge.json").read_text())
+    # the authors' PixArt run: 120 tokens, the padding mask given to T5 (and to the transformer)
+    assert (manifest["max_length"], manifest["text_attention_mask"]) == (120, True)
+    model = LaViBridge.from_bridge(out).eval()
+    ids, mask = model.language.tokenize(CAPTIONS, torch.device("cpu"))
+    expected = official_t5_transformer.text(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(model.language(ids, mask), expected, rtol=1e-4, atol=1e-4)
+
+    torch.manual_seed(0)
+    latents, context = torch.randn(2, 4, 16, 16), torch.randn(2, 120, 32)
+    kwargs = dict(encoder_hidden_states=context, timestep=torch.tensor([10, 500]),
+                  encoder_attention_mask=mask,
+                  added_cond_kwargs={"resolution": None, "aspect_ratio": None})
+    sample = model.transformer(latents, **kwargs).sample
+    torch.testing.assert_close(sample, official_t5_transformer.transformer(latents, **kwargs).sample,
+                               rtol=1e-4, atol=1e-4)
+    without_lora = PixArtTransformer2DModel.from_pretrained(tiny_pixart, subfolder="transformer")
+    assert (sample - without_lora.eval()(latents, **kwargs).sample).abs().max() > 1e-2
+
+
+def test_official_order_is_lora_target_names_and_keeps_nested_repeats(tiny_t5, tiny_llama, tiny_sd,
+                                                                      tiny_pixart):
     unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet")
+    transformer = PixArtTransformer2DModel.from_pretrained(tiny_pixart, subfolder="transformer")
     t5 = T5EncoderModel.from_pretrained(tiny_t5)
     llama = LlamaForCausalLM.from_pretrained(tiny_llama).model
-    for model, targets in ((unet, UNET_TARGETS), (t5, {"T5Attention"}), (llama, {"LlamaAttention"})):
+    for model, targets in ((unet, UNET_TARGETS), (transformer, TRANSFORMER_TARGETS),
+                           (t5, {"T5Attention"}), (llama, {"LlamaAttention"})):
         names = lora_target_names(model, targets)
         inject_lora(model, targets, rank=RANK)
         assert official_lora_layers(model, targets) == names
@@ -249,12 +290,10 @@ def test_missing_files_are_named(ckpt_copy, tiny_t5, tiny_sd, missing):
         convert(ckpt_copy, tiny_t5, tiny_sd)
 
 
-def test_unknown_and_unsupported_combos(ckpt_copy, tiny_t5, tiny_sd):
+def test_unknown_combo(ckpt_copy, tiny_t5, tiny_sd):
     with pytest.raises(ValueError, match="Unknown official combo 'sdxl_unet'; supported: "
-                                         "t5_unet, llama2_unet"):
+                                         "t5_unet, llama2_unet, t5_transformer"):
         convert(ckpt_copy, tiny_t5, tiny_sd, combo="sdxl_unet")
-    with pytest.raises(NotImplementedError, match="'t5_transformer'.*PixArt"):
-        convert(ckpt_copy, tiny_t5, tiny_sd, combo="t5_transformer")
 
 
 def test_reduced_precision_base_models_keep_the_exact_lora_values(ckpt_copy, tiny_t5, tiny_sd):

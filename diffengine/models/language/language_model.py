@@ -29,10 +29,13 @@ class FrozenLanguageModel(nn.Module):
 
     Encoder(-decoder) models give the encoder's last hidden state; decoder-only LMs give the final
     normed hidden state of the base model (no LM head is built, so no logits are computed).
+    ``pad_token`` (a token of the vocabulary) replaces the tokenizer's pad token; by default the
+    tokenizer's own is kept, and one without falls back to its eos (else unk) token.
     """
 
     def __init__(self, pretrained: str, max_length: int = 77, hidden_layer: int = -1,
-                 use_attention_mask: bool = False, dtype: torch.dtype | None = None):
+                 use_attention_mask: bool = False, dtype: torch.dtype | None = None,
+                 pad_token: str | None = None):
         super().__init__()
         config = AutoConfig.from_pretrained(pretrained)
         self.family = language_family_of(config.model_type)
@@ -41,9 +44,12 @@ class FrozenLanguageModel(nn.Module):
         self.model = model_cls.from_pretrained(pretrained, dtype=dtype)
         self.model.requires_grad_(False)
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
-        if self.tokenizer.pad_token is None:
+        if pad_token is not None:
+            self.tokenizer.pad_token = _vocabulary_token(self.tokenizer, pad_token, pretrained)
+        elif self.tokenizer.pad_token is None:
             # decoder-only LMs often ship without one; padding needs it
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.pad_token = pad_token
         self.max_length = max_length
         self.hidden_layer = hidden_layer
         self.use_attention_mask = use_attention_mask
@@ -59,3 +65,13 @@ class FrozenLanguageModel(nn.Module):
         """Hidden states (batch, max_length, hidden_size) of the configured layer."""
         return lm_hidden_states(self.model, input_ids, attention_mask, self.hidden_layer,
                                 self.use_attention_mask)
+
+
+def _vocabulary_token(tokenizer, token: str, pretrained: str) -> str:
+    """``token`` if the tokenizer knows it; a clear error for one it would silently encode as unk."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or (token_id == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        raise ValueError(f"pad_token '{token}' is not in the vocabulary of {pretrained}'s tokenizer "
+                         f"(slow tokenizers encode it as unk, id {tokenizer.unk_token_id}); pass a "
+                         f"token it has, e.g. '{tokenizer.unk_token}' for that id")
+    return token

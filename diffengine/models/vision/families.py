@@ -1,23 +1,147 @@
-"""One entry per generative vision model family: its class, LoRA targets and context width."""
+"""One entry per generative vision model family: everything that differs between denoisers.
+
+A family says which diffusers class loads the denoiser and from which subfolder of a base-model
+folder, where its LoRA goes, which config key gives the width the text adapter must output, how to
+call it for a noise (or velocity) prediction, and which diffusers pipeline's denoising loop
+generates with it. Nothing outside this module branches on the family.
+"""
 from dataclasses import dataclass
+
+import diffusers
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline
+from diffusers.configuration_utils import ConfigMixin
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from torch import nn
+
+
+def _diffusers_pipeline_class(name: str) -> type[DiffusionPipeline]:
+    """A diffusers pipeline class, imported without transformers' import-time noise."""
+    from transformers.utils import logging as transformers_logging
+
+    # the import pulls in transformers' image processors, which warn that torchvision is absent
+    # although these pipelines never use them
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        return getattr(diffusers, name)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
 
 
 @dataclass(frozen=True)
 class VisionFamily:
-    """How a family of denoisers plugs into a bridge."""
+    """How a family of denoisers plugs into a bridge (subclasses say how to call and sample it)."""
 
     class_names: tuple[str, ...]  # diffusers ``_class_name`` values of the denoiser's config
-    subfolder: str  # where the denoiser lives inside a diffusers base-model folder
+    model_class: str  # the diffusers class that loads it
+    subfolder: str  # where it lives in a base-model folder; also its name in models and pipelines
     lora_target_classes: tuple[str, ...]  # the paper's VIS_REPLACE_MODULES
     context_dim_key: str  # config key giving the width the adapter must output
+    pipeline_class: str  # the diffusers pipeline whose denoising loop generates with it
+
+    def load(self, vision_model: str, dtype: torch.dtype) -> nn.Module:
+        """The denoiser of a base-model folder (or hub id), in ``dtype``."""
+        return getattr(diffusers, self.model_class).from_pretrained(
+            vision_model, subfolder=self.subfolder, torch_dtype=dtype)
+
+    def predict(self, denoiser: nn.Module, latents: torch.Tensor, timesteps: torch.Tensor,
+                context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        """The denoiser's prediction (noise or velocity) for noisy ``latents``."""
+        raise NotImplementedError
+
+    def generate(self, denoiser: nn.Module, vae: AutoencoderKL, scheduler: SchedulerMixin,
+                 embeds: tuple[torch.Tensor, torch.Tensor],
+                 negative_embeds: tuple[torch.Tensor, torch.Tensor],
+                 progress_bar_config: dict, **kwargs) -> list | object:
+        """Images from (context, mask) embeddings with diffusers' own denoising loop."""
+        pipeline = self._pipeline(denoiser, vae, scheduler)
+        pipeline.set_progress_bar_config(**progress_bar_config)
+        return pipeline(**self._embedding_kwargs(embeds, negative_embeds), **kwargs).images
+
+    def _pipeline(self, denoiser: nn.Module, vae: AutoencoderKL,
+                  scheduler: SchedulerMixin) -> DiffusionPipeline:
+        raise NotImplementedError
+
+    def _embedding_kwargs(self, embeds: tuple[torch.Tensor, torch.Tensor],
+                          negative_embeds: tuple[torch.Tensor, torch.Tensor]) -> dict:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class UNetFamily(VisionFamily):
+    """SD 1.x/2.x-style ``UNet2DConditionModel``: no text mask, output is the prediction."""
+
+    def predict(self, denoiser, latents, timesteps, context, context_mask):
+        """``unet(latents, t, encoder_hidden_states=context).sample`` (SD UNets take no text mask)."""
+        return denoiser(latents, timesteps, encoder_hidden_states=context).sample
+
+    def _pipeline(self, denoiser, vae, scheduler):
+        return _diffusers_pipeline_class(self.pipeline_class)(
+            vae=vae, text_encoder=None, tokenizer=None, unet=denoiser, scheduler=scheduler,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+    def _embedding_kwargs(self, embeds, negative_embeds):
+        return {"prompt_embeds": embeds[0], "negative_prompt_embeds": negative_embeds[0]}
+
+
+@dataclass(frozen=True)
+class PixArtFamily(VisionFamily):
+    """PixArt-alpha transformers: the text mask goes in, and the output may carry learned sigma."""
+
+    def predict(self, denoiser, latents, timesteps, context, context_mask):
+        """The transformer's prediction; of a learned-sigma output only the first (epsilon) half."""
+        if denoiser.use_additional_conditions:
+            raise NotImplementedError(
+                "PixArt transformers conditioned on resolution and aspect ratio (sample_size 128, "
+                "the 1024-MS models) are not supported yet; the 512 px model is")
+        # the 512 px model has no micro-conditions, but its forward still expects the dict
+        output = denoiser(latents, encoder_hidden_states=context, timestep=timesteps,
+                          encoder_attention_mask=context_mask,
+                          added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
+        return _without_learned_sigma(denoiser, output)
+
+    def _pipeline(self, denoiser, vae, scheduler):
+        return _diffusers_pipeline_class(self.pipeline_class)(
+            tokenizer=None, text_encoder=None, vae=vae, transformer=denoiser, scheduler=scheduler)
+
+    def _embedding_kwargs(self, embeds, negative_embeds):
+        # the pipeline drops the learned-sigma half itself; negative_prompt=None because it refuses
+        # a negative prompt next to negative embeddings. Binning would resize to its own sizes
+        # (and rejects tiny models); height/width are used as given, as on the UNet path
+        return {"prompt_embeds": embeds[0], "prompt_attention_mask": embeds[1],
+                "negative_prompt_embeds": negative_embeds[0],
+                "negative_prompt_attention_mask": negative_embeds[1], "negative_prompt": None,
+                "use_resolution_binning": False}
+
+
+def _without_learned_sigma(denoiser: nn.Module, output: torch.Tensor) -> torch.Tensor:
+    """The first half of the channels when the model also predicts its variance (out = 2 x in)."""
+    if denoiser.config.out_channels == 2 * denoiser.config.in_channels:
+        return output.chunk(2, dim=1)[0]
+    return output
 
 
 VISION_FAMILIES: dict[str, VisionFamily] = {
-    "sd_unet": VisionFamily(
+    "sd_unet": UNetFamily(
         class_names=("UNet2DConditionModel",),
+        model_class="UNet2DConditionModel",
         subfolder="unet",
         lora_target_classes=("ResnetBlock2D", "CrossAttention", "Attention", "GEGLU"),
-        context_dim_key="cross_attention_dim"),
+        context_dim_key="cross_attention_dim",
+        pipeline_class="StableDiffusionPipeline"),
+    "pixart": PixArtFamily(
+        # PixArt-alpha's hub checkpoints name the generic Transformer2DModel, which diffusers
+        # loads as PixArtTransformer2DModel for their norm_type "ada_norm_single"
+        class_names=("PixArtTransformer2DModel", "Transformer2DModel"),
+        model_class="PixArtTransformer2DModel",
+        subfolder="transformer",
+        # the authors' set; PixArt's feed-forwards use GELU, not GEGLU, so only the attention
+        # projections (to_q, to_k, to_v, to_out.0 of attn1 and attn2) get LoRA
+        lora_target_classes=("Attention", "GEGLU"),
+        # the adapter feeds the transformer's caption projection (T5-XXL width, 4096)
+        context_dim_key="caption_channels",
+        pipeline_class="PixArtAlphaPipeline"),
 }
 
 
@@ -29,3 +153,25 @@ def vision_family_of(class_name: str) -> VisionFamily:
     known = sorted(n for f in VISION_FAMILIES.values() for n in f.class_names)
     raise ValueError(f"Vision model class '{class_name}' has no LaVi-Bridge family "
                      f"(known: {', '.join(known)}); add one to VISION_FAMILIES.")
+
+
+def find_vision_family(vision_model: str) -> VisionFamily:
+    """The family of the denoiser in a diffusers base-model folder (or hub id), by its subfolder."""
+    subfolders = dict.fromkeys(f.subfolder for f in VISION_FAMILIES.values())
+    errors = []
+    for subfolder in subfolders:
+        try:
+            config = _AnyConfig.load_config(vision_model, subfolder=subfolder)
+        except OSError as err:
+            errors.append(f"{subfolder}/: {err}")
+            continue
+        return vision_family_of(config["_class_name"])
+    raise ValueError(f"{vision_model} holds no denoiser config in any of "
+                     f"{', '.join(f'{s}/' for s in subfolders)}: not a diffusers base-model folder "
+                     f"of a supported family? ({'; '.join(errors)})")
+
+
+class _AnyConfig(ConfigMixin):
+    """Reads any diffusers ``config.json`` (``ConfigMixin.load_config`` needs a config name)."""
+
+    config_name = "config.json"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
-                       UNet2DConditionModel, UniPCMultistepScheduler)
+                       UniPCMultistepScheduler)
 from mmengine.model import BaseModel
 from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
 from PIL import Image
@@ -17,7 +17,7 @@ from diffengine.version import __version__
 from ...language import FrozenLanguageModel
 from ...lora import inject_lora
 from ...losses import diffusion_loss
-from ...vision import vision_family_of
+from ...vision import find_vision_family
 from .data_preprocessor import LaViBridgeDataPreprocessor
 from .text_adapter import LaViBridgeTextAdapter
 
@@ -35,30 +35,35 @@ def _lora_kwargs(cfg: dict | None) -> dict:
 
 @MODELS.register_module()
 class LaViBridge(BaseModel):
-    """LaVi-Bridge (Zhao et al., ECCV 2024) on an SD-style UNet.
+    """LaVi-Bridge (Zhao et al., ECCV 2024): any language model to any supported denoiser.
 
     Args:
         text_encoder: hub id or local path of the language model (and its tokenizer).
-        vision_model: hub id or local path of a diffusers base model folder holding
-            ``unet``/``vae``/``scheduler`` subfolders (SD1.5 by default in the configs).
+        vision_model: hub id or local path of a diffusers base model folder holding the
+            denoiser (``unet/`` or ``transformer/``, see ``VISION_FAMILIES``), ``vae/`` and
+            ``scheduler/`` (SD1.5 by default in the configs). The denoiser is the attribute named
+            like its subfolder (``model.unet``, ``model.transformer``), also ``model.denoiser``.
         adapter: ``dict(in_dim, int_dim, out_dim)``; missing dims default to the LM hidden size,
             ``(in + out) // 2`` (the rule behind the paper's 896/2432/2560) and the vision context width.
-        max_length: tokenizer max length (77 for SD1.x).
+        max_length: tokenizer max length (77 for SD1.x, 120 for PixArt).
         hidden_layer: which LM hidden layer to bridge (-1: the final normed one).
-        text_attention_mask: pass the padding mask to the LM (the paper's UNet runs do not).
+        text_attention_mask: pass the padding mask to the LM (the paper's UNet runs do not, its
+            PixArt run does; a PixArt transformer always gets the mask).
+        pad_token: a vocabulary token to pad with instead of the tokenizer's own (None: its own,
+            else its eos or unk token).
         text_lora, vision_lora: ``dict(rank, alpha, dropout)``; alpha defaults to rank (scale 1).
         prediction_type: ``epsilon`` or ``v_prediction``; None keeps the scheduler's.
         snr_gamma: min-SNR-gamma loss weighting; None for plain MSE.
         caption_dropout: probability of replacing a caption with "" (for classifier-free guidance).
         weight_dtype: dtype of the frozen weights (``float32``/``bfloat16``/``float16``); LoRA and
             adapter always train in float32.
-        gradient_checkpointing: recompute UNet and LM activations in the backward pass.
+        gradient_checkpointing: recompute denoiser and LM activations in the backward pass.
         bridge_path: a bridge folder (see ``save_bridge``) to start from.
     """
 
     def __init__(self, text_encoder: str, vision_model: str, adapter: dict | None = None,
                  max_length: int = 77, hidden_layer: int = -1, text_attention_mask: bool = False,
-                 text_lora: dict | None = None, vision_lora: dict | None = None,
+                 pad_token: str | None = None, text_lora: dict | None = None, vision_lora: dict | None = None,
                  prediction_type: str | None = None, snr_gamma: float | None = None,
                  caption_dropout: float = 0.0, weight_dtype: str = "float32",
                  gradient_checkpointing: bool = False, bridge_path: str | None = None,
@@ -78,29 +83,29 @@ class LaViBridge(BaseModel):
         self.language = FrozenLanguageModel(text_encoder, max_length=max_length,
                                             hidden_layer=hidden_layer,
                                             use_attention_mask=text_attention_mask,
-                                            dtype=self.weight_dtype)
-        unet_config = UNet2DConditionModel.load_config(vision_model, subfolder="unet")
-        self.vision_family = vision_family_of(unet_config["_class_name"])
-        self.unet = UNet2DConditionModel.from_pretrained(
-            vision_model, subfolder=self.vision_family.subfolder, torch_dtype=self.weight_dtype)
+                                            dtype=self.weight_dtype, pad_token=pad_token)
+        self.vision_family = find_vision_family(vision_model)
+        # registered under its subfolder's name, so checkpoint keys read "unet.*" / "transformer.*"
+        self.add_module(self.vision_family.subfolder,
+                        self.vision_family.load(vision_model, self.weight_dtype))
         self.vae = AutoencoderKL.from_pretrained(vision_model, subfolder="vae",
                                                  torch_dtype=self.weight_dtype)
         self.noise_scheduler = DDPMScheduler.from_pretrained(vision_model, subfolder="scheduler")
         if prediction_type is not None:
             self.noise_scheduler.register_to_config(prediction_type=prediction_type)
-        for frozen in (self.unet, self.vae):
+        for frozen in (self.denoiser, self.vae):
             frozen.requires_grad_(False)
 
-        context_dim = self.unet.config[self.vision_family.context_dim_key]
+        context_dim = self.denoiser.config[self.vision_family.context_dim_key]
         self.adapter = LaViBridgeTextAdapter(**self._adapter_dims(adapter or {}, context_dim))
 
         self.text_lora_config = inject_lora(self.language.model, self.language.family.lora_target_classes,
                                             **_lora_kwargs(text_lora))
-        self.vision_lora_config = inject_lora(self.unet, self.vision_family.lora_target_classes,
+        self.vision_lora_config = inject_lora(self.denoiser, self.vision_family.lora_target_classes,
                                               **_lora_kwargs(vision_lora))
         self._upcast_trainable_weights()
         if gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
+            self.denoiser.enable_gradient_checkpointing()
             # the name every supported transformers version has (5.x also offers a new one)
             self.language.model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -112,7 +117,10 @@ class LaViBridge(BaseModel):
         self.register_state_dict_post_hook(_drop_frozen_from_state_dict)
         self.register_load_state_dict_post_hook(_ignore_missing_frozen_keys)
 
-    def _adapter_dims(self, adapter: dict, context_dim: int) -> dict:
+    def _adapter_dims(self, adapter: dict, context_dim: int | None) -> dict:
+        if context_dim is None:
+            raise ValueError(f"{self.vision_model_path}'s denoiser has no "
+                             f"{self.vision_family.context_dim_key}: it is not text-conditioned")
         dims = dict(adapter)
         dims.setdefault("in_dim", self.language.hidden_size)
         dims.setdefault("out_dim", context_dim)
@@ -133,6 +141,11 @@ class LaViBridge(BaseModel):
                 param.data = param.data.float()
 
     @property
+    def denoiser(self) -> torch.nn.Module:
+        """The vision model's denoiser (``unet`` or ``transformer``), whatever its family."""
+        return getattr(self, self.vision_family.subfolder)
+
+    @property
     def device(self) -> torch.device:
         """Device of the trainable weights."""
         return next(self.adapter.parameters()).device
@@ -140,17 +153,17 @@ class LaViBridge(BaseModel):
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         """Trainable parameters by optimizer group: vision LoRA, text LoRA, adapter."""
         return {
-            "vision_lora": [p for p in self.unet.parameters() if p.requires_grad],
+            "vision_lora": [p for p in self.denoiser.parameters() if p.requires_grad],
             "text_lora": [p for p in self.language.model.parameters() if p.requires_grad],
             "adapter": list(self.adapter.parameters()),
         }
 
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """Prompts -> LM hidden states -> adapter -> context for the vision model."""
+    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts -> LM hidden states -> adapter: the vision model's context and its padding mask."""
         input_ids, attention_mask = self.language.tokenize(texts, self.device)
         hidden = self.language(input_ids, attention_mask)
         context = self.adapter(hidden.to(self.adapter.dtype))
-        return context.to(self.weight_dtype)
+        return context.to(self.weight_dtype), attention_mask
 
     def _drop_captions(self, texts: list[str]) -> list[str]:
         if self.caption_dropout == 0.0:
@@ -171,8 +184,9 @@ class LaViBridge(BaseModel):
         timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps,
                                   (latents.shape[0],), device=latents.device)
         noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        context = self.encode_text(self._drop_captions(inputs["text"]))
-        model_pred = self.unet(noisy_latents, timesteps, encoder_hidden_states=context).sample
+        context, context_mask = self.encode_text(self._drop_captions(inputs["text"]))
+        model_pred = self.vision_family.predict(self.denoiser, noisy_latents, timesteps, context,
+                                                context_mask)
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
@@ -210,7 +224,7 @@ class LaViBridge(BaseModel):
         """Write the trainable part as a self-contained bridge folder (safetensors + peft configs)."""
         directory = Path(directory)
         for name, model, config in (("text_lora", self.language.model, self.text_lora_config),
-                                    ("vision_lora", self.unet, self.vision_lora_config)):
+                                    ("vision_lora", self.denoiser, self.vision_lora_config)):
             (directory / name).mkdir(parents=True, exist_ok=True)
             config.save_pretrained(directory / name)
             state = {k: v.detach().to("cpu", torch.float32).contiguous()
@@ -223,6 +237,7 @@ class LaViBridge(BaseModel):
             "max_length": self.language.max_length,
             "hidden_layer": self.language.hidden_layer,
             "text_attention_mask": self.language.use_attention_mask,
+            "pad_token": self.language.pad_token,
             "weight_dtype": str(self.weight_dtype).removeprefix("torch."),
             "diffengine_version": __version__,
             **manifest,
@@ -253,6 +268,8 @@ class LaViBridge(BaseModel):
             "adapter": {k: adapter[k] for k in ("in_dim", "int_dim", "out_dim")},
             "max_length": manifest["max_length"], "hidden_layer": manifest["hidden_layer"],
             "text_attention_mask": manifest["text_attention_mask"],
+            # bridges written before the option existed padded with the tokenizer's default
+            "pad_token": manifest.get("pad_token"),
             "weight_dtype": manifest["weight_dtype"], **lora, **overrides,
         }
         return cls(bridge_path=str(directory), **kwargs)
@@ -263,7 +280,7 @@ class LaViBridge(BaseModel):
         if not (directory / BRIDGE_MANIFEST).is_file():
             raise FileNotFoundError(f"{directory} is not a bridge folder (no {BRIDGE_MANIFEST})")
         for name, model, config in (("text_lora", self.language.model, self.text_lora_config),
-                                    ("vision_lora", self.unet, self.vision_lora_config)):
+                                    ("vision_lora", self.denoiser, self.vision_lora_config)):
             saved = LoraConfig.from_pretrained(directory / name)
             if saved.r != config.r:
                 raise ValueError(f"{directory / name} has LoRA rank {saved.r}, this model {config.r}")

@@ -9,7 +9,7 @@ class name is in the target set, in ``model.modules()`` order, then every ``nn.L
 peft's LoRA with ``lora_A = down``, ``lora_B = up`` and ``lora_alpha = r``.
 """
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,21 +30,22 @@ OFFICIAL_LORA_DROPOUT = 0.1
 
 @dataclass(frozen=True)
 class OfficialCombo:
-    """The base models one released checkpoint was trained on (hub ids)."""
+    """The base models one released checkpoint was trained on (hub ids) and how it read the LM."""
 
     text_encoder: str
     vision_model: str
+    # LaViBridge arguments of the authors' training script, recorded in the bridge manifest
+    options: dict = field(default_factory=dict)
 
 
 OFFICIAL_COMBOS: dict[str, OfficialCombo] = {
     "t5_unet": OfficialCombo("google-t5/t5-large", "CompVis/stable-diffusion-v1-4"),
-    "llama2_unet": OfficialCombo("meta-llama/Llama-2-7b-hf", "CompVis/stable-diffusion-v1-4"),
-}
-# released by the authors, but for a vision model LaViBridge cannot host yet
-UNSUPPORTED_COMBOS: dict[str, str] = {
-    "t5_transformer": "it bridges T5-Large to PixArt's transformer (LoRA on its Attention/GEGLU "
-                      "modules), and LaViBridge supports SD-style UNets only: VISION_FAMILIES has "
-                      "no PixArt family yet",
+    # their pad token '[PAD]' is not in Llama's vocabulary: their slow tokenizer encodes it as
+    # <unk> (id 0)
+    "llama2_unet": OfficialCombo("meta-llama/Llama-2-7b-hf", "CompVis/stable-diffusion-v1-4",
+                                 dict(pad_token="<unk>")),
+    "t5_transformer": OfficialCombo("google-t5/t5-large", "PixArt-alpha/PixArt-XL-2-512x512",
+                                    dict(max_length=120, text_attention_mask=True)),
 }
 
 
@@ -77,12 +78,8 @@ def convert_official_checkpoint(ckpt_dir: str | Path, combo: str, out_bridge_dir
     recorded in the bridge manifest. ``weight_dtype`` is the dtype the frozen base models are
     loaded in while converting (``bfloat16`` halves the memory for Llama-2-7B) and is recorded too.
     """
-    if combo in UNSUPPORTED_COMBOS:
-        raise NotImplementedError(f"Official combo '{combo}' cannot be converted: "
-                                  f"{UNSUPPORTED_COMBOS[combo]}.")
     if combo not in OFFICIAL_COMBOS:
-        raise ValueError(f"Unknown official combo '{combo}'; supported: {', '.join(OFFICIAL_COMBOS)} "
-                         f"(not yet: {', '.join(UNSUPPORTED_COMBOS)})")
+        raise ValueError(f"Unknown official combo '{combo}'; supported: {', '.join(OFFICIAL_COMBOS)}")
     if weight_dtype not in DTYPES:
         raise ValueError(f"weight_dtype must be one of {sorted(DTYPES)}, got '{weight_dtype}'")
     ckpt_dir = Path(ckpt_dir)
@@ -103,7 +100,7 @@ def convert_official_checkpoint(ckpt_dir: str | Path, combo: str, out_bridge_dir
             text_encoder, vision_model, adapter={k: adapter.config[k] for k in ADAPTER_ARGS},
             text_lora=dict(rank=_rank(text_tensors), dropout=OFFICIAL_LORA_DROPOUT),
             vision_lora=dict(rank=_rank(vision_tensors), dropout=OFFICIAL_LORA_DROPOUT),
-            weight_dtype=weight_dtype)
+            weight_dtype=weight_dtype, **OFFICIAL_COMBOS[combo].options)
     except ValueError as err:
         raise ValueError(f"Cannot build the '{combo}' model for {ckpt_dir}: {err} (wrong combo, or "
                          "text_encoder/vision_model are not the models these weights were trained "
@@ -111,7 +108,7 @@ def convert_official_checkpoint(ckpt_dir: str | Path, combo: str, out_bridge_dir
 
     _copy_lora(model.language.model, model.language.family.lora_target_classes, text_tensors,
                ckpt_dir / TEXT_LORA_FILE, f"text encoder {text_encoder} of combo '{combo}'")
-    _copy_lora(model.unet, model.vision_family.lora_target_classes, vision_tensors,
+    _copy_lora(model.denoiser, model.vision_family.lora_target_classes, vision_tensors,
                ckpt_dir / VISION_LORA_FILE, f"vision model {vision_model} of combo '{combo}'")
     model.adapter.load_state_dict(adapter.state_dict())
     return model.save_bridge(out_bridge_dir, source="official", combo=combo)

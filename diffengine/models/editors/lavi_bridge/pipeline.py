@@ -1,10 +1,11 @@
 """``LaViBridgePipeline``: text-to-image with a LaVi-Bridge as a diffusers ``DiffusionPipeline``.
 
 Saved layout (``save_pretrained`` / ``diffengine export``): the standard diffusers folders
-``tokenizer/``, ``text_encoder/``, ``adapter/``, ``unet/``, ``vae/``, ``scheduler/`` and
-``model_index.json``. ``text_encoder/`` and ``unet/`` always hold plain transformers/diffusers
-models. A component that still carries its LoRA is saved as its *base* weights plus the LoRA
-beside it in ``text_encoder_lora/`` / ``unet_lora/`` (peft's ``adapter_config.json`` +
+``tokenizer/``, ``text_encoder/``, ``adapter/``, the denoiser's ``unet/`` (SD) or
+``transformer/`` (PixArt), ``vae/``, ``scheduler/`` and ``model_index.json``. ``text_encoder/``
+and the denoiser always hold plain transformers/diffusers models. A component that still carries
+its LoRA is saved as its *base* weights plus the LoRA beside it in ``text_encoder_lora/`` /
+``unet_lora/`` / ``transformer_lora/`` (peft's ``adapter_config.json`` +
 ``adapter_model.safetensors``, the format of a bridge's ``text_lora/`` / ``vision_lora/``), which
 ``from_pretrained`` injects again: the same computation as training, so the same image bit for
 bit. After ``merge_lora()`` the LoRA is folded into the base weights and no LoRA folder is
@@ -24,7 +25,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel
+from diffusers import (AutoencoderKL, DiffusionPipeline, ImagePipelineOutput,
+                       PixArtTransformer2DModel, UNet2DConditionModel)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from peft import LoraConfig
 from peft.functional import (cast_adapter_dtype, get_peft_model_state_dict, inject_adapter_in_model,
@@ -35,10 +37,12 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...language import lm_hidden_states, tokenize_prompts
+from ...vision import VisionFamily, vision_family_of
 from .lavi_bridge import INFERENCE_SCHEDULERS, LORA_WEIGHTS, LaViBridge
 from .text_adapter import LaViBridgeTextAdapter
 
-LORA_COMPONENTS = ("text_encoder", "unet")  # the components LaVi-Bridge puts LoRA into
+# the components LaVi-Bridge may put LoRA into (a pipeline has one of the two denoisers)
+LORA_COMPONENTS = ("text_encoder", "unet", "transformer")
 LORA_FOLDER_SUFFIX = "_lora"
 ADAPTER_NAME = "default"  # the name inject_adapter_in_model gives a LoRA
 
@@ -102,39 +106,41 @@ def load_lora(model: nn.Module, directory: str | Path) -> nn.Module:
     return model.eval()
 
 
-def _stable_diffusion_pipeline_class() -> type[DiffusionPipeline]:
-    """diffusers' ``StableDiffusionPipeline``, imported without transformers' import-time noise."""
-    from transformers.utils import logging as transformers_logging
-
-    # the import pulls in transformers' image processors, which warn that torchvision is absent
-    # although these pipelines never use them
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
-    try:
-        from diffusers import StableDiffusionPipeline
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-    return StableDiffusionPipeline
-
-
 class LaViBridgePipeline(DiffusionPipeline):
-    """Frozen LM (+ LoRA) -> text adapter -> SD-style UNet (+ LoRA), with classifier-free guidance.
+    """Frozen LM (+ LoRA) -> text adapter -> denoiser (+ LoRA), with classifier-free guidance.
 
-    ``max_length``, ``hidden_layer`` and ``use_attention_mask`` are how the bridge was trained to
-    read the LM (see ``FrozenLanguageModel``); they are saved in ``model_index.json``.
+    The denoiser is ``unet`` (SD-style UNets) or ``transformer`` (PixArt); the other one is None.
+    Its vision family (``VISION_FAMILIES``) says how to call it and which diffusers pipeline's
+    denoising loop to run. ``max_length``, ``hidden_layer`` and ``use_attention_mask`` are how the
+    bridge was trained to read the LM (see ``FrozenLanguageModel``); they are saved in
+    ``model_index.json``, and the tokenizer is saved with its pad token.
     """
 
-    model_cpu_offload_seq = "text_encoder->adapter->unet->vae"
+    model_cpu_offload_seq = "text_encoder->adapter->unet->transformer->vae"
+    _optional_components = ["unet", "transformer"]
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, text_encoder: PreTrainedModel,
-                 adapter: LaViBridgeTextAdapter, unet: UNet2DConditionModel, vae: AutoencoderKL,
-                 scheduler: SchedulerMixin, max_length: int = 77, hidden_layer: int = -1,
-                 use_attention_mask: bool = False):
+                 adapter: LaViBridgeTextAdapter, vae: AutoencoderKL, scheduler: SchedulerMixin,
+                 unet: UNet2DConditionModel | None = None,
+                 transformer: PixArtTransformer2DModel | None = None, max_length: int = 77,
+                 hidden_layer: int = -1, use_attention_mask: bool = False):
         super().__init__()
+        if (unet is None) == (transformer is None):
+            raise ValueError("LaViBridgePipeline needs exactly one denoiser: unet or transformer")
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, adapter=adapter,
-                              unet=unet, vae=vae, scheduler=scheduler)
+                              unet=unet, transformer=transformer, vae=vae, scheduler=scheduler)
         self.register_to_config(max_length=max_length, hidden_layer=hidden_layer,
                                 use_attention_mask=use_attention_mask)
+
+    @property
+    def denoiser(self) -> nn.Module:
+        """The ``unet`` or the ``transformer``, whichever this pipeline has."""
+        return self.unet if self.unet is not None else self.transformer
+
+    @property
+    def vision_family(self) -> VisionFamily:
+        """The denoiser's family: how to call it and which diffusers loop samples with it."""
+        return vision_family_of(type(self.denoiser).__name__)
 
     @classmethod
     def from_model(cls, model: LaViBridge, scheduler: str = "unipc") -> "LaViBridgePipeline":
@@ -143,7 +149,7 @@ class LaViBridgePipeline(DiffusionPipeline):
             raise ValueError(f"scheduler must be one of {sorted(INFERENCE_SCHEDULERS)}, got '{scheduler}'")
         language = model.language
         return cls(tokenizer=language.tokenizer, text_encoder=language.model, adapter=model.adapter,
-                   unet=model.unet, vae=model.vae,
+                   vae=model.vae, **{model.vision_family.subfolder: model.denoiser},
                    scheduler=INFERENCE_SCHEDULERS[scheduler].from_config(model.noise_scheduler.config),
                    max_length=language.max_length, hidden_layer=language.hidden_layer,
                    use_attention_mask=language.use_attention_mask)
@@ -157,42 +163,46 @@ class LaViBridgePipeline(DiffusionPipeline):
         ``dtype={"default": torch.bfloat16, "adapter": torch.float32}``.
         """
         pipeline = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        for name in LORA_COMPONENTS:
+        for name, component in pipeline._lora_components():
             lora_dir = Path(pretrained_model_name_or_path) / f"{name}{LORA_FOLDER_SUFFIX}"
             if lora_dir.is_dir():
-                load_lora(getattr(pipeline, name), lora_dir)
+                load_lora(component, lora_dir)
         return pipeline
+
+    def _lora_components(self) -> list[tuple[str, nn.Module]]:
+        return [(name, getattr(self, name)) for name in LORA_COMPONENTS
+                if getattr(self, name) is not None]
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Save as diffusers does; a component carrying LoRA is saved as base weights + LoRA folder."""
         save_directory = Path(save_directory)
         with ExitStack() as stack:
-            for name in LORA_COMPONENTS:
-                stack.enter_context(base_layers_only(getattr(self, name)))
+            for _, component in self._lora_components():
+                stack.enter_context(base_layers_only(component))
             super().save_pretrained(save_directory, **kwargs)
         for name in LORA_COMPONENTS:
-            lora_dir = save_directory / f"{name}{LORA_FOLDER_SUFFIX}"
             # a LoRA folder left by an earlier unmerged save would be applied on top of merged weights
-            shutil.rmtree(lora_dir, ignore_errors=True)
-            if lora_layers(getattr(self, name)):
-                save_lora(getattr(self, name), lora_dir)
+            shutil.rmtree(save_directory / f"{name}{LORA_FOLDER_SUFFIX}", ignore_errors=True)
+        for name, component in self._lora_components():
+            if lora_layers(component):
+                save_lora(component, save_directory / f"{name}{LORA_FOLDER_SUFFIX}")
 
     def merge_lora(self) -> None:
-        """Fold the LoRA of the text encoder and UNet into their weights, in place (no copy is made).
+        """Fold the LoRA of the text encoder and denoiser into their weights, in place (no copy).
 
         The modules are shared with the model the pipeline came from, which is merged too.
         """
-        for name in LORA_COMPONENTS:
-            merge_lora_layers(getattr(self, name))
+        for _, component in self._lora_components():
+            merge_lora_layers(component)
 
-    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
-        """Prompts -> LM hidden states -> adapter: the UNet's context, in the UNet's dtype."""
+    def encode_prompt(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts -> LM hidden states -> adapter: the denoiser's context (in its dtype) and mask."""
         device = self._execution_device
         tokens = tokenize_prompts(self.tokenizer, prompts, self.config.max_length)
-        hidden = lm_hidden_states(self.text_encoder, tokens.input_ids.to(device),
-                                  tokens.attention_mask.to(device), self.config.hidden_layer,
-                                  self.config.use_attention_mask)
-        return self.adapter(hidden.to(self.adapter.dtype)).to(self.unet.dtype)
+        mask = tokens.attention_mask.to(device)
+        hidden = lm_hidden_states(self.text_encoder, tokens.input_ids.to(device), mask,
+                                  self.config.hidden_layer, self.config.use_attention_mask)
+        return self.adapter(hidden.to(self.adapter.dtype)).to(self.denoiser.dtype), mask
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] = "",
@@ -214,14 +224,10 @@ class LaViBridgePipeline(DiffusionPipeline):
             if generator is not None:
                 raise ValueError("pass either seed or generator, not both")
             generator = torch.Generator(self._execution_device).manual_seed(seed)
-        # the denoising loop is diffusers' own, fed with our embeddings
-        denoiser = _stable_diffusion_pipeline_class()(
-            vae=self.vae, text_encoder=None, tokenizer=None, unet=self.unet, scheduler=self.scheduler,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        denoiser.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
-        images = denoiser(prompt_embeds=self.encode_prompt(prompts),
-                          negative_prompt_embeds=self.encode_prompt(negatives),
-                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                          height=height, width=width, generator=generator,
-                          output_type=output_type).images
+        # the denoising loop is diffusers' own for the denoiser's family, fed with our embeddings
+        images = self.vision_family.generate(
+            self.denoiser, self.vae, self.scheduler, self.encode_prompt(prompts),
+            self.encode_prompt(negatives), getattr(self, "_progress_bar_config", {}),
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=height,
+            width=width, generator=generator, output_type=output_type)
         return ImagePipelineOutput(images=images)
