@@ -13,7 +13,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT_DIR", help="the pipeline folder to write (new or empty)")
     parser.add_argument("--merge-lora", action="store_true",
                         help="fold the LoRA into the LM and UNet weights: a plain diffusers folder "
-                        "(default: base weights + text_encoder_lora/ and unet_lora/, bit-exact)")
+                        "(default: base weights + the LoRA beside them in <component>_lora/, bit-exact)")
     parser.add_argument("--scheduler", choices=constants.INFERENCE_SCHEDULER_NAMES, default="unipc",
                         help="the pipeline's sampler (default unipc, as infer)")
     add_base_model_arguments(parser)
@@ -40,7 +40,7 @@ def run_export(args: argparse.Namespace) -> Path:
     if args.merge_lora:
         pipeline.merge_lora()
     pipeline.save_pretrained(out_dir)
-    lora = "LoRA merged" if args.merge_lora else "LoRA in text_encoder_lora/ and unet_lora/"
+    lora = "LoRA merged" if args.merge_lora else "LoRA beside the base weights in *_lora/"
     print(f"exported {bridge_dir} to {out_dir} ({lora}); load it with "
           "LaViBridgePipeline.from_pretrained")
     return out_dir
