@@ -120,3 +120,22 @@ def test_two_cpu_processes_read_disjoint_shards_covering_the_epoch(tiny_t5, tiny
     assert len(keys[0]) == len(keys[1]) == 32
     assert not set(keys[0]) & set(keys[1])
     assert set(keys[0]) | set(keys[1]) == {f"{index:06d}" for index in range(64)}
+
+
+def test_tensorboard_backend_is_added_when_installed(monkeypatch):
+    import importlib.util
+
+    from diffengine.tools.train import build_config
+
+    args = build_parser().parse_args(["train", "lavi_bridge_demo"])
+    find_spec = importlib.util.find_spec
+
+    def names(cfg):
+        return [getattr(b["type"], "__name__", b["type"]) for b in cfg.visualizer.vis_backends]
+
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else find_spec(name, *a))
+    assert names(build_config(args, wds=False)) == ["LocalVisBackend"]
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "tensorboard" else find_spec(name, *a))
+    assert names(build_config(args, wds=False)) == ["LocalVisBackend", "TensorboardVisBackend"]

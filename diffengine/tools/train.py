@@ -52,7 +52,21 @@ def build_config(args: argparse.Namespace, wds: bool):
         cfg.optim_wrapper.dtype = "bfloat16"
     if wds:
         _check_wds_config(cfg, config_path)
+    _add_tensorboard_if_installed(cfg)
     return cfg
+
+
+def _add_tensorboard_if_installed(cfg) -> None:
+    """TensorBoard out of the box: log to it too when ``tensorboard`` is installed."""
+    import importlib.util
+
+    backends = cfg.get("visualizer", {}).get("vis_backends")
+    if backends is None or importlib.util.find_spec("tensorboard") is None:
+        return
+    names = {getattr(b["type"], "__name__", b["type"]) for b in backends}
+    if "TensorboardVisBackend" not in names:
+        from mmengine.visualization import TensorboardVisBackend
+        backends.append(dict(type=TensorboardVisBackend))
 
 
 def _cuda_available() -> bool:
