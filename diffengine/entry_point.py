@@ -27,11 +27,11 @@ def _launch_workers(argv: list[str], nproc: int) -> int:
 
 
 def _train(args: argparse.Namespace, argv: list[str], wds: bool) -> int:
-    from .tools.config_lookup import resolve_config
-
-    resolve_config(args.config)
     nproc = int(os.environ.get("NPROC_PER_NODE", "1") or 1)
     if nproc > 1 and args.launcher == "none":
+        from .tools.train import prepare_config
+
+        prepare_config(args, wds)  # one clear error here rather than one traceback per worker
         return _launch_workers([*argv, "--wds"] if wds else argv, nproc)
     from .tools.train import run
 
@@ -93,14 +93,13 @@ def _copy_cfg(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from .tools.infer import resolve_bridge_dir, run_infer
+    from .tools.infer import run_infer
 
     try:
-        resolve_bridge_dir(args.bridge)
-    except FileNotFoundError as error:
+        run_infer(args)
+    except (ValueError, FileNotFoundError) as error:
         print(f"diffengine: error: {error}", file=sys.stderr)
         return 2
-    run_infer(args)
     return 0
 
 

@@ -60,6 +60,31 @@ def test_unknown_config_is_one_line_with_close_matches_and_exit_2():
     assert main(["copy-cfg", "nothing_like_it", "/tmp/x"]) == 2
 
 
+def test_a_missing_config_file_never_falls_back_to_a_packaged_one(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "lavi_bridge_v15_laion.py")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_multi_process_launch_checks_the_config_first(tmp_path):
+    config = tmp_path / "map_style.py"
+    config.write_text("train_dataloader = dict(batch_size=1, dataset=dict(type='X'))\n"
+                      "train_cfg = dict(max_iters=1)\n")
+    result = diffengine("wds_train", str(config), env={"NPROC_PER_NODE": "2"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("diffengine: error: map_style.py: ")
+
+
+def test_an_earlier_hidden_layer_makes_ddp_look_for_unused_parameters():
+    from diffengine.tools.train import build_config
+
+    def wrapper(*options):
+        args = build_parser().parse_args(["train", "lavi_bridge_demo", "--cfg-options", *options])
+        return build_config(args, wds=False).model_wrapper_cfg
+
+    assert not wrapper("model.hidden_layer=-1").get("find_unused_parameters", False)
+    assert wrapper("model.hidden_layer=-2").find_unused_parameters is True
+
+
 def test_wds_train_rejects_a_config_without_a_streaming_loader(tmp_path, capsys):
     config = tmp_path / "map_style.py"
     config.write_text("train_dataloader = dict(batch_size=1, dataset=dict(type='X'))\n"

@@ -31,7 +31,7 @@ custom_hooks = [
 
 # DDP that also works for CPU modules (gloo); on GPU it is MMEngine's DDP. A string: MMEngine's
 # wrap_model looks the type up by scoped name
-model_wrapper_cfg = dict(type="diffengine.DeviceAgnosticDDP")
+model_wrapper_cfg = dict(type="diffengine.DeviceAgnosticDDP", broadcast_buffers=False)
 
 log_processor = dict(by_epoch=False, window_size=50)
 log_level = "INFO"
@@ -39,4 +39,6 @@ visualizer = dict(type=Visualizer, vis_backends=[dict(type=LocalVisBackend)])
 
 load_from = None
 resume = False
-randomness = dict(seed=None)
+# a different seed per rank: noise, timesteps and caption dropout must differ between GPUs (the
+# data stream has its own seed in train_dataloader)
+randomness = dict(seed=None, diff_rank_seed=True)

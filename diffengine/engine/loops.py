@@ -74,8 +74,8 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
     Guarantee: given the same loader (shards, ``seed``, ``batch_size``, ``num_samples_per_epoch``,
     world size and ``num_workers``), the batches trained after resuming at any iteration, at an
     epoch boundary or mid-epoch, are exactly those an uninterrupted run trains at those
-    iterations. The loader's ``seed`` defaults to the runner's: with ``randomness.seed=None``
-    MMEngine draws a new one per run, so fix ``randomness.seed`` (or the loader's ``seed``).
+    iterations. The stream's ``seed`` comes from the loader config, not from the runner's random
+    seed, so a resumed run reads the same stream.
     Other loaders (map-style datasets with samplers) keep MMEngine's behaviour unchanged.
     """
 

@@ -32,6 +32,9 @@ def resolve_config(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if len(path.parts) > 1:
+        # a path that does not exist must not fall back to a packaged config of the same name
+        raise UnknownConfigError(f"config file '{name_or_path}' does not exist")
     name = path.stem if path.suffix == ".py" else path.name
     configs = list_configs()
     if name in configs:

@@ -47,14 +47,14 @@ def load_bridge_model(args: argparse.Namespace, bridge_dir: Path):
 
 
 def resolve_bridge_dir(path: str | Path) -> Path:
-    """A bridge folder itself, or the newest bridge of a work dir."""
+    """A bridge folder itself, or the newest bridge of a work dir (``bridge/last_bridge``)."""
     path = Path(path)
     last = path / "bridge" / "last_bridge"
     if not (path / "bridge.json").is_file() and last.is_file():
-        return Path(last.read_text().strip())
+        path = path / "bridge" / last.read_text().strip()
     if not (path / "bridge.json").is_file():
         raise FileNotFoundError(f"{path} is neither a bridge folder (bridge.json) nor a work dir "
-                                "with bridge/last_bridge")
+                                "with bridge/last_bridge naming one")
     return path
 
 

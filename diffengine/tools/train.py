@@ -53,6 +53,9 @@ def build_config(args: argparse.Namespace, wds: bool):
     if wds:
         _check_wds_config(cfg, config_path)
     _add_tensorboard_if_installed(cfg)
+    if cfg.get("model", {}).get("hidden_layer", -1) != -1 and "model_wrapper_cfg" in cfg:
+        # the LM layers after the bridged one still carry LoRA that gets no gradient
+        cfg.model_wrapper_cfg.find_unused_parameters = True
     return cfg
 
 
@@ -87,19 +90,24 @@ def _check_wds_config(cfg, config_path: Path) -> None:
                           "train_cfg=dict(type=StreamingIterBasedTrainLoop, max_iters=N)")
 
 
-def run(args: argparse.Namespace, wds: bool = False):
-    """Train as configured and return the runner; raises on failure (non-zero exit)."""
+def prepare_config(args: argparse.Namespace, wds: bool):
+    """The checked config: every ``ConfigError`` is raised here, before any process or model starts."""
     from .config_lookup import resolve_config
 
     resolve_config(args.config)  # an unknown name fails here, before the slow imports
+    cfg = build_config(args, wds)
+    if args.amp and not _cuda_available():
+        raise ConfigError("--amp needs a GPU (MMEngine's AmpOptimWrapper); none is available")
+    return cfg
+
+
+def run(args: argparse.Namespace, wds: bool = False):
+    """Train as configured and return the runner; raises on failure (non-zero exit)."""
+    cfg = prepare_config(args, wds)
     import diffengine.datasets  # noqa: F401  registers the dataloader builders
     import diffengine.engine  # noqa: F401  registers the checkpoint loader, hooks, wrappers
     import diffengine.models  # noqa: F401
     from diffengine.engine import DiffEngineRunner
-
-    cfg = build_config(args, wds)
-    if args.amp and not _cuda_available():
-        raise ConfigError("--amp needs a GPU (MMEngine's AmpOptimWrapper); none is available")
     if args.launcher == "pytorch" and not _cuda_available():
         # MMEngine's init_dist calls torch.cuda.set_device unconditionally; on CPU we start the
         # gloo process group ourselves, and MMEngine then uses the existing one

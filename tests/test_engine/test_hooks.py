@@ -31,7 +31,7 @@ def test_bridge_checkpoint_hook_keeps_the_last_k_atomically(tiny_bridge, tmp_pat
         hook.before_save_checkpoint(runner, {"meta": {"iter": iteration}})
     root = tmp_path / "bridge"
     assert sorted(p.name for p in root.iterdir()) == ["iter_20", "iter_30", "last_bridge"]
-    assert (root / "last_bridge").read_text() == str((root / "iter_30").resolve())
+    assert (root / "last_bridge").read_text() == "iter_30"  # a name: work dirs can move
     assert json.loads((root / "iter_30" / "bridge.json").read_text())["iteration"] == 30
     with pytest.raises(ValueError, match="max_keep"):
         BridgeCheckpointHook(max_keep=0)

@@ -135,8 +135,11 @@ def test_bridge_folder_round_trip(tiny_bridge, tiny_t5, tiny_sd, tmp_path):
     batch = fixed_batch()
     assert seeded_loss(fresh, batch) == seeded_loss(tiny_bridge, batch)
     wrong_rank = LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(rank=8))
-    with pytest.raises(ValueError, match="rank 4, this model 8"):
+    with pytest.raises(ValueError, match="rank 4 alpha 4, this model rank 8 alpha 8"):
         wrong_rank.load_bridge(tmp_path / "bridge")
+    wrong_alpha = LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(rank=4, alpha=8))
+    with pytest.raises(ValueError, match="alpha 4, this model rank 4 alpha 8"):
+        wrong_alpha.load_bridge(tmp_path / "bridge")
     with pytest.raises(FileNotFoundError, match="not a bridge folder"):
         wrong_rank.load_bridge(tmp_path)
 

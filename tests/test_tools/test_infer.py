@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -36,12 +38,16 @@ def test_infer_writes_one_png_per_prompt_and_is_seeded(bridge_dir, tmp_path):
     assert not np.array_equal(pixels(first[0]), pixels(tmp_path / "c" / first[0].name))
 
 
-def test_infer_accepts_a_work_dir_and_rejects_other_folders(bridge_dir, tmp_path, capsys):
+def test_infer_accepts_a_moved_work_dir_and_rejects_other_folders(bridge_dir, tmp_path, capsys):
     work_dir = tmp_path / "work"
-    (work_dir / "bridge").mkdir(parents=True)
-    (work_dir / "bridge" / "last_bridge").write_text(str(bridge_dir))
-    assert main(["infer", str(work_dir), "x", "--steps", "1", "--height", "32", "--width", "32",
+    shutil.copytree(bridge_dir, work_dir / "bridge" / "iter_1")
+    (work_dir / "bridge" / "last_bridge").write_text("iter_1")
+    moved = work_dir.rename(tmp_path / "moved")
+    assert main(["infer", str(moved), "x", "--steps", "1", "--height", "32", "--width", "32",
                  "--out", str(tmp_path / "out")]) == 0
     assert len(list((tmp_path / "out").glob("*.png"))) == 1
     assert main(["infer", str(tmp_path / "out"), "x"]) == 2
     assert "neither a bridge folder" in capsys.readouterr().err
+    (moved / "bridge" / "last_bridge").write_text("iter_9")  # stale: that bridge was pruned
+    assert main(["infer", str(moved), "x"]) == 2
+    assert "iter_9 is neither a bridge folder" in capsys.readouterr().err

@@ -16,7 +16,7 @@ class BridgeCheckpointHook(Hook):
     """Writes ``WORK_DIR/bridge/iter_N/`` whenever MMEngine saves a checkpoint; keeps the last K.
 
     The folder is written under a temporary name and renamed, so a crash never leaves a
-    half-written bridge behind; ``bridge/last_bridge`` names the newest one.
+    half-written bridge behind; ``bridge/last_bridge`` holds the newest one's folder name.
     """
 
     priority = "VERY_LOW"
@@ -39,7 +39,8 @@ class BridgeCheckpointHook(Hook):
         model.save_bridge(staging, iteration=iteration)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
-        (root / LAST_BRIDGE_FILE).write_text(str(final.resolve()))
+        # the folder name, not a path: a moved or copied work dir still finds its bridge
+        (root / LAST_BRIDGE_FILE).write_text(final.name)
         saved = sorted(root.glob("iter_*"), key=lambda p: int(p.name.split("_")[1]))
         for old in saved[:-self.max_keep]:
             shutil.rmtree(old)

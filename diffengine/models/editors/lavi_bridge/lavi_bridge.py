@@ -179,14 +179,15 @@ class LaViBridge(BaseModel):
         pixel_values = inputs["pixel_values"].to(self.weight_dtype)
         with torch.no_grad():
             latents = self.vae.encode(pixel_values).latent_dist.sample()
-            latents = latents * self.vae.config.scaling_factor
+            # noising in float32: in bf16 the schedule's sqrt(alpha_bar) terms lose precision
+            latents = latents.float() * self.vae.config.scaling_factor
         noise = torch.randn_like(latents)
         timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps,
                                   (latents.shape[0],), device=latents.device)
         noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
         context, context_mask = self.encode_text(self._drop_captions(inputs["text"]))
-        model_pred = self.vision_family.predict(self.denoiser, noisy_latents, timesteps, context,
-                                                context_mask)
+        model_pred = self.vision_family.predict(self.denoiser, noisy_latents.to(self.weight_dtype),
+                                                timesteps, context, context_mask)
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
@@ -282,12 +283,17 @@ class LaViBridge(BaseModel):
         for name, model, config in (("text_lora", self.language.model, self.text_lora_config),
                                     ("vision_lora", self.denoiser, self.vision_lora_config)):
             saved = LoraConfig.from_pretrained(directory / name)
-            if saved.r != config.r:
-                raise ValueError(f"{directory / name} has LoRA rank {saved.r}, this model {config.r}")
+            if (saved.r, saved.lora_alpha) != (config.r, config.lora_alpha):
+                raise ValueError(f"{directory / name} has LoRA rank {saved.r} alpha "
+                                 f"{saved.lora_alpha}, this model rank {config.r} alpha "
+                                 f"{config.lora_alpha}")
             result = set_peft_model_state_dict(model, load_file(directory / name / LORA_WEIGHTS))
             missing = [k for k in result.missing_keys if "lora_" in k]
-            if missing:
-                raise ValueError(f"{directory / name} lacks {len(missing)} LoRA tensors, e.g. {missing[0]}")
+            if missing or result.unexpected_keys:
+                example = (missing or result.unexpected_keys)[0]
+                raise ValueError(f"{directory / name} does not match this model's LoRA layers: "
+                                 f"{len(missing)} missing, {len(result.unexpected_keys)} "
+                                 f"unexpected tensors, e.g. {example}")
         adapter = LaViBridgeTextAdapter.from_pretrained(directory / "adapter")
         self.adapter.load_state_dict(adapter.state_dict())
 
