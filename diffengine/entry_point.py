@@ -95,44 +95,28 @@ def _copy_cfg(args: argparse.Namespace) -> int:
 def _infer(args: argparse.Namespace) -> int:
     from .tools.infer import run_infer
 
-    try:
-        run_infer(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"diffengine: error: {error}", file=sys.stderr)
-        return 2
+    run_infer(args)
     return 0
 
 
 def _convert_official(args: argparse.Namespace) -> int:
     from .tools.convert_official import run_convert_official
 
-    try:
-        run_convert_official(args)
-    except (ValueError, FileNotFoundError, NotImplementedError) as error:
-        print(f"diffengine: error: {error}", file=sys.stderr)
-        return 2
+    run_convert_official(args)
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from .tools.export import run_export
 
-    try:
-        run_export(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"diffengine: error: {error}", file=sys.stderr)
-        return 2
+    run_export(args)
     return 0
 
 
 def _prep_wds(args: argparse.Namespace) -> int:
     from .tools.prep_wds import run_prep_wds
 
-    try:
-        return run_prep_wds(args)
-    except ValueError as error:
-        print(f"diffengine: error: {error}", file=sys.stderr)
-        return 2
+    return run_prep_wds(args)
 
 
 def _version(_: argparse.Namespace) -> int:
@@ -184,15 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     from .tools.config_lookup import UnknownConfigError
     from .tools.train import ConfigError
 
+    # commands whose inputs are files the user names: their ValueError / FileNotFoundError /
+    # NotImplementedError messages are for the user. Training keeps full tracebacks for those.
+    input_errors = (ValueError, FileNotFoundError, NotImplementedError)
     commands = {
-        "train": lambda a: _train(a, argv[1:], wds=False),
-        "wds_train": lambda a: _train(a, argv[1:], wds=True),
-        "demo": _demo, "infer": _infer, "export": _export, "convert-official": _convert_official, "prep-wds": _prep_wds,
-        "list-cfg": _list_cfg, "copy-cfg": _copy_cfg, "version": _version,
+        "train": (lambda a: _train(a, argv[1:], wds=False), ()),
+        "wds_train": (lambda a: _train(a, argv[1:], wds=True), ()),
+        "demo": (_demo, ()), "infer": (_infer, input_errors), "export": (_export, input_errors),
+        "convert-official": (_convert_official, input_errors), "prep-wds": (_prep_wds, input_errors),
+        "list-cfg": (_list_cfg, ()), "copy-cfg": (_copy_cfg, ()), "version": (_version, ()),
     }
+    command, user_errors = commands[args.command]
     try:
-        return commands[args.command](args)
-    except (UnknownConfigError, ConfigError) as error:
+        return command(args)
+    except (UnknownConfigError, ConfigError, *user_errors) as error:
         print(f"diffengine: error: {error}", file=sys.stderr)
         return 2
 
