@@ -49,6 +49,11 @@ def _encode(source: ImageSource, pil_format: str,
     return buffer.getvalue(), original, oriented.size
 
 
+# a fixed integer member time: shards are reproducible byte for byte, and a float time would add
+# a PAX header to every member that readers then have to parse
+SHARD_MTIME = 0
+
+
 def write_wds_shards(samples: Iterable[Sample], out_dir: str | os.PathLike, prefix: str = "",
                      maxcount: int = 1000, image_format: str = "jpg", resize_to: int | None = None,
                      progress: bool = True) -> dict[str, Any]:
@@ -79,7 +84,7 @@ def write_wds_shards(samples: Iterable[Sample], out_dir: str | os.PathLike, pref
                 if writer is not None:
                     writer.close()
                 shard_path = out / f"{prefix}{stats['shards']:05d}.tar"
-                writer, in_shard = wds.TarWriter(str(shard_path)), 0
+                writer, in_shard = wds.TarWriter(str(shard_path), mtime=SHARD_MTIME), 0
                 stats["shards"] += 1
                 stats["shard_paths"].append(str(shard_path))
             record = {"original_width": original[0], "original_height": original[1], **(meta or {}),

@@ -118,3 +118,12 @@ def test_progress_bar(tmp_path, capsys):
     assert "writing shards" in capsys.readouterr().err
     write_wds_shards([("k", Image.new("RGB", (4, 4)), "x", None)], tmp_path, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_shards_are_reproducible_byte_for_byte(tmp_path):
+    samples = [(f"k{i}", Image.new("RGB", (8, 8), (i, 0, 0)), f"caption {i}", None) for i in range(3)]
+    for out in ("a", "b"):
+        write_wds_shards(samples, tmp_path / out, progress=False)
+    assert (tmp_path / "a" / "00000.tar").read_bytes() == (tmp_path / "b" / "00000.tar").read_bytes()
+    with tarfile.open(tmp_path / "a" / "00000.tar") as tar:
+        assert all(not member.pax_headers for member in tar.getmembers())
