@@ -80,14 +80,17 @@ def _copy_cfg(args: argparse.Namespace) -> int:
 
     source = resolve_config(args.name)
     root = configs_root()
-    # pure-Python configs import their _base_ parts relatively: copy them along
     dest_root = Path(args.dest)
-    relative = source.relative_to(root) if source.is_relative_to(root) else Path(source.name)
-    if source.is_relative_to(root):
-        shutil.copytree(root / "_base_", dest_root / "_base_", dirs_exist_ok=True,
+    if not source.is_relative_to(root):
+        dest_root.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, dest_root / source.name)
+        print(f"copied {source.name} to {dest_root / source.name}")
+        return 0
+    # pure-Python configs import _base_ parts and sibling configs relatively: copy those along
+    relative = source.relative_to(root)
+    for folder in {Path("_base_"), relative.parent}:
+        shutil.copytree(root / folder, dest_root / folder, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    (dest_root / relative).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source, dest_root / relative)
     print(f"copied {source.name} to {dest_root / relative}")
     return 0
 

@@ -48,6 +48,10 @@ def test_copy_cfg_copies_a_loadable_config(tmp_path):
     assert copied.is_file() and (tmp_path / "_base_" / "default_runtime.py").is_file()
     cfg = Config.fromfile(str(copied))
     assert cfg.model.text_encoder == "google-t5/t5-large"
+    # a config built on a sibling config copies along with it
+    assert main(["copy-cfg", "lavi_bridge_pixart_512_laion", str(tmp_path / "pixart")]) == 0
+    cfg = Config.fromfile(str(tmp_path / "pixart" / "lavi_bridge" / "lavi_bridge_pixart_512_laion.py"))
+    assert cfg.model.vision_model == "PixArt-alpha/PixArt-XL-2-512x512"
 
 
 def test_unknown_config_is_one_line_with_close_matches_and_exit_2():

@@ -1,19 +1,10 @@
 from mmengine.config import read_base
 
-from diffengine.engine import VisualizationHook
-
 with read_base():
-    from .._base_.datasets.laion_wds_512 import train_dataloader
-    from .._base_.default_runtime import (custom_hooks, default_hooks, default_scope, env_cfg,
-                                          load_from, log_level, log_processor, model_wrapper_cfg,
-                                          randomness, resume, runner_type, visualizer)
-    from .._base_.models.lavi_bridge_llama2_7b_v15 import model
+    # everything as the T5-Large run (data, schedule, runtime, sample prompts) but the model;
     # the authors' llama2_unet learning rates are the T5 ones: 1e-4 / 5e-6 / 1e-4
-    from .._base_.schedules.lavi_bridge_100k import (optim_wrapper, param_scheduler, train_cfg)
-
-custom_hooks = [
-    *custom_hooks,
-    dict(type=VisualizationHook, interval=1000, height=512, width=512,
-         prompts=["A photo of a cat wearing a red hat, sitting on a wooden chair",
-                  "A bowl of ramen on a table next to a window, anime style"]),
-]
+    from .._base_.models.lavi_bridge_llama2_7b_v15 import model
+    from .lavi_bridge_v15_laion import (custom_hooks, default_hooks, default_scope, env_cfg,
+                                        load_from, log_level, log_processor, model_wrapper_cfg,
+                                        optim_wrapper, param_scheduler, randomness, resume,
+                                        runner_type, train_cfg, train_dataloader, visualizer)

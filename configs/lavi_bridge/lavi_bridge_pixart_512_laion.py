@@ -1,20 +1,13 @@
 from mmengine.config import read_base
 
-from diffengine.engine import VisualizationHook
-
 with read_base():
-    from .._base_.datasets.laion_wds_512 import train_dataloader
-    from .._base_.default_runtime import (custom_hooks, default_hooks, default_scope, env_cfg,
-                                          load_from, log_level, log_processor, model_wrapper_cfg,
-                                          randomness, resume, runner_type, visualizer)
+    # everything as the T5-Large + SD1.5 run (data, schedule, runtime, sample prompts) but the
+    # model and its learning rates
     from .._base_.models.lavi_bridge_t5_large_pixart_512 import model
-    from .._base_.schedules.lavi_bridge_100k import (optim_wrapper, param_scheduler, train_cfg)
+    from .lavi_bridge_v15_laion import (custom_hooks, default_hooks, default_scope, env_cfg,
+                                        load_from, log_level, log_processor, model_wrapper_cfg,
+                                        optim_wrapper, param_scheduler, randomness, resume,
+                                        runner_type, train_cfg, train_dataloader, visualizer)
 
 # the paper's learning rates for the PixArt combination: vision LoRA and adapter 2e-5, text LoRA 5e-6
 optim_wrapper["paramwise_cfg"]["group_lr"].update(vision_lora=2e-5, text_lora=5e-6, adapter=2e-5)
-custom_hooks = [
-    *custom_hooks,
-    dict(type=VisualizationHook, interval=1000, height=512, width=512,
-         prompts=["A photo of a cat wearing a red hat, sitting on a wooden chair",
-                  "A bowl of ramen on a table next to a window, anime style"]),
-]
