@@ -167,4 +167,9 @@ def test_tensorboard_backend_is_added_when_installed(monkeypatch):
     assert names(build_config(args, wds=False)) == ["LocalVisBackend"]
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: object() if name == "tensorboard" else find_spec(name, *a))
-    assert names(build_config(args, wds=False)) == ["LocalVisBackend", "TensorboardVisBackend"]
+    cfg = build_config(args, wds=False)
+    assert names(cfg) == ["LocalVisBackend", "TensorboardVisBackend"]
+    assert "TensorboardVisBackend" in cfg.pretty_text  # the Runner logs it; a class object broke this
+    from mmengine.registry import VISBACKENDS
+    with VISBACKENDS.switch_scope_and_registry("diffengine") as registry:
+        assert registry.get(cfg.visualizer.vis_backends[-1]["type"]).__name__ == "TensorboardVisBackend"

@@ -68,8 +68,9 @@ def _add_tensorboard_if_installed(cfg) -> None:
         return
     names = {getattr(b["type"], "__name__", b["type"]) for b in backends}
     if "TensorboardVisBackend" not in names:
-        from mmengine.visualization import TensorboardVisBackend
-        backends.append(dict(type=TensorboardVisBackend))
+        # a registry name, not the class: MMEngine cannot print a config holding a class object
+        # added after loading (Runner logs the config, so training would stop there)
+        backends.append(dict(type="TensorboardVisBackend"))
 
 
 def _cuda_available() -> bool:
