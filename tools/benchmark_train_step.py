@@ -5,7 +5,7 @@ configs with random weights (no hub), saved with save_pretrained and loaded back
 model's from_pretrained path, then a few optimizer steps at 512 px. Prints samples/s and peak
 memory. ``--size tiny`` runs the same loop on the demo's tiny models (a CPU check of the script).
 
-    python tools/benchmark_train_step.py --device cuda --dtype bfloat16 --batch-size 4
+    python tools/benchmark_train_step.py --device cuda --dtype bfloat16 --batch-size 4 16
     python tools/benchmark_train_step.py --size tiny --device cpu --resolution 32 --iters 3
 """
 import argparse
@@ -49,7 +49,8 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="bfloat16",
                         help="frozen weights and autocast dtype")
     parser.add_argument("--resolution", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[4],
+                        help="one or more batch sizes, timed in turn on the same model")
     parser.add_argument("--iters", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--gradient-checkpointing", action="store_true")
@@ -70,10 +71,20 @@ def main() -> None:
         dict(type=OptimWrapper, optimizer=dict(type=AdamW, lr=1e-4, weight_decay=1e-2),
              clip_grad=dict(max_norm=1.0)),
         dict(group_lr=dict(vision_lora=1e-4, text_lora=5e-6, adapter=1e-4)))(model)
+    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
+          f"{args.size} size, dtype {args.dtype}, {args.resolution} px, trainable "
+          f"{sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f} M")
+    for batch_size in args.batch_size:
+        time_steps(model, optim, device, dtype, batch_size, args)
+
+
+def time_steps(model: LaViBridge, optim: OptimWrapper, device: torch.device, dtype: torch.dtype,
+               batch_size: int, args: argparse.Namespace) -> None:
+    """Warm up, then time ``args.iters`` optimizer steps at one batch size and print the figures."""
     batch = model.data_preprocessor({"inputs": {
-        "pixel_values": torch.randint(0, 256, (args.batch_size, 3, args.resolution,
-                                               args.resolution), dtype=torch.uint8),
-        "text": ["a photo of a cat wearing a red hat"] * args.batch_size}}, True)
+        "pixel_values": torch.randint(0, 256, (batch_size, 3, args.resolution, args.resolution),
+                                      dtype=torch.uint8),
+        "text": ["a photo of a cat wearing a red hat"] * batch_size}}, True)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
@@ -94,14 +105,10 @@ def main() -> None:
         step()
     synchronize()
     elapsed = time.perf_counter() - start
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
-          f"{args.size} size, dtype {args.dtype}, {args.resolution} px, batch {args.batch_size}, "
-          f"trainable {trainable / 1e6:.2f} M")
-    print(f"{args.iters * args.batch_size / elapsed:.2f} samples/s, "
-          f"{elapsed / args.iters * 1000:.0f} ms/step")
-    if device.type == "cuda":
-        print(f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    peak = (f", peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+            if device.type == "cuda" else "")
+    print(f"batch {batch_size}: {args.iters * batch_size / elapsed:.2f} samples/s, "
+          f"{elapsed / args.iters * 1000:.0f} ms/step{peak}")
 
 
 if __name__ == "__main__":
