@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import webdataset as wds
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander, url_opener
 
 from .transforms import ImageTransform
@@ -119,7 +119,9 @@ class _TarTail:
         data = self.stream.read(size)
         if len(self.head) < _TAR_BLOCK:
             self.head += data[:_TAR_BLOCK - len(self.head)]
-        if data:
+        if len(data) >= _TAR_BLOCK:
+            self.tail = data[-_TAR_BLOCK:]
+        elif data:
             self.tail = (self.tail + data)[-_TAR_BLOCK:]
         return data
 
@@ -154,10 +156,16 @@ def _mix(streams: list[Iterator[dict]], weights: Sequence[float], rng: random.Ra
 
 def collate_batch(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Stack samples into the batch layout the models consume; no other key passes through."""
-    # numpy's stack is single-threaded: torch.stack's intra-op threads stall on a busy core
-    pixels = np.stack([s["pixel_values"].numpy() for s in samples])
+    images = [s["pixel_values"] for s in samples]
+    if get_worker_info() is not None:
+        # In a worker, default_collate stacks straight into shared memory, which the batch needs
+        # to reach the main process: one write of the pixels instead of a stack and a copy.
+        pixels = default_collate(images)
+    else:
+        # numpy's stack is single-threaded: torch.stack's intra-op threads stall on a busy core
+        pixels = torch.from_numpy(np.stack([image.numpy() for image in images]))
     return {
-        "inputs": {"pixel_values": torch.from_numpy(pixels),
+        "inputs": {"pixel_values": pixels,
                    "text": [s["text"] for s in samples]},
         "data_samples": {"keys": [s["__key__"] for s in samples]},
     }
@@ -348,7 +356,8 @@ class WebImageTextDataset(IterableDataset):
         try:
             with Image.open(io.BytesIO(item["image"])) as image:
                 image.draft(None, (size, size))  # JPEG: decode at a reduced scale still >= size
-                pixel_values = self.transform(ImageOps.exif_transpose(image), rng)
+                ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when upright
+                pixel_values = self.transform(image, rng)
         except Exception as exn:  # noqa: BLE001 - PIL signals bad data with many exception types
             return self._skip("decode_error", f"{item['where']}: {exn!r}")
         return {"pixel_values": pixel_values, "text": item["text"]}

@@ -79,6 +79,19 @@ def test_batch_structure_length_and_mmengine_attributes(tmp_path):
     assert len(shards) == 2
 
 
+def test_worker_batches_equal_in_process_batches(tmp_path):
+    # One worker reads the same stream as the main process; only the collate path differs
+    # (shared memory in a worker, numpy in the main process).
+    good_shards(tmp_path, 2, 5)
+    in_process, in_worker = (list(load(f"{tmp_path}/s*.tar", batch_size=3, shuffle_buffer=4, num_workers=n))
+                             for n in (0, 1))
+    assert len(in_process) == len(in_worker) == 3
+    for a, b in zip(in_process, in_worker):
+        assert a["data_samples"]["keys"] == b["data_samples"]["keys"]
+        assert b["inputs"]["pixel_values"].dtype == torch.uint8
+        assert torch.equal(a["inputs"]["pixel_values"], b["inputs"]["pixel_values"])
+
+
 def test_shards_as_brace_pattern_list_and_pipe(tmp_path):
     good_shards(tmp_path, 3, 2)
     brace = keys_of(load(f"{tmp_path}/s{{0..2}}.tar"))
@@ -204,6 +217,23 @@ def test_image_formats_and_modes(tmp_path):
     alpha = batch["inputs"]["pixel_values"][batch["data_samples"]["keys"].index("alpha")]
     assert torch.all(alpha == 255)  # transparent pixels are composited onto white
     assert not any(get_skip_counts(loader).values())
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # Stored landscape, red on top; orientation 6 shows it turned 90 degrees clockwise, so the
+    # displayed portrait image is red on its right half.
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:10, :, 0] = 255
+    pixels[10:, :, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=95, exif=exif)
+    shard = write_tar(tmp_path / "r.tar", [sample("rotated", image=buffer.getvalue())])
+    out = next(iter(load(shard, num_samples_per_epoch=1, random_flip=False)))["inputs"]["pixel_values"][0]
+    red, blue = out[0].float(), out[2].float()
+    assert red[:, RES // 2 + 1:].mean() > 200 and blue[:, RES // 2 + 1:].mean() < 50
+    assert blue[:, :RES // 2 - 1].mean() > 200 and red[:, :RES // 2 - 1].mean() < 50
 
 
 def test_bad_samples_are_skipped_and_counted(tmp_path):
