@@ -2,13 +2,17 @@
 
 The raw limit is one process decoding the same in-memory JPEGs (with the same JPEG draft mode) and
 applying the same ImageTransform in a plain loop: no tar reading, shuffling, batching or worker
-IPC. The loader rows run build_wds_dataloader as training does. "ratio/worker" is images/s over
-raw images/s times the number of workers (at least 1), so 1.0 means each worker runs at the raw
-single-process speed. "CPU ms/img" sums the CPU time of the main process and its workers (Linux
-/proc) and "CPU ratio" is raw's CPU per image over the row's: unlike wall-clock rates it barely
-moves when other processes compete for the cores. Results: docs/loader_benchmark.md.
+IPC; "raw xN" is N such loops running at once, what the machine itself allows N workers (shared
+caches and memory bandwidth, SMT siblings, clocks that drop as more cores work). The loader rows
+run build_wds_dataloader as training does. "ratio/worker" is images/s over raw images/s times
+the number of workers (at least 1), so 1.0 means each worker runs at the raw single-process
+speed; "vs raw xN" divides by the raw xN run made just before instead ("worst": its lowest
+round). "CPU ms/img" sums the CPU time of the main process and its workers (Linux /proc) and
+"CPU ratio" is raw's CPU per image over the row's. Every ratio is taken within one round and the
+table shows the median over rounds. Results: docs/loader_benchmark.md.
 
     python tools/benchmark_loader.py [--num-images 256] [--resolutions 256 512] [--workers 0 1 2]
+    python tools/benchmark_loader.py --resolutions 512 --workers 0 1 2 4 8 --num-samples 1024  # 16 cores
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,8 +80,8 @@ def pipeline_cpu_seconds() -> float:
     return time.process_time() + sum(process_cpu_seconds(child.pid) for child in multiprocessing.active_children())
 
 
-def raw_rate(jpegs: list[bytes], resolution: int, num_samples: int) -> tuple[float, float]:
-    """Images/s and CPU ms per image of decoding and transforming in a plain single-process loop."""
+def raw_loop(jpegs: list[bytes], resolution: int, num_samples: int) -> tuple[float, float]:
+    """Seconds and CPU seconds of decoding and transforming `num_samples` images in a plain loop."""
     transform = ImageTransform(resolution)
     rng = random.Random(0)
 
@@ -90,8 +95,35 @@ def raw_rate(jpegs: list[bytes], resolution: int, num_samples: int) -> tuple[flo
     start, cpu = time.perf_counter(), time.process_time()
     for index in range(num_samples):
         one(jpegs[index % len(jpegs)])
-    return (num_samples / (time.perf_counter() - start),
-            (time.process_time() - cpu) * 1000 / num_samples)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def _raw_process(jpegs: list[bytes], resolution: int, num_samples: int, barrier: Any, results: Any) -> None:
+    barrier.wait()  # all processes start timing together
+    results.put(raw_loop(jpegs, resolution, num_samples))
+
+
+def raw_rate(jpegs: list[bytes], resolution: int, num_samples: int, processes: int = 1) -> tuple[float, float]:
+    """Images/s and CPU ms per image of `processes` plain loops running at once (the raw limit).
+
+    With several processes this is what the machine itself allows N workers (shared caches,
+    memory bandwidth, SMT siblings, turbo clocks), without any loader in the way.
+    """
+    if processes == 1:
+        elapsed, cpu = raw_loop(jpegs, resolution, num_samples)
+        return num_samples / elapsed, cpu * 1000 / num_samples
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_raw_process, args=(jpegs, resolution, num_samples, barrier, results))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    runs = [results.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    images = processes * num_samples
+    # the slowest process bounds the wall time, as the slowest worker bounds a loader's
+    return images / max(elapsed for elapsed, _ in runs), sum(cpu for _, cpu in runs) * 1000 / images
 
 
 def loader_rate(pattern: str, resolution: int, num_workers: int, batch_size: int,
@@ -122,8 +154,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="rounds over all rows; the best run is reported (outside load only ever slows a run)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="rounds over all rows; ratios are paired within a round, the table shows their median")
     return parser.parse_args()
 
 
@@ -143,27 +175,38 @@ def main() -> None:
         pattern = str(Path(tmp) / f"{{00000..{NUM_SHARDS - 1:05d}}}.tar")
         print(f"{args.num_images} JPEGs {WIDTH}x{HEIGHT}, mean {statistics.mean(map(len, jpegs)) / 1024:.0f} KiB, "
               f"{NUM_SHARDS} shards, generated in {time.perf_counter() - start:.0f} s; "
-              f"batch size {args.batch_size}, {args.num_samples} images timed, best of {args.repeats}\n")
-        # Rounds interleave all rows so that a burst of outside load hits every row alike.
+              f"batch size {args.batch_size}, {args.num_samples} images timed, median of {args.repeats} rounds\n")
+        # Every ratio pairs a loader run with raw runs of the same round, the parallel raw run
+        # right before it, and the table gives the median over rounds: the speed of these
+        # shared machines drifts by tens of percent within minutes, which pairing cancels.
+        parallel = sorted({w for w in args.workers if w > 1})
         runs: dict[tuple[int, str | int], list[tuple[float, float]]] = {}
         for _ in range(args.repeats):
             for resolution in args.resolutions:
                 runs.setdefault((resolution, "raw"), []).append(raw_rate(jpegs, resolution, args.num_samples))
                 for workers in args.workers:
+                    if workers > 1:
+                        runs.setdefault((resolution, f"raw x{workers}"), []).append(
+                            raw_rate(jpegs, resolution, args.num_samples // workers, workers))
                     runs.setdefault((resolution, workers), []).append(
                         loader_rate(pattern, resolution, workers, args.batch_size, args.num_samples))
-    # CPU ms/img sums all processes; "CPU ratio" (raw's CPU per image over the row's) is the
-    # efficiency that outside load distorts least, as waiting for a core costs no CPU time.
-    print(f"{'resolution':>10} {'workers':>8} {'images/s':>9} {'ratio/worker':>13} {'worst run':>10} "
-          f"{'CPU ms/img':>11} {'CPU ratio':>10}")
+    # CPU ms/img sums all processes; "CPU ratio" is raw's CPU per image over the row's.
+    print(f"{'resolution':>10} {'workers':>8} {'images/s':>9} {'ratio/worker':>13} {'vs raw xN':>10} "
+          f"{'worst':>6} {'CPU ms/img':>11} {'CPU ratio':>10}")
+    median = statistics.median
     for resolution in args.resolutions:
-        raw = max(rate for rate, _ in runs[resolution, "raw"])
-        raw_cpu = min(cpu for _, cpu in runs[resolution, "raw"])
-        for row in ["raw", *args.workers]:
-            rates, cpus = zip(*runs[resolution, row])
-            ratio = max(rates) / (raw * (1 if row == "raw" else max(1, row)))
-            print(f"{resolution:>10} {row:>8} {max(rates):>9.1f} {ratio:>13.2f} {min(rates):>10.1f} "
-                  f"{min(cpus):>11.2f} {raw_cpu / min(cpus):>10.2f}")
+        raw = runs[resolution, "raw"]
+        # (row, processes doing the decoding, the raw row that ran as many plain loops)
+        rows = [("raw", 1, "raw"), *((f"raw x{p}", p, f"raw x{p}") for p in parallel),
+                *((w, max(1, w), f"raw x{w}" if w > 1 else "raw") for w in args.workers)]
+        for row, processes, raw_row in rows:
+            here, reference = runs[resolution, row], runs[resolution, raw_row]
+            per_worker = [rate / (raw_rate_ * processes) for (rate, _), (raw_rate_, _) in zip(here, raw)]
+            vs_parallel = [rate / ref for (rate, _), (ref, _) in zip(here, reference)]
+            cpu_ratio = [raw_cpu / cpu for (_, cpu), (_, raw_cpu) in zip(here, raw)]
+            print(f"{resolution:>10} {row:>8} {median(r for r, _ in here):>9.1f} {median(per_worker):>13.2f} "
+                  f"{median(vs_parallel):>10.2f} {min(vs_parallel):>6.2f} {median(c for _, c in here):>11.2f} "
+                  f"{median(cpu_ratio):>10.2f}")
     print(f"\ntotal {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.2f} at end")
 
 
