@@ -1,7 +1,11 @@
+import functools
+import http.server
 import io
 import json
 import os
+import shutil
 import tarfile
+import threading
 
 import numpy as np
 import pytest
@@ -98,6 +102,25 @@ def test_shards_as_brace_pattern_list_and_pipe(tmp_path):
     listed = keys_of(load([f"{tmp_path}/s0.tar", f"{tmp_path}/s{{1,2}}.tar"]))
     piped = keys_of(load(f"pipe:cat {tmp_path}/s{{0..2}}.tar", num_samples_per_epoch=6))
     assert sorted(brace) == sorted(listed) == sorted(piped) == [f"s{i}k{j}" for i in range(3) for j in range(2)]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="webdataset reads http(s) shards through curl")
+def test_http_shards_and_a_missing_url(tmp_path):
+    good_shards(tmp_path, 3, 2)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        loader = load(f"{base}/s{{0..2}}.tar", num_samples_per_epoch=6, batch_size=2)
+        keys = keys_of(loader)
+        missing = load(f"{base}/gone{{0..1}}.tar", num_samples_per_epoch=2)  # HTTP 404
+        with pytest.raises(RuntimeError, match="no usable sample"):
+            keys_of(missing)
+        server.shutdown()
+    assert sorted(keys) == [f"s{i}k{j}" for i in range(3) for j in range(2)]
+    assert not any(get_skip_counts(loader).values())
+    assert get_skip_counts(missing)["tar_error"] == 2
 
 
 def test_exact_mode_splits_ranks_disjointly(tmp_path, monkeypatch):
