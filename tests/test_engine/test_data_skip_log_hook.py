@@ -36,3 +36,33 @@ def test_loaders_without_skip_counts_are_ignored(tmp_path):
 def test_interval_must_be_positive():
     with pytest.raises(ValueError, match="interval"):
         DataSkipLogHook(interval=0)
+
+
+def _sum_on_rank(rank: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    from diffengine.engine.hooks.data_skip_log_hook import sum_over_ranks
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results.put((rank, sum_over_ranks({"decode_error": rank + 1, "tar_error": 0, "missing_image": 5 * rank})))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_counts_are_summed_over_ranks():
+    import multiprocessing
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=_sum_on_rank, args=(rank, port, results)) for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    summed = dict(results.get(timeout=120) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+    assert summed[0] == summed[1] == {"decode_error": 3, "tar_error": 0, "missing_image": 5}
