@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from diffengine.entry_point import build_parser, main
@@ -138,7 +139,7 @@ def test_two_cpu_processes_read_disjoint_shards_covering_the_epoch(tiny_t5, tiny
     config.write_text(config.read_text() + "\nfrom tests.helpers import KeyRecorderHook\n"
                       "custom_hooks = [*custom_hooks, dict(type=KeyRecorderHook)]\n")
     # exact mode, 64 samples per epoch, batch 4, 2 ranks: one epoch is 8 iterations per rank
-    options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=8, checkpoint_interval=8)
+    options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=8, checkpoint_interval=3)
     work_dir = tmp_path / "work"
     result = diffengine("wds_train", str(config), "--work-dir", str(work_dir),
                         "--cfg-options", *options,
@@ -149,6 +150,18 @@ def test_two_cpu_processes_read_disjoint_shards_covering_the_epoch(tiny_t5, tiny
     assert len(keys[0]) == len(keys[1]) == 32
     assert not set(keys[0]) & set(keys[1])
     assert set(keys[0]) | set(keys[1]) == {f"{index:06d}" for index in range(64)}
+    # rank 0 wrote the checkpoint with both ranks' stream positions (3 batches of 4 each)
+    streams = torch.load(work_dir / "iter_6.pth", weights_only=True)["meta"]["data_stream"]
+    assert [state["positions"] for state in streams] == [[24], [24]]
+    # resumed mid-epoch from iteration 6: each rank trains exactly its last two batches
+    resumed_dir = tmp_path / "resumed"
+    result = diffengine("wds_train", str(config), "--work-dir", str(resumed_dir),
+                        "--resume", str(work_dir / "iter_6.pth"), "--cfg-options", *options,
+                        env={"NPROC_PER_NODE": "2", "MASTER_PORT": "29518"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fast-forwarded without decoding" in result.stdout + result.stderr
+    assert [(resumed_dir / f"keys_rank{rank}.txt").read_text().split() for rank in (0, 1)] == [
+        rank_keys[24:] for rank_keys in keys]
 
 
 def test_tensorboard_backend_is_added_when_installed(monkeypatch):

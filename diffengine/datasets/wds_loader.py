@@ -167,7 +167,9 @@ def collate_batch(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {
         "inputs": {"pixel_values": pixels,
                    "text": [s["text"] for s in samples]},
-        "data_samples": {"keys": [s["__key__"] for s in samples]},
+        # where this batch leaves its worker slot's stream, for resume_from
+        "data_samples": {"keys": [s["__key__"] for s in samples],
+                         "stream_position": samples[-1]["__position__"]},
     }
 
 
@@ -196,6 +198,10 @@ class WebImageTextDataset(IterableDataset):
         self.counter = SkipCounter(num_workers)
         # Shared so that persistent workers see an epoch set after they were started.
         self._epoch = multiprocessing.RawValue("q", 0)
+        # Where resume_from asks the next pass to start: [epoch (-1: none), batches trained,
+        # then the stream position of each worker slot].
+        self._slots = max(1, num_workers)
+        self._resume = multiprocessing.RawArray("q", [-1, 0] + [0] * self._slots)
         self._all_urls = frozenset(itertools.chain.from_iterable(sources))
 
     @property
@@ -206,6 +212,21 @@ class WebImageTextDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch that seeds shard order, sample shuffle and augmentation of the next pass."""
         self._epoch.value = epoch
+
+    def resume_from(self, epoch: int, batches_trained: int, positions: Sequence[int]) -> None:
+        """Make passes over `epoch` continue after its first `batches_trained` batches, undecoded.
+
+        ``positions[slot]`` is the ``data_samples["stream_position"]`` of the last trained batch
+        of each worker slot (0 for a slot that delivered none). Each slot then fast-forwards its
+        stream by that many parsed samples without decoding them, and the DataLoader's worker 0
+        plays the slot whose batch is due next, so the batches that follow are exactly those of
+        an uninterrupted pass.
+        """
+        if len(positions) != self._slots:
+            raise ValueError(f"{len(positions)} stream positions for {self._slots} worker slot(s)")
+        if not 0 <= batches_trained < self.batches_per_rank:
+            raise ValueError(f"batches_trained must be in [0, {self.batches_per_rank}), got {batches_trained}")
+        self._resume[:] = [epoch, batches_trained, *positions]
 
     @property
     def metainfo(self) -> dict[str, Any]:
@@ -224,17 +245,34 @@ class WebImageTextDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker, num_workers = _worker_info()
-        # Whole batches per worker so that every rank yields exactly batches_per_rank batches.
-        quota = (self.batches_per_rank // num_workers
-                 + (worker < self.batches_per_rank % num_workers)) * self.batch_size
         epoch = self.epoch
+        trained, skip = 0, 0
+        if self._resume[0] == epoch:
+            trained = self._resume[1]
+            # The DataLoader asks its worker 0 first: it takes over the slot whose batch is due.
+            worker = (worker + trained) % num_workers
+            skip = self._resume[2 + worker]
+        # Whole batches per worker slot, dealt round-robin as the DataLoader collects them, so
+        # that every rank yields exactly batches_per_rank batches.
+        quota = (_share(self.batches_per_rank, num_workers, worker)
+                 - _share(trained, num_workers, worker)) * self.batch_size
         produced = 0
+        position = 0  # parsed samples of this slot's stream so far (this epoch)
         visited: set[str] = set()  # shards opened since the last usable sample
         for pass_index in itertools.count():
             if produced >= quota:
                 return
-            for sample in self._pass(epoch, pass_index, worker, num_workers, visited):
+            for item in self._pass(epoch, pass_index, worker, num_workers, visited):
+                position += 1
+                if position <= skip:  # trained before a resume: fast-forwarded, never decoded
+                    visited.clear()
+                    continue
+                # Seeded by the position, so augmentation does not depend on what was skipped.
+                sample = self._decode(item, _rng("augment", self.seed, epoch, self.rank, worker, position))
+                if sample is None:
+                    continue
                 visited.clear()
+                sample["__position__"] = position
                 yield sample
                 produced += 1
                 if produced >= quota:
@@ -273,8 +311,7 @@ class WebImageTextDataset(IterableDataset):
         stages.append(functools.partial(self._tar_samples, visited=visited))
         if self.shuffle_buffer > 0:
             stages.append(wds.shuffle(self.shuffle_buffer, rng=_rng("shuffle", *here)))
-        stages.append(wds.map(self._parse))  # metadata filters run before any image decoding
-        stages.append(wds.map(functools.partial(self._decode, rng=_rng("augment", *here))))
+        stages.append(wds.map(self._parse))  # metadata filters: decoding comes later, in __iter__
         return iter(wds.DataPipeline(*stages))
 
     def _tar_samples(self, shards: Iterator[dict], visited: set[str]) -> Iterator[dict[str, Any]]:
@@ -360,11 +397,16 @@ class WebImageTextDataset(IterableDataset):
                 pixel_values = self.transform(image, rng)
         except Exception as exn:  # noqa: BLE001 - PIL signals bad data with many exception types
             return self._skip("decode_error", f"{item['where']}: {exn!r}")
-        return {"pixel_values": pixel_values, "text": item["text"]}
+        return {"pixel_values": pixel_values, "text": item["text"], "__key__": item["__key__"]}
 
     def _skip(self, kind: str, detail: str) -> None:
         self.counter.add(kind, detail)
         return None
+
+
+def _share(batches: int, num_workers: int, worker: int) -> int:
+    """How many of the first `batches` batches worker slot `worker` delivers (round-robin)."""
+    return batches // num_workers + (worker < batches % num_workers)
 
 
 def _draw_shards(urls: list[str], rng: random.Random, count: int) -> Iterator[dict[str, str]]:
@@ -462,7 +504,7 @@ def build_wds_dataloader(
     """Build a DataLoader of image-caption batches from webdataset shards.
 
     Batches are ``{"inputs": {"pixel_values": uint8[B, 3, R, R], "text": [str]},
-    "data_samples": {"keys": [str]}}``. ``len(loader)`` is the per-rank number of batches per epoch,
+    "data_samples": {"keys": [str], "stream_position": int}}``. ``len(loader)`` is the per-rank number of batches per epoch,
     ``num_samples_per_epoch // (world_size * batch_size)`` (at least 1), and every rank yields exactly
     that many. When ``num_samples_per_epoch`` is None it is counted from the tar headers of local
     shards (remote or ``pipe:`` shards then raise ValueError).
@@ -477,7 +519,9 @@ def build_wds_dataloader(
 
     Epoch: ``loader.dataset.set_epoch(e)`` (aliased as ``loader.sampler.set_epoch``, which MMEngine's
     loops and DistSamplerSeedHook call) seeds the next ``iter(loader)``; it stays in effect until set
-    again. Skipped data is counted by kind (``SKIP_KINDS``) in ``get_skip_counts(loader)``, summed
+    again. ``loader.dataset.resume_from(epoch, batches_trained, positions)`` makes a pass over that
+    epoch continue after its trained batches without decoding them (``positions`` from the batches'
+    ``stream_position``, see ``WebImageTextDataset.resume_from``). Skipped data is counted by kind (``SKIP_KINDS``) in ``get_skip_counts(loader)``, summed
     over this process's workers through shared memory; only a stream in which no shard yields a
     usable sample raises RuntimeError.
     """

@@ -3,6 +3,8 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from mmengine.dist import all_gather_object, get_rank, get_world_size
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 from torch.utils.data import DataLoader, IterableDataset
@@ -59,6 +61,42 @@ class _EpochStream:
         self._iterator = iter(self._dataloader)
 
 
+class _StreamPositionHook(Hook):
+    """Puts every rank's stream position into the checkpoints, and hands it back on resume.
+
+    Checkpoints are written by rank 0 alone, so the positions are gathered from all ranks one
+    step earlier, in ``after_train_iter`` of the iterations at which a ``CheckpointHook`` saves
+    (a collective at checkpoint time only, not at every step).
+    """
+
+    priority = "LOW"  # after the loop recorded the batch, before CheckpointHook (VERY_LOW) saves
+
+    def __init__(self, loop: "StreamingIterBasedTrainLoop") -> None:
+        self.loop = loop
+        self._gathered: list[dict] | None = None
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        """Gather the positions on all ranks when a checkpoint follows this iteration."""
+        if any(self._saves_now(runner, hook) for hook in runner.hooks if isinstance(hook, CheckpointHook)):
+            self._gathered = all_gather_object(self.loop.stream_state)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Store the gathered positions (one dict per rank) in the checkpoint's meta."""
+        if self._gathered is not None:
+            checkpoint.setdefault("meta", {})["data_stream"] = self._gathered
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Give this rank's position to the loop (None for checkpoints without positions)."""
+        states = checkpoint.get("meta", {}).get("data_stream")
+        self.loop.resume_state = states[get_rank()] if states and len(states) == get_world_size() else None
+
+    @staticmethod
+    def _saves_now(runner, hook: CheckpointHook) -> bool:
+        # CheckpointHook.after_train_iter's own condition
+        return not hook.by_epoch and (hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
+                                      or (hook.save_last and hook.is_last_train_iter(runner)))
+
+
 @LOOPS.register_module()
 class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
     """``IterBasedTrainLoop`` that resumes a streaming loader at the saved position cheaply.
@@ -66,26 +104,32 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
     For a DataLoader over an ``IterableDataset`` with ``set_epoch`` (``build_wds_dataloader``),
     iteration ``i`` trains on batch ``i % len(loader)`` of data epoch ``i // len(loader)``; each
     epoch is a fresh ``iter(loader)`` after ``dataset.set_epoch(epoch)``, as in MMEngine's loop.
-    Resuming at iteration ``i`` sets epoch ``i // len(loader)`` and drops the first
-    ``i % len(loader)`` batches of it by iterating them (they are read and decoded: the dataset
-    offers no cheaper skip, since decode failures and augmentation draws decide which samples form
-    those batches). MMEngine instead reads and decodes all ``i`` batches since iteration 0.
+    Resuming at iteration ``i`` sets epoch ``i // len(loader)``; earlier epochs are never read.
+    Mid-epoch, checkpoints carry each rank's stream position (``data_samples["stream_position"]``
+    of the last batch of every worker slot), and ``dataset.resume_from`` fast-forwards each slot
+    past the ``i % len(loader)`` trained batches, reading their tar records without decoding a
+    single image. A checkpoint without positions (or with a different ``num_workers`` or epoch
+    length) falls back to iterating those batches, which decodes them. MMEngine instead reads
+    and decodes all ``i`` batches since iteration 0.
 
     Guarantee: given the same loader (shards, ``seed``, ``batch_size``, ``num_samples_per_epoch``,
     world size and ``num_workers``), the batches trained after resuming at any iteration, at an
     epoch boundary or mid-epoch, are exactly those an uninterrupted run trains at those
-    iterations. The stream's ``seed`` comes from the loader config, not from the runner's random
-    seed, so a resumed run reads the same stream.
-    Other loaders (map-style datasets with samplers) keep MMEngine's behaviour unchanged.
+    iterations (so in exact mode no sample comes twice within an epoch). The stream's ``seed``
+    comes from the loader config, not from the runner's random seed, so a resumed run reads the
+    same stream. Other loaders (map-style datasets with samplers) keep MMEngine's behaviour.
     """
 
     def __init__(self, runner, dataloader: DataLoader | dict, max_iters: int, **kwargs: Any) -> None:
         super().__init__(runner, dataloader, max_iters, **kwargs)
         self._streaming = is_streaming_loader(self.dataloader)
+        self.stream_state: dict[str, Any] | None = None  # where the trained batches left the stream
+        self.resume_state: dict[str, Any] | None = None  # this rank's stream_state from a checkpoint
         if self._streaming:
             # Replaces MMEngine's iterator, which started reading epoch 0 before a resume could
             # say which epoch comes first.
             self.dataloader_iterator = _EpochStream(self.dataloader)
+            runner.register_hook(_StreamPositionHook(self))
 
     @property
     def data_epoch(self) -> int:
@@ -101,13 +145,11 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
         self.runner.call_hook("before_train_epoch")
         offset = self.dataloader_iterator.seek(self._iter)
         if 0 < self._iter < self._max_iters:
-            print_log(f"Resuming the data stream at epoch {self.data_epoch}, skipping its first "
-                      f"{offset} batch(es)", logger="current", level=logging.INFO)
-            for _ in range(offset):
-                next(self.dataloader_iterator)
+            self._resume_stream(offset)
         while self._iter < self._max_iters and not self.stop_training:
             self.runner.model.train()
             data_batch = next(self.dataloader_iterator)
+            self._record_position(data_batch, self._iter)
             self.run_iter(data_batch)
             self._decide_current_val_interval()
             if (self.runner.val_loop is not None and self._iter >= self.val_begin
@@ -119,3 +161,44 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
         self.runner.call_hook("after_train_epoch")
         self.runner.call_hook("after_train")
         return self.runner.model
+
+    def _slots(self) -> int:
+        """Worker slots of the loader, which deals batches to them round-robin."""
+        return max(1, self.dataloader.num_workers)
+
+    def _record_position(self, data_batch: dict, iteration: int) -> None:
+        """Note where the batch trained at `iteration` leaves its worker slot's stream."""
+        epoch, index = self.dataloader_iterator.epoch, iteration % len(self.dataloader)
+        state = self.stream_state
+        if state is None or state["epoch"] != epoch:
+            state = self.stream_state = {"epoch": epoch, "positions": [0] * self._slots(),
+                                         "batches_per_epoch": len(self.dataloader)}
+        samples = data_batch.get("data_samples") if isinstance(data_batch, dict) else None
+        position = samples.get("stream_position") if isinstance(samples, dict) else None
+        if position is not None:
+            state["positions"][index % self._slots()] = int(position)  # batches are dealt round-robin
+        state["iteration"] = iteration + 1  # the iteration a checkpoint after this batch resumes at
+
+    def _resume_stream(self, offset: int) -> None:
+        """Continue mid-epoch without decoding the trained batches when the checkpoint allows it."""
+        epoch, state = self.data_epoch, self.resume_state
+        if offset == 0:
+            print_log(f"Resuming the data stream at the start of epoch {epoch}", logger="current",
+                      level=logging.INFO)
+            return
+        dataset = self.dataloader.dataset
+        if (state is not None and callable(getattr(dataset, "resume_from", None))
+                and state.get("iteration") == self._iter and state.get("epoch") == epoch
+                and state.get("batches_per_epoch") == len(self.dataloader)
+                and len(state.get("positions", ())) == self._slots()):
+            dataset.resume_from(epoch, offset, state["positions"])
+            self.stream_state = state
+            print_log(f"Resuming the data stream at epoch {epoch}, batch {offset}: the trained "
+                      f"batches are fast-forwarded without decoding", logger="current", level=logging.INFO)
+            return
+        print_log(f"Resuming the data stream at epoch {epoch} by iterating (reading and decoding) its "
+                  f"first {offset} batch(es): the checkpoint holds no matching stream position",
+                  logger="current", level=logging.WARNING)
+        for iteration in range(self._iter - offset, self._iter):
+            self._record_position(next(self.dataloader_iterator), iteration)
+

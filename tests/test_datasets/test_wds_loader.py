@@ -14,7 +14,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from diffengine.datasets import build_wds_dataloader, get_skip_counts
+from diffengine.datasets import ImageTransform, build_wds_dataloader, get_skip_counts
 
 RES = 8
 
@@ -72,7 +72,7 @@ def test_batch_structure_length_and_mmengine_attributes(tmp_path):
     assert len(batches) == 3
     for batch in batches:
         assert set(batch) == {"inputs", "data_samples"}
-        assert set(batch["inputs"]) == {"pixel_values", "text"} and set(batch["data_samples"]) == {"keys"}
+        assert set(batch["inputs"]) == {"pixel_values", "text"} and set(batch["data_samples"]) == {"keys", "stream_position"}
         pixels = batch["inputs"]["pixel_values"]
         assert pixels.shape == (4, 3, RES, RES) and pixels.dtype == torch.uint8
         assert batch["inputs"]["text"] == [f"caption {k}" for k in batch["data_samples"]["keys"]]
@@ -94,6 +94,41 @@ def test_worker_batches_equal_in_process_batches(tmp_path):
         assert a["data_samples"]["keys"] == b["data_samples"]["keys"]
         assert b["inputs"]["pixel_values"].dtype == torch.uint8
         assert torch.equal(a["inputs"]["pixel_values"], b["inputs"]["pixel_values"])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_from_continues_the_epoch_exactly_without_decoding(tmp_path, monkeypatch, num_workers):
+    # Undecodable images among the samples, random crops and flips: what follows the fast-forward
+    # must still match an uninterrupted pass pixel for pixel.
+    for i in range(4):
+        write_tar(tmp_path / f"s{i}.tar", [sample(f"s{i}k{j}", image=b"junk" if j == 2 else image_bytes(size=(14, 11), seed=10 * i + j))
+                                          for j in range(6)])
+    kwargs = dict(batch_size=3, shuffle_buffer=8, num_workers=num_workers, num_samples_per_epoch=18,
+                  center_crop=False, seed=3)
+    loader = load(f"{tmp_path}/s*.tar", **kwargs)
+    loader.dataset.set_epoch(1)
+    full = list(loader)
+    slots = max(1, num_workers)
+    transform = ImageTransform.__call__
+    assert len(full) == 6
+    for trained in range(1, 6):
+        positions = [0] * slots
+        for index, batch in enumerate(full[:trained]):
+            positions[index % slots] = batch["data_samples"]["stream_position"]
+        resumed = load(f"{tmp_path}/s*.tar", **kwargs)
+        transformed = []
+        monkeypatch.setattr(ImageTransform, "__call__",
+                            lambda self, image, rng=None: transformed.append(1) or transform(self, image, rng))
+        resumed.dataset.set_epoch(1)
+        resumed.dataset.resume_from(1, trained, positions)
+        rest = list(resumed)
+        assert [b["data_samples"]["keys"] for b in rest] == [b["data_samples"]["keys"] for b in full[trained:]]
+        assert all(torch.equal(a["inputs"]["pixel_values"], b["inputs"]["pixel_values"])
+                   for a, b in zip(rest, full[trained:]))
+        if num_workers == 0:  # counted in this process: only the images of the batches left
+            assert len(transformed) == 3 * (6 - trained)
+    with pytest.raises(ValueError, match="stream positions"):
+        loader.dataset.resume_from(1, 1, [0] * (slots + 1))
 
 
 def test_shards_as_brace_pattern_list_and_pipe(tmp_path):

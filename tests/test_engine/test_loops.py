@@ -100,9 +100,21 @@ def test_resume_reads_only_the_current_epoch(uninterrupted, reads, tmp_path, dem
                        resume_from=str(work_dir / f"iter_{start}.pth"))
     assert runner.iter == 7 and runner.train_loop.data_epoch == 3
     assert runner.model.seen == seen[start:7]
-    # Epochs 0 and 1 are never read; of epoch 2 only the batches before `start` are skipped.
+    # Epochs 0 and 1 are never read; the trained batch of epoch 2 (mid-epoch) is not decoded.
     assert reads["epochs"] == [2, 3]
-    assert len(reads["decoded"]) == 4 * (7 - 4)
+    assert len(reads["decoded"]) == 4 * (7 - start)
+
+
+def test_resume_without_stream_positions_iterates_the_trained_batches(uninterrupted, reads, tmp_path,
+                                                                      demo_shards):
+    work_dir, seen, _ = uninterrupted
+    checkpoint = torch.load(work_dir / "iter_5.pth", weights_only=True)
+    assert [state["positions"] for state in checkpoint["meta"]["data_stream"]] == [[4]]
+    del checkpoint["meta"]["data_stream"]  # as written before positions existed
+    torch.save(checkpoint, tmp_path / "old.pth")
+    runner = train_toy(tmp_path / "work", wds_cfg(demo_shards), max_iters=7, resume_from=str(tmp_path / "old.pth"))
+    assert runner.model.seen == seen[5:7]
+    assert len(reads["decoded"]) == 4 * (7 - 4)  # the batch trained before iteration 5 decoded again
 
 
 def test_resume_with_nothing_left_to_train_reads_nothing(uninterrupted, reads, tmp_path, demo_shards):
