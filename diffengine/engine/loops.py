@@ -1,4 +1,5 @@
 """Iteration-based training loop that resumes a streaming (webdataset) loader without replaying it."""
+import copy
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -78,12 +79,15 @@ class _StreamPositionHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         """Gather the positions on all ranks when a checkpoint follows this iteration."""
         if any(self._saves_now(runner, hook) for hook in runner.hooks if isinstance(hook, CheckpointHook)):
-            self._gathered = all_gather_object(self.loop.stream_state)
+            # a snapshot: with one process all_gather_object returns the live object itself
+            self._gathered = all_gather_object(copy.deepcopy(self.loop.stream_state))
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Store the gathered positions (one dict per rank) in the checkpoint's meta."""
-        if self._gathered is not None:
-            checkpoint.setdefault("meta", {})["data_stream"] = self._gathered
+        """Store the gathered positions (one dict per rank) when they are this checkpoint's."""
+        meta = checkpoint.setdefault("meta", {})
+        if self._gathered and all(isinstance(state, dict) and state["iteration"] == meta.get("iter")
+                                  for state in self._gathered):
+            meta["data_stream"] = self._gathered
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Give this rank's position to the loop (None for checkpoints without positions)."""
@@ -104,7 +108,9 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
     For a DataLoader over an ``IterableDataset`` with ``set_epoch`` (``build_wds_dataloader``),
     iteration ``i`` trains on batch ``i % len(loader)`` of data epoch ``i // len(loader)``; each
     epoch is a fresh ``iter(loader)`` after ``dataset.set_epoch(epoch)``, as in MMEngine's loop.
-    Resuming at iteration ``i`` sets epoch ``i // len(loader)``; earlier epochs are never read.
+    Resuming at iteration ``i`` sets epoch ``i // len(loader)``; earlier epochs are never read
+    (except that MMEngine's constructor starts an epoch-0 iterator, dropped at once: with workers,
+    up to ``prefetch_factor`` batches per worker may be decoded before they stop).
     Mid-epoch, checkpoints carry each rank's stream position (``data_samples["stream_position"]``
     of the last batch of every worker slot), and ``dataset.resume_from`` fast-forwards each slot
     past the ``i % len(loader)`` trained batches, reading their tar records without decoding a
@@ -172,12 +178,19 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
         state = self.stream_state
         if state is None or state["epoch"] != epoch:
             state = self.stream_state = {"epoch": epoch, "positions": [0] * self._slots(),
-                                         "batches_per_epoch": len(self.dataloader)}
+                                         **self._stream_identity()}
         samples = data_batch.get("data_samples") if isinstance(data_batch, dict) else None
         position = samples.get("stream_position") if isinstance(samples, dict) else None
-        if position is not None:
+        if position is None:
+            state["positions"] = None  # unknown: a resume in this epoch has to iterate
+        elif state["positions"] is not None:
             state["positions"][index % self._slots()] = int(position)  # batches are dealt round-robin
         state["iteration"] = iteration + 1  # the iteration a checkpoint after this batch resumes at
+
+    def _stream_identity(self) -> dict[str, Any]:
+        """What must match between the saved run and this one for its positions to apply."""
+        return {"batches_per_epoch": len(self.dataloader), "batch_size": self.dataloader.batch_size,
+                "seed": getattr(self.dataloader.dataset, "seed", None)}
 
     def _resume_stream(self, offset: int) -> None:
         """Continue mid-epoch without decoding the trained batches when the checkpoint allows it."""
@@ -189,8 +202,8 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
         dataset = self.dataloader.dataset
         if (state is not None and callable(getattr(dataset, "resume_from", None))
                 and state.get("iteration") == self._iter and state.get("epoch") == epoch
-                and state.get("batches_per_epoch") == len(self.dataloader)
-                and len(state.get("positions", ())) == self._slots()):
+                and all(state.get(key) == value for key, value in self._stream_identity().items())
+                and len(state.get("positions") or ()) == self._slots()):
             dataset.resume_from(epoch, offset, state["positions"])
             self.stream_state = state
             print_log(f"Resuming the data stream at epoch {epoch}, batch {offset}: the trained "

@@ -96,22 +96,23 @@ def test_worker_batches_equal_in_process_batches(tmp_path):
         assert torch.equal(a["inputs"]["pixel_values"], b["inputs"]["pixel_values"])
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_workers", [0, 2, 3])
 def test_resume_from_continues_the_epoch_exactly_without_decoding(tmp_path, monkeypatch, num_workers):
-    # Undecodable images among the samples, random crops and flips: what follows the fast-forward
+    # Undecodable images among the samples, random crops and flips, 7 batches dealt to 2 or 3
+    # workers unevenly, and a second pass (20 usable samples for 21): what follows the fast-forward
     # must still match an uninterrupted pass pixel for pixel.
     for i in range(4):
         write_tar(tmp_path / f"s{i}.tar", [sample(f"s{i}k{j}", image=b"junk" if j == 2 else image_bytes(size=(14, 11), seed=10 * i + j))
                                           for j in range(6)])
-    kwargs = dict(batch_size=3, shuffle_buffer=8, num_workers=num_workers, num_samples_per_epoch=18,
+    kwargs = dict(batch_size=3, shuffle_buffer=8, num_workers=num_workers, num_samples_per_epoch=21,
                   center_crop=False, seed=3)
     loader = load(f"{tmp_path}/s*.tar", **kwargs)
     loader.dataset.set_epoch(1)
     full = list(loader)
     slots = max(1, num_workers)
     transform = ImageTransform.__call__
-    assert len(full) == 6
-    for trained in range(1, 6):
+    assert len(full) == 7
+    for trained in range(1, 7):
         positions = [0] * slots
         for index, batch in enumerate(full[:trained]):
             positions[index % slots] = batch["data_samples"]["stream_position"]
@@ -126,7 +127,7 @@ def test_resume_from_continues_the_epoch_exactly_without_decoding(tmp_path, monk
         assert all(torch.equal(a["inputs"]["pixel_values"], b["inputs"]["pixel_values"])
                    for a, b in zip(rest, full[trained:]))
         if num_workers == 0:  # counted in this process: only the images of the batches left
-            assert len(transformed) == 3 * (6 - trained)
+            assert len(transformed) == 3 * (7 - trained)
     with pytest.raises(ValueError, match="stream positions"):
         loader.dataset.resume_from(1, 1, [0] * (slots + 1))
 

@@ -1,4 +1,5 @@
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,6 +125,26 @@ def test_resume_with_nothing_left_to_train_reads_nothing(uninterrupted, reads, t
     assert reads == {"epochs": [], "decoded": []}
 
 
+def test_batches_without_position_make_a_resume_iterate(tmp_path, demo_shards, monkeypatch):
+    from diffengine.datasets import wds_loader
+
+    collate = wds_loader.collate_batch
+
+    def without_position(samples):
+        batch = collate(samples)
+        del batch["data_samples"]["stream_position"]
+        return batch
+
+    monkeypatch.setattr(wds_loader, "collate_batch", without_position)
+    train_toy(tmp_path, wds_cfg(demo_shards), max_iters=3)
+    checkpoint = torch.load(tmp_path / "iter_3.pth", weights_only=True)
+    assert checkpoint["meta"]["data_stream"][0]["positions"] is None
+    runner = train_toy(tmp_path / "resumed", wds_cfg(demo_shards), max_iters=4,
+                       resume_from=str(tmp_path / "iter_3.pth"))
+    log = Path(runner.log_dir, f"{runner.timestamp}.log").read_text()
+    assert "no matching stream position" in log and "fast-forwarded" not in log
+
+
 @pytest.mark.parametrize("persistent", [False, True], ids=["workers", "persistent_workers"])
 def test_worker_processes_resume_on_the_same_stream(tmp_path, demo_shards, persistent):
     cfg = wds_cfg(demo_shards, num_workers=2, persistent_workers=persistent)
@@ -132,6 +153,8 @@ def test_worker_processes_resume_on_the_same_stream(tmp_path, demo_shards, persi
     runners.append(train_toy(tmp_path, cfg, max_iters=5, resume_from=str(tmp_path / "iter_3.pth")))
     assert runners[0].model.seen == stream[:3]
     assert runners[1].model.seen == stream[3:5]
+    log = Path(runners[1].log_dir, f"{runners[1].timestamp}.log").read_text()
+    assert "fast-forwarded without decoding" in log  # not the fallback that iterates
     if persistent:
         # Left to the garbage collector, torch waits 5 s per persistent worker to join it.
         for runner in runners:
