@@ -225,7 +225,8 @@ class WebImageTextDataset(IterableDataset):
         if len(positions) != self._slots:
             raise ValueError(f"{len(positions)} stream positions for {self._slots} worker slot(s)")
         if not 0 <= batches_trained < self.batches_per_rank:
-            raise ValueError(f"batches_trained must be in [0, {self.batches_per_rank}), got {batches_trained}")
+            raise ValueError(f"batches_trained must be in [0, {self.batches_per_rank}), "
+                             f"got {batches_trained}")
         self._resume[:] = [epoch, batches_trained, *positions]
 
     @property
@@ -504,10 +505,10 @@ def build_wds_dataloader(
     """Build a DataLoader of image-caption batches from webdataset shards.
 
     Batches are ``{"inputs": {"pixel_values": uint8[B, 3, R, R], "text": [str]},
-    "data_samples": {"keys": [str], "stream_position": int}}``. ``len(loader)`` is the per-rank number of batches per epoch,
-    ``num_samples_per_epoch // (world_size * batch_size)`` (at least 1), and every rank yields exactly
-    that many. When ``num_samples_per_epoch`` is None it is counted from the tar headers of local
-    shards (remote or ``pipe:`` shards then raise ValueError).
+    "data_samples": {"keys": [str], "stream_position": int}}``. ``len(loader)`` is the per-rank
+    number of batches per epoch, ``num_samples_per_epoch // (world_size * batch_size)`` (at least
+    1), and every rank yields exactly that many. When ``num_samples_per_epoch`` is None it is
+    counted from the tar headers of local shards (remote or ``pipe:`` shards then raise ValueError).
 
     ``resampled=False`` reads each pass with a shard order seeded by (seed, epoch) identically on
     all ranks, each rank x worker taking a disjoint slice; it needs at least
@@ -521,9 +522,9 @@ def build_wds_dataloader(
     loops and DistSamplerSeedHook call) seeds the next ``iter(loader)``; it stays in effect until set
     again. ``loader.dataset.resume_from(epoch, batches_trained, positions)`` makes a pass over that
     epoch continue after its trained batches without decoding them (``positions`` from the batches'
-    ``stream_position``, see ``WebImageTextDataset.resume_from``). Skipped data is counted by kind (``SKIP_KINDS``) in ``get_skip_counts(loader)``, summed
-    over this process's workers through shared memory; only a stream in which no shard yields a
-    usable sample raises RuntimeError.
+    ``stream_position``, see ``WebImageTextDataset.resume_from``). Skipped data is counted by kind
+    (``SKIP_KINDS``) in ``get_skip_counts(loader)``, summed over this process's workers through
+    shared memory; only a stream in which no shard yields a usable sample raises RuntimeError.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
