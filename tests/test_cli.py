@@ -186,3 +186,25 @@ def test_tensorboard_backend_is_added_when_installed(monkeypatch):
     from mmengine.registry import VISBACKENDS
     with VISBACKENDS.switch_scope_and_registry("diffengine") as registry:
         assert registry.get(cfg.visualizer.vis_backends[-1]["type"]).__name__ == "TensorboardVisBackend"
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_worker_entry_destroys_its_process_group(fails, monkeypatch, tmp_path):
+    # a gloo group left alive at interpreter exit aborts the worker after a successful run
+    import torch.distributed as dist
+
+    from diffengine.tools import train
+
+    def run(args, wds):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                                world_size=1)
+        if fails:
+            raise RuntimeError("training failed")
+
+    monkeypatch.setattr(train, "run", run)
+    if fails:
+        with pytest.raises(RuntimeError, match="training failed"):
+            train.main(["lavi_bridge_demo", "--launcher", "pytorch"])
+    else:
+        train.main(["lavi_bridge_demo", "--launcher", "pytorch"])
+    assert not dist.is_initialized()

@@ -127,7 +127,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wds", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run(args, wds=args.wds)
+    try:
+        run(args, wds=args.wds)
+    finally:
+        _destroy_process_group()
+
+
+def _destroy_process_group() -> None:
+    """Tear the process group down before the interpreter exits.
+
+    Gloo's worker threads otherwise outlive Python's finalization and abort the process (SIGABRT,
+    "terminate called without an active exception") after a successful run.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
