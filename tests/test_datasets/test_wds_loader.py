@@ -1,4 +1,5 @@
 import functools
+import gzip
 import http.server
 import io
 import json
@@ -14,7 +15,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from diffengine.datasets import ImageTransform, build_wds_dataloader, get_skip_counts
+from diffengine.datasets import ImageTransform, build_wds_dataloader, get_skip_counts, tar_reader
 
 RES = 8
 
@@ -83,17 +84,27 @@ def test_batch_structure_length_and_mmengine_attributes(tmp_path):
     assert len(shards) == 2
 
 
-def test_worker_batches_equal_in_process_batches(tmp_path):
-    # One worker reads the same stream as the main process; only the collate path differs
-    # (shared memory in a worker, numpy in the main process).
+@pytest.mark.parametrize("strategy", ["file_descriptor", "file_system"])
+def test_worker_batches_equal_in_process_batches(tmp_path, strategy):
+    # One worker reads the same stream as the main process; only the collate path differs:
+    # numpy in the main process; in a worker, shared memory written as a memfd file, or torch's
+    # own shared memory when tensors are passed by file name.
     good_shards(tmp_path, 2, 5)
-    in_process, in_worker = (list(load(f"{tmp_path}/s*.tar", batch_size=3, shuffle_buffer=4, num_workers=n))
-                             for n in (0, 1))
+    default_strategy = torch.multiprocessing.get_sharing_strategy()
+    torch.multiprocessing.set_sharing_strategy(strategy)
+    try:
+        in_process, in_worker = (list(load(f"{tmp_path}/s*.tar", batch_size=3, shuffle_buffer=4, num_workers=n))
+                                 for n in (0, 1))
+        maps = open("/proc/self/maps").read() if os.path.exists("/proc/self/maps") else None
+    finally:
+        torch.multiprocessing.set_sharing_strategy(default_strategy)
     assert len(in_process) == len(in_worker) == 3
     for a, b in zip(in_process, in_worker):
         assert a["data_samples"]["keys"] == b["data_samples"]["keys"]
-        assert b["inputs"]["pixel_values"].dtype == torch.uint8
+        assert b["inputs"]["pixel_values"].dtype == torch.uint8 and b["inputs"]["pixel_values"].is_shared()
         assert torch.equal(a["inputs"]["pixel_values"], b["inputs"]["pixel_values"])
+    if maps is not None and hasattr(os, "memfd_create"):  # the batches this process holds
+        assert ("memfd:diffengine-batch" in maps) == (strategy == "file_descriptor")
 
 
 @pytest.mark.parametrize("num_workers", [0, 2, 3])
@@ -139,6 +150,25 @@ def test_shards_as_brace_pattern_list_and_pipe(tmp_path):
     piped = keys_of(load(f"pipe:cat {tmp_path}/s{{0..2}}.tar", num_samples_per_epoch=6))
     assert sorted(brace) == sorted(listed) == sorted(piped) == [f"s{i}k{j}" for i in range(3) for j in range(2)]
 
+
+
+def test_compressed_and_gnu_shards_are_read_and_counted(tmp_path, monkeypatch):
+    # plain ustar shards take the fast reader; a gzip shard goes through webdataset's tarfile path
+    from diffengine.datasets import wds_loader
+    fast = []
+    monkeypatch.setattr(wds_loader, "iter_tar_samples",
+                        lambda stream, url: fast.append(url) or tar_reader.iter_tar_samples(stream, url))
+    plain, other = good_shards(tmp_path, 2, 3)
+    with open(other, "rb") as source, gzip.open(tmp_path / "s1.tar.gz", "wb") as target:
+        target.write(source.read())
+    with tarfile.open(plain) as tar, tarfile.open(tmp_path / "gnu.tar", "w", format=tarfile.GNU_FORMAT) as gnu:
+        for member in tar:
+            gnu.addfile(member, tar.extractfile(member))
+    for shards in ([plain, str(tmp_path / "s1.tar.gz")], [str(tmp_path / "gnu.tar"), other]):
+        loader = load(shards)  # the epoch length counted from both shards' headers
+        assert sorted(keys_of(loader)) == [f"s{i}k{j}" for i in range(2) for j in range(3)]
+        assert not any(get_skip_counts(loader).values())
+    assert sorted(fast) == sorted([plain, str(tmp_path / "gnu.tar"), other])
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="webdataset reads http(s) shards through curl")
 def test_http_shards_and_a_missing_url(tmp_path):
