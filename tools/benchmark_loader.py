@@ -80,6 +80,15 @@ def pipeline_cpu_seconds() -> float:
     return time.process_time() + sum(process_cpu_seconds(child.pid) for child in multiprocessing.active_children())
 
 
+def cpu_steal_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs from /proc/stat; (0, 0) where there is none."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
 def raw_loop(jpegs: list[bytes], resolution: int, num_samples: int) -> tuple[float, float]:
     """Seconds and CPU seconds of decoding and transforming `num_samples` images in a plain loop."""
     transform = ImageTransform(resolution)
@@ -127,18 +136,25 @@ def raw_rate(jpegs: list[bytes], resolution: int, num_samples: int, processes: i
 
 
 def loader_rate(pattern: str, resolution: int, num_workers: int, batch_size: int,
-                num_samples: int) -> tuple[float, float]:
-    """Images/s and CPU ms per image (all processes) of build_wds_dataloader, after warm-up."""
-    # Each worker has prefetch_factor (2) batches requested ahead: two per worker before the timed
-    # window absorb start-up and the shuffle buffer's first fill, and as many after it keep the
-    # workers busy until it closes, so the batches done ahead at its two ends cancel out.
-    margin_batches = 2 * max(1, num_workers)
+                num_samples: int, shuffle_buffer: int) -> tuple[float, float]:
+    """Images/s and CPU ms per image (all processes) of build_wds_dataloader in its steady state."""
+    # Each worker has prefetch_factor (2) batches requested ahead: as many after the timed window
+    # keep the workers busy until it closes, so the batches done ahead at its two ends cancel out.
+    # Before it, each worker also delivers as many samples as its shuffle buffer holds: until
+    # the buffer's memory has been allocated once, the samples it reads land in fresh pages, a
+    # start-up cost that is not what training runs at for hours. (This script's passes hold at
+    # most 256 samples, so the buffer drains at the end of each pass and refills into the
+    # same memory.)
+    workers = max(1, num_workers)
+    margin_batches = 2 * workers
+    fill_batches = math.ceil(shuffle_buffer / batch_size) * workers
     measured_batches = max(1, num_samples // batch_size)
     loader = build_wds_dataloader(
         pattern, batch_size=batch_size, resolution=resolution, num_workers=num_workers,
-        num_samples_per_epoch=(2 * margin_batches + measured_batches) * batch_size)
+        shuffle_buffer=shuffle_buffer,
+        num_samples_per_epoch=(2 * margin_batches + fill_batches + measured_batches) * batch_size)
     batches = iter(loader)
-    for _ in range(margin_batches):
+    for _ in range(margin_batches + fill_batches):
         next(batches)
     start, cpu = time.perf_counter(), pipeline_cpu_seconds()
     images = sum(len(next(batches)["inputs"]["text"]) for _ in range(measured_batches))
@@ -154,6 +170,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--shuffle-buffer", type=int, default=1000,
+                        help="the loader's sample shuffle buffer (its default); as many samples per worker warm up")
     parser.add_argument("--repeats", type=int, default=5,
                         help="rounds over all rows; ratios are paired within a round, the table shows their median")
     return parser.parse_args()
@@ -167,7 +185,7 @@ def main() -> None:
     print(f"python {platform.python_version()}, torch {torch.__version__}, PIL {Image.__version__}, "
           f"{os.cpu_count()} CPU(s), torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.2f} at start")
-    start = time.perf_counter()
+    start, steal_start = time.perf_counter(), cpu_steal_ticks()
     jpegs = make_jpegs(args.num_images)
     with tempfile.TemporaryDirectory(prefix="loader_bench_") as tmp:
         write_wds_shards(((f"{i:06d}", data, f"synthetic photo {i}", None) for i, data in enumerate(jpegs)),
@@ -175,7 +193,8 @@ def main() -> None:
         pattern = str(Path(tmp) / f"{{00000..{NUM_SHARDS - 1:05d}}}.tar")
         print(f"{args.num_images} JPEGs {WIDTH}x{HEIGHT}, mean {statistics.mean(map(len, jpegs)) / 1024:.0f} KiB, "
               f"{NUM_SHARDS} shards, generated in {time.perf_counter() - start:.0f} s; "
-              f"batch size {args.batch_size}, {args.num_samples} images timed, median of {args.repeats} rounds\n")
+              f"batch size {args.batch_size}, shuffle buffer {args.shuffle_buffer} (as many samples per worker warm up), "
+              f"{args.num_samples} images timed, median of {args.repeats} rounds\n")
         # Every ratio pairs a loader run with raw runs of the same round, the parallel raw run
         # right before it, and the table gives the median over rounds: the speed of these
         # shared machines drifts by tens of percent within minutes, which pairing cancels.
@@ -189,7 +208,8 @@ def main() -> None:
                         runs.setdefault((resolution, f"raw x{workers}"), []).append(
                             raw_rate(jpegs, resolution, args.num_samples // workers, workers))
                     runs.setdefault((resolution, workers), []).append(
-                        loader_rate(pattern, resolution, workers, args.batch_size, args.num_samples))
+                        loader_rate(pattern, resolution, workers, args.batch_size, args.num_samples,
+                                    args.shuffle_buffer))
     # CPU ms/img sums all processes; "CPU ratio" is raw's CPU per image over the row's.
     print(f"{'resolution':>10} {'workers':>8} {'images/s':>9} {'ratio/worker':>13} {'vs raw xN':>10} "
           f"{'worst':>6} {'CPU ms/img':>11} {'CPU ratio':>10}")
@@ -207,7 +227,10 @@ def main() -> None:
             print(f"{resolution:>10} {row:>8} {median(r for r, _ in here):>9.1f} {median(per_worker):>13.2f} "
                   f"{median(vs_parallel):>10.2f} {min(vs_parallel):>6.2f} {median(c for _, c in here):>11.2f} "
                   f"{median(cpu_ratio):>10.2f}")
-    print(f"\ntotal {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.2f} at end")
+    steal, total = (end - begin for end, begin in zip(cpu_steal_ticks(), steal_start))
+    # steal: time the hypervisor ran other guests while this VM had work, a source of noise
+    print(f"\ntotal {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.2f} at end, "
+          f"CPU steal {100 * steal / max(1, total):.1f}%")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Run as a module (``python -m diffengine.tools.train``) for torchrun's worker processes.
 """
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -129,8 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         run(args, wds=args.wds)
-    finally:
-        _destroy_process_group()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the training error is the one to report
+            _destroy_process_group()
+        raise
+    _destroy_process_group()
 
 
 def _destroy_process_group() -> None:

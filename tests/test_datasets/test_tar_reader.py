@@ -1,4 +1,5 @@
 import io
+import struct
 import tarfile
 
 import pytest
@@ -104,7 +105,58 @@ def test_duplicate_names_keep_the_first_and_raise_after_the_shard():
                    {"__key__": "k1", "__url__": "shard", "jpg": b"next"}]
 
 
-def test_member_type_it_cannot_skip_is_an_error():
+def test_sparse_members_are_errors_and_unknown_types_are_skipped():
     data = members([("k0.jpg", b"a")], tarfile.GNU_FORMAT, [entry("sparse.bin", tarfile.GNUTYPE_SPARSE)])
-    with pytest.raises(TarFormatError, match="cannot skip"):
+    with pytest.raises(TarFormatError, match="sparse"):
         list(iter_tar_members(io.BytesIO(data)))
+    pax_sparse = tarfile.TarInfo("k1.jpg")
+    pax_sparse.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0"}
+    with pytest.raises(TarFormatError, match="sparse"):
+        list(iter_tar_members(io.BytesIO(members([], extra=[pax_sparse]))))
+    dumpdir = entry("dir", b"D")  # a GNU incremental-dump member: tarfile skips it by its size
+    dumpdir.size = 700
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(dumpdir, io.BytesIO(b"d" * 700))
+        info = tarfile.TarInfo("k2.jpg")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"b"))
+    assert list(iter_tar_members(io.BytesIO(buffer.getvalue()))) == [("k2.jpg", b"b")]
+
+
+def test_bit_flips_in_pax_headers_give_samples_or_a_format_error():
+    # pax records carry no checksum: a flipped bit must not crash the loader, hang it, or let a
+    # corrupt size allocate gigabytes
+    buffer = io.BytesIO()
+    with wds.TarWriter(buffer) as writer:  # a pax mtime record before every member
+        for index in range(3):
+            writer.write({"__key__": f"k{index}", "jpg": b"image", "txt": b"caption"})
+    data = buffer.getvalue()
+    pax_data = [offset for offset in range(0, len(data), 512) if data[offset + 156:offset + 157] == b"x"]
+    assert pax_data
+    outcomes = set()
+    for block in pax_data:
+        for offset in range(block + 512, block + 560):
+            for bit in (0, 1, 4):
+                flipped = bytearray(data)
+                flipped[offset] ^= 1 << bit
+                try:
+                    outcomes.add(len(list(iter_tar_samples(io.BytesIO(bytes(flipped)), "shard"))))
+                except TarFormatError:
+                    outcomes.add("error")
+    assert "error" in outcomes and 3 in outcomes
+    huge = members([("k0.jpg", b"a")])
+    huge_pax = tarfile.TarInfo("k0.jpg")
+    huge_pax.pax_headers = {"size": str(1 << 40)}
+    with pytest.raises(TarFormatError, match="cut inside"):
+        list(iter_tar_members(io.BytesIO(members([], extra=[huge_pax]) + huge)))
+
+
+def test_signed_header_checksums_are_accepted():
+    # old tars summed the header's bytes as signed chars, which differs for non-ASCII names
+    data = bytearray(members([("é-ü/k0.jpg", b"image")], tarfile.USTAR_FORMAT))
+    header = bytes(data[:512])
+    signed = sum(struct.unpack("148b8x356b", header)) + 256
+    data[148:156] = b"%06o\0 " % signed
+    assert signed != sum(header[:148]) + sum(header[156:]) + 256
+    assert list(iter_tar_members(io.BytesIO(bytes(data)))) == [("é-ü/k0.jpg", b"image")]

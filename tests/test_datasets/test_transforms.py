@@ -36,6 +36,22 @@ def test_upscales_small_images_and_resizes_shorter_side():
     assert cols[0] in (16, 17) and cols[-1] in (46, 47) and cols == sorted(cols)
 
 
+@pytest.mark.parametrize("center_crop", [True, False])
+@pytest.mark.parametrize("size", [(97, 64), (50, 83), (20, 14)])
+def test_resampling_the_crop_window_matches_resize_then_crop(size, center_crop):
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), np.uint8))
+    out = ImageTransform(32, center_crop=center_crop, random_flip=False)(image, random.Random(5))
+    # the reference: resize the whole image with the same filter, then crop the same window
+    scale = 32 / min(size)
+    resized = image.resize((max(32, round(size[0] * scale)), max(32, round(size[1] * scale))),
+                           Image.Resampling.BILINEAR)
+    slack_x, slack_y = resized.width - 32, resized.height - 32
+    rng = random.Random(5)
+    left, top = (slack_x // 2, slack_y // 2) if center_crop else (rng.randint(0, slack_x), rng.randint(0, slack_y))
+    expected = np.asarray(resized.crop((left, top, left + 32, top + 32))).transpose(2, 0, 1)
+    assert np.abs(out.numpy().astype(int) - expected).max() <= 1
+
+
 def test_center_crop_without_resize():
     transform = ImageTransform(16, center_crop=True, random_flip=False)
     assert _columns(transform(_ramp(64, 16))) == list(range(24, 40))

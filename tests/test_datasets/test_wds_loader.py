@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from diffengine.datasets import ImageTransform, build_wds_dataloader, get_skip_counts, tar_reader
+from diffengine.datasets.wds_loader import collate_batch
 
 RES = 8
 
@@ -105,6 +106,14 @@ def test_worker_batches_equal_in_process_batches(tmp_path, strategy):
         assert torch.equal(a["inputs"]["pixel_values"], b["inputs"]["pixel_values"])
     if maps is not None and hasattr(os, "memfd_create"):  # the batches this process holds
         assert ("memfd:diffengine-batch" in maps) == (strategy == "file_descriptor")
+
+
+def test_worker_collate_of_more_images_than_one_write_call_takes():
+    # Linux takes at most 1024 buffers per writev: a worker batch of 1025 images still arrives whole
+    samples = [{"pixel_values": torch.full((3, 2, 2), i % 251, dtype=torch.uint8), "text": "t",
+                "__key__": str(i), "__position__": i + 1} for i in range(1025)]
+    batch = next(iter(DataLoader(samples, batch_size=1025, collate_fn=collate_batch, num_workers=1)))
+    assert torch.equal(batch["inputs"]["pixel_values"], torch.stack([s["pixel_values"] for s in samples]))
 
 
 @pytest.mark.parametrize("num_workers", [0, 2, 3])
