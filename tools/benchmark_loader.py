@@ -6,9 +6,11 @@ IPC; "raw xN" is N such loops running at once, what the machine itself allows N 
 caches and memory bandwidth, SMT siblings, clocks that drop as more cores work). The loader rows
 run build_wds_dataloader as training does. "ratio/worker" is images/s over raw images/s times
 the number of workers (at least 1), so 1.0 means each worker runs at the raw single-process
-speed; "vs raw xN" divides by the raw xN run made just before instead ("worst": its lowest
-round). "CPU ms/img" sums the CPU time of the main process and its workers (Linux /proc) and
-"CPU ratio" is raw's CPU per image over the row's. Every ratio is taken within one round and the
+speed; "vs raw xN" divides instead by the mean of two raw xN runs, made right before and right
+after the loader's timed window while its workers wait ("worst": the lowest round). "CPU ms/img" sums the CPU time of the main process and its workers (Linux /proc) and
+"CPU ratio" is raw's CPU per image over the row's. "decode share" is the part of the decoding
+processes' CPU time (the workers', or this process's with 0 workers) spent decoding and
+transforming, the work raw does, measured at the same moment as the rest and so immune to drift. Every ratio is taken within one round and the
 table shows the median over rounds. Results: docs/loader_benchmark.md.
 
     python tools/benchmark_loader.py [--num-images 256] [--resolutions 256 512] [--workers 0 1 2]
@@ -17,6 +19,7 @@ table shows the median over rounds. Results: docs/loader_benchmark.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import math
 import multiprocessing
@@ -27,13 +30,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
 from diffengine.datasets import ImageTransform, build_wds_dataloader, write_wds_shards
+from diffengine.datasets.wds_loader import WebImageTextDataset
 
 WIDTH, HEIGHT = 768, 576
 NUM_SHARDS = 8  # enough for every worker count measured here to own whole shards
@@ -78,6 +82,27 @@ def process_cpu_seconds(pid: int) -> float:
 def pipeline_cpu_seconds() -> float:
     """CPU seconds of this process and its live children (the DataLoader workers)."""
     return time.process_time() + sum(process_cpu_seconds(child.pid) for child in multiprocessing.active_children())
+
+
+# CPU seconds that each process (0: this one, 1 + id: DataLoader worker id) spent in the loader's
+# per-sample decode, i.e. JPEG decode + ImageTransform, the work raw does. Shared memory, so
+# that the forked workers' counts reach this process; one slot per process, so no locking.
+DECODE_CPU = multiprocessing.RawArray("d", 1 + 64)
+
+
+def count_decode_cpu() -> None:
+    """Wrap WebImageTextDataset._decode to add its CPU time to DECODE_CPU (before any loader starts)."""
+    decode = WebImageTextDataset._decode
+
+    def timed(self: WebImageTextDataset, item: dict, rng: random.Random) -> Any:
+        start = time.process_time()
+        try:
+            return decode(self, item, rng)
+        finally:
+            info = torch.utils.data.get_worker_info()
+            DECODE_CPU[0 if info is None else 1 + info.id] += time.process_time() - start
+
+    WebImageTextDataset._decode = timed
 
 
 def cpu_steal_ticks() -> tuple[int, int]:
@@ -135,16 +160,18 @@ def raw_rate(jpegs: list[bytes], resolution: int, num_samples: int, processes: i
     return images / max(elapsed for elapsed, _ in runs), sum(cpu for _, cpu in runs) * 1000 / images
 
 
-def loader_rate(pattern: str, resolution: int, num_workers: int, batch_size: int,
-                num_samples: int, shuffle_buffer: int) -> tuple[float, float]:
-    """Images/s and CPU ms per image (all processes) of build_wds_dataloader in its steady state."""
-    # Each worker has prefetch_factor (2) batches requested ahead: as many after the timed window
-    # keep the workers busy until it closes, so the batches done ahead at its two ends cancel out.
-    # Before it, each worker also delivers as many samples as its shuffle buffer holds: until
-    # the buffer's memory has been allocated once, the samples it reads land in fresh pages, a
-    # start-up cost that is not what training runs at for hours. (This script's passes hold at
-    # most 256 samples, so the buffer drains at the end of each pass and refills into the
-    # same memory.)
+def loader_rate(pattern: str, resolution: int, num_workers: int, batch_size: int, num_samples: int,
+                shuffle_buffer: int, reference: Callable[[], tuple[float, float]]) -> tuple[float, float, float, float]:
+    """Images/s and CPU ms per image (all processes) of build_wds_dataloader in its steady state,
+    the images/s of `reference` (raw xN) run right before and right after the timed window, and
+    the decode share: how much of the decoding processes' CPU time decode + transform took."""
+    # Each worker has prefetch_factor (2) batches requested ahead: two per worker consumed just
+    # before the timed window and as many left after it keep the workers busy at both ends, so
+    # the batches done ahead at its two ends cancel out. Before that, each worker delivers as
+    # many samples as its shuffle buffer holds: until the buffer's memory has been allocated
+    # once, the samples it reads land in fresh pages, a start-up cost that is not what training
+    # runs at for hours. (This script's passes hold at most 256 samples, so the buffer drains at
+    # the end of each pass and refills into the same memory.)
     workers = max(1, num_workers)
     margin_batches = 2 * workers
     fill_batches = math.ceil(shuffle_buffer / batch_size) * workers
@@ -152,14 +179,23 @@ def loader_rate(pattern: str, resolution: int, num_workers: int, batch_size: int
     loader = build_wds_dataloader(
         pattern, batch_size=batch_size, resolution=resolution, num_workers=num_workers,
         shuffle_buffer=shuffle_buffer,
-        num_samples_per_epoch=(2 * margin_batches + fill_batches + measured_batches) * batch_size)
+        num_samples_per_epoch=(3 * margin_batches + fill_batches + measured_batches) * batch_size)
     batches = iter(loader)
-    for _ in range(margin_batches + fill_batches):
+    for _ in range(fill_batches):
         next(batches)
-    start, cpu = time.perf_counter(), pipeline_cpu_seconds()
+    # The raw reference runs while the workers wait on their full prefetch queues: the machine's
+    # speed drifts within seconds, so only a reference taken this close pairs well.
+    before, _ = reference()
+    for _ in range(margin_batches):
+        next(batches)
+    start, cpu, decode_cpu = time.perf_counter(), pipeline_cpu_seconds(), sum(DECODE_CPU)
+    main_cpu = time.process_time()
     images = sum(len(next(batches)["inputs"]["text"]) for _ in range(measured_batches))
-    elapsed, cpu = time.perf_counter() - start, pipeline_cpu_seconds() - cpu
-    return images / elapsed, cpu * 1000 / images
+    elapsed, cpu, decode_cpu = time.perf_counter() - start, pipeline_cpu_seconds() - cpu, sum(DECODE_CPU) - decode_cpu
+    # the share of the decoding processes' CPU time that went into decode + transform
+    decoding_cpu = cpu - (time.process_time() - main_cpu) if num_workers else cpu
+    after, _ = reference()
+    return images / elapsed, cpu * 1000 / images, (before + after) / 2, decode_cpu / decoding_cpu
 
 
 def parse_args() -> argparse.Namespace:
@@ -180,6 +216,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     """Generate shards, measure every (resolution, workers) pair and print the table."""
     args = parse_args()
+    count_decode_cpu()
     if args.num_images < NUM_SHARDS or max(args.workers) > NUM_SHARDS:
         raise SystemExit(f"need --num-images >= {NUM_SHARDS} and --workers <= {NUM_SHARDS}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, PIL {Image.__version__}, "
@@ -195,24 +232,32 @@ def main() -> None:
               f"{NUM_SHARDS} shards, generated in {time.perf_counter() - start:.0f} s; "
               f"batch size {args.batch_size}, shuffle buffer {args.shuffle_buffer} (as many samples per worker warm up), "
               f"{args.num_samples} images timed, median of {args.repeats} rounds\n")
-        # Every ratio pairs a loader run with raw runs of the same round, the parallel raw run
-        # right before it, and the table gives the median over rounds: the speed of these
-        # shared machines drifts by tens of percent within minutes, which pairing cancels.
+        # Every ratio pairs a loader run with raw runs of the same round ("vs raw xN": the mean
+        # of the raw xN runs just before and after its timed window), and the table gives the
+        # median over rounds: the speed of these shared machines drifts by tens of percent
+        # within minutes, which pairing cancels.
         parallel = sorted({w for w in args.workers if w > 1})
         runs: dict[tuple[int, str | int], list[tuple[float, float]]] = {}
+        paired: dict[tuple[int, int], list[float]] = {}
+        decode_shares: dict[tuple[int, int], list[float]] = {}
         for _ in range(args.repeats):
             for resolution in args.resolutions:
                 runs.setdefault((resolution, "raw"), []).append(raw_rate(jpegs, resolution, args.num_samples))
                 for workers in args.workers:
+                    processes = max(1, workers)
+                    reference = functools.partial(raw_rate, jpegs, resolution, args.num_samples // processes,
+                                                  processes)
                     if workers > 1:
-                        runs.setdefault((resolution, f"raw x{workers}"), []).append(
-                            raw_rate(jpegs, resolution, args.num_samples // workers, workers))
-                    runs.setdefault((resolution, workers), []).append(
-                        loader_rate(pattern, resolution, workers, args.batch_size, args.num_samples,
-                                    args.shuffle_buffer))
+                        runs.setdefault((resolution, f"raw x{workers}"), []).append(reference())
+                    rate, cpu, reference_rate, share = loader_rate(
+                        pattern, resolution, workers, args.batch_size, args.num_samples, args.shuffle_buffer,
+                        reference)
+                    runs.setdefault((resolution, workers), []).append((rate, cpu))
+                    paired.setdefault((resolution, workers), []).append(rate / reference_rate)
+                    decode_shares.setdefault((resolution, workers), []).append(share)
     # CPU ms/img sums all processes; "CPU ratio" is raw's CPU per image over the row's.
     print(f"{'resolution':>10} {'workers':>8} {'images/s':>9} {'ratio/worker':>13} {'vs raw xN':>10} "
-          f"{'worst':>6} {'CPU ms/img':>11} {'CPU ratio':>10}")
+          f"{'worst':>6} {'CPU ms/img':>11} {'CPU ratio':>10} {'decode share':>13}")
     median = statistics.median
     for resolution in args.resolutions:
         raw = runs[resolution, "raw"]
@@ -222,11 +267,13 @@ def main() -> None:
         for row, processes, raw_row in rows:
             here, reference = runs[resolution, row], runs[resolution, raw_row]
             per_worker = [rate / (raw_rate_ * processes) for (rate, _), (raw_rate_, _) in zip(here, raw)]
-            vs_parallel = [rate / ref for (rate, _), (ref, _) in zip(here, reference)]
+            vs_parallel = paired.get((resolution, row)) or [rate / ref for (rate, _), (ref, _) in zip(here, reference)]
             cpu_ratio = [raw_cpu / cpu for (_, cpu), (_, raw_cpu) in zip(here, raw)]
+            share = decode_shares.get((resolution, row))
+            shares = f"{median(share):.3f}" if share else "-"
             print(f"{resolution:>10} {row:>8} {median(r for r, _ in here):>9.1f} {median(per_worker):>13.2f} "
                   f"{median(vs_parallel):>10.2f} {min(vs_parallel):>6.2f} {median(c for _, c in here):>11.2f} "
-                  f"{median(cpu_ratio):>10.2f}")
+                  f"{median(cpu_ratio):>10.2f} {shares:>13}")
     steal, total = (end - begin for end, begin in zip(cpu_steal_ticks(), steal_start))
     # steal: time the hypervisor ran other guests while this VM had work, a source of noise
     print(f"\ntotal {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.2f} at end, "
