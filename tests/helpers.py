@@ -27,3 +27,12 @@ class KeyRecorderHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         with open(f"{runner.work_dir}/keys_rank{runner.rank}.txt", "a") as file:
             file.writelines(f"{key}\n" for key in data_batch["data_samples"]["keys"])
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (fixed ports collide with runs still closing)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -8,7 +8,7 @@ from mmengine.config import Config
 
 from diffengine.entry_point import build_parser, main
 from diffengine.version import __version__
-from tests.helpers import demo_cfg_options
+from tests.helpers import demo_cfg_options, free_port
 
 
 def diffengine(*args, env=None, timeout=600):
@@ -143,7 +143,7 @@ def test_two_cpu_processes_read_disjoint_shards_covering_the_epoch(tiny_t5, tiny
     work_dir = tmp_path / "work"
     result = diffengine("wds_train", str(config), "--work-dir", str(work_dir),
                         "--cfg-options", *options,
-                        env={"NPROC_PER_NODE": "2", "MASTER_PORT": "29517"})
+                        env={"NPROC_PER_NODE": "2", "MASTER_PORT": str(free_port())})
     assert result.returncode == 0, result.stderr[-3000:]
     assert (work_dir / "iter_8.pth").is_file()
     keys = [(work_dir / f"keys_rank{rank}.txt").read_text().split() for rank in (0, 1)]
@@ -157,7 +157,7 @@ def test_two_cpu_processes_read_disjoint_shards_covering_the_epoch(tiny_t5, tiny
     resumed_dir = tmp_path / "resumed"
     result = diffengine("wds_train", str(config), "--work-dir", str(resumed_dir),
                         "--resume", str(work_dir / "iter_6.pth"), "--cfg-options", *options,
-                        env={"NPROC_PER_NODE": "2", "MASTER_PORT": "29518"})
+                        env={"NPROC_PER_NODE": "2", "MASTER_PORT": str(free_port())})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fast-forwarded without decoding" in result.stdout + result.stderr
     assert [(resumed_dir / f"keys_rank{rank}.txt").read_text().split() for rank in (0, 1)] == [

@@ -4,6 +4,7 @@ import pytest
 
 from diffengine.datasets import build_wds_dataloader, get_skip_counts
 from diffengine.engine.hooks.data_skip_log_hook import DataSkipLogHook
+from tests.helpers import free_port
 from tests.test_datasets.test_wds_loader import sample, write_tar
 from tests.test_engine.test_loops import map_cfg, train_toy
 
@@ -52,11 +53,8 @@ def _sum_on_rank(rank: int, port: int, results) -> None:
 
 def test_counts_are_summed_over_ranks():
     import multiprocessing
-    import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     workers = [context.Process(target=_sum_on_rank, args=(rank, port, results)) for rank in range(2)]
