@@ -40,6 +40,15 @@ def is_tar_header(block: bytes) -> bool:
             or stored == sum(struct.unpack("148b8x356b", block)) + 8 * ord(" "))
 
 
+def is_plain_tar(stream: IO[bytes]) -> bool:
+    """Whether a seekable stream starts with a ustar header (left at its start either way)."""
+    start = stream.tell()
+    try:
+        return is_tar_header(stream.read(BLOCK))
+    finally:
+        stream.seek(start)
+
+
 def _octal(field: bytes) -> int:
     if field[:1] and field[0] & 0x80:  # base-256: only for members of 8 GiB and more
         raise TarFormatError("member of 8 GiB or more")

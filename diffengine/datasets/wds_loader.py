@@ -25,7 +25,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander, url_opener
 
-from .tar_reader import BLOCK, TarFormatError, is_tar_header, iter_tar_members, iter_tar_samples
+from .tar_reader import BLOCK, TarFormatError, is_plain_tar, iter_tar_members, iter_tar_samples
 from .transforms import ImageTransform
 
 logger = logging.getLogger(__name__)
@@ -355,8 +355,7 @@ class WebImageTextDataset(IterableDataset):
         """A local shard through the fast ustar reader, or through webdataset if it is not one."""
         try:
             with open(path, "rb") as stream:
-                if is_tar_header(stream.read(BLOCK)):
-                    stream.seek(0)
+                if is_plain_tar(stream):
                     yield from iter_tar_samples(stream, path)
                     return
         except FileNotFoundError as exn:
@@ -511,8 +510,7 @@ def _count_samples(urls: list[str], image_keys: Sequence[str]) -> int:
 def _member_names(path: str) -> Iterator[str]:
     """Names of a local tar's files: the fast reader for plain tars, tarfile for compressed ones."""
     with open(path, "rb") as stream:
-        if is_tar_header(stream.read(BLOCK)):
-            stream.seek(0)
+        if is_plain_tar(stream):
             yield from (name for name, _ in iter_tar_members(stream, read_data=False))
             return
     with tarfile.open(path) as tar:
