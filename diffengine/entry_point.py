@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 from .tools.convert_official import add_convert_official_arguments
+from .tools.eval import add_eval_arguments
 from .tools.export import add_export_arguments
 from .tools.infer import add_infer_arguments
 from .tools.prep_wds import add_prep_wds_arguments
+from .tools.shapesbench import add_shapesbench_arguments
 from .tools.train import add_train_arguments
 
 
@@ -43,22 +45,26 @@ def _demo(args: argparse.Namespace) -> int:
     import time
 
     from .tools.demo_assets import make_demo_assets
-    from .tools.train import run
+    from .tools.train import run, train_arguments
 
     start = time.perf_counter()
     # absolute: the bridge manifest records these paths for `diffengine infer` from anywhere
     data = make_demo_assets(args.data_dir).resolve()
-    train_args = argparse.Namespace(
-        config="lavi_bridge_demo", work_dir=args.work_dir, resume=None, amp=False,
-        launcher="none", cfg_options=[f"model.text_encoder={data / 't5'}",
-                                      f"model.vision_model={data / 'sd'}",
-                                      f"train_dataloader.shards={data}/shards/{{00000..00003}}.tar",
-                                      *(args.cfg_options or [])])
+    train_args = train_arguments(
+        "lavi_bridge_demo", "--work-dir", args.work_dir, "--cfg-options",
+        f"model.text_encoder={data / 't5'}", f"model.vision_model={data / 'stage1'}",
+        f"train_dataloader.shards={data}/shards/{{00000..00001}}.tar", *(args.cfg_options or []))
     runner = run(train_args, wds=True)
     loss = runner.message_hub.get_scalar("train/loss")
     print(f"demo finished in {time.perf_counter() - start:.0f} s; loss {loss.data[0][0]:.4f} at the "
-          f"first logged iteration, {loss.mean(20):.4f} over the last 20 iterations\n"
-          f"  samples:    {runner.work_dir}/samples/\n"
+          f"first logged iteration, {loss.mean(20):.4f} over the last 20 iterations")
+    print("  ShapesBench judge on held-out prompts (colour / shape / background / all three):")
+    for when, key in (("before", "shapesbench_before"), ("after", "shapesbench")):
+        print(f"    {when:6s} training: " + "; ".join(
+            f"{set_name.replace('_', ' ')} " + " / ".join(
+                f"{100 * scores[name]['mean']:.0f} %" for name in ("color", "shape", "background", "all"))
+            for set_name, scores in runner.message_hub.get_info(key).items()))
+    print(f"  samples:    {runner.work_dir}/samples/\n"
           f"  bridge:     {runner.work_dir}/bridge/ (LoRA + adapter safetensors)\n"
           f"  checkpoint: {runner.work_dir}/iter_*.pth")
     return 0
@@ -102,6 +108,13 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .tools.eval import run_eval
+
+    run_eval(args)
+    return 0
+
+
 def _convert_official(args: argparse.Namespace) -> int:
     from .tools.convert_official import run_convert_official
 
@@ -120,6 +133,13 @@ def _prep_wds(args: argparse.Namespace) -> int:
     from .tools.prep_wds import run_prep_wds
 
     return run_prep_wds(args)
+
+
+def _shapesbench(args: argparse.Namespace) -> int:
+    from .tools.shapesbench import run_shapesbench
+
+    run_shapesbench(args)
+    return 0
 
 
 def _version(_: argparse.Namespace) -> int:
@@ -146,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
     infer = sub.add_parser("infer", help="generate images from a trained bridge")
     add_infer_arguments(infer)
+    evaluate = sub.add_parser("eval", help="score a bridge on ShapesBench or by CLIP score")
+    add_eval_arguments(evaluate)
     export = sub.add_parser("export", help="export a bridge as a diffusers pipeline folder "
                             "(LaViBridgePipeline.from_pretrained loads it)")
     add_export_arguments(export)
@@ -155,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep_wds = sub.add_parser("prep-wds", help="write webdataset shards (img2dataset layout) from "
                               "an annotation file or an image folder")
     add_prep_wds_arguments(prep_wds)
+    shapesbench = sub.add_parser("shapesbench", help="measure whether trained bridges follow the "
+                                 "text (ShapesBench), or train its stage-1 model")
+    add_shapesbench_arguments(shapesbench)
     list_cfg = sub.add_parser("list-cfg", help="list the packaged configs")
     list_cfg.add_argument("-p", "--pattern", help="only names containing PATTERN")
     copy_cfg = sub.add_parser("copy-cfg", help="copy a packaged config (and its _base_) to DIR")
@@ -178,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         "train": (lambda a: _train(a, argv[1:], wds=False), ()),
         "wds_train": (lambda a: _train(a, argv[1:], wds=True), ()),
         "demo": (_demo, ()), "infer": (_infer, input_errors), "export": (_export, input_errors),
+        "eval": (_eval, input_errors),
         "convert-official": (_convert_official, input_errors), "prep-wds": (_prep_wds, input_errors),
+        "shapesbench": (_shapesbench, input_errors),
         "list-cfg": (_list_cfg, ()), "copy-cfg": (_copy_cfg, ()), "version": (_version, ()),
     }
     command, user_errors = commands[args.command]

@@ -24,6 +24,12 @@ def tiny_llama(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    from diffengine.tools.demo_assets import make_tiny_bert
+    return str(make_tiny_bert(tmp_path_factory.mktemp("bert")))
+
+
+@pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
     from diffengine.tools.demo_assets import make_tiny_sd
     return str(make_tiny_sd(tmp_path_factory.mktemp("sd")))
@@ -31,11 +37,11 @@ def tiny_sd(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_shards(tmp_path_factory):
-    """64 synthetic captioned images in 4 webdataset shards; returns the brace pattern."""
+    """64 ShapesBench training images in 4 webdataset shards; returns the brace pattern."""
     from diffengine.datasets import write_wds_shards
-    from diffengine.tools.demo_assets import demo_samples
+    from diffengine.datasets.shapes import shape_samples
     out = tmp_path_factory.mktemp("shards")
-    write_wds_shards(demo_samples(64, 32), out, maxcount=16, image_format="png", progress=False)
+    write_wds_shards(shape_samples(64, 32), out, maxcount=16, image_format="png", progress=False)
     return f"{out}/{{00000..00003}}.tar"
 
 

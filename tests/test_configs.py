@@ -3,16 +3,17 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from diffengine.engine import DiffEngineRunner, LaViBridgeOptimWrapperConstructor
+from diffengine.engine import DiffEngineRunner, ParamGroupsOptimWrapperConstructor
 from diffengine.registry import MODELS
 from diffengine.tools.config_lookup import list_configs
 
 CONFIGS = list_configs()
 
 
-def test_the_papers_three_combinations_and_demo_are_packaged():
+def test_the_papers_three_combinations_demo_and_shapesbench_are_packaged():
     assert {"lavi_bridge_v15_laion", "lavi_bridge_llama2_v15_laion", "lavi_bridge_pixart_512_laion",
-            "lavi_bridge_demo"} <= set(CONFIGS)
+            "lavi_bridge_demo", "lavi_bridge_minilm_shapes", "lavi_bridge_tinyllama_shapes",
+            "stable_diffusion_shapes_32", "autoencoder_kl_shapes_32"} <= set(CONFIGS)
 
 
 def test_paper_config_keeps_the_papers_hyper_parameters():
@@ -30,15 +31,25 @@ def test_paper_config_keeps_the_papers_hyper_parameters():
     assert cfg.train_dataloader.resolution == 512
 
 
-# each hub model of a shipped config and the session fixture of a tiny model of its family
+# each model path of a shipped config and the session fixture of a tiny model of its family
+# (with the subfolder holding it, where it is not the whole folder)
 STAND_INS = {
     "google-t5/t5-large": "tiny_t5",
     "data/demo/t5": "tiny_t5",
     "meta-llama/Llama-2-7b-hf": "tiny_llama",
+    "data/shapes/tiny_llama": "tiny_llama",
+    "data/shapes/minilm": "tiny_bert",
+    "data/shapes/untrained/stage1/text_encoder": "tiny_bert",
     "stable-diffusion-v1-5/stable-diffusion-v1-5": "tiny_sd",
-    "data/demo/sd": "tiny_sd",
+    "data/demo/stage1": "tiny_sd",
+    "data/shapes/stage1": "tiny_sd",
+    "data/shapes/untrained/stage1": "tiny_sd",
+    "data/shapes/untrained/vae": ("tiny_sd", "vae"),
     "PixArt-alpha/PixArt-XL-2-512x512": "tiny_pixart",
 }
+# the optimizer groups of each editor
+GROUPS = {"LaViBridge": {"vision_lora", "text_lora", "adapter"},
+          "StableDiffusion": {"unet", "text_encoder"}, "AutoencoderKLTrainer": {"vae"}}
 
 
 def test_paper_combination_configs_keep_their_hyper_parameters():
@@ -61,21 +72,25 @@ def test_paper_combination_configs_keep_their_hyper_parameters():
 def test_config_builds_with_tiny_stand_ins(name, request, demo_shards):
     cfg = Config.fromfile(str(CONFIGS[name]))
     init_default_scope(cfg.get("default_scope", "diffengine"))
-    cfg.model.update(text_encoder=request.getfixturevalue(STAND_INS[cfg.model.text_encoder]),
-                     vision_model=request.getfixturevalue(STAND_INS[cfg.model.vision_model]),
-                     adapter=None)
+    for key in ("text_encoder", "vision_model", "vae"):
+        if key in cfg.model:
+            fixture, *subfolder = ((STAND_INS[cfg.model[key]],) if isinstance(
+                STAND_INS[cfg.model[key]], str) else STAND_INS[cfg.model[key]])
+            cfg.model[key] = "/".join([request.getfixturevalue(fixture), *subfolder])
+    if "adapter" in cfg.model:
+        cfg.model.adapter = None
     model = MODELS.build(cfg.model)
     optim_cfg = cfg.optim_wrapper.copy()
     constructor = optim_cfg.pop("constructor")
-    assert constructor is LaViBridgeOptimWrapperConstructor
-    paramwise = optim_cfg.pop("paramwise_cfg")
+    assert constructor is ParamGroupsOptimWrapperConstructor
+    paramwise = optim_cfg.pop("paramwise_cfg", None)
     optim_wrapper = constructor(optim_cfg, paramwise)(model)
-    assert {g["name"] for g in optim_wrapper.optimizer.param_groups} == {
-        "vision_lora", "text_lora", "adapter"}
+    assert {g["name"] for g in optim_wrapper.optimizer.param_groups} == GROUPS[type(model).__name__]
     loader_cfg = dict(cfg.train_dataloader, shards=demo_shards, num_workers=0,
                       num_samples_per_epoch=64, batch_size=2, resolution=32)
     batch = next(iter(DiffEngineRunner.build_dataloader(loader_cfg)))
-    assert model(batch["inputs"])["loss"].ndim == 0
+    losses = model(model.data_preprocessor(batch)["inputs"])
+    assert all(loss.ndim == 0 for loss in losses.values())
 
 
 def test_missing_shards_are_a_clear_error():

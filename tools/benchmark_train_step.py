@@ -17,7 +17,7 @@ import torch
 from mmengine.optim import OptimWrapper
 from torch.optim import AdamW
 
-from diffengine.engine import LaViBridgeOptimWrapperConstructor
+from diffengine.engine import ParamGroupsOptimWrapperConstructor
 from diffengine.models import LaViBridge
 from diffengine.tools.demo_assets import make_tiny_sd, make_tiny_t5
 
@@ -67,7 +67,7 @@ def main() -> None:
         model = LaViBridge(str(t5_dir), str(sd_dir), weight_dtype=args.dtype,
                            gradient_checkpointing=args.gradient_checkpointing).to(device)
         print(f"built and loaded in {time.perf_counter() - start:.0f} s")
-    optim = LaViBridgeOptimWrapperConstructor(
+    optim = ParamGroupsOptimWrapperConstructor(
         dict(type=OptimWrapper, optimizer=dict(type=AdamW, lr=1e-4, weight_decay=1e-2),
              clip_grad=dict(max_norm=1.0)),
         dict(group_lr=dict(vision_lora=1e-4, text_lora=5e-6, adapter=1e-4)))(model)

@@ -1,6 +1,6 @@
 from mmengine.config import read_base
 
-from diffengine.engine import VisualizationHook
+from diffengine.engine import ShapesBenchHook, VisualizationHook
 
 with read_base():
     from .._base_.datasets.demo_wds_32 import train_dataloader
@@ -8,20 +8,24 @@ with read_base():
                                           load_from, log_level, log_processor, model_wrapper_cfg,
                                           randomness, resume, runner_type, visualizer)
     from .._base_.models.lavi_bridge_demo_tiny import model
-    from .._base_.schedules.demo_300 import optim_wrapper, param_scheduler, train_cfg
+    from .._base_.schedules.shapes_bridge import optim_wrapper, param_scheduler, train_cfg
 
+# `diffengine demo`: a random tiny T5 bridged to ShapesBench's stage-1 model in a few CPU minutes
+train_cfg.update(max_iters=250)
 env_cfg.update(dist_cfg=dict(backend="gloo"))
 default_hooks.update(
-    logger=dict(type=default_hooks["logger"]["type"], interval=20, log_metric_by_epoch=False),
-    checkpoint=dict(type=default_hooks["checkpoint"]["type"], by_epoch=False, interval=100,
+    logger=dict(type=default_hooks["logger"]["type"], interval=50, log_metric_by_epoch=False),
+    checkpoint=dict(type=default_hooks["checkpoint"]["type"], by_epoch=False, interval=125,
                     max_keep_ckpts=2, save_last=True),
 )
-log_processor.update(window_size=20)
+log_processor.update(window_size=50)
 randomness.update(seed=0)
 custom_hooks = [
     *custom_hooks,
-    dict(type=VisualizationHook, interval=100, num_inference_steps=20, guidance_scale=4.0,
-         height=32, width=32,
-         prompts=["a red circle on a white background", "a blue square on a black background",
-                  "a yellow triangle on a white background", "a green circle on a black background"]),
+    # held-out ShapesBench prompts (new phrasings and new combinations)
+    dict(type=VisualizationHook, interval=125, num_inference_steps=25, guidance_scale=5.0,
+         prompts=["on a white background, a red circle", "a yellow cross with a blue backdrop",
+                  "a picture of a green square over black", "a purple triangle on a white background",
+                  "orange triangle, white background", "a blue backdrop with a green square"]),
+    dict(type=ShapesBenchHook, images_per_prompt=1),
 ]

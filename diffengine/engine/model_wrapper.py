@@ -1,5 +1,6 @@
-"""DDP that also runs on CPU (gloo), where MMEngine's device ids would be rejected."""
-from mmengine.model import MMDistributedDataParallel
+"""DDP that also runs on CPU (gloo), where MMEngine's device ids would be rejected; unwrapping."""
+from mmengine.model import MMDistributedDataParallel, is_model_wrapper
+from torch import nn
 
 from diffengine.registry import MODEL_WRAPPERS
 
@@ -16,3 +17,8 @@ class DeviceAgnosticDDP(MMDistributedDataParallel):
         if next(module.parameters()).device.type == "cpu":
             device_ids = None
         super().__init__(module=module, device_ids=device_ids, **kwargs)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside a DDP/FSDP wrapper (MMEngine's ``is_model_wrapper``), or ``model`` itself."""
+    return model.module if is_model_wrapper(model) else model

@@ -1,4 +1,4 @@
-"""One optimizer parameter group per bridge part, each with its own learning rate."""
+"""One optimizer parameter group per model part (bridge LoRA, adapter, UNet, ...), each with its own learning rate."""
 import inspect
 
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
@@ -7,9 +7,11 @@ from torch import nn
 
 from diffengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
+from .model_wrapper import unwrap_model
+
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class LaViBridgeOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+class ParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """Builds named groups from ``model.parameter_groups()`` with ``paramwise_cfg['group_lr']``.
 
     Only trainable parameters enter the optimizer (frozen weights would only bloat its state);
@@ -18,7 +20,7 @@ class LaViBridgeOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
         """Return the optimizer wrapper for ``model`` (unwrapped from DDP if needed)."""
-        model = getattr(model, "module", model)
+        model = unwrap_model(model)
         group_lr = dict((self.paramwise_cfg or {}).get("group_lr", {}))
         groups = model.parameter_groups()
         unknown = set(group_lr) - set(groups)

@@ -1,4 +1,6 @@
 """Models: method editors, language and vision families, LoRA and losses."""
-from .editors import LaViBridge, LaViBridgeTextAdapter
+from .data_preprocessor import DiffusionDataPreprocessor
+from .editors import AutoencoderKLTrainer, LaViBridge, LaViBridgeTextAdapter, StableDiffusion
 
-__all__ = ["LaViBridge", "LaViBridgeTextAdapter"]
+__all__ = ["AutoencoderKLTrainer", "DiffusionDataPreprocessor", "LaViBridge",
+           "LaViBridgeTextAdapter", "StableDiffusion"]

@@ -1,22 +1,14 @@
-"""Deterministic offline demo and test assets: tiny LMs, SD and PixArt models, synthetic images.
+"""Deterministic offline demo and test assets: tiny LMs, SD and PixArt models, ShapesBench shards.
 
 Everything is built from configs and saved with ``save_pretrained`` so it loads back through the
-same ``from_pretrained`` code path as real hub models. Tests use the same builders.
+same ``from_pretrained`` code path as real hub models. Tests use the same builders. Tokenizers
+are trained on ShapesBench's captions.
 """
 import json
+import shutil
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
-
-COLORS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 30)}
-BACKGROUNDS = {"white": (250, 250, 250), "black": (10, 10, 10)}
-SHAPES = ("circle", "square", "triangle")
-
-
-def demo_caption_corpus() -> list[str]:
-    """Every caption the synthetic data can produce (also the tokenizer training corpus)."""
-    return [f"a {c} {s} on a {b} background" for c in COLORS for s in SHAPES for b in BACKGROUNDS]
+from diffengine.datasets.shapes import caption_corpus, shape_samples
 
 
 def _train_sentencepiece(corpus: list[str], out_prefix: Path, vocab_size: int) -> Path:
@@ -40,7 +32,7 @@ def make_tiny_t5(out_dir: str | Path, corpus: list[str] | None = None, d_model: 
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    spm_model = _train_sentencepiece(corpus or demo_caption_corpus(), out_dir / "spiece", 64)
+    spm_model = _train_sentencepiece(corpus or caption_corpus(), out_dir / "spiece", 64)
     # from_pretrained on a folder holding only spiece.model converts it (the real loading path)
     tokenizer = T5Tokenizer.from_pretrained(out_dir, extra_ids=0)
     spm_model.with_suffix(".vocab").unlink()
@@ -53,7 +45,7 @@ def make_tiny_t5(out_dir: str | Path, corpus: list[str] | None = None, d_model: 
     return out_dir
 
 
-def _word_level_tokenizer(corpus: list[str], **special_tokens: str):
+def word_level_tokenizer(corpus: list[str], **special_tokens: str):
     """A fast word-level tokenizer trained on ``corpus`` (stands in for BPE/WordPiece ones)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -74,7 +66,7 @@ def make_tiny_causal_lm(out_dir: str | Path, model_type: str = "llama",
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = _word_level_tokenizer(corpus or demo_caption_corpus(), unk_token="<unk>",
+    tokenizer = word_level_tokenizer(corpus or caption_corpus(), unk_token="<unk>",
                                       bos_token="<s>", eos_token="</s>")
     tokenizer.save_pretrained(out_dir)
     config = AutoConfig.for_model(
@@ -104,7 +96,7 @@ def make_tiny_bert(out_dir: str | Path, corpus: list[str] | None = None, hidden_
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = _word_level_tokenizer(corpus or demo_caption_corpus(), unk_token="[UNK]",
+    tokenizer = word_level_tokenizer(corpus or caption_corpus(), unk_token="[UNK]",
                                       pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]")
     tokenizer.save_pretrained(out_dir)
     torch.manual_seed(seed)
@@ -171,49 +163,24 @@ def make_tiny_pixart(out_dir: str | Path, caption_channels: int = 32, sample_siz
     return out_dir
 
 
-def render_demo_image(color: str, shape: str, background: str, size: int,
-                      rng: np.random.Generator) -> Image.Image:
-    """One synthetic image: a coloured shape at a random place and scale on a plain background."""
-    image = Image.new("RGB", (size, size), BACKGROUNDS[background])
-    draw = ImageDraw.Draw(image)
-    half = int(rng.integers(size // 5, size // 3))
-    cx, cy = (int(v) for v in rng.integers(half, size - half, size=2))
-    box = (cx - half, cy - half, cx + half, cy + half)
-    if shape == "circle":
-        draw.ellipse(box, fill=COLORS[color])
-    elif shape == "square":
-        draw.rectangle(box, fill=COLORS[color])
-    else:
-        draw.polygon([(cx, cy - half), (cx - half, cy + half), (cx + half, cy + half)],
-                     fill=COLORS[color])
-    return image
-
-
-def demo_samples(num_images: int, size: int, seed: int = 0):
-    """Yield ``(key, image, caption, metadata)`` for the synthetic demo set."""
-    rng = np.random.default_rng(seed)
-    for index in range(num_images):
-        color = list(COLORS)[int(rng.integers(len(COLORS)))]
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        background = list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
-        caption = f"a {color} {shape} on a {background} background"
-        image = render_demo_image(color, shape, background, size, rng)
-        yield f"{index:06d}", image, caption, {"caption": caption}
-
-
-def make_demo_assets(out_dir: str | Path, num_images: int = 512, image_size: int = 64,
-                     images_per_shard: int = 128, progress: bool = True) -> Path:
-    """Write the whole demo: ``t5/``, ``sd/`` and ``shards/`` under ``out_dir`` (idempotent)."""
+def make_demo_assets(out_dir: str | Path, num_images: int = 2048, images_per_shard: int = 1024,
+                     progress: bool = True) -> Path:
+    """Write the whole demo under ``out_dir`` (idempotent): ``t5/`` (a tiny random T5 encoder),
+    ``stage1/`` (a copy of ShapesBench's packaged stage-1 model) and ``shards/`` (ShapesBench
+    training images, 32 px)."""
     from diffengine.datasets import write_wds_shards
+
+    from .shapesbench import STAGE1_ASSET, verify_stage1
 
     out_dir = Path(out_dir)
     done = out_dir / "demo_assets.json"
     if done.is_file():
         return out_dir
     make_tiny_t5(out_dir / "t5")
-    make_tiny_sd(out_dir / "sd")
-    stats = write_wds_shards(demo_samples(num_images, image_size), out_dir / "shards",
+    verify_stage1(STAGE1_ASSET)
+    shutil.copytree(STAGE1_ASSET, out_dir / "stage1", dirs_exist_ok=True)
+    stats = write_wds_shards(shape_samples(num_images, 32), out_dir / "shards",
                              maxcount=images_per_shard, image_format="png", progress=progress)
-    done.write_text(json.dumps({"num_images": num_images, "image_size": image_size,
+    done.write_text(json.dumps({"num_images": num_images, "image_size": 32,
                                 "shards": stats["shards"]}, indent=2))
     return out_dir

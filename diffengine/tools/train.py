@@ -25,6 +25,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="job launcher (set for you when NPROC_PER_NODE > 1)")
 
 
+def train_arguments(config: str, *options: str) -> argparse.Namespace:
+    """The arguments ``diffengine train CONFIG OPTIONS...`` would parse to (for tools that train)."""
+    parser = argparse.ArgumentParser(prog="diffengine train")
+    add_train_arguments(parser)
+    return parser.parse_args([config, *options])
+
+
 class ConfigError(ValueError):
     """A config that cannot run the requested command."""
 

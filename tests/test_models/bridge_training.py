@@ -3,7 +3,7 @@ import torch
 from mmengine.optim import OptimWrapper
 from torch.optim import AdamW
 
-from diffengine.engine import LaViBridgeOptimWrapperConstructor
+from diffengine.engine import ParamGroupsOptimWrapperConstructor
 from diffengine.models import LaViBridge
 
 BATCH = {"pixel_values": torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32),
@@ -19,7 +19,7 @@ def seeded_loss(model: LaViBridge, seed: int = 7) -> float:
 
 def train_briefly(model: LaViBridge, steps: int = 15, lr: float = 2e-3) -> tuple[float, float]:
     """``steps`` AdamW updates on ``BATCH``; returns the seeded loss before and after."""
-    optim = LaViBridgeOptimWrapperConstructor(
+    optim = ParamGroupsOptimWrapperConstructor(
         dict(type=OptimWrapper, optimizer=dict(type=AdamW, lr=lr)), {})(model)
     before = seeded_loss(model)
     torch.manual_seed(0)

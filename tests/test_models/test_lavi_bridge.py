@@ -6,8 +6,9 @@ import torch
 from mmengine.optim import OptimWrapper
 from torch.optim import AdamW
 
-from diffengine.engine import LaViBridgeOptimWrapperConstructor
+from diffengine.engine import ParamGroupsOptimWrapperConstructor
 from diffengine.models import LaViBridge, LaViBridgeTextAdapter
+from diffengine.models.language import drop_captions
 
 CAPTIONS = ["a red circle on a white background", "a blue square on a black background"]
 
@@ -26,7 +27,7 @@ def seeded_loss(model: LaViBridge, batch: dict, seed: int = 123) -> float:
 
 
 def build_optimizer(model, group_lr) -> OptimWrapper:
-    return LaViBridgeOptimWrapperConstructor(
+    return ParamGroupsOptimWrapperConstructor(
         dict(type=OptimWrapper, optimizer=dict(type=AdamW, lr=1e-3, weight_decay=1e-2),
              clip_grad=dict(max_norm=1.0)),
         dict(group_lr=group_lr))(model)
@@ -177,7 +178,7 @@ def test_loss_options_and_caption_dropout(tiny_t5, tiny_sd):
     model = LaViBridge(tiny_t5, tiny_sd, max_length=16, prediction_type="v_prediction",
                        snr_gamma=5.0, caption_dropout=1.0, gradient_checkpointing=True)
     assert model.noise_scheduler.config.prediction_type == "v_prediction"
-    assert model._drop_captions(CAPTIONS) == ["", ""]
+    assert drop_captions(CAPTIONS, model.caption_dropout) == ["", ""]
     loss = model(fixed_batch())["loss"]
     loss.backward()
     assert torch.isfinite(loss)
@@ -196,3 +197,26 @@ def test_min_snr_weighting_changes_the_loss(tiny_t5, tiny_sd):
     weighted.snr_gamma = 1.0
     batch = fixed_batch()
     assert seeded_loss(plain, batch) != pytest.approx(seeded_loss(weighted, batch))
+
+
+def test_rank_0_trains_the_adapter_alone_and_round_trips(tiny_t5, tiny_sd, tmp_path):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    model = LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(rank=0),
+                       vision_lora=dict(rank=0))
+    assert not any(isinstance(m, BaseTunerLayer) for m in model.modules())
+    groups = model.parameter_groups()
+    assert groups["vision_lora"] == [] and groups["text_lora"] == []
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        f"adapter.{n}" for n, _ in model.adapter.named_parameters()}
+    with torch.no_grad():
+        for p in model.adapter.parameters():
+            p.add_(0.05)
+    bridge = model.save_bridge(tmp_path / "bridge")
+    assert not (bridge / "text_lora").exists() and not (bridge / "vision_lora").exists()
+    loaded = LaViBridge.from_bridge(bridge)
+    assert loaded.text_lora_config is None and loaded.vision_lora_config is None
+    assert seeded_loss(loaded, fixed_batch()) == pytest.approx(seeded_loss(model, fixed_batch()))
+    with_lora = LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(rank=0))
+    with pytest.raises(ValueError, match="vision_lora has LoRA rank 0 alpha None, this model rank 32"):
+        with_lora.load_bridge(bridge)

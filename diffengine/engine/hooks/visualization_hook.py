@@ -8,6 +8,8 @@ from PIL import Image
 
 from diffengine.registry import HOOKS
 
+from ..model_wrapper import unwrap_model
+
 
 def image_grid(images: list[Image.Image]) -> Image.Image:
     """Paste same-size images side by side."""
@@ -45,7 +47,7 @@ class VisualizationHook(Hook):
         if step == self._last_step or not is_main_process():
             return
         self._last_step = step
-        model = getattr(runner.model, "module", runner.model)
+        model = unwrap_model(runner.model)
         grid = image_grid(model.infer(self.prompts, **self.infer_kwargs))
         out_dir = Path(runner.work_dir) / "samples"
         out_dir.mkdir(parents=True, exist_ok=True)

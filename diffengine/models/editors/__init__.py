@@ -1,4 +1,6 @@
 """Model editors: one folder per training method."""
+from .autoencoder import AutoencoderKLTrainer
 from .lavi_bridge import LaViBridge, LaViBridgeTextAdapter
+from .stable_diffusion import StableDiffusion
 
-__all__ = ["LaViBridge", "LaViBridgeTextAdapter"]
+__all__ = ["AutoencoderKLTrainer", "LaViBridge", "LaViBridgeTextAdapter", "StableDiffusion"]

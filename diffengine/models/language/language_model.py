@@ -14,6 +14,14 @@ def tokenize_prompts(tokenizer, texts: list[str], max_length: int):
                      padding_side="right", return_tensors="pt")
 
 
+def drop_captions(texts: list[str], probability: float) -> list[str]:
+    """Each caption replaced by "" with ``probability`` (trains the unconditional branch of CFG)."""
+    if probability == 0.0:
+        return list(texts)
+    keep = (torch.rand(len(texts)) >= probability).tolist()
+    return [text if kept else "" for text, kept in zip(texts, keep)]
+
+
 def lm_hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      hidden_layer: int = -1, use_attention_mask: bool = False) -> torch.Tensor:
     """The hidden states a bridge consumes: layer ``hidden_layer`` (-1: the final normed one)."""
@@ -30,12 +38,14 @@ class FrozenLanguageModel(nn.Module):
     Encoder(-decoder) models give the encoder's last hidden state; decoder-only LMs give the final
     normed hidden state of the base model (no LM head is built, so no logits are computed).
     ``pad_token`` (a token of the vocabulary) replaces the tokenizer's pad token; by default the
-    tokenizer's own is kept, and one without falls back to its eos (else unk) token.
+    tokenizer's own is kept, and one without falls back to its eos (else unk) token. The tokenizer
+    is loaded from ``tokenizer`` when given (diffusers folders keep it in ``tokenizer/``), else
+    from ``pretrained``.
     """
 
     def __init__(self, pretrained: str, max_length: int = 77, hidden_layer: int = -1,
                  use_attention_mask: bool = False, dtype: torch.dtype | None = None,
-                 pad_token: str | None = None):
+                 pad_token: str | None = None, tokenizer: str | None = None):
         super().__init__()
         config = AutoConfig.from_pretrained(pretrained)
         self.family = language_family_of(config.model_type)
@@ -43,7 +53,7 @@ class FrozenLanguageModel(nn.Module):
             transformers, self.family.model_class))
         self.model = model_cls.from_pretrained(pretrained, dtype=dtype)
         self.model.requires_grad_(False)
-        self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or pretrained)
         if pad_token is not None:
             self.tokenizer.pad_token = _vocabulary_token(self.tokenizer, pad_token, pretrained)
         elif self.tokenizer.pad_token is None:

@@ -1,4 +1,4 @@
 """Diffusion training losses."""
-from .diffusion_loss import diffusion_loss
+from .diffusion_loss import diffusion_loss, noised_latents
 
-__all__ = ["diffusion_loss"]
+__all__ = ["diffusion_loss", "noised_latents"]

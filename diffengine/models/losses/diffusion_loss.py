@@ -1,7 +1,24 @@
-"""MSE diffusion loss on epsilon or v targets, with optional min-SNR weighting."""
+"""The denoising objective: noised latents and their target, and the MSE loss with min-SNR."""
 import torch
 import torch.nn.functional as F
 from diffusers.training_utils import compute_snr
+
+
+def noised_latents(latents: torch.Tensor,
+                   noise_scheduler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(noisy_latents, timesteps, target)`` for one training step of a DDPM-style scheduler.
+
+    Timesteps are uniform over the training schedule; the target is the noise, or the velocity
+    for a ``v_prediction`` scheduler. Noising runs in the dtype of ``latents`` (pass float32: in
+    bf16 the schedule's sqrt(alpha_bar) terms lose precision).
+    """
+    noise = torch.randn_like(latents)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                              device=latents.device)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        return noisy, timesteps, noise_scheduler.get_velocity(latents, noise, timesteps)
+    return noisy, timesteps, noise
 
 
 def diffusion_loss(model_pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor,

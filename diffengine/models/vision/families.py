@@ -15,7 +15,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 
 
-def _diffusers_pipeline_class(name: str) -> type[DiffusionPipeline]:
+def diffusers_pipeline_class(name: str) -> type[DiffusionPipeline]:
     """A diffusers pipeline class, imported without transformers' import-time noise."""
     from transformers.utils import logging as transformers_logging
 
@@ -77,7 +77,7 @@ class UNetFamily(VisionFamily):
         return denoiser(latents, timesteps, encoder_hidden_states=context).sample
 
     def _pipeline(self, denoiser, vae, scheduler):
-        return _diffusers_pipeline_class(self.pipeline_class)(
+        return diffusers_pipeline_class(self.pipeline_class)(
             vae=vae, text_encoder=None, tokenizer=None, unet=denoiser, scheduler=scheduler,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
@@ -102,7 +102,7 @@ class PixArtFamily(VisionFamily):
         return _without_learned_sigma(denoiser, output)
 
     def _pipeline(self, denoiser, vae, scheduler):
-        return _diffusers_pipeline_class(self.pipeline_class)(
+        return diffusers_pipeline_class(self.pipeline_class)(
             tokenizer=None, text_encoder=None, vae=vae, transformer=denoiser, scheduler=scheduler)
 
     def _embedding_kwargs(self, embeds, negative_embeds):

@@ -3,34 +3,38 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
-                       UniPCMultistepScheduler)
+from diffusers import AutoencoderKL, DDPMScheduler
 from mmengine.model import BaseModel
 from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from diffengine.constants import INFERENCE_SCHEDULER_NAMES, WEIGHT_DTYPE_NAMES
+from diffengine.constants import WEIGHT_DTYPE_NAMES
 from diffengine.registry import MODELS
 from diffengine.version import __version__
 
-from ...language import FrozenLanguageModel
+from ...data_preprocessor import DiffusionDataPreprocessor
+from ...language import FrozenLanguageModel, drop_captions
 from ...lora import inject_lora
-from ...losses import diffusion_loss
-from ...vision import find_vision_family
-from .data_preprocessor import LaViBridgeDataPreprocessor
+from ...losses import diffusion_loss, noised_latents
+from ...vision import encode_latents, find_vision_family
 from .text_adapter import LaViBridgeTextAdapter
 
-INFERENCE_SCHEDULERS = dict(zip(INFERENCE_SCHEDULER_NAMES, (
-    UniPCMultistepScheduler, DDIMScheduler, DPMSolverMultistepScheduler, DDPMScheduler)))
 DTYPES = dict(zip(WEIGHT_DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 BRIDGE_MANIFEST = "bridge.json"
 LORA_WEIGHTS = "adapter_model.safetensors"
 
 
-def _lora_kwargs(cfg: dict | None) -> dict:
-    """The paper's LoRA: rank 32, scale 1 (alpha = rank), dropout 0.1, overridden by ``cfg``."""
-    return {"rank": 32, "alpha": None, "dropout": 0.1, **(cfg or {})}
+def _inject_lora_unless_rank_0(model: torch.nn.Module, target_classes: tuple[str, ...],
+                               cfg: dict | None) -> LoraConfig | None:
+    """The paper's LoRA (rank 32, scale 1 as alpha = rank, dropout 0.1) updated by ``cfg``.
+
+    Rank 0 means no LoRA on that side (the paper's adapter-only ablation): returns None.
+    """
+    kwargs = {"rank": 32, "alpha": None, "dropout": 0.1, **(cfg or {})}
+    if kwargs["rank"] == 0:
+        return None
+    return inject_lora(model, target_classes, **kwargs)
 
 
 @MODELS.register_module()
@@ -51,7 +55,8 @@ class LaViBridge(BaseModel):
             PixArt run does; a PixArt transformer always gets the mask).
         pad_token: a vocabulary token to pad with instead of the tokenizer's own (None: its own,
             else its eos or unk token).
-        text_lora, vision_lora: ``dict(rank, alpha, dropout)``; alpha defaults to rank (scale 1).
+        text_lora, vision_lora: ``dict(rank, alpha, dropout)``; alpha defaults to rank (scale 1);
+            ``rank=0`` trains without LoRA on that side (adapter only when both are 0).
         prediction_type: ``epsilon`` or ``v_prediction``; None keeps the scheduler's.
         snr_gamma: min-SNR-gamma loss weighting; None for plain MSE.
         caption_dropout: probability of replacing a caption with "" (for classifier-free guidance).
@@ -68,7 +73,7 @@ class LaViBridge(BaseModel):
                  caption_dropout: float = 0.0, weight_dtype: str = "float32",
                  gradient_checkpointing: bool = False, bridge_path: str | None = None,
                  data_preprocessor: dict | None = None):
-        super().__init__(data_preprocessor=data_preprocessor or LaViBridgeDataPreprocessor())
+        super().__init__(data_preprocessor=data_preprocessor or DiffusionDataPreprocessor())
         if weight_dtype not in DTYPES:
             raise ValueError(f"weight_dtype must be one of {sorted(DTYPES)}, got '{weight_dtype}'")
         if not 0.0 <= caption_dropout <= 1.0:
@@ -99,10 +104,10 @@ class LaViBridge(BaseModel):
         context_dim = self.denoiser.config[self.vision_family.context_dim_key]
         self.adapter = LaViBridgeTextAdapter(**self._adapter_dims(adapter or {}, context_dim))
 
-        self.text_lora_config = inject_lora(self.language.model, self.language.family.lora_target_classes,
-                                            **_lora_kwargs(text_lora))
-        self.vision_lora_config = inject_lora(self.denoiser, self.vision_family.lora_target_classes,
-                                              **_lora_kwargs(vision_lora))
+        self.text_lora_config = _inject_lora_unless_rank_0(
+            self.language.model, self.language.family.lora_target_classes, text_lora)
+        self.vision_lora_config = _inject_lora_unless_rank_0(
+            self.denoiser, self.vision_family.lora_target_classes, vision_lora)
         self._upcast_trainable_weights()
         if gradient_checkpointing:
             self.denoiser.enable_gradient_checkpointing()
@@ -165,33 +170,16 @@ class LaViBridge(BaseModel):
         context = self.adapter(hidden.to(self.adapter.dtype))
         return context.to(self.weight_dtype), attention_mask
 
-    def _drop_captions(self, texts: list[str]) -> list[str]:
-        if self.caption_dropout == 0.0:
-            return list(texts)
-        keep = (torch.rand(len(texts)) >= self.caption_dropout).tolist()
-        return [t if k else "" for t, k in zip(texts, keep)]
-
     def forward(self, inputs: dict, data_samples: dict | None = None, mode: str = "loss") -> dict:
         """Training loss for a batch ``{"pixel_values": (B,3,H,W) in [-1,1], "text": [str]}``."""
         if mode != "loss":
             raise NotImplementedError(f"LaViBridge.forward supports mode='loss' only, got '{mode}'; "
                                       "use infer() to generate images")
-        pixel_values = inputs["pixel_values"].to(self.weight_dtype)
-        with torch.no_grad():
-            latents = self.vae.encode(pixel_values).latent_dist.sample()
-            # noising in float32: in bf16 the schedule's sqrt(alpha_bar) terms lose precision
-            latents = latents.float() * self.vae.config.scaling_factor
-        noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps,
-                                  (latents.shape[0],), device=latents.device)
-        noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        context, context_mask = self.encode_text(self._drop_captions(inputs["text"]))
+        latents = encode_latents(self.vae, inputs["pixel_values"])
+        noisy_latents, timesteps, target = noised_latents(latents, self.noise_scheduler)
+        context, context_mask = self.encode_text(drop_captions(inputs["text"], self.caption_dropout))
         model_pred = self.vision_family.predict(self.denoiser, noisy_latents.to(self.weight_dtype),
                                                 timesteps, context, context_mask)
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
         return {"loss": diffusion_loss(model_pred, target, timesteps, self.noise_scheduler,
                                        self.snr_gamma)}
 
@@ -221,11 +209,17 @@ class LaViBridge(BaseModel):
         finally:
             self.train(was_training)
 
+    def _lora_sides(self) -> tuple[tuple[str, torch.nn.Module, LoraConfig | None], ...]:
+        """(bridge folder name, model, LoRA config or None) of the language and vision sides."""
+        return (("text_lora", self.language.model, self.text_lora_config),
+                ("vision_lora", self.denoiser, self.vision_lora_config))
+
     def save_bridge(self, directory: str | Path, **manifest) -> Path:
         """Write the trainable part as a self-contained bridge folder (safetensors + peft configs)."""
         directory = Path(directory)
-        for name, model, config in (("text_lora", self.language.model, self.text_lora_config),
-                                    ("vision_lora", self.denoiser, self.vision_lora_config)):
+        for name, model, config in self._lora_sides():
+            if config is None:
+                continue  # no LoRA on this side: no folder, and from_bridge reads rank 0
             (directory / name).mkdir(parents=True, exist_ok=True)
             config.save_pretrained(directory / name)
             state = {k: v.detach().to("cpu", torch.float32).contiguous()
@@ -260,6 +254,9 @@ class LaViBridge(BaseModel):
         manifest = json.loads(manifest_path.read_text())
         lora = {}
         for name in ("text_lora", "vision_lora"):
+            if not (directory / name).is_dir():
+                lora[name] = {"rank": 0}
+                continue
             config = LoraConfig.from_pretrained(directory / name)
             lora[name] = {"rank": config.r, "alpha": config.lora_alpha,
                           "dropout": config.lora_dropout}
@@ -280,13 +277,16 @@ class LaViBridge(BaseModel):
         directory = Path(directory)
         if not (directory / BRIDGE_MANIFEST).is_file():
             raise FileNotFoundError(f"{directory} is not a bridge folder (no {BRIDGE_MANIFEST})")
-        for name, model, config in (("text_lora", self.language.model, self.text_lora_config),
-                                    ("vision_lora", self.denoiser, self.vision_lora_config)):
-            saved = LoraConfig.from_pretrained(directory / name)
-            if (saved.r, saved.lora_alpha) != (config.r, config.lora_alpha):
-                raise ValueError(f"{directory / name} has LoRA rank {saved.r} alpha "
-                                 f"{saved.lora_alpha}, this model rank {config.r} alpha "
-                                 f"{config.lora_alpha}")
+        for name, model, config in self._lora_sides():
+            saved = (LoraConfig.from_pretrained(directory / name) if (directory / name).is_dir()
+                     else None)
+            (saved_r, saved_alpha), (r, alpha) = ((c.r, c.lora_alpha) if c else (0, None)
+                                                  for c in (saved, config))
+            if (saved_r, saved_alpha) != (r, alpha):
+                raise ValueError(f"{directory / name} has LoRA rank {saved_r} alpha {saved_alpha}, "
+                                 f"this model rank {r} alpha {alpha} (rank 0: no LoRA)")
+            if config is None:
+                continue
             result = set_peft_model_state_dict(model, load_file(directory / name / LORA_WEIGHTS))
             missing = [k for k in result.missing_keys if "lora_" in k]
             if missing or result.unexpected_keys:

@@ -37,8 +37,8 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...language import lm_hidden_states, tokenize_prompts
-from ...vision import VisionFamily, vision_family_of
-from .lavi_bridge import INFERENCE_SCHEDULERS, LORA_WEIGHTS, LaViBridge
+from ...vision import VisionFamily, inference_scheduler, vision_family_of
+from .lavi_bridge import LORA_WEIGHTS, LaViBridge
 from .text_adapter import LaViBridgeTextAdapter
 
 # the components LaVi-Bridge may put LoRA into (a pipeline has one of the two denoisers)
@@ -145,12 +145,10 @@ class LaViBridgePipeline(DiffusionPipeline):
     @classmethod
     def from_model(cls, model: LaViBridge, scheduler: str = "unipc") -> "LaViBridgePipeline":
         """A pipeline sharing ``model``'s modules (no copy), sampling with the named scheduler."""
-        if scheduler not in INFERENCE_SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {sorted(INFERENCE_SCHEDULERS)}, got '{scheduler}'")
         language = model.language
         return cls(tokenizer=language.tokenizer, text_encoder=language.model, adapter=model.adapter,
                    vae=model.vae, **{model.vision_family.subfolder: model.denoiser},
-                   scheduler=INFERENCE_SCHEDULERS[scheduler].from_config(model.noise_scheduler.config),
+                   scheduler=inference_scheduler(scheduler, model.noise_scheduler.config),
                    max_length=language.max_length, hidden_layer=language.hidden_layer,
                    use_attention_mask=language.use_attention_mask)
 

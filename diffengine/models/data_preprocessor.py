@@ -6,10 +6,11 @@ from diffengine.registry import MODELS
 
 
 @MODELS.register_module()
-class LaViBridgeDataPreprocessor(BaseDataPreprocessor):
+class DiffusionDataPreprocessor(BaseDataPreprocessor):
     """Loaders ship uint8 pixels (4x fewer bytes to collate and copy); normalise after the copy.
 
-    Float pixels are taken to be in [-1, 1] already and pass unchanged.
+    Shared by every editor that trains on images. Float pixels are taken to be in [-1, 1]
+    already and pass unchanged.
     """
 
     def forward(self, data: dict, training: bool = False) -> dict:

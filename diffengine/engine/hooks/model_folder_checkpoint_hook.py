@@ -1,0 +1,64 @@
+"""Save a self-contained model folder (a bridge, or a diffusers folder) next to every checkpoint."""
+import os
+import shutil
+from pathlib import Path
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+
+from diffengine.registry import HOOKS
+
+from ..model_wrapper import unwrap_model
+
+
+@HOOKS.register_module()
+class ModelFolderCheckpointHook(Hook):
+    """Writes ``WORK_DIR/<folder>/iter_N/`` whenever MMEngine saves a checkpoint; keeps the last K.
+
+    The folder is written by ``model.<save_method>(directory, iteration=N)``, under a temporary
+    name and then renamed, so a crash never leaves a half-written folder behind;
+    ``<folder>/last_<folder>`` holds the newest one's folder name.
+
+    Args:
+        max_keep: how many of these folders to keep.
+        folder: the work-dir subfolder they go to.
+        save_method: the model's method that writes one (``save_pretrained`` writes a
+            diffusers folder for ``StableDiffusion`` and ``AutoencoderKLTrainer``).
+    """
+
+    priority = "VERY_LOW"
+
+    def __init__(self, max_keep: int = 3, folder: str = "pretrained",
+                 save_method: str = "save_pretrained"):
+        if max_keep < 1:
+            raise ValueError(f"max_keep must be >= 1, got {max_keep}")
+        self.max_keep = max_keep
+        self.folder = folder
+        self.save_method = save_method
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Save the folder of the iteration this checkpoint records."""
+        if not is_main_process():
+            return
+        iteration = checkpoint["meta"]["iter"]
+        root = Path(runner.work_dir) / self.folder
+        final = root / f"iter_{iteration}"
+        staging = root / f".iter_{iteration}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        model = unwrap_model(runner.model)
+        getattr(model, self.save_method)(staging, iteration=iteration)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        # the folder name, not a path: a moved or copied work dir still finds its newest folder
+        (root / f"last_{self.folder}").write_text(final.name)
+        saved = sorted(root.glob("iter_*"), key=lambda p: int(p.name.split("_")[1]))
+        for old in saved[:-self.max_keep]:
+            shutil.rmtree(old)
+
+
+@HOOKS.register_module()
+class BridgeCheckpointHook(ModelFolderCheckpointHook):
+    """``WORK_DIR/bridge/iter_N/`` bridge folders (``LaViBridge.save_bridge``) and ``bridge/last_bridge``."""
+
+    def __init__(self, max_keep: int = 3):
+        super().__init__(max_keep, folder="bridge", save_method="save_bridge")

@@ -1,0 +1,66 @@
+"""Score the model on ShapesBench's held-out prompts before training, every N iterations and at the end."""
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+
+from diffengine.registry import HOOKS
+
+from ..model_wrapper import unwrap_model
+
+
+@HOOKS.register_module()
+class ShapesBenchHook(Hook):
+    """Logs ``shapesbench/<set>/<score>`` accuracies (colour, shape, background, all three).
+
+    The latest scores and those before training are kept in the message hub's info as
+    ``shapesbench`` and ``shapesbench_before``, e.g. for ``diffengine demo`` to print.
+
+    Args:
+        interval: also score every ``interval`` iterations (None: only before and after).
+        images_per_prompt: images judged per held-out prompt.
+        num_inference_steps, guidance_scale: the sampler's settings.
+    """
+
+    priority = "LOW"
+
+    def __init__(self, interval: int | None = None, images_per_prompt: int = 2,
+                 num_inference_steps: int = 25, guidance_scale: float = 5.0):
+        if images_per_prompt < 1:
+            raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
+        self.interval = interval
+        self.images_per_prompt = images_per_prompt
+        self.sampler = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        self._last_step = -1
+
+    def _score(self, runner, step: int) -> None:
+        if step == self._last_step or not is_main_process():
+            return
+        from diffengine.evaluation.shapes_benchmark import evaluate_shapes, model_generator
+
+        self._last_step = step
+        result = evaluate_shapes(model_generator(unwrap_model(runner.model), **self.sampler),
+                                 self.images_per_prompt)
+        del result["records"]
+        for set_name, summary in result.items():
+            for score, value in summary.items():
+                if isinstance(value, dict):
+                    runner.visualizer.add_scalar(f"shapesbench/{set_name}/{score}",
+                                                 value["mean"], step=step)
+        cells = ", ".join(f"{set_name} all three {100 * summary['all']['mean']:.1f} %"
+                          for set_name, summary in result.items())
+        runner.logger.info(f"ShapesBench at iteration {step}: {cells}")
+        if not runner.message_hub.get_info("shapesbench_before"):
+            runner.message_hub.update_info("shapesbench_before", result)
+        runner.message_hub.update_info("shapesbench", result)
+
+    def before_train(self, runner) -> None:
+        """Scores of the untrained model: the floor."""
+        self._score(runner, runner.iter)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        """Scores every ``interval`` iterations."""
+        if self.interval and self.every_n_train_iters(runner, self.interval):
+            self._score(runner, runner.iter + 1)
+
+    def after_train(self, runner) -> None:
+        """Scores of the trained model."""
+        self._score(runner, runner.iter)

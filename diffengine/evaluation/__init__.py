@@ -1,0 +1,1 @@
+"""Evaluation: ShapesBench's judge and benchmark, VAE reconstruction, CLIP score."""

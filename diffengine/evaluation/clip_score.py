@@ -1,0 +1,61 @@
+"""CLIP score (Hessel et al. 2021, as torchmetrics computes it) with a local CLIP model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+CLIP_MODEL_HELP = (
+    "diffengine never downloads weights; on a machine with internet save a CLIP model once, e.g. "
+    "`python -c \"from transformers import CLIPModel, CLIPProcessor; "
+    "[c.from_pretrained('openai/clip-vit-base-patch32').save_pretrained('PATH') "
+    "for c in (CLIPModel, CLIPProcessor)]\"`, copy PATH here and pass --clip-model PATH")
+
+
+class ClipScorer:
+    """``100 * max(cos(image, text), 0)`` per image-text pair with a ``CLIPModel`` folder.
+
+    The folder must hold the model, its tokenizer and its image processor config (what
+    ``CLIPModel.save_pretrained`` and ``CLIPProcessor.save_pretrained`` write).
+    """
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
+        from transformers import AutoTokenizer, CLIPModel
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"--clip-model {path}: no CLIP model there. {CLIP_MODEL_HELP}")
+        self.model = CLIPModel.from_pretrained(path).to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.image_processor = _pil_image_processor_class().from_pretrained(path)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
+        """One score per (image, text) pair."""
+        if len(images) != len(texts):
+            raise ValueError(f"got {len(images)} images for {len(texts)} texts")
+        pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        image_embeds = self.model.get_image_features(pixel_values=pixels.to(self.device))
+        text_embeds = self.model.get_text_features(**tokens.to(self.device))
+        image_embeds, text_embeds = (_as_tensor(e) for e in (image_embeds, text_embeds))
+        cosine = torch.nn.functional.cosine_similarity(image_embeds, text_embeds, dim=-1)
+        return (100 * cosine.clamp(min=0)).cpu().numpy()
+
+
+def _as_tensor(features) -> torch.Tensor:
+    """Projected features (transformers 5 returns an output object, 4.x a tensor)."""
+    return features if isinstance(features, torch.Tensor) else features.pooler_output
+
+
+def _pil_image_processor_class():
+    """CLIP's image processor that needs no torchvision (transformers 5 names it ``...Pil``)."""
+    try:
+        from transformers import CLIPImageProcessorPil
+        return CLIPImageProcessorPil
+    except ImportError:
+        from transformers import CLIPImageProcessor
+        return CLIPImageProcessor

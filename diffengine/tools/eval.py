@@ -1,0 +1,112 @@
+"""``diffengine eval``: score a bridge (or a Stable Diffusion folder) on ShapesBench or by CLIP score."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .infer import add_base_model_arguments, load_bridge_model, resolve_bridge_dir
+
+BENCHMARKS = ("shapes",)
+METRICS = ("clip_score",)
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``diffengine eval`` (argparse only: keeps ``--help`` fast)."""
+    parser.add_argument("model", metavar="BRIDGE_OR_WORK_DIR",
+                        help="a bridge folder, a work dir (its newest bridge), or a diffusers "
+                        "Stable Diffusion folder with its own text encoder (ShapesBench's stage 1)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--benchmark", choices=BENCHMARKS,
+                      help="shapes: attribute accuracy on ShapesBench's held-out prompts")
+    what.add_argument("--metric", choices=METRICS,
+                      help="clip_score: CLIP score of images for the prompts of --prompts")
+    parser.add_argument("--clip-model", default=None, metavar="PATH",
+                        help="a local CLIPModel folder (model, tokenizer, image processor)")
+    parser.add_argument("--prompts", default=None, metavar="FILE",
+                        help="clip_score: a text file, one prompt per line")
+    parser.add_argument("--images-per-prompt", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    parser.add_argument("--guidance", type=float, default=5.0,
+                        help="classifier-free guidance scale (default 5.0)")
+    parser.add_argument("--seed", type=int, default=0, help="image j of a prompt uses seed + j")
+    parser.add_argument("--out", default=None, metavar="FILE.json", help="also write the scores here")
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    add_base_model_arguments(parser)
+
+
+def load_text_to_image_model(args: argparse.Namespace):
+    """A ``LaViBridge`` for a bridge folder or work dir, a ``StableDiffusion`` for an SD folder."""
+    path = Path(args.model)
+    if (path / "model_index.json").is_file() and not (path / "bridge.json").is_file():
+        from diffengine.models import StableDiffusion
+
+        return StableDiffusion.from_pretrained(path)
+    return load_bridge_model(args, resolve_bridge_dir(path))
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """One-line errors for bad options, before any model loads."""
+    if args.images_per_prompt < 1:
+        raise ValueError(f"--images-per-prompt must be >= 1, got {args.images_per_prompt}")
+    if args.metric == "clip_score":
+        from diffengine.evaluation.clip_score import CLIP_MODEL_HELP
+
+        if args.clip_model is None or not (Path(args.clip_model) / "config.json").is_file():
+            where = "is required" if args.clip_model is None else f"{args.clip_model} holds no model"
+            raise FileNotFoundError(f"--clip-model {where}. {CLIP_MODEL_HELP}")
+        if args.prompts is None or not Path(args.prompts).is_file():
+            raise FileNotFoundError("--metric clip_score needs --prompts FILE (one prompt per line)"
+                                    + (f"; {args.prompts} is not a file" if args.prompts else ""))
+
+
+def run_eval(args: argparse.Namespace) -> dict:
+    """Score the model; print a table and return (and optionally write) the scores."""
+    import torch
+
+    _check_inputs(args)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_text_to_image_model(args).to(device).eval()
+    if args.benchmark == "shapes":
+        result = _shapes(model, args)
+    else:
+        result = _clip_score(model, args, device)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+    return result
+
+
+def _shapes(model, args: argparse.Namespace) -> dict:
+    from diffengine.evaluation.shapes_benchmark import evaluate_shapes, format_table, model_generator
+
+    result = evaluate_shapes(model_generator(model, args.steps, args.guidance),
+                             images_per_prompt=args.images_per_prompt, seed=args.seed)
+    del result["records"]
+    for name in ("new_phrasing", "new_combination"):
+        print(format_table({args.model: result}, name) + "\n")
+    return {"model": args.model, "benchmark": "shapes", "steps": args.steps,
+            "guidance": args.guidance, **result}
+
+
+def _clip_score(model, args: argparse.Namespace, device: str) -> dict:
+    from diffengine.evaluation.clip_score import ClipScorer
+    from diffengine.evaluation.statistics import bootstrap_mean
+
+    prompts = [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"{args.prompts} holds no prompt")
+    scorer = ClipScorer(args.clip_model, device)
+    per_prompt: list[list[float]] = [[] for _ in prompts]
+    for j in range(args.images_per_prompt):
+        images = model.infer(prompts, num_inference_steps=args.steps,
+                             guidance_scale=args.guidance, seed=args.seed + j)
+        for index, score in enumerate(scorer(images, prompts)):
+            per_prompt[index].append(float(score))
+    summary = bootstrap_mean(per_prompt)
+    print(f"CLIP score {summary['mean']:.2f} (95 % interval {summary['ci95'][0]:.2f}-"
+          f"{summary['ci95'][1]:.2f}) over {len(prompts)} prompts x {args.images_per_prompt} images")
+    return {"model": args.model, "metric": "clip_score", "clip_model": args.clip_model,
+            "steps": args.steps, "guidance": args.guidance, "clip_score": summary,
+            "per_prompt": dict(zip(prompts, per_prompt))}

@@ -1,0 +1,311 @@
+"""``diffengine shapesbench``: does a trained bridge follow the text? Measured on ShapesBench.
+
+``stage1`` trains the small "pretrained" text-to-image model (VAE, then UNet + its own text
+encoder) with the configs ``autoencoder_kl_shapes_32`` and ``stable_diffusion_shapes_32``.
+``run`` bridges language models that never saw the world to that frozen model with the LaVi-Bridge
+configs, and scores every row on the held-out prompts.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+STAGE1_ASSET = Path(__file__).resolve().parents[1] / "assets" / "shapesbench_stage1"
+STAGE1_SOURCE_FILE = "SOURCE.md"
+STAGE1_COMMAND = "diffengine shapesbench stage1"
+# the language models bridged: key -> (label in the tables, LaVi-Bridge config)
+LANGUAGE_MODELS = {
+    "minilm": ("all-MiniLM-L6-v2", "lavi_bridge_minilm_shapes"),
+    "tinyllama": ("tiny Llama (pretrained here on text)", "lavi_bridge_tinyllama_shapes"),
+}
+README_START, README_END = "<!-- shapesbench:start -->", "<!-- shapesbench:end -->"
+
+
+def add_shapesbench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``diffengine shapesbench`` (argparse only: keeps ``--help`` fast)."""
+    parser.add_argument("stage", choices=("stage1", "run"),
+                        help="stage1: train the small text-to-image model the bridges use; "
+                        "run: the benchmark (bridges, scores, docs)")
+    parser.add_argument("--data-dir", default="data/shapes",
+                        help="shards and untrained models are written here (default data/shapes)")
+    parser.add_argument("--work-dir", default="work_dirs/shapesbench",
+                        help="one work dir per training run under this folder")
+    parser.add_argument("--stage1-out", default=None,
+                        help="stage1: where the trained model folder is written (default: "
+                        "DATA_DIR/stage1)")
+    parser.add_argument("--stage1", default=None, metavar="DIR",
+                        help="run: the stage-1 model folder (default: the packaged one, made by "
+                        f"`{STAGE1_COMMAND}`)")
+    parser.add_argument("--language-models", nargs="+", choices=tuple(LANGUAGE_MODELS),
+                        default=list(LANGUAGE_MODELS), help="run: which language models to bridge")
+    parser.add_argument("--images-per-prompt", type=int, default=4,
+                        help="run: images scored per held-out prompt (default 4)")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="run: bridge training iterations instead of the configs' own")
+    parser.add_argument("--docs", default="docs",
+                        help="run: where shapesbench.md/.json/.png are written (default docs)")
+    parser.add_argument("--readme", default=None, metavar="README.md",
+                        help="run: also replace the table between the shapesbench markers there")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def file_checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of every weights file under ``folder``, by relative path."""
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*.safetensors"))}
+
+
+def _train(config: str, work_dir: Path, *cfg_options: str):
+    """Train ``config`` in-process into ``work_dir``; returns the runner."""
+    from .train import run, train_arguments
+
+    return run(train_arguments(config, "--work-dir", str(work_dir), "--cfg-options",
+                               f"experiment_name={work_dir.name}_{time.time_ns()}", *cfg_options),
+               wds=True)
+
+
+def _max_iters(config: str) -> int:
+    """The iterations a packaged config trains for."""
+    from mmengine.config import Config
+
+    from .config_lookup import resolve_config
+
+    return Config.fromfile(str(resolve_config(config))).train_cfg.max_iters
+
+
+def _newest_folder(work_dir: Path, folder: str = "pretrained") -> Path | None:
+    """The newest model folder a run saved, None before its first save."""
+    last = work_dir / folder / f"last_{folder}"
+    return last.parent / last.read_text().strip() if last.is_file() else None
+
+
+def run_stage1(args: argparse.Namespace) -> Path:
+    """Train the stage-1 VAE, then its UNet + text encoder; write the model folder and its report."""
+    from diffusers import AutoencoderKL
+
+    from diffengine.evaluation.reconstruction import reconstruction_report
+
+    from .shapes_assets import make_untrained_stage1, make_untrained_vae, write_shape_shards
+
+    start = time.perf_counter()
+    data, work = Path(args.data_dir).resolve(), Path(args.work_dir).resolve()
+    out = Path(args.stage1_out or data / "stage1")
+    shards = write_shape_shards(data / "shards", 20480, progress=not args.no_progress)
+    vae_dir = _newest_folder(work / "stage1_vae")
+    if vae_dir is None or vae_dir.name != f"iter_{_max_iters('autoencoder_kl_shapes_32')}":
+        vae_init = make_untrained_vae(data / "untrained" / "vae")
+        _train("autoencoder_kl_shapes_32", work / "stage1_vae", f"model.vae={vae_init}",
+               f"train_dataloader.shards={shards}")
+        vae_dir = _newest_folder(work / "stage1_vae")
+    else:
+        print(f"reusing the finished VAE run {vae_dir}")
+    stage1_init = make_untrained_stage1(data / "untrained" / "stage1", vae_dir)
+    _train("stable_diffusion_shapes_32", work / "stage1_sd",
+           f"model.text_encoder={stage1_init / 'text_encoder'}", f"model.vision_model={stage1_init}",
+           f"train_dataloader.shards={shards}")
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(_newest_folder(work / "stage1_sd"), out)
+    report = {"vae": reconstruction_report(AutoencoderKL.from_pretrained(out / "vae")),
+              "minutes": round((time.perf_counter() - start) / 60, 1)}
+    _write_stage1_source(out, report)
+    print(json.dumps(report, indent=2))
+    print(f"stage 1 written to {out}")
+    return out
+
+
+def _write_stage1_source(out: Path, report: dict) -> None:
+    """``SOURCE.md`` beside the weights: the command that made them, their checksums, the report."""
+    checksums = "\n".join(f"{digest}  {name}" for name, digest in file_checksums(out).items())
+    (out / STAGE1_SOURCE_FILE).write_text(
+        "# ShapesBench stage 1: a small text-to-image model trained from scratch\n\n"
+        f"Made by `{STAGE1_COMMAND}` (diffengine/tools/shapesbench.py): the VAE with the config "
+        "`autoencoder_kl_shapes_32`, then the UNet and its own text encoder with "
+        "`stable_diffusion_shapes_32`, on 20480 ShapesBench training images (32 px), on 2 CPU "
+        f"cores in {report['minutes']} minutes.\n\n"
+        f"VAE reconstruction of held-out renders: {json.dumps(report['vae'])}\n\n"
+        "SHA-256 of the weights (`sha256sum -c` in this folder):\n\n"
+        f"```\n{checksums}\n```\n")
+
+
+
+
+def language_model_folder(key: str, data: Path, progress: bool = True) -> Path:
+    """The folder of a benchmark language model: the installed MiniLM (linked as
+    ``DATA_DIR/minilm``), or the tiny Llama pretrained here (once, in ``DATA_DIR/tiny_llama``)."""
+    from .shapes_assets import installed_minilm, make_pretrained_tiny_llama
+
+    if key == "minilm":
+        folder = installed_minilm()
+        _link_if_absent(data / "minilm", folder)  # the config's default path
+        return folder
+    return make_pretrained_tiny_llama(data / "tiny_llama", progress=progress)
+
+
+def verify_stage1(folder: Path) -> None:
+    """Check a stage-1 folder's weights against the checksums in its ``SOURCE.md``."""
+    source = folder / STAGE1_SOURCE_FILE
+    if not source.is_file():
+        raise FileNotFoundError(f"{folder} has no {STAGE1_SOURCE_FILE}: not a stage-1 folder "
+                                f"written by `{STAGE1_COMMAND}`")
+    recorded = dict(line.split()[::-1] for line in source.read_text().splitlines()
+                    if len(line.split()) == 2 and len(line.split()[0]) == 64)
+    actual = file_checksums(folder)
+    if recorded != actual:
+        changed = sorted(set(recorded.items()) ^ set(actual.items()))
+        raise ValueError(f"{folder}: weights do not match the checksums of {STAGE1_SOURCE_FILE} "
+                         f"(e.g. {changed[0][0]})")
+
+
+def _link_if_absent(link: Path, target: Path) -> None:
+    """Point the configs' default model path (``data/shapes/...``) at ``target`` unless it exists."""
+    if not link.exists() and not link.is_symlink():
+        link.symlink_to(target, target_is_directory=True)
+
+
+def _build_untrained(config: str, *cfg_options: str):
+    """The model a training run of ``config`` starts from (same seed): the floor row."""
+    import torch
+
+    from diffengine.registry import MODELS
+
+    from .train import build_config, train_arguments
+
+    cfg = build_config(train_arguments(config, "--cfg-options", *cfg_options), wds=True)
+    torch.manual_seed(cfg.randomness.seed)
+    return MODELS.build(cfg.model).eval()
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    """Ceiling, and per language model floor / adapter only / full bridge, scored on ShapesBench."""
+    from diffengine.evaluation.shapes_benchmark import (evaluate_shapes, judge_accuracy,
+                                                         model_generator, prompt_sets)
+    from diffengine.models import LaViBridge, StableDiffusion
+
+    from .infer import resolve_bridge_dir
+    from .shapes_assets import write_shape_shards
+
+    start = time.perf_counter()
+    data, work = Path(args.data_dir).resolve(), Path(args.work_dir).resolve()
+    stage1 = Path(args.stage1).resolve() if args.stage1 else STAGE1_ASSET
+    verify_stage1(stage1)
+    shards = write_shape_shards(data / "shards", 20480, progress=not args.no_progress)
+    sets = prompt_sets()
+    rows: dict[str, dict] = {}
+    timings: dict[str, float] = {}
+
+    def score(name: str, model) -> None:
+        began = time.perf_counter()
+        rows[name] = evaluate_shapes(model_generator(model), args.images_per_prompt, sets=sets)
+        timings[f"score {name}"] = round(time.perf_counter() - began, 1)
+        print(f"{name}: all three correct {rows[name]['new_phrasing']['all']['mean']:.3f} "
+              f"(new phrasing), {rows[name]['new_combination']['all']['mean']:.3f} "
+              "(new combination)", flush=True)
+
+    _link_if_absent(data / "stage1", stage1)
+    score("ceiling: stage-1 model, own text encoder", StableDiffusion.from_pretrained(stage1))
+    for key in args.language_models:
+        label, config = LANGUAGE_MODELS[key]
+        lm = language_model_folder(key, data, progress=not args.no_progress)
+        options = [f"model.text_encoder={lm}", f"model.vision_model={stage1}",
+                   f"train_dataloader.shards={shards}",
+                   *([f"train_cfg.max_iters={args.iters}"] if args.iters else [])]
+        score(f"{label}: floor (untrained adapter)", _build_untrained(config, *options))
+        for variant, extra in (("adapter only", ["model.text_lora.rank=0",
+                                                 "model.vision_lora.rank=0"]),
+                               ("LaVi-Bridge", [])):
+            run_dir = work / f"{key}_{variant.replace(' ', '_').lower()}"
+            began = time.perf_counter()
+            _train(config, run_dir, *options, *extra)
+            timings[f"train {label}: {variant}"] = round(time.perf_counter() - began, 1)
+            score(f"{label}: {variant}", LaViBridge.from_bridge(resolve_bridge_dir(run_dir)))
+    report = {"stage1": str(stage1), "images_per_prompt": args.images_per_prompt,
+              "judge_on_heldout_renders": judge_accuracy(),
+              "rows": {name: {k: v for k, v in result.items() if k != "records"}
+                       for name, result in rows.items()},
+              "seconds": timings, "minutes": round((time.perf_counter() - start) / 60, 1)}
+    _write_docs(Path(args.docs), report, rows, sets, args.readme)
+    return report
+
+
+SET_TITLES = {"new_phrasing": "New phrasings (training triples, sentence structures never trained on)",
+              "new_combination": "New combinations (triples never trained on, training phrasings)"}
+
+
+def goal_lines(rows: dict[str, dict]) -> list[str]:
+    """The issue's goal per language model and held-out set, as measured (met or not)."""
+    ceiling = next(r for name, r in rows.items() if name.startswith("ceiling"))
+    lines = []
+    for name, result in rows.items():
+        if not name.endswith(": LaVi-Bridge"):
+            continue
+        label = name.removesuffix(": LaVi-Bridge")
+        adapter_only = rows[f"{label}: adapter only"]
+        for set_name in SET_TITLES:
+            full, top, ablation = (r[set_name]["all"] for r in (result, ceiling, adapter_only))
+            ratio = full["mean"] / top["mean"] if top["mean"] else float("nan")
+            beats = full["ci95"][0] > ablation["ci95"][1]
+            lines.append(
+                f"- {label}, {set_name.replace('_', ' ')}: full bridge at {100 * ratio:.0f} % of the "
+                f"ceiling on all three ({'met' if ratio >= 0.9 else 'not met'}: goal 90 %); "
+                f"{'beats' if beats else 'does not beat'} adapter only by more than the intervals "
+                f"({100 * full['mean']:.1f} [{100 * full['ci95'][0]:.0f}-{100 * full['ci95'][1]:.0f}] "
+                f"vs {100 * ablation['mean']:.1f} [{100 * ablation['ci95'][0]:.0f}-"
+                f"{100 * ablation['ci95'][1]:.0f}])")
+    return lines
+
+
+def _write_docs(docs: Path, report: dict, rows: dict[str, dict], sets: dict, readme: str | None) -> None:
+    """``shapesbench.md``, ``.json`` and ``.png`` (prompts x rows) under ``docs``; the README's
+    section between the shapesbench markers when ``readme`` is given."""
+    from diffengine.evaluation.shapes_benchmark import format_table, sample_grid
+
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "shapesbench.json").write_text(json.dumps(report, indent=2))
+    picked = [(set_name, index) for set_name, prompts in sets.items()
+              for index in range(0, len(prompts), len(prompts) // 4)][:8]
+    grid = sample_grid({name: [result["records"][s][i]["image"] for s, i in picked]
+                        for name, result in rows.items()},
+                       [sets[s][i].text for s, i in picked])
+    grid.save(docs / "shapesbench.png")
+    tables = "\n\n".join(f"**{title}**, accuracy in % (95 % interval):\n\n"
+                          f"{format_table(report['rows'], set_name)}"
+                          for set_name, title in SET_TITLES.items())
+    judge = report["judge_on_heldout_renders"]
+    (docs / "shapesbench.md").write_text(
+        "# ShapesBench: does a trained bridge follow the text?\n\n"
+        f"Written by `diffengine shapesbench run` ({report['minutes']} minutes on this machine). "
+        "Every row generates images for the held-out prompts "
+        f"({report['images_per_prompt']} per prompt, UniPC, 25 steps, guidance 5) and the judge "
+        "reads colour, shape and background back from each image. Chance is 1/6 for the colour, "
+        "1/4 for the shape, 1/3 for the background.\n\n"
+        f"{tables}\n\n## Goal\n\n" + "\n".join(goal_lines(report["rows"])) + "\n\n"
+        "## Samples\n\nThe first image of eight held-out prompts per row:\n\n"
+        "![ShapesBench samples](shapesbench.png)\n\n"
+        "## How it is measured\n\n"
+        f"- Judge accuracy on {judge['images']} ground-truth renders of the held-out triples: "
+        f"colour {100 * judge['color']:.1f} %, shape {100 * judge['shape']:.1f} %, background "
+        f"{100 * judge['background']:.1f} %.\n"
+        f"- Stage 1: `{report['stage1']}` (see its SOURCE.md).\n"
+        f"- Seconds spent: {json.dumps(report['seconds'])}\n")
+    if readme:
+        text = Path(readme).read_text()
+        if README_START not in text or README_END not in text:
+            raise ValueError(f"{readme} has no {README_START} ... {README_END} section to replace")
+        head, rest = text.split(README_START, 1)
+        tail = rest.split(README_END, 1)[1]
+        Path(readme).write_text(f"{head}{README_START}\n{tables}\n\n"
+                                f"![ShapesBench samples]({docs.as_posix()}/shapesbench.png)\n"
+                                f"{README_END}{tail}")
+    print(f"wrote {docs}/shapesbench.md, .json and .png")
+
+
+def run_shapesbench(args: argparse.Namespace) -> None:
+    """``diffengine shapesbench STAGE``."""
+    if args.stage == "stage1":
+        run_stage1(args)
+    else:
+        run_benchmark(args)

@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffengine.entry_point import main
+from diffengine.evaluation.clip_score import ClipScorer
+
+PROMPTS = ["a red circle on a white background", "a blue backdrop with a yellow square"]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A CLIP built from a config, saved with its tokenizer and image processor config."""
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+    from diffengine.datasets.shapes import caption_corpus
+    from diffengine.tools.demo_assets import word_level_tokenizer
+
+    out = tmp_path_factory.mktemp("clip")
+    tokenizer = word_level_tokenizer(caption_corpus(), unk_token="[UNK]", pad_token="[PAD]")
+    tokenizer.save_pretrained(out)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=32),
+        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=64, image_size=32, patch_size=8),
+        projection_dim=16)).save_pretrained(out)
+    CLIPImageProcessorPil(size={"shortest_edge": 32},
+                          crop_size={"height": 32, "width": 32}).save_pretrained(out)
+    return out
+
+
+def test_score_is_100_times_the_clipped_cosine(tiny_clip):
+    from transformers import AutoTokenizer, CLIPModel
+
+    images = [Image.fromarray(np.full((40, 48, 3), v, np.uint8)) for v in (30, 200)]
+    scores = ClipScorer(tiny_clip)(images, PROMPTS)
+    model = CLIPModel.from_pretrained(tiny_clip).eval()
+    tokens = AutoTokenizer.from_pretrained(tiny_clip)(PROMPTS, padding=True, return_tensors="pt")
+    pixels = ClipScorer(tiny_clip).image_processor(images=images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = model(**tokens, pixel_values=pixels).logits_per_image
+        expected = (logits.diagonal() / model.logit_scale.exp() * 100).clamp(min=0).numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="2 images for 1 texts"):
+        ClipScorer(tiny_clip)(images, PROMPTS[:1])
+
+
+def test_eval_clip_score_of_a_bridge(bridge_dir, tiny_clip, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n\n")
+    out = tmp_path / "scores.json"
+    assert main(["eval", str(bridge_dir), "--metric", "clip_score", "--clip-model", str(tiny_clip),
+                 "--prompts", str(prompts), "--images-per-prompt", "2", "--steps", "2",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["per_prompt"]) == PROMPTS
+    assert all(len(v) == 2 and all(0 <= s <= 100 for s in v) for v in result["per_prompt"].values())
+    mean = np.mean([s for v in result["per_prompt"].values() for s in v])
+    assert result["clip_score"]["mean"] == pytest.approx(mean, abs=1e-4)
+    low, high = result["clip_score"]["ci95"]
+    assert low <= result["clip_score"]["mean"] <= high
+    assert "CLIP score" in capsys.readouterr().out
+
+
+def test_eval_says_how_to_provide_a_clip_model(bridge_dir, tmp_path, capsys):
+    assert main(["eval", str(bridge_dir), "--metric", "clip_score", "--clip-model",
+                 str(tmp_path / "missing"), "--prompts", "p.txt"]) == 2
+    error = capsys.readouterr().err
+    assert "--clip-model" in error and "holds no model" in error and "save_pretrained" in error
+    assert len(error.strip().splitlines()) == 1

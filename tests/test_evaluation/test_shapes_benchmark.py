@@ -1,0 +1,66 @@
+import numpy as np
+from PIL import Image
+
+from diffengine.datasets.shapes import (HELDOUT_PHRASINGS, TRAIN_PHRASINGS, heldout_specs, render,
+                                        train_specs)
+from diffengine.evaluation.shapes_benchmark import (evaluate_shapes, format_table, prompt_sets,
+                                                    sample_grid, summarize)
+
+
+def test_prompt_sets_hold_out_phrasings_and_combinations_separately():
+    sets = prompt_sets()
+    assert {p.phrasing for p in sets["new_phrasing"]} == set(HELDOUT_PHRASINGS)
+    assert {p.spec for p in sets["new_phrasing"]} <= set(train_specs())
+    assert {p.spec for p in sets["new_combination"]} == set(heldout_specs())
+    assert {p.phrasing for p in sets["new_combination"]} <= set(TRAIN_PHRASINGS)
+    assert len(sets["new_phrasing"]) == 24 and len(sets["new_combination"]) == 28
+    assert len({p.text for p in sets["new_phrasing"]}) == 24
+
+
+def oracle(prompts_by_text):
+    """A generator that draws exactly what each prompt asks for."""
+    def generate(texts, seed):
+        rng = np.random.default_rng(seed)
+        return [render(prompts_by_text[t].spec, 32, rng)[0] for t in texts]
+    return generate
+
+
+def small_sets():
+    sets = prompt_sets()
+    return {name: prompts[:6] for name, prompts in sets.items()}
+
+
+def test_an_oracle_scores_100_and_a_prompt_blind_generator_near_chance():
+    sets = small_sets()
+    by_text = {p.text: p for prompts in sets.values() for p in prompts}
+    perfect = evaluate_shapes(oracle(by_text), images_per_prompt=2, sets=sets)
+    for name in sets:
+        assert perfect[name]["all"] == {"mean": 1.0, "ci95": [1.0, 1.0]}
+        assert perfect[name]["images"] == 12 and perfect[name]["prompts"] == 6
+    fixed = render(sets["new_phrasing"][0].spec, 32, np.random.default_rng(0))[0]
+    blind = evaluate_shapes(lambda texts, seed: [fixed] * len(texts), images_per_prompt=1, sets=sets)
+    assert blind["new_combination"]["all"]["mean"] <= 0.2
+
+
+def test_intervals_are_a_bootstrap_over_prompts():
+    # prompt 0 always right, prompt 1 always wrong: the mean is 0.5 and the interval wide
+    records = [{"prompt": p, **{f"{s}_correct": p == 0 for s in ("color", "shape", "background",
+                                                                  "all")}}
+               for p in (0, 1) for _ in range(10)]
+    summary = summarize(records)
+    assert summary["all"]["mean"] == 0.5
+    low, high = summary["all"]["ci95"]
+    assert low == 0.0 and high == 1.0
+    assert summary["images"] == 20 and summary["prompts"] == 2
+
+
+def test_table_and_grid():
+    sets = small_sets()
+    by_text = {p.text: p for prompts in sets.values() for p in prompts}
+    result = evaluate_shapes(oracle(by_text), images_per_prompt=1, sets=sets)
+    table = format_table({"oracle": result}, "new_phrasing")
+    assert "| oracle | 100.0 (100-100) |" in table
+    images = [r["image"] for r in result["records"]["new_phrasing"][:3]]
+    grid = sample_grid({"oracle": images, "again": images}, ["a", "b", "c"], scale=2,
+                       label_width=50)
+    assert isinstance(grid, Image.Image) and grid.width == 50 + 3 * 64

@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from diffengine.entry_point import main
+from diffengine.tools.shapes_assets import make_pretrained_tiny_llama
+from diffengine.tools.shapesbench import goal_lines
+
+
+@pytest.mark.slow
+def test_benchmark_run_writes_the_table_grid_json_and_readme(tmp_path):
+    data, docs, readme = tmp_path / "data", tmp_path / "docs", tmp_path / "README.md"
+    make_pretrained_tiny_llama(data / "tiny_llama", steps=20, progress=False)
+    readme.write_text("intro\n<!-- shapesbench:start -->\nold\n<!-- shapesbench:end -->\nrest\n")
+    assert main(["shapesbench", "run", "--data-dir", str(data), "--work-dir", str(tmp_path / "work"),
+                 "--language-models", "tinyllama", "--iters", "2", "--images-per-prompt", "1",
+                 "--docs", str(docs), "--readme", str(readme), "--no-progress"]) == 0
+    report = json.loads((docs / "shapesbench.json").read_text())
+    label = "tiny Llama (pretrained here on text)"
+    assert list(report["rows"]) == ["ceiling: stage-1 model, own text encoder",
+                                    f"{label}: floor (untrained adapter)",
+                                    f"{label}: adapter only", f"{label}: LaVi-Bridge"]
+    for row in report["rows"].values():
+        assert row["new_phrasing"]["images"] == 24 and row["new_combination"]["images"] == 28
+    assert min(report["judge_on_heldout_renders"][a] for a in ("color", "shape", "background")) >= 0.98
+    text = (docs / "shapesbench.md").read_text()
+    assert "| ceiling: stage-1 model, own text encoder |" in text and "## Goal" in text
+    assert (docs / "shapesbench.png").stat().st_size > 0
+    updated = readme.read_text()
+    assert updated.startswith("intro\n") and updated.endswith("rest\n") and "old" not in updated
+    assert f"| {label}: LaVi-Bridge |" in updated
+    # the adapter-only bridge has no LoRA folders; the full one has both
+    bridges = {d.name: d / "bridge" / (d / "bridge" / "last_bridge").read_text()
+               for d in (tmp_path / "work").iterdir()}
+    assert not (bridges["tinyllama_adapter_only"] / "vision_lora").exists()
+    assert (bridges["tinyllama_lavi-bridge"] / "vision_lora").is_dir()
+
+
+def test_goal_lines_report_the_measured_figures():
+    def row(mean, low, high):
+        summary = {"all": {"mean": mean, "ci95": [low, high]}}
+        return {"new_phrasing": summary, "new_combination": summary}
+
+    rows = {"ceiling: x": row(0.8, 0.7, 0.9), "lm: floor (untrained adapter)": row(0.0, 0.0, 0.0),
+            "lm: adapter only": row(0.5, 0.4, 0.6), "lm: LaVi-Bridge": row(0.76, 0.65, 0.85)}
+    lines = goal_lines(rows)
+    assert len(lines) == 2
+    assert "at 95 % of the ceiling on all three (met" in lines[0]
+    assert "beats adapter only by more than the intervals (76.0 [65-85] vs 50.0 [40-60])" in lines[0]
+    rows["lm: adapter only"] = row(0.7, 0.6, 0.8)
+    assert "does not beat" in goal_lines(rows)[1]
