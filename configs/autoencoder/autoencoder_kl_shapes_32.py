@@ -2,16 +2,15 @@ from mmengine.config import read_base
 from mmengine.optim import CosineAnnealingLR, LinearLR, OptimWrapper
 from torch.optim import AdamW
 
-from diffengine.engine import (DataSkipLogHook, ModelFolderCheckpointHook, ParamGroupLrHook,
-                               ParamGroupsOptimWrapperConstructor, StreamingIterBasedTrainLoop,
-                               ThroughputHook)
+from diffengine.engine import ParamGroupsOptimWrapperConstructor, StreamingIterBasedTrainLoop
 from diffengine.models import AutoencoderKLTrainer
 
 with read_base():
     from .._base_.datasets.shapes_wds_32 import train_dataloader
-    from .._base_.default_runtime import (default_hooks, default_scope, env_cfg, load_from,
-                                          log_level, log_processor, model_wrapper_cfg, randomness,
-                                          resume, runner_type, visualizer)
+    from .._base_.shapes_stage1_runtime import (custom_hooks, default_hooks, default_scope,
+                                                env_cfg, load_from, log_level, log_processor,
+                                                model_wrapper_cfg, randomness, resume,
+                                                runner_type, visualizer)
 
 # ShapesBench stage 1a: the VAE of the small text-to-image model (32 px <-> 8 x 8 x 4 latents)
 model = dict(type=AutoencoderKLTrainer, vae="data/shapes/untrained/vae", kl_weight=1e-6)
@@ -28,17 +27,3 @@ param_scheduler = [
 ]
 train_cfg = dict(type=StreamingIterBasedTrainLoop, max_iters=max_iters)
 train_dataloader.update(batch_size=32)
-env_cfg.update(dist_cfg=dict(backend="gloo"))
-randomness.update(seed=0)
-default_hooks.update(
-    logger=dict(type=default_hooks["logger"]["type"], interval=100, log_metric_by_epoch=False),
-    checkpoint=dict(type=default_hooks["checkpoint"]["type"], by_epoch=False, interval=500,
-                    max_keep_ckpts=1, save_last=True),
-)
-# the default runtime's hooks without its bridge saver: this model saves a diffusers folder
-custom_hooks = [
-    dict(type=ParamGroupLrHook),
-    dict(type=ThroughputHook),
-    dict(type=DataSkipLogHook, interval=100),
-    dict(type=ModelFolderCheckpointHook, max_keep=1),
-]

@@ -2,16 +2,16 @@ from mmengine.config import read_base
 from mmengine.optim import CosineAnnealingLR, LinearLR, OptimWrapper
 from torch.optim import AdamW
 
-from diffengine.engine import (DataSkipLogHook, ModelFolderCheckpointHook, ParamGroupLrHook,
-                               ParamGroupsOptimWrapperConstructor, StreamingIterBasedTrainLoop,
-                               ThroughputHook, VisualizationHook)
+from diffengine.engine import (ParamGroupsOptimWrapperConstructor, StreamingIterBasedTrainLoop,
+                               VisualizationHook)
 from diffengine.models import StableDiffusion
 
 with read_base():
     from .._base_.datasets.shapes_wds_32 import train_dataloader
-    from .._base_.default_runtime import (default_hooks, default_scope, env_cfg, load_from,
-                                          log_level, log_processor, model_wrapper_cfg, randomness,
-                                          resume, runner_type, visualizer)
+    from .._base_.shapes_stage1_runtime import (custom_hooks, default_hooks, default_scope,
+                                                env_cfg, load_from, log_level, log_processor,
+                                                model_wrapper_cfg, randomness, resume,
+                                                runner_type, visualizer)
 
 # ShapesBench stage 1b: a small SD-style UNet and its own text encoder trained together on the
 # latents of the stage-1a VAE; the result is the "pretrained" vision model bridges are tested on
@@ -35,19 +35,8 @@ param_scheduler = [
     dict(type=CosineAnnealingLR, by_epoch=False, begin=100, end=max_iters, eta_min=1e-5),
 ]
 train_cfg = dict(type=StreamingIterBasedTrainLoop, max_iters=max_iters)
-env_cfg.update(dist_cfg=dict(backend="gloo"))
-randomness.update(seed=0)
-default_hooks.update(
-    logger=dict(type=default_hooks["logger"]["type"], interval=100, log_metric_by_epoch=False),
-    checkpoint=dict(type=default_hooks["checkpoint"]["type"], by_epoch=False, interval=500,
-                    max_keep_ckpts=1, save_last=True),
-)
-# the default runtime's hooks without its bridge saver: this model saves a diffusers folder
 custom_hooks = [
-    dict(type=ParamGroupLrHook),
-    dict(type=ThroughputHook),
-    dict(type=DataSkipLogHook, interval=100),
-    dict(type=ModelFolderCheckpointHook, max_keep=1),
+    *custom_hooks,
     dict(type=VisualizationHook, interval=500, num_inference_steps=25, guidance_scale=5.0,
          prompts=["a red circle on a white background", "a blue backdrop with a yellow square",
                   "green triangle, black background", "a picture of a purple cross over blue"]),

@@ -2,7 +2,8 @@
 a tiny Llama pretrained on text, and the installed all-MiniLM-L6-v2.
 
 The stage-1 architectures are defined here (as the demo's tiny models are in ``demo_assets``);
-``diffengine shapesbench stage1`` trains them with the configs in ``configs/shapes/``.
+``diffengine shapesbench stage1`` trains them with the configs ``autoencoder_kl_shapes_32`` and
+``stable_diffusion_shapes_32``.
 """
 from __future__ import annotations
 

@@ -107,6 +107,8 @@ def run_stage1(args: argparse.Namespace) -> Path:
     _train("stable_diffusion_shapes_32", work / "stage1_sd",
            f"model.text_encoder={stage1_init / 'text_encoder'}", f"model.vision_model={stage1_init}",
            f"train_dataloader.shards={shards}")
+    if out.is_symlink():  # `shapesbench run` links the packaged model there when it is absent
+        out.unlink()
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(_newest_folder(work / "stage1_sd"), out)
     report = {"vae": reconstruction_report(AutoencoderKL.from_pretrained(out / "vae")),
@@ -129,8 +131,6 @@ def _write_stage1_source(out: Path, report: dict) -> None:
         f"VAE reconstruction of held-out renders: {json.dumps(report['vae'])}\n\n"
         "SHA-256 of the weights (`sha256sum -c` in this folder):\n\n"
         f"```\n{checksums}\n```\n")
-
-
 
 
 def language_model_folder(key: str, data: Path, progress: bool = True) -> Path:
@@ -222,7 +222,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             _train(config, run_dir, *options, *extra)
             timings[f"train {label}: {variant}"] = round(time.perf_counter() - began, 1)
             score(f"{label}: {variant}", LaViBridge.from_bridge(resolve_bridge_dir(run_dir)))
-    report = {"stage1": str(stage1), "images_per_prompt": args.images_per_prompt,
+    shown = stage1.relative_to(Path.cwd()) if stage1.is_relative_to(Path.cwd()) else stage1
+    report = {"stage1": str(shown), "images_per_prompt": args.images_per_prompt,
               "judge_on_heldout_renders": judge_accuracy(),
               "rows": {name: {k: v for k, v in result.items() if k != "records"}
                        for name, result in rows.items()},

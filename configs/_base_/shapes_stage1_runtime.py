@@ -1,0 +1,26 @@
+from mmengine.config import read_base
+
+from diffengine.engine import (DataSkipLogHook, ModelFolderCheckpointHook, ParamGroupLrHook,
+                               ThroughputHook)
+
+with read_base():
+    from .default_runtime import (default_hooks, default_scope, env_cfg, load_from, log_level,
+                                  log_processor, model_wrapper_cfg, randomness, resume,
+                                  runner_type, visualizer)
+
+# ShapesBench's stage 1 on CPU: the default runtime with gloo, a fixed seed, a checkpoint every
+# 500 iterations, and the default hooks without the bridge saver: these models save a diffusers
+# folder (WORK_DIR/pretrained/iter_N) instead
+env_cfg.update(dist_cfg=dict(backend="gloo"))
+randomness.update(seed=0)
+default_hooks.update(
+    logger=dict(type=default_hooks["logger"]["type"], interval=100, log_metric_by_epoch=False),
+    checkpoint=dict(type=default_hooks["checkpoint"]["type"], by_epoch=False, interval=500,
+                    max_keep_ckpts=1, save_last=True),
+)
+custom_hooks = [
+    dict(type=ParamGroupLrHook),
+    dict(type=ThroughputHook),
+    dict(type=DataSkipLogHook, interval=100),
+    dict(type=ModelFolderCheckpointHook, max_keep=1),
+]
