@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import random
@@ -25,11 +26,13 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander, url_opener
 
-from .tar_reader import BLOCK, TarFormatError, is_plain_tar, iter_tar_members, iter_tar_samples
+from .tar_reader import BLOCK, TarFormatError, is_plain_tar, iter_tar_samples
 from .transforms import ImageTransform
 
 logger = logging.getLogger(__name__)
 
+# Units: missing_shard counts shard reads; every other kind counts samples (tar_error: see
+# WebImageTextDataset._shard_failed for how samples lost with a shard are counted).
 SKIP_KINDS = (
     "missing_shard", "tar_error", "json_error", "missing_image", "missing_caption", "empty_caption",
     "filtered_min_size", "filtered_pwatermark", "filtered_punsafe", "filtered_aspect_ratio",
@@ -37,6 +40,9 @@ SKIP_KINDS = (
 )
 _KIND_INDEX = {kind: i for i, kind in enumerate(SKIP_KINDS)}
 _REMOTE = re.compile(r"^(pipe:|[a-zA-Z][a-zA-Z0-9+.-]*://)")
+# How many samples the builder counts, at most, to tell whether a given num_samples_per_epoch
+# exceeds what the shards hold (their tar headers are read: ~10 us a sample with a warm cache).
+_CHECK_SAMPLES = 10_000
 
 
 class SkipCounter:
@@ -49,20 +55,71 @@ class SkipCounter:
         self._values = multiprocessing.RawArray("q", self._rows * len(SKIP_KINDS))
         self._warned: set[str] = set()
 
-    def add(self, kind: str, detail: str) -> None:
-        """Count one skipped item; log the first of each kind in this process as a warning."""
+    def _row(self) -> int:
         info = get_worker_info()
-        row = 0 if info is None else (info.id + 1) % self._rows  # row 0: iteration in this process
-        self._values[row * len(SKIP_KINDS) + _KIND_INDEX[kind]] += 1
+        return 0 if info is None else (info.id + 1) % self._rows  # row 0: iteration in this process
+
+    def add(self, kind: str, detail: str, count: int = 1) -> None:
+        """Count `count` skipped items; log the first event of each kind in this process as a warning."""
+        self._values[self._row() * len(SKIP_KINDS) + _KIND_INDEX[kind]] += count
         level = logging.DEBUG if kind in self._warned else logging.WARNING
         self._warned.add(kind)
         logger.log(level, "skipped (%s): %s", kind, detail)
+
+    def local_total(self) -> int:
+        """Items skipped so far by this process (this DataLoader worker), all kinds together."""
+        start = self._row() * len(SKIP_KINDS)
+        return sum(self._values[start:start + len(SKIP_KINDS)])
 
     def totals(self) -> dict[str, int]:
         """Counts summed over workers, for every kind."""
         width = len(SKIP_KINDS)
         return {kind: sum(self._values[row * width + i] for row in range(self._rows))
                 for i, kind in enumerate(SKIP_KINDS)}
+
+
+class WorkerMessages:
+    """Messages for the main process's log, from any process, in a ring of shared-memory slots.
+
+    DataLoader workers are separate processes whose logging reaches only their own stderr, not
+    the work dir's log. A message put here is written, under a lock, into the next of `slots`
+    fixed-size slots (longer ones are cut); the main process takes those written since it last
+    took (DataSkipLogHook logs them). Nothing blocks or grows when nobody takes: past `slots`
+    untaken messages the oldest are overwritten, and the next take says how many were missed.
+    """
+
+    def __init__(self, slots: int = 256, size: int = 512) -> None:
+        self._slots, self._size = slots, size
+        self._lock = multiprocessing.Lock()
+        self._written = multiprocessing.RawValue("q", 0)
+        self._buffer = multiprocessing.RawArray("c", slots * size)
+        self._taken = 0  # meaningful in the main process only, the one that takes
+
+    def put(self, message: str) -> None:
+        """Write `message` into the next slot (dropped if the lock stays held, e.g. by a killed worker)."""
+        data = message.encode("utf-8", "replace")[:self._size]
+        if not self._lock.acquire(timeout=1):
+            return
+        try:
+            slot = self._written.value % self._slots * self._size
+            self._buffer[slot:slot + self._size] = data.ljust(self._size, b"\0")
+            self._written.value += 1
+        finally:
+            self._lock.release()
+
+    def take(self) -> tuple[list[str], int]:
+        """Messages put since the last take, oldest first, and how many of them were overwritten."""
+        if not self._lock.acquire(timeout=1):
+            return [], 0
+        try:
+            written = self._written.value
+            first = max(self._taken, written - self._slots)
+            raw = [self._buffer[i % self._slots * self._size:(i % self._slots + 1) * self._size]
+                   for i in range(first, written)]
+        finally:
+            self._lock.release()
+        missed, self._taken = first - self._taken, written
+        return [data.rstrip(b"\0").decode("utf-8", "replace") for data in raw], missed
 
 
 @dataclass(frozen=True)
@@ -206,7 +263,8 @@ class WebImageTextDataset(IterableDataset):
     def __init__(self, sources: list[list[str]], weights: Sequence[float] | None, batches_per_rank: int,
                  batch_size: int, rank: int, world_size: int, num_workers: int, resampled: bool,
                  seed: int, shuffle_buffer: int, transform: ImageTransform, image_keys: Sequence[str],
-                 caption_key: str, caption_json_fields: Sequence[str], metadata_filter: MetadataFilter) -> None:
+                 caption_key: str, caption_json_fields: Sequence[str], metadata_filter: MetadataFilter,
+                 shard_sizes: Sequence[float | None] | None = None, repeats_expected: bool = False) -> None:
         super().__init__()
         self.sources = sources
         self.weights = weights
@@ -223,6 +281,13 @@ class WebImageTextDataset(IterableDataset):
         self.caption_json_fields = tuple(caption_json_fields)
         self.metadata_filter = metadata_filter
         self.counter = SkipCounter(num_workers)
+        self.messages = WorkerMessages()
+        # Mean samples per shard of each source as counted from tar headers (None: not counted),
+        # to estimate how many samples a shard that breaks off takes with it.
+        self.shard_sizes = list(shard_sizes) if shard_sizes is not None else [None] * len(sources)
+        # The builder warned that an epoch takes more samples than the shards hold: then every
+        # pass runs out, and saying so again at each one would add nothing.
+        self.repeats_expected = repeats_expected
         # Shared so that persistent workers see an epoch set after they were started.
         self._epoch = multiprocessing.RawValue("q", 0)
         # Where resume_from asks the next pass to start: [epoch (-1: none), batches trained,
@@ -267,6 +332,10 @@ class WebImageTextDataset(IterableDataset):
         """Skipped items by kind, summed over this process's DataLoader workers."""
         return self.counter.totals()
 
+    def take_messages(self) -> tuple[list[str], int]:
+        """Messages for the log (failing shards, refilled epochs) since the last call, and how many missed."""
+        return self.messages.take()
+
     def __len__(self) -> int:
         """Nominal samples per rank and epoch (DataLoader divides it by batch_size)."""
         return self.batches_per_rank * self.batch_size
@@ -287,9 +356,20 @@ class WebImageTextDataset(IterableDataset):
         produced = 0
         position = 0  # parsed samples of this slot's stream so far (this epoch)
         visited: set[str] = set()  # shards opened since the last usable sample
+        skipped = self.counter.local_total()
         for pass_index in itertools.count():
             if produced >= quota:
                 return
+            if pass_index == 1 and not self.resampled and not self.repeats_expected:
+                # The first pass read each of this slot's shards once: what it gave is all there
+                # is, and the rest of the epoch repeats it (resampled passes repeat by design).
+                wanted = _share(self.batches_per_rank, num_workers, worker) * self.batch_size
+                message = (f"epoch {epoch}, rank {self.rank}, worker {worker}: a pass over its shards gave "
+                           f"{produced + min(skip, position)} distinct usable samples "
+                           f"({self.counter.local_total() - skipped} skipped) of the {wanted} the epoch "
+                           "takes from it: re-reading them, so samples repeat within the epoch")
+                logger.warning(message)
+                self.messages.put(message)
             for item in self._pass(epoch, pass_index, worker, num_workers, visited):
                 position += 1
                 if position <= skip:  # trained before a resume: fast-forwarded, never decoded
@@ -336,70 +416,93 @@ class WebImageTextDataset(IterableDataset):
         if not self.resampled:
             stages.append(functools.partial(_every, start=self.rank * num_workers + worker,
                                             step=self.world_size * num_workers))
-        stages.append(functools.partial(self._tar_samples, visited=visited))
+        stages.append(functools.partial(self._tar_samples, visited=visited,
+                                        shard_size=self.shard_sizes[source]))
         if self.shuffle_buffer > 0:
             stages.append(wds.shuffle(self.shuffle_buffer, rng=_rng("shuffle", *here)))
         stages.append(wds.map(self._parse))  # metadata filters: decoding comes later, in __iter__
         return iter(wds.DataPipeline(*stages))
 
-    def _tar_samples(self, shards: Iterator[dict], visited: set[str]) -> Iterator[dict[str, Any]]:
-        """The samples of each shard in turn, counting each unreadable, cut or missing shard once."""
+    def _tar_samples(self, shards: Iterator[dict], visited: set[str],
+                     shard_size: float | None) -> Iterator[dict[str, Any]]:
+        """The samples of each shard in turn, counting what each unreadable, cut or missing shard loses."""
         for shard in shards:
             visited.add(shard["url"])
             if _REMOTE.match(shard["url"]):
-                yield from self._webdataset_samples(shard["url"])
+                yield from self._webdataset_samples(shard["url"], shard_size)
             else:
-                yield from self._local_samples(shard["url"])
+                yield from self._local_samples(shard["url"], shard_size)
 
-    def _local_samples(self, path: str) -> Iterator[dict[str, Any]]:
+    def _local_samples(self, path: str, shard_size: float | None) -> Iterator[dict[str, Any]]:
         """A local shard through the fast ustar reader, or through webdataset if it is not one."""
+        seen = 0  # samples read or dropped so far
+
+        def dropped(count: int, reason: str) -> None:  # corrupt regions, read past
+            nonlocal seen
+            seen += count
+            self._shard_failed("tar_error", path, reason, count)
+
         try:
             with open(path, "rb") as stream:
                 if is_plain_tar(stream):
-                    yield from iter_tar_samples(stream, path)
+                    for sample in iter_tar_samples(stream, path, on_dropped=dropped):
+                        seen += 1
+                        yield sample
                     return
         except FileNotFoundError as exn:
-            self.counter.add("missing_shard", repr(exn))
+            self._shard_failed("missing_shard", path, repr(exn))
             return
-        except (OSError, TarFormatError) as exn:
-            self.counter.add("tar_error", f"{path}: {exn!r}")
+        except TarFormatError as exn:  # a cut, or a duplicate name (which loses no sample)
+            rest = _lost_with_rest(shard_size, seen) if exn.rest_unread else 0
+            self._shard_failed("tar_error", path, str(exn), rest, estimated=exn.rest_unread)
             return
-        yield from self._webdataset_samples(path)  # compressed or pre-POSIX tar, or not a tar
+        except OSError as exn:
+            rest = _lost_with_rest(shard_size, seen)
+            self._shard_failed("tar_error", path, repr(exn), rest, estimated=True)
+            return
+        yield from self._webdataset_samples(path, shard_size)  # compressed or pre-POSIX tar, or not a tar
 
-    def _webdataset_samples(self, url: str) -> Iterator[dict[str, Any]]:
-        """wds.tarfile_to_samples of one shard, counting a shard that fails or is cut."""
+    def _webdataset_samples(self, url: str, shard_size: float | None) -> Iterator[dict[str, Any]]:
+        """wds.tarfile_to_samples of one shard, counting a shard that fails or is cut once it is read.
+
+        tarfile cannot read past a corrupt header: whatever breaks a shard here ends it, and the
+        samples lost with its rest are estimated (_lost_with_rest).
+        """
         errors: list[Exception] = []
 
         def handler(exn: Exception) -> bool:
             errors.append(exn)
             return True
 
-        streams = self._checked(url_opener([{"url": url}], handler=handler), errors)
-        yield from group_by_keys(tar_file_expander(streams, handler=handler), handler=handler)
+        tails: list[_TarTail] = []
+        read = 0
+        opened = _tailed(url_opener([{"url": url}], handler=handler), tails, errors)
+        for sample in group_by_keys(tar_file_expander(opened, handler=handler), handler=handler):
+            read += 1
+            yield sample
+        truncated = any(tail.truncated for tail in tails)
+        if not errors and not truncated:
+            return
+        detail = repr(errors[0]) if errors else "truncated tar"
+        if not tails and isinstance(errors[0], FileNotFoundError):
+            self._shard_failed("missing_shard", url, detail)
+        else:
+            self._shard_failed("tar_error", url, detail, _lost_with_rest(shard_size, read), estimated=True)
 
-    def _checked(self, streams: Iterator[dict], errors: list[Exception]) -> Iterator[dict]:
-        """Wrap opened shards; once one is consumed, count it if reading it failed or it was cut."""
-        done = 0
-        for source in streams:
-            done = self._count_open_errors(errors, done)  # shards that failed to open meanwhile
-            tail = source["stream"] = _TarTail(source["stream"])
-            try:
-                yield source
-            finally:
-                try:
-                    tail.close()
-                except OSError as exn:  # e.g. a pipe: command that exited with an error status
-                    errors.append(exn)
-            if len(errors) > done or tail.truncated:
-                detail = repr(errors[done]) if len(errors) > done else "truncated tar"
-                self.counter.add("tar_error", f"{source['url']}: {detail}")
-            done = len(errors)
-        self._count_open_errors(errors, done)
+    def _shard_failed(self, kind: str, url: str, reason: str, lost: int = 1, estimated: bool = False) -> None:
+        """Count a failing shard (missing_shard: once; tar_error: `lost` samples); report it for the log.
 
-    def _count_open_errors(self, errors: list[Exception], done: int) -> int:
-        for exn in errors[done:]:
-            self.counter.add("missing_shard" if isinstance(exn, FileNotFoundError) else "tar_error", repr(exn))
-        return len(errors)
+        tar_error counts the samples dropped around each corrupt region of a plain tar as it is
+        read past (see tar_reader.iter_tar_samples), and where a shard broke off, an estimate of
+        the samples that followed (_lost_with_rest); a duplicate file name loses none but is
+        still reported.
+        """
+        self.counter.add(kind, f"{url}: {reason}", lost)
+        if kind == "missing_shard":
+            self.messages.put(f"shard {url}: missing ({reason})")
+        else:
+            note = " (estimated: the rest of the shard could not be read)" if estimated else ""
+            self.messages.put(f"shard {url}: {kind}, {lost} sample(s) lost{note}: {reason}")
 
     def _parse(self, sample: dict[str, Any]) -> dict[str, Any] | None:
         """Pick image bytes and caption and apply the metadata filters; None skips the sample."""
@@ -451,6 +554,30 @@ class WebImageTextDataset(IterableDataset):
         return None
 
 
+def _tailed(sources: Iterator[dict], tails: list[_TarTail], errors: list[Exception]) -> Iterator[dict]:
+    """Opened shards with their stream wrapped in a _TarTail (kept in `tails`), each closed once consumed."""
+    for source in sources:
+        tail = source["stream"] = _TarTail(source["stream"])
+        tails.append(tail)
+        try:
+            yield source
+        finally:
+            try:
+                tail.close()
+            except OSError as exn:  # e.g. a pipe: command that exited with an error status
+                errors.append(exn)
+
+
+def _lost_with_rest(shard_size: float | None, seen: int) -> int:
+    """Samples counted lost when a shard breaks off after `seen` of its samples were read or dropped.
+
+    How many followed cannot be known. Estimated as the mean size of the shards of its source
+    that the builder counted from tar headers without error, less those seen, and at least one;
+    one where none was counted (remote shards).
+    """
+    return 1 if shard_size is None else max(1, round(shard_size - seen))
+
+
 def _share(batches: int, num_workers: int, worker: int) -> int:
     """How many of the first `batches` batches worker slot `worker` delivers (round-robin)."""
     return batches // num_workers + (worker < batches % num_workers)
@@ -489,32 +616,64 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
     return found
 
 
-def _count_samples(urls: list[str], image_keys: Sequence[str]) -> int:
-    """Samples with an image in local shards, from tar headers only (no data is read)."""
-    total = 0
+def _count_samples(urls: list[str], image_keys: Sequence[str],
+                   stop_above: float = math.inf) -> list[tuple[int, bool]]:
+    """(samples with an image, read without error) of local shards in order, from tar headers only.
+
+    No data is read. Stops after the shard that brings the total above `stop_above`.
+    """
+    counts, total = [], 0
     for url in urls:
         if _REMOTE.match(url):
             raise ValueError(f"num_samples_per_epoch is required for remote shards such as {url!r}")
         keys = set()
+        clean = True
         try:
-            for name in _member_names(url):
-                key, ext = base_plus_ext(name)
-                if key is not None and ext.lower() in image_keys:
-                    keys.add(key)
+            keys.update(_image_keys(url, image_keys))
         except (OSError, EOFError, zlib.error, tarfile.TarError, TarFormatError):
-            pass  # counted as tar_error when the loader reads the shard
+            clean = False  # counted as tar_error when the loader reads the shard
+        counts.append((len(keys), clean))
         total += len(keys)
-    return total
+        if total > stop_above:
+            break
+    return counts
 
 
-def _member_names(path: str) -> Iterator[str]:
-    """Names of a local tar's files: the fast reader for plain tars, tarfile for compressed ones."""
+def _mean_clean(counts: list[tuple[int, bool]] | None) -> float | None:
+    """Mean samples per shard of the shards counted without error (None: none was)."""
+    clean = [count for count, ok in counts or () if ok]
+    return sum(clean) / len(clean) if clean else None
+
+
+def _repeat_warnings(specs: list[Any], held: list[int | None], shares: list[float], epoch: str,
+                     epoch_samples: int) -> list[str]:
+    """A warning for each source whose share of an epoch is more samples than its shards hold."""
+    warnings = []
+    for spec, samples, share in zip(specs, held, shares):
+        draws = share * epoch_samples
+        if samples is None or draws <= samples:
+            continue
+        where = ("the shards" if len(specs) == 1
+                 else f"~{draws:.0f} from {spec!r} (weight {share:.0%}), whose shards")
+        seen = f"each is seen ~{draws / samples:.3g} times per epoch" if samples else "none can be read"
+        warnings.append(f"{epoch} but {where} hold {samples} samples with an image: {seen}")
+    return warnings
+
+
+def _image_keys(path: str, image_keys: Sequence[str]) -> Iterator[str]:
+    """Keys of a local tar's samples with an image, from headers only (as the loader groups them)."""
     with open(path, "rb") as stream:
         if is_plain_tar(stream):
-            yield from (name for name, _ in iter_tar_members(stream, read_data=False))
+            # the fast reader's samples: those it drops around a corrupt header are not counted
+            for sample in iter_tar_samples(stream, path, read_data=False):
+                if any(ext in sample for ext in image_keys):
+                    yield sample["__key__"]
             return
     with tarfile.open(path) as tar:
-        yield from (member.name for member in tar if member.isreg())
+        for member in tar:
+            key, ext = base_plus_ext(member.name)
+            if member.isreg() and key is not None and ext.lower() in image_keys:
+                yield key
 
 
 def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -580,6 +739,11 @@ def build_wds_dataloader(
     ``stream_position``, see ``WebImageTextDataset.resume_from``). Skipped data is counted by kind
     (``SKIP_KINDS``) in ``get_skip_counts(loader)``, summed over this process's workers through
     shared memory; only a stream in which no shard yields a usable sample raises RuntimeError.
+    Each failing shard (with its reason and the samples it lost) and each pass that runs out
+    before its share of an epoch are also put in ``loader.dataset.take_messages()``, which
+    DataSkipLogHook writes to the work dir's log. An epoch that takes more samples than the
+    shards hold is logged as a warning here (local shards, counted from their tar headers; with
+    ``num_samples_per_epoch`` given, only as far as ``_CHECK_SAMPLES``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -601,18 +765,41 @@ def build_wds_dataloader(
                 f"shards {spec!r}: {len(urls)} shard(s) cannot give each of world_size x num_workers = "
                 f"{slots} readers its own shards; add shards, lower num_workers or use resampled=True")
     keys = [k.strip().lower() for k in image_keys.split(";") if k.strip()]
-    if num_samples_per_epoch is None:
-        num_samples_per_epoch = sum(_count_samples(urls, keys) for urls in sources)
+    shares = [1.0] if weights is None else [weight / sum(weights) for weight in weights]
+    given = num_samples_per_epoch is not None
+    if not given:
+        counted: list[list[tuple[int, bool]] | None] = [_count_samples(urls, keys) for urls in sources]
+        num_samples_per_epoch = sum(count for counts in counted for count, _ in counts)
         if num_samples_per_epoch == 0:
             raise RuntimeError(f"no usable sample: no shard of {shards!r} holds a {'/'.join(keys)} file")
+    batches_per_rank = max(1, num_samples_per_epoch // (world_size * batch_size))
+    epoch_samples = batches_per_rank * batch_size * world_size
+    if given:
+        # Counted only as far as an epoch's share and _CHECK_SAMPLES: a large dataset is not
+        # scanned at the start for a check that its size makes moot (each pass still reports
+        # running out, see WebImageTextDataset.__iter__).
+        counted = [None if any(_REMOTE.match(url) for url in urls)
+                   else _count_samples(urls, keys, min(share * epoch_samples, _CHECK_SAMPLES))
+                   for urls, share in zip(sources, shares)]
+    epoch = f"num_samples_per_epoch={num_samples_per_epoch}{'' if given else ' (counted)'}"
+    if epoch_samples != num_samples_per_epoch:
+        epoch += (f" (an epoch is {batches_per_rank} batch(es) of {batch_size} on each of {world_size} "
+                  f"rank(s): {epoch_samples} samples)")
+    held = [sum(count for count, _ in counts) if counts is not None and len(counts) == len(urls) else None
+            for counts, urls in zip(counted, sources)]
+    warnings = _repeat_warnings(source_specs, held, shares, epoch, epoch_samples)
+    if warnings:
+        from mmengine.logging import print_log  # ~0.3 s to import: only when there is a warning
+
+        for warning in warnings:
+            print_log(warning, logger="current", level=logging.WARNING)
     metadata_filter = MetadataFilter(
         min_original_size, max_pwatermark, max_punsafe,
         tuple(aspect_ratio_range) if aspect_ratio_range is not None else None, min_caption_length)
     dataset = WebImageTextDataset(
-        sources, weights, max(1, num_samples_per_epoch // (world_size * batch_size)), batch_size, rank,
-        world_size, num_workers, resampled, seed, shuffle_buffer,
-        ImageTransform(resolution, center_crop, random_flip), keys, caption_key, caption_json_fields,
-        metadata_filter)
+        sources, weights, batches_per_rank, batch_size, rank, world_size, num_workers, resampled, seed,
+        shuffle_buffer, ImageTransform(resolution, center_crop, random_flip), keys, caption_key,
+        caption_json_fields, metadata_filter, [_mean_clean(counts) for counts in counted], bool(warnings))
     loader = DataLoader(
         dataset, batch_size=batch_size, collate_fn=collate_batch, num_workers=num_workers,
         pin_memory=pin_memory, persistent_workers=persistent_workers and num_workers > 0,

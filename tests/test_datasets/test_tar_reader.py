@@ -5,7 +5,8 @@ import tarfile
 import pytest
 import webdataset as wds
 
-from diffengine.datasets.tar_reader import TarFormatError, is_tar_header, iter_tar_members, iter_tar_samples
+from diffengine.datasets.tar_reader import (TarFormatError, is_plain_tar, is_tar_header, iter_tar_members,
+                                             iter_tar_samples)
 
 LONG = "d" * 90 + "/" + "n" * 120  # beyond ustar's 100-byte name field
 
@@ -160,3 +161,75 @@ def test_signed_header_checksums_are_accepted():
     data[148:156] = b"%06o\0 " % signed
     assert signed != sum(header[:148]) + sum(header[156:]) + 256
     assert list(iter_tar_members(io.BytesIO(bytes(data)))) == [("é-ü/k0.jpg", b"image")]
+
+
+def writer_tar(count: int) -> bytes:
+    """A shard as webdataset's TarWriter writes it: a pax header before each of jpg, json, txt."""
+    buffer = io.BytesIO()
+    with wds.TarWriter(buffer) as writer:
+        for index in range(count):
+            writer.write({"__key__": f"k{index}", "jpg": bytes([index + 1]) * 700, "json": b"{}",
+                          "txt": b"caption %d" % index})
+    return buffer.getvalue()
+
+
+def header_offsets(data: bytes, name: str) -> tuple[int, int]:
+    """Offsets of the pax header and of the ustar header of member `name`."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.getmember(name)
+    return member.offset, member.offset_data - 512
+
+
+def read_until_error(data: bytes) -> tuple[list[dict], TarFormatError | None]:
+    got = []
+    try:
+        got.extend(iter_tar_samples(io.BytesIO(data), "shard"))
+    except TarFormatError as exn:
+        return got, exn
+    return got, None
+
+
+@pytest.mark.parametrize("member", ["k3.jpg", "k3.json", "k3.txt", "k0.jpg", "k7.txt"])
+@pytest.mark.parametrize("header", [0, 1])  # the pax header, the ustar header
+@pytest.mark.parametrize("offset", [100, 124, 136, 148, 300])  # mode, size, mtime, checksum, gname
+def test_a_bit_flip_in_a_header_loses_that_sample_only(member, header, offset):
+    data = bytearray(writer_tar(8))
+    data[header_offsets(bytes(data), member)[header] + offset] ^= 0x04
+    whole = list(iter_tar_samples(io.BytesIO(writer_tar(8)), "shard"))
+    assert is_plain_tar(io.BytesIO(bytes(data)))  # also when the first header broke
+    got, error = read_until_error(bytes(data))
+    assert got == [sample for sample in whole if sample["__key__"] != member[:2]]  # the rest, whole, in order
+    assert error is not None and "corrupt member header" in str(error)
+    assert error.lost_samples == 1 and not error.rest_unread
+
+
+def test_corrupt_regions_are_read_past_and_each_counted():
+    clean = writer_tar(8)
+    data = bytearray(clean)
+    for name in ("k1.txt", "k5.jpg"):
+        data[header_offsets(clean, name)[1] + 136] ^= 0x01
+    got, error = read_until_error(bytes(data))
+    assert [s["__key__"] for s in got] == ["k0", "k2", "k3", "k4", "k6", "k7"]
+    assert error.lost_samples == 2 and "1 more corrupt region" in str(error)
+    # A header that is no longer a header at all (zeroed, or overwritten by junk) cannot say
+    # whose member it was: both samples around it go, the shard's rest is still read.
+    start = header_offsets(clean, "k4.jpg")[1]
+    for junk in (bytes(512), b"\x5a" * 512):
+        data = bytearray(clean)
+        data[start:start + 512] = junk
+        got, error = read_until_error(bytes(data))
+        assert [s["__key__"] for s in got] == ["k0", "k1", "k2", "k5", "k6", "k7"]
+        assert error.lost_samples == 2 and not error.rest_unread
+
+
+def test_members_after_a_corrupt_header_are_read_then_an_error_raised():
+    data = bytearray(members([("k0.jpg", b"a" * 600), ("k1.jpg", b"b" * 1100), ("k2.jpg", b"c")]))
+    data[data.index(b"k1.jpg") + 136] ^= 0x01
+    got = []
+    with pytest.raises(TarFormatError, match="corrupt member header at byte 1536") as info:
+        got.extend(iter_tar_members(io.BytesIO(bytes(data))))
+    assert got == [("k0.jpg", b"a" * 600), ("k2.jpg", b"c")] and not info.value.rest_unread
+    names = []  # read_data=False skips the same way
+    with pytest.raises(TarFormatError, match="corrupt member header at byte 1536"):
+        names.extend(name for name, _ in iter_tar_members(io.BytesIO(bytes(data)), read_data=False))
+    assert names == ["k0.jpg", "k2.jpg"]

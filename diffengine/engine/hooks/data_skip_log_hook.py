@@ -1,7 +1,10 @@
-"""Log how much bad data the webdataset loader skipped, by kind, summed over all ranks."""
+"""Log how much bad data the webdataset loader skipped, by kind, summed over all ranks, and where."""
+import logging
+
 import torch
-from mmengine.dist import all_reduce
+from mmengine.dist import all_gather_object, all_reduce, get_world_size, is_main_process
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 
 from diffengine.datasets.wds_loader import WebImageTextDataset, get_skip_counts
 from diffengine.registry import HOOKS
@@ -16,11 +19,16 @@ def sum_over_ranks(counts: dict[str, int]) -> dict[str, int]:
 
 @HOOKS.register_module()
 class DataSkipLogHook(Hook):
-    """Writes ``train/skipped_<kind>`` (cumulative, non-zero kinds) to the message hub.
+    """Writes ``train/skipped_<kind>`` (cumulative, non-zero kinds) to the message hub, and logs where.
 
     The counts cover every rank's loader with all its DataLoader workers (one all-reduce every
-    ``interval`` iterations). Loaders without skip counts (anything but ``build_wds_dataloader``)
-    are left alone.
+    ``interval`` iterations). Which shards failed, why and with how many samples, and which
+    passes ran out before their share of an epoch, is known in the DataLoader workers, whose
+    logging reaches only their own stderr: the loader puts these messages into shared memory
+    (``WebImageTextDataset.take_messages``), and this hook takes them at the same interval,
+    gathers them from all ranks (only when some rank has any: their number rides on the
+    all-reduce) and prints each distinct one once to the main process's log, the work dir's log
+    file. Loaders without skip counts (anything but ``build_wds_dataloader``) are left alone.
     """
 
     priority = "NORMAL"  # before LoggerHook (BELOW_NORMAL) reads the message hub
@@ -29,14 +37,35 @@ class DataSkipLogHook(Hook):
         if interval < 1:
             raise ValueError(f"interval must be >= 1, got {interval}")
         self.interval = interval
+        self._logged: set[str] = set()  # a shard failing again in later epochs is logged once
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        """Record the counts every `interval` iterations and at the last one."""
+        """Record the counts and log new messages every `interval` iterations and at the last one."""
         if not (self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner)):
             return
         loader = runner.train_dataloader
-        if not isinstance(getattr(loader, "dataset", None), WebImageTextDataset):
+        dataset = getattr(loader, "dataset", None)
+        if not isinstance(dataset, WebImageTextDataset):
             return
-        for kind, count in sum_over_ranks(get_skip_counts(loader)).items():
+        messages, missed = dataset.take_messages()
+        summed = sum_over_ranks({**get_skip_counts(loader), "_messages": len(messages) + missed})
+        if summed.pop("_messages"):
+            self._log(all_gather_object((messages, missed)))
+        for kind, count in summed.items():
             if count:
                 runner.message_hub.update_scalar(f"train/skipped_{kind}", count)
+
+    def _log(self, gathered: list[tuple[list[str], int]]) -> None:
+        """Print each rank's new messages that were not printed before (on the main process only)."""
+        if not is_main_process():
+            return
+        for rank, (messages, missed) in enumerate(gathered):
+            where = f"data (rank {rank})" if get_world_size() > 1 else "data"
+            for message in messages:
+                if message not in self._logged:
+                    self._logged.add(message)
+                    print_log(f"{where}: {message}", logger="current", level=logging.WARNING)
+            if missed:
+                print_log(f"{where}: {missed} more message(s) were overwritten before they could be "
+                          "logged (a lower DataSkipLogHook interval takes them sooner)", logger="current",
+                          level=logging.WARNING)
