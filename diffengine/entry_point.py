@@ -28,8 +28,19 @@ def _launch_workers(argv: list[str], nproc: int) -> int:
     return subprocess.call(command)
 
 
+def _processes_per_node() -> int:
+    """``NPROC_PER_NODE`` (default 1), checked."""
+    from .errors import ConfigError
+
+    text = os.environ.get("NPROC_PER_NODE", "").strip() or "1"
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"environment variable NPROC_PER_NODE={text!r}: expected a whole number >= 1 "
+                          "(processes per node, one per GPU)")
+    return int(text)
+
+
 def _train(args: argparse.Namespace, argv: list[str], wds: bool) -> int:
-    nproc = int(os.environ.get("NPROC_PER_NODE", "1") or 1)
+    nproc = _processes_per_node()
     if nproc > 1 and args.launcher == "none":
         from .tools.train import prepare_config
 
@@ -51,7 +62,8 @@ def _demo(args: argparse.Namespace) -> int:
     # absolute: the bridge manifest records these paths for `diffengine infer` from anywhere
     data = make_demo_assets(args.data_dir).resolve()
     train_args = train_arguments(
-        "lavi_bridge_demo", "--work-dir", args.work_dir, "--cfg-options",
+        "lavi_bridge_demo", "--work-dir", args.work_dir, *(["--overwrite"] if args.overwrite else []),
+        "--cfg-options",
         f"model.text_encoder={data / 't5'}", f"model.vision_model={data / 'stage1'}",
         f"train_dataloader.shards={data}/shards/{{00000..00001}}.tar", *(args.cfg_options or []))
     runner = run(train_args, wds=True)
@@ -84,20 +96,27 @@ def _copy_cfg(args: argparse.Namespace) -> int:
 
     from .tools.config_lookup import configs_root, resolve_config
 
+    from .errors import ConfigError
+
     source = resolve_config(args.name)
     root = configs_root()
     dest_root = Path(args.dest)
     if not source.is_relative_to(root):
-        dest_root.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, dest_root / source.name)
-        print(f"copied {source.name} to {dest_root / source.name}")
-        return 0
-    # pure-Python configs import _base_ parts and sibling configs relatively: copy those along
-    relative = source.relative_to(root)
-    for folder in {Path("_base_"), relative.parent}:
-        shutil.copytree(root / folder, dest_root / folder, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    print(f"copied {source.name} to {dest_root / relative}")
+        copies = {source: dest_root / source.name}
+    else:
+        # pure-Python configs import _base_ parts and sibling configs relatively: copy those along
+        copies = {path: dest_root / path.relative_to(root)
+                  for folder in {Path("_base_"), source.relative_to(root).parent}
+                  for path in (root / folder).rglob("*.py")}
+    existing = [dest for src, dest in copies.items()
+                if dest.exists() and dest.read_bytes() != src.read_bytes()]
+    if existing and not args.overwrite:
+        raise ConfigError(f"{len(existing)} file(s) in {dest_root} differ from the packaged ones, e.g. "
+                          f"{existing[0]}: not overwriting your edits (--overwrite replaces them)")
+    for src, dest in copies.items():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
+    print(f"copied {source.name} to {copies.get(source, dest_root / source.name)}")
     return 0
 
 
@@ -156,52 +175,69 @@ def build_parser() -> argparse.ArgumentParser:
         "(LaVi-Bridge). Multi-process: NPROC_PER_NODE=N [NNODES NODE_RANK MASTER_ADDR MASTER_PORT] "
         "diffengine train CONFIG.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train = sub.add_parser("train", help="train from a config")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of its one-line message")
+
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    train = command("train", help="train from a config")
     add_train_arguments(train)
-    wds_train = sub.add_parser("wds_train", help="train from webdataset shards (iteration-based)")
+    wds_train = command("wds_train", help="train from webdataset shards (iteration-based)")
     add_train_arguments(wds_train)
-    demo = sub.add_parser("demo", help="offline demo: tiny models + synthetic shards, then train")
+    demo = command("demo", help="offline demo: tiny models + synthetic shards, then train")
     demo.add_argument("--data-dir", default="data/demo", help="where the demo assets are written")
     demo.add_argument("--work-dir", default="work_dirs/lavi_bridge_demo")
+    demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo run's outputs")
     demo.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
-    infer = sub.add_parser("infer", help="generate images from a trained bridge")
+    infer = command("infer", help="generate images from a trained bridge")
     add_infer_arguments(infer)
-    evaluate = sub.add_parser("eval", help="score a bridge on ShapesBench or by CLIP score")
+    evaluate = command("eval", help="score a bridge on ShapesBench or by CLIP score")
     add_eval_arguments(evaluate)
-    export = sub.add_parser("export", help="export a bridge as a diffusers pipeline folder "
-                            "(LaViBridgePipeline.from_pretrained loads it)")
+    export = command("export", help="export a bridge as a diffusers pipeline folder "
+                     "(LaViBridgePipeline.from_pretrained loads it)")
     add_export_arguments(export)
-    convert = sub.add_parser("convert-official",
-                             help="convert the paper authors' released weights to a bridge folder")
+    convert = command("convert-official",
+                      help="convert the paper authors' released weights to a bridge folder")
     add_convert_official_arguments(convert)
-    prep_wds = sub.add_parser("prep-wds", help="write webdataset shards (img2dataset layout) from "
-                              "an annotation file or an image folder")
+    prep_wds = command("prep-wds", help="write webdataset shards (img2dataset layout) from "
+                       "an annotation file or an image folder")
     add_prep_wds_arguments(prep_wds)
-    shapesbench = sub.add_parser("shapesbench", help="measure whether trained bridges follow the "
-                                 "text (ShapesBench), or train its stage-1 model")
+    shapesbench = command("shapesbench", help="measure whether trained bridges follow the "
+                          "text (ShapesBench), or train its stage-1 model")
     add_shapesbench_arguments(shapesbench)
-    list_cfg = sub.add_parser("list-cfg", help="list the packaged configs")
+    list_cfg = command("list-cfg", help="list the packaged configs")
     list_cfg.add_argument("-p", "--pattern", help="only names containing PATTERN")
-    copy_cfg = sub.add_parser("copy-cfg", help="copy a packaged config (and its _base_) to DIR")
+    copy_cfg = command("copy-cfg", help="copy a packaged config (and its _base_) to DIR")
     copy_cfg.add_argument("name")
     copy_cfg.add_argument("dest", metavar="DIR")
-    sub.add_parser("version", help="print the diffengine version")
+    copy_cfg.add_argument("--overwrite", action="store_true",
+                          help="replace files in DIR that differ from the packaged ones")
+    command("version", help="print the diffengine version")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``diffengine`` command; returns the process exit code."""
+    """Run the ``diffengine`` command; returns the process exit code.
+
+    A mistake in what the user gave (config, option, environment variable, file) is one line
+    on stderr and exit status 2; a run stopped by non-finite training is one line and status 1.
+    ``--debug`` shows their tracebacks instead.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    from .errors import ConfigError, NonFiniteTrainingError
     from .tools.config_lookup import UnknownConfigError
-    from .tools.train import ConfigError
 
-    # commands whose inputs are files the user names: their ValueError / FileNotFoundError /
-    # NotImplementedError messages are for the user. Training keeps full tracebacks for those.
+    # training: ConfigError covers its user mistakes (train.run turns setup errors into it), so a
+    # ValueError raised while training keeps its traceback. The other commands read files the
+    # user names: their ValueError / FileNotFoundError / NotImplementedError are for the user.
     input_errors = (ValueError, FileNotFoundError, NotImplementedError)
+    worker_argv = [arg for arg in argv[1:] if arg != "--debug"]
     commands = {
-        "train": (lambda a: _train(a, argv[1:], wds=False), ()),
-        "wds_train": (lambda a: _train(a, argv[1:], wds=True), ()),
+        "train": (lambda a: _train(a, worker_argv, wds=False), ()),
+        "wds_train": (lambda a: _train(a, worker_argv, wds=True), ()),
         "demo": (_demo, ()), "infer": (_infer, input_errors), "export": (_export, input_errors),
         "eval": (_eval, input_errors),
         "convert-official": (_convert_official, input_errors), "prep-wds": (_prep_wds, input_errors),
@@ -211,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     command, user_errors = commands[args.command]
     try:
         return command(args)
-    except (UnknownConfigError, ConfigError, *user_errors) as error:
-        print(f"diffengine: error: {error}", file=sys.stderr)
-        return 2
+    except (UnknownConfigError, ConfigError, NonFiniteTrainingError, *user_errors) as error:
+        if args.debug:
+            raise
+        print(f"diffengine: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1 if isinstance(error, NonFiniteTrainingError) else 2
 
 
 def cli() -> None:

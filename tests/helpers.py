@@ -17,7 +17,7 @@ def demo_cfg_options(tiny_t5: str, tiny_sd: str, shards: str, max_iters: int = 4
         f"default_hooks.checkpoint.interval={checkpoint_interval}",
         "default_hooks.logger.interval=1",
         # the demo's sample grid and ShapesBench scores, in 2 denoising steps
-        "custom_hooks.4.num_inference_steps=2", "custom_hooks.5.num_inference_steps=2",
+        "custom_hooks.3.num_inference_steps=2", "custom_hooks.4.num_inference_steps=2",
         # a unique name per run: MMEngine keys its global visualizer/message hub on it
         f"experiment_name=test_run_{next(_run_ids)}",
     ]
@@ -54,3 +54,53 @@ class adapter_output_zeroed:
 
     def __exit__(self, *exc):
         self.handle.remove()
+
+
+class KillHook(Hook):
+    """SIGKILLs its own process after training iteration N, or while iteration N is being saved.
+
+    During a save it strikes after the bridge folder is written and before MMEngine writes the
+    checkpoint file (it runs last among the ``before_save_checkpoint`` hooks).
+    """
+
+    priority = "LOWEST"
+
+    def __init__(self, iteration: int, during_save: bool = False) -> None:
+        self.iteration = iteration
+        self.during_save = during_save
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if not self.during_save and runner.iter + 1 == self.iteration:
+            _kill_self()
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        if self.during_save and checkpoint["meta"]["iter"] == self.iteration:
+            _kill_self()
+
+
+def _kill_self() -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_killed(work_dir, options: list[str], iteration: int, during_save: bool) -> int:
+    """Run ``wds_train lavi_bridge_demo`` in a new process that ``KillHook`` kills; returns its exit code."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from diffengine.engine.runner import DiffEngineRunner\n"
+        "from diffengine.tools.train import run, train_arguments\n"
+        "from tests.helpers import KillHook\n"
+        "train = DiffEngineRunner.train\n"
+        f"DiffEngineRunner.train = lambda self: (self.register_hook(KillHook({iteration}, {during_save})), "
+        "train(self))[1]\n"
+        "run(train_arguments('lavi_bridge_demo', *sys.argv[1:]), wds=True)\n"
+    )
+    from pathlib import Path
+
+    return subprocess.run([sys.executable, "-c", script, "--work-dir", str(work_dir), "--cfg-options",
+                           *options], capture_output=True, cwd=Path(__file__).parents[1]).returncode

@@ -55,6 +55,18 @@ def test_copy_cfg_copies_a_loadable_config(tmp_path):
     assert cfg.model.vision_model == "PixArt-alpha/PixArt-XL-2-512x512"
 
 
+def test_copy_cfg_keeps_edited_files_unless_overwritten(tmp_path, capsys):
+    assert main(["copy-cfg", "lavi_bridge_demo", str(tmp_path)]) == 0
+    edited = tmp_path / "lavi_bridge" / "lavi_bridge_demo.py"
+    edited.write_text(edited.read_text() + "\ntrain_cfg.update(max_iters=7)\n")
+    # copying again over unchanged files is fine; over an edited one it is refused
+    assert main(["copy-cfg", "lavi_bridge_demo", str(tmp_path)]) == 2
+    assert "differ from the packaged ones, e.g. " in capsys.readouterr().err
+    assert "max_iters=7" in edited.read_text()
+    assert main(["copy-cfg", "lavi_bridge_demo", str(tmp_path), "--overwrite"]) == 0
+    assert "max_iters=7" not in edited.read_text()
+
+
 def test_unknown_config_is_one_line_with_close_matches_and_exit_2():
     result = diffengine("train", "lavi_bridge_v15_lai")
     assert result.returncode == 2

@@ -2,8 +2,7 @@ from mmengine.hooks import (CheckpointHook, DistSamplerSeedHook, IterTimerHook, 
                             ParamSchedulerHook)
 from mmengine.visualization import LocalVisBackend, Visualizer
 
-from diffengine.engine import (BridgeCheckpointHook, DataSkipLogHook, ParamGroupLrHook,
-                               ThroughputHook)
+from diffengine.engine import BridgeCheckpointHook, DataSkipLogHook, ThroughputHook
 
 default_scope = "diffengine"
 runner_type = "DiffEngineRunner"
@@ -23,7 +22,6 @@ default_hooks = dict(
     sampler_seed=dict(type=DistSamplerSeedHook),
 )
 custom_hooks = [
-    dict(type=ParamGroupLrHook),
     dict(type=ThroughputHook),
     dict(type=BridgeCheckpointHook, max_keep=3),
     dict(type=DataSkipLogHook, interval=50),  # bad samples skipped by the loader, by kind
@@ -33,7 +31,10 @@ custom_hooks = [
 # wrap_model looks the type up by scoped name
 model_wrapper_cfg = dict(type="diffengine.DeviceAgnosticDDP", broadcast_buffers=False)
 
-log_processor = dict(by_epoch=False, window_size=50)
+# the count of optimizer steps skipped for a non-finite gradient (GuardedOptimWrapper) is a
+# running total: log its latest value (a window of 1), not a mean over the window
+log_processor = dict(by_epoch=False, window_size=50,
+                     custom_cfg=[dict(data_src="skipped_steps", method_name="mean", window_size=1)])
 log_level = "INFO"
 visualizer = dict(type=Visualizer, vis_backends=[dict(type=LocalVisBackend)])
 

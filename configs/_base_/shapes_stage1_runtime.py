@@ -1,7 +1,6 @@
 from mmengine.config import read_base
 
-from diffengine.engine import (DataSkipLogHook, ModelFolderCheckpointHook, ParamGroupLrHook,
-                               ThroughputHook)
+from diffengine.engine import DataSkipLogHook, ModelFolderCheckpointHook, ThroughputHook
 
 with read_base():
     from .default_runtime import (default_hooks, default_scope, env_cfg, load_from, log_level,
@@ -19,7 +18,6 @@ default_hooks.update(
                     max_keep_ckpts=1, save_last=True),
 )
 custom_hooks = [
-    dict(type=ParamGroupLrHook),
     dict(type=ThroughputHook),
     dict(type=DataSkipLogHook, interval=100),
     dict(type=ModelFolderCheckpointHook, max_keep=1),

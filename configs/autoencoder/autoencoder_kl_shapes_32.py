@@ -1,8 +1,9 @@
 from mmengine.config import read_base
-from mmengine.optim import CosineAnnealingLR, LinearLR, OptimWrapper
+from mmengine.optim import CosineAnnealingLR, LinearLR
 from torch.optim import AdamW
 
-from diffengine.engine import ParamGroupsOptimWrapperConstructor, StreamingIterBasedTrainLoop
+from diffengine.engine import (GuardedOptimWrapper, ParamGroupsOptimWrapperConstructor,
+                               StreamingIterBasedTrainLoop)
 from diffengine.models import AutoencoderKLTrainer
 
 with read_base():
@@ -15,7 +16,7 @@ with read_base():
 # ShapesBench stage 1a: the VAE of the small text-to-image model (32 px <-> 8 x 8 x 4 latents)
 model = dict(type=AutoencoderKLTrainer, vae="data/shapes/untrained/vae", kl_weight=1e-6)
 optim_wrapper = dict(
-    type=OptimWrapper,
+    type=GuardedOptimWrapper,
     constructor=ParamGroupsOptimWrapperConstructor,
     optimizer=dict(type=AdamW, lr=2e-3, betas=(0.9, 0.999), weight_decay=0.0),
     clip_grad=dict(max_norm=1.0),

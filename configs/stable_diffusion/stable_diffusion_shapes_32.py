@@ -1,9 +1,9 @@
 from mmengine.config import read_base
-from mmengine.optim import CosineAnnealingLR, LinearLR, OptimWrapper
+from mmengine.optim import CosineAnnealingLR, LinearLR
 from torch.optim import AdamW
 
-from diffengine.engine import (ParamGroupsOptimWrapperConstructor, StreamingIterBasedTrainLoop,
-                               VisualizationHook)
+from diffengine.engine import (GuardedOptimWrapper, ParamGroupsOptimWrapperConstructor,
+                               StreamingIterBasedTrainLoop, VisualizationHook)
 from diffengine.models import StableDiffusion
 
 with read_base():
@@ -24,7 +24,7 @@ model = dict(
     caption_dropout=0.1,
 )
 optim_wrapper = dict(
-    type=OptimWrapper,
+    type=GuardedOptimWrapper,
     constructor=ParamGroupsOptimWrapperConstructor,
     optimizer=dict(type=AdamW, lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-2),
     clip_grad=dict(max_norm=1.0),

@@ -11,8 +11,10 @@ anything). So:
 - ``load_local_checkpoint`` replaces MMEngine's local-file loader with ``weights_only=True``.
 
 A checkpoint from an untrusted source therefore cannot run pickled code on load.
+``FiniteWeightsHook`` refuses to write a checkpoint whose weights hold a NaN or infinity.
 """
 import os.path as osp
+import pickle
 
 import numpy as np
 import torch
@@ -21,6 +23,8 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from diffengine.registry import HOOKS
+
+from diffengine.errors import NonFiniteTrainingError, UnreadableCheckpointError
 
 PLAIN_BUFFER_TAG = "__history_buffer__"
 
@@ -63,10 +67,44 @@ class PlainMessageHubHook(Hook):
                 scalars[key] = plain_to_history_buffer(value)
 
 
+@HOOKS.register_module()
+class FiniteWeightsHook(Hook):
+    """Stops the run rather than save non-finite weights; ``DiffEngineRunner`` registers it itself.
+
+    It runs before any checkpoint, bridge or model folder is written, so keep-last-N clean-up
+    never replaces finite checkpoints with broken ones.
+    """
+
+    priority = "VERY_HIGH"
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Raise ``NonFiniteTrainingError`` naming the first weight that is not finite."""
+        for name, value in checkpoint.get("state_dict", {}).items():
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+                raise NonFiniteTrainingError(
+                    f"not saving iteration {checkpoint.get('meta', {}).get('iter')}: weight {name} is "
+                    "not finite; the last checkpoint written is the last finite one")
+
+
 @CheckpointLoader.register_scheme(prefixes="", force=True)
-def load_local_checkpoint(filename: str, map_location=None) -> dict:
-    """Load a local checkpoint with ``weights_only=True`` (tensors and plain Python only)."""
+def load_local_checkpoint(filename: str, map_location=None, mmap: bool = False) -> dict:
+    """Load a local checkpoint with ``weights_only=True`` (tensors and plain Python only).
+
+    Raises ``UnreadableCheckpointError`` naming the file when it is truncated or corrupt, or holds
+    objects other than tensors and plain data (refused as unsafe: unpickling them could run code).
+    """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
-        raise FileNotFoundError(f"{filename} can not be found.")
-    return torch.load(filename, map_location=map_location, weights_only=True)
+        raise FileNotFoundError(f"checkpoint {filename} does not exist")
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        # torch's message is a page of advice; the line naming the refused object is what matters
+        found = [line.strip().split(". Please")[0] for line in str(error).splitlines()
+                 if "Unsupported global" in line]
+        raise UnreadableCheckpointError(f"checkpoint {filename} was refused as unsafe: it holds objects "
+                                        "other than tensors and plain data, and unpickling them could run "
+                                        f"code ({found[0] if found else type(error).__name__})") from error
+    except (RuntimeError, EOFError, OSError) as error:
+        raise UnreadableCheckpointError(f"checkpoint {filename} is unreadable (truncated or not a "
+                                        f"checkpoint): {error}") from error

@@ -1,9 +1,12 @@
 """Iteration-based training loop that resumes a streaming (webdataset) loader without replaying it."""
 import copy
 import logging
+import random
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
@@ -62,10 +65,31 @@ class _EpochStream:
         self._iterator = iter(self._dataloader)
 
 
-class _StreamPositionHook(Hook):
-    """Puts every rank's stream position into the checkpoints, and hands it back on resume.
+def random_state() -> dict[str, Any]:
+    """Every random-number state a training step draws from (Python, numpy, torch, CUDA), as plain data."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [keys.tolist(), position, has_gauss, cached_gaussian],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
-    Checkpoints are written by rank 0 alone, so the positions are gathered from all ranks one
+
+def set_random_state(state: dict[str, Any]) -> None:
+    """Restore what ``random_state`` returned."""
+    version, internal, gaussian = state["python"]
+    random.setstate((version, tuple(internal), gaussian))
+    keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state(("MT19937", np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class _ResumeStateHook(Hook):
+    """Puts every rank's stream position and random state into the checkpoints; hands them back on resume.
+
+    Checkpoints are written by rank 0 alone, so the states are gathered from all ranks one
     step earlier, in ``after_train_iter`` of the iterations at which a ``CheckpointHook`` saves
     (a collective at checkpoint time only, not at every step).
     """
@@ -77,22 +101,38 @@ class _StreamPositionHook(Hook):
         self._gathered: list[dict] | None = None
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        """Gather the positions on all ranks when a checkpoint follows this iteration."""
+        """Gather the states on all ranks when a checkpoint follows this iteration."""
         if any(self._saves_now(runner, hook) for hook in runner.hooks if isinstance(hook, CheckpointHook)):
             # a snapshot: with one process all_gather_object returns the live object itself
-            self._gathered = all_gather_object(copy.deepcopy(self.loop.stream_state))
+            self._gathered = all_gather_object(copy.deepcopy(
+                {"iteration": self.loop.iter + 1, "stream": self.loop.stream_state,
+                 "random": self.loop.step_random_state}))
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Store the gathered positions (one dict per rank) when they are this checkpoint's."""
+        """Store the gathered states (one per rank) when they are this checkpoint's."""
         meta = checkpoint.setdefault("meta", {})
-        if self._gathered and all(isinstance(state, dict) and state["iteration"] == meta.get("iter")
-                                  for state in self._gathered):
-            meta["data_stream"] = self._gathered
+        if not self._gathered or any(state["iteration"] != meta.get("iter") for state in self._gathered):
+            return
+        streams = [state["stream"] for state in self._gathered]
+        if all(isinstance(stream, dict) and stream["iteration"] == meta.get("iter") for stream in streams):
+            meta["data_stream"] = streams
+        if all(state["random"] is not None for state in self._gathered):
+            meta["random_state"] = [state["random"] for state in self._gathered]
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Give this rank's position to the loop (None for checkpoints without positions)."""
-        states = checkpoint.get("meta", {}).get("data_stream")
-        self.loop.resume_state = states[get_rank()] if states and len(states) == get_world_size() else None
+        """Give this rank's stream position and random state to the loop (None when absent)."""
+        meta = checkpoint.get("meta", {})
+        streams, randoms = meta.get("data_stream"), meta.get("random_state")
+        rank, world_size = get_rank(), get_world_size()
+        self.loop.resume_state = streams[rank] if streams and len(streams) == world_size else None
+        self.loop.step_random_state = randoms[rank] if randoms and len(randoms) == world_size else None
+        if randoms and len(randoms) != world_size:
+            print_log(f"the checkpoint holds the random states of {len(randoms)} rank(s), this run has "
+                      f"{world_size}: noise and timesteps are drawn afresh", logger="current",
+                      level=logging.WARNING)
+        elif not randoms and meta.get("iter"):
+            print_log("the checkpoint holds no random states (written before diffengine saved them): "
+                      "noise and timesteps are drawn afresh", logger="current", level=logging.WARNING)
 
     @staticmethod
     def _saves_now(runner, hook: CheckpointHook) -> bool:
@@ -124,6 +164,11 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
     iterations (so in exact mode no sample comes twice within an epoch). The stream's ``seed``
     comes from the loader config, not from the runner's random seed, so a resumed run reads the
     same stream. Other loaders (map-style datasets with samplers) keep MMEngine's behaviour.
+
+    Random draws (noise, timesteps, caption dropout, LoRA dropout): each training step starts
+    from the random state the previous step ended with, whatever hooks drew in between (sample
+    images, evaluations), and checkpoints carry that state for every rank. So a resumed run draws
+    exactly what the uninterrupted run draws, and ends with the same weights.
     """
 
     def __init__(self, runner, dataloader: DataLoader | dict, max_iters: int, **kwargs: Any) -> None:
@@ -131,11 +176,13 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
         self._streaming = is_streaming_loader(self.dataloader)
         self.stream_state: dict[str, Any] | None = None  # where the trained batches left the stream
         self.resume_state: dict[str, Any] | None = None  # this rank's stream_state from a checkpoint
+        self.step_random_state: dict[str, Any] | None = None  # where the last step left the RNGs
+        self.started = False  # set once the model, optimizer and any resumed state are in place
         if self._streaming:
             # Replaces MMEngine's iterator, which started reading epoch 0 before a resume could
             # say which epoch comes first.
             self.dataloader_iterator = _EpochStream(self.dataloader)
-            runner.register_hook(_StreamPositionHook(self))
+        runner.register_hook(_ResumeStateHook(self))
 
     @property
     def data_epoch(self) -> int:
@@ -144,6 +191,7 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
 
     def run(self) -> Any:
         """Launch training; a streaming loader starts at the epoch and batch of ``self.iter``."""
+        self.started = True
         if not self._streaming:
             return super().run()
         self.runner.call_hook("before_train")
@@ -167,6 +215,17 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
         self.runner.call_hook("after_train_epoch")
         self.runner.call_hook("after_train")
         return self.runner.model
+
+    def run_iter(self, data_batch: dict) -> None:
+        """One training step, drawing random numbers where the previous step stopped."""
+        self.runner.call_hook("before_train_iter", batch_idx=self._iter, data_batch=data_batch)
+        if self.step_random_state is not None:
+            set_random_state(self.step_random_state)
+        outputs = self.runner.model.train_step(data_batch, optim_wrapper=self.runner.optim_wrapper)
+        self.step_random_state = random_state()
+        self.runner.call_hook("after_train_iter", batch_idx=self._iter, data_batch=data_batch,
+                              outputs=outputs)
+        self._iter += 1
 
     def _slots(self) -> int:
         """Worker slots of the loader, which deals batches to them round-robin."""

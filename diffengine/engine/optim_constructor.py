@@ -1,13 +1,16 @@
 """One optimizer parameter group per model part (bridge LoRA, adapter, UNet, ...), each with its own learning rate."""
 import inspect
 
+import logging
+
+from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
-from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from torch import nn
 
-from diffengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from diffengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
 
 from .model_wrapper import unwrap_model
+from .optim_wrapper import GuardedOptimWrapper
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -15,7 +18,8 @@ class ParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """Builds named groups from ``model.parameter_groups()`` with ``paramwise_cfg['group_lr']``.
 
     Only trainable parameters enter the optimizer (frozen weights would only bloat its state);
-    a group missing from ``group_lr`` uses the optimizer's ``lr``.
+    a group missing from ``group_lr`` uses the optimizer's ``lr``. The wrapper defaults to
+    ``GuardedOptimWrapper`` (non-finite steps skipped).
     """
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
@@ -27,6 +31,9 @@ class ParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if unknown:
             raise ValueError(f"group_lr names unknown parameter groups {sorted(unknown)}; "
                              f"the model has {sorted(groups)}")
+        if self.base_lr is not None and all(name in group_lr for name, group in groups.items() if group):
+            print_log(f"optimizer.lr={self.base_lr} is not used: every parameter group has its own "
+                      f"rate in paramwise_cfg.group_lr ({group_lr})", logger="current", level=logging.INFO)
         params = [{"name": name, "params": group, "lr": group_lr.get(name, self.base_lr)}
                   for name, group in groups.items() if group]
         optimizer_cfg = self.optimizer_cfg.copy()
@@ -36,5 +43,5 @@ class ParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         optimizer_cfg[next(iter(inspect.signature(optimizer_cls).parameters))] = params
         optimizer = OPTIMIZERS.build(optimizer_cfg)
         optim_wrapper_cfg = self.optim_wrapper_cfg.copy()
-        optim_wrapper_cfg.setdefault("type", "OptimWrapper")
+        optim_wrapper_cfg.setdefault("type", GuardedOptimWrapper)
         return OPTIM_WRAPPERS.build(optim_wrapper_cfg, default_args=dict(optimizer=optimizer))

@@ -3,7 +3,8 @@ from mmengine.runner import Runner
 
 from diffengine.registry import FUNCTIONS, RUNNERS
 
-from .checkpoint import PlainMessageHubHook
+from .checkpoint import FiniteWeightsHook, PlainMessageHubHook
+from .resume import ResumeOverridesHook
 
 
 def is_loader_builder_cfg(dataloader) -> bool:
@@ -17,12 +18,16 @@ class DiffEngineRunner(Runner):
 
     MMEngine's own builder wraps a map-style dataset in a sampler; a webdataset pipeline is an
     IterableDataset whose sharding, shuffling and epoch length live in its builder instead.
-    It also registers ``PlainMessageHubHook`` so its checkpoints load with ``weights_only=True``.
+    It also registers ``PlainMessageHubHook`` so its checkpoints load with ``weights_only=True``,
+    ``FiniteWeightsHook`` so no checkpoint holds a NaN, and ``ResumeOverridesHook`` so a resumed
+    run trains with its own configuration.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.register_hook(PlainMessageHubHook())
+        self.register_hook(FiniteWeightsHook())
+        self.register_hook(ResumeOverridesHook())
 
     @staticmethod
     def build_dataloader(dataloader, seed: int = 0, diff_rank_seed: bool = False):

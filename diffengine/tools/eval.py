@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .arguments import positive_int
 from .infer import add_base_model_arguments, load_bridge_model, resolve_bridge_dir
 
 BENCHMARKS = ("shapes",)
@@ -25,8 +26,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a local CLIPModel folder (model, tokenizer, image processor)")
     parser.add_argument("--prompts", default=None, metavar="FILE",
                         help="clip_score: a text file, one prompt per line")
-    parser.add_argument("--images-per-prompt", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    parser.add_argument("--images-per-prompt", type=positive_int, default=4)
+    parser.add_argument("--steps", type=positive_int, default=25, help="denoising steps (default 25)")
     parser.add_argument("--guidance", type=float, default=5.0,
                         help="classifier-free guidance scale (default 5.0)")
     parser.add_argument("--seed", type=int, default=0, help="image j of a prompt uses seed + j")

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 from .. import constants
+from .arguments import positive_int
 
 
 def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,12 +13,12 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a bridge folder, or a work dir (its newest bridge is used)")
     parser.add_argument("prompts", nargs="+", metavar="PROMPT")
     parser.add_argument("--negative-prompt", default="")
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps (default 50)")
     parser.add_argument("--guidance", type=float, default=7.5,
                         help="classifier-free guidance scale (default 7.5)")
-    parser.add_argument("--height", type=int, default=None,
+    parser.add_argument("--height", type=positive_int, default=None,
                         help="image height (default: the UNet's native size)")
-    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--width", type=positive_int, default=None)
     parser.add_argument("--seed", type=int, default=0, help="same seed, same image (default 0)")
     parser.add_argument("--scheduler", choices=constants.INFERENCE_SCHEDULER_NAMES,
                         default="unipc", help="sampler (default unipc, as the paper)")

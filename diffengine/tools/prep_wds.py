@@ -8,12 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from .arguments import positive_int
 
 
 def add_prep_wds_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,8 +16,8 @@ def add_prep_wds_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="annotation file (lines 'image_path<TAB>caption', e.g. .txt/.tsv) "
                         "or a folder of images with same-named .txt captions")
     parser.add_argument("out_dir", help="folder for the PREFIX00000.tar shards and stats.json")
-    parser.add_argument("--maxcount", type=_positive_int, default=1000, help="samples per shard (default 1000)")
-    parser.add_argument("--resize", type=_positive_int, default=None, metavar="SIZE",
+    parser.add_argument("--maxcount", type=positive_int, default=1000, help="samples per shard (default 1000)")
+    parser.add_argument("--resize", type=positive_int, default=None, metavar="SIZE",
                         help="shrink images so the shorter side is SIZE px (never enlarges; "
                         "default: keep the original size)")
     parser.add_argument("--format", choices=["jpg", "png", "webp"], default="jpg", dest="image_format",
@@ -30,6 +25,8 @@ def add_prep_wds_arguments(parser: argparse.ArgumentParser) -> None:
                         "byte for byte (default jpg)")
     parser.add_argument("--prefix", default="", help="shard file name prefix (default: none)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the shards and stats.json already in OUT_DIR (all of them)")
 
 
 def run_prep_wds(args: argparse.Namespace) -> int:
@@ -48,6 +45,12 @@ def run_prep_wds(args: argparse.Namespace) -> int:
     else:
         raise ValueError(f"source {args.source!r} does not exist (expected an annotation file or an image folder)")
     out_dir = Path(args.out_dir).expanduser()
+    previous = sorted(out_dir.glob("*.tar")) + [p for p in (out_dir / "stats.json",) if p.exists()]
+    if previous and not args.overwrite:
+        raise ValueError(f"{out_dir} already holds shards or stats.json ({previous[0].name}, "
+                         f"{len(previous)} file(s)): choose an empty OUT_DIR, or --overwrite to replace them")
+    for path in previous:  # all of them: a shorter new set must not leave old shards behind
+        path.unlink()
     stats = write_wds_shards(samples, out_dir, prefix=args.prefix, maxcount=args.maxcount,
                              image_format=args.image_format, resize_to=args.resize,
                              progress=not args.no_progress)

@@ -14,6 +14,8 @@ import shutil
 import time
 from pathlib import Path
 
+from .arguments import positive_int
+
 STAGE1_ASSET = Path(__file__).resolve().parents[1] / "assets" / "shapesbench_stage1"
 STAGE1_SOURCE_FILE = "SOURCE.md"
 STAGE1_COMMAND = "diffengine shapesbench stage1"
@@ -42,9 +44,9 @@ def add_shapesbench_arguments(parser: argparse.ArgumentParser) -> None:
                         f"`{STAGE1_COMMAND}`)")
     parser.add_argument("--language-models", nargs="+", choices=tuple(LANGUAGE_MODELS),
                         default=list(LANGUAGE_MODELS), help="run: which language models to bridge")
-    parser.add_argument("--images-per-prompt", type=int, default=4,
+    parser.add_argument("--images-per-prompt", type=positive_int, default=4,
                         help="run: images scored per held-out prompt (default 4)")
-    parser.add_argument("--iters", type=int, default=None,
+    parser.add_argument("--iters", type=positive_int, default=None,
                         help="run: bridge training iterations instead of the configs' own")
     parser.add_argument("--docs", default="docs",
                         help="run: where shapesbench.md/.json/.png are written (default docs)")
@@ -63,7 +65,8 @@ def _train(config: str, work_dir: Path, *cfg_options: str):
     """Train ``config`` in-process into ``work_dir``; returns the runner."""
     from .train import run, train_arguments
 
-    return run(train_arguments(config, "--work-dir", str(work_dir), "--cfg-options",
+    # a benchmark run starts over: earlier runs of the same row are replaced
+    return run(train_arguments(config, "--work-dir", str(work_dir), "--overwrite", "--cfg-options",
                                f"experiment_name={work_dir.name}_{time.time_ns()}", *cfg_options),
                wds=True)
 

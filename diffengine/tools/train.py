@@ -5,8 +5,12 @@ Run as a module (``python -m diffengine.tools.train``) for torchrun's worker pro
 import argparse
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+
+from diffengine.errors import ConfigError
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +19,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", help="where logs, checkpoints, samples and bridges go "
                         "(default: ./work_dirs/CONFIG_NAME)")
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
-                        help="resume from CHECKPOINT, or from the latest one in the work dir")
+                        help="resume from CHECKPOINT, or from the latest one in the work dir; "
+                        "options given now (learning rates, max_iters, ...) apply")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in a work dir that holds a previous run (its checkpoints, "
+                        "bridges and samples are deleted)")
     parser.add_argument("--amp", action="store_true",
                         help="bfloat16 automatic mixed precision (GPU)")
     parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
@@ -32,31 +40,55 @@ def train_arguments(config: str, *options: str) -> argparse.Namespace:
     return parser.parse_args([config, *options])
 
 
-class ConfigError(ValueError):
-    """A config that cannot run the requested command."""
+def load_config_file(config_path: Path):
+    """``Config.fromfile`` with errors that name the file and line (MMEngine says ``<unknown>``)."""
+    import ast
+
+    from mmengine.config import Config
+
+    try:
+        ast.parse(config_path.read_text(), filename=str(config_path))
+    except SyntaxError as error:
+        raise ConfigError(f"{config_path}:{error.lineno}: syntax error: {error.msg}") from None
+    try:
+        return Config.fromfile(str(config_path))
+    except Exception as error:  # whatever the config's own code raised
+        raise ConfigError(f"{config_path}: {type(error).__name__}: {error}") from error
+
+
+def parse_cfg_options(pairs: list[str]) -> dict:
+    """``--cfg-options KEY=VALUE ...`` as MMEngine's DictAction parses them, each pair checked."""
+    from mmengine.config import DictAction
+
+    for pair in pairs:
+        if "=" not in pair or pair.startswith("="):
+            raise ConfigError(f"--cfg-options {pair!r}: expected KEY=VALUE")
+    options = argparse.Namespace()
+    DictAction(option_strings=["--cfg-options"], dest="cfg_options")(None, options, pairs)
+    return options.cfg_options
 
 
 def build_config(args: argparse.Namespace, wds: bool):
     """Load the config and apply the command-line options to it."""
-    from mmengine.config import Config, DictAction
-
+    from .config_check import check_cfg_options
     from .config_lookup import resolve_config
 
     config_path = resolve_config(args.config)
-    cfg = Config.fromfile(str(config_path))
+    cfg = load_config_file(config_path)
     if args.cfg_options:
-        options = argparse.Namespace()
-        DictAction(option_strings=["--cfg-options"], dest="cfg_options")(
-            None, options, args.cfg_options)
-        cfg.merge_from_dict(options.cfg_options)
+        options = parse_cfg_options(args.cfg_options)
+        check_cfg_options(cfg, options)
+        try:
+            cfg.merge_from_dict(options)
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise ConfigError(f"--cfg-options {' '.join(args.cfg_options)}: {error}") from None
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / config_path.stem)
-    if args.resume == "auto":
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        cfg.resume, cfg.load_from = True, args.resume
+    if args.resume is not None:
+        cfg.resume, cfg.load_from = True, str(_resume_checkpoint(args.resume, cfg.work_dir))
     if args.amp:
-        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        # a scoped name: the config holds no class object added after loading (see below)
+        cfg.optim_wrapper.type = "diffengine.GuardedAmpOptimWrapper"
         cfg.optim_wrapper.dtype = "bfloat16"
     if wds:
         _check_wds_config(cfg, config_path)
@@ -65,6 +97,59 @@ def build_config(args: argparse.Namespace, wds: bool):
         # the LM layers after the bridged one still carry LoRA that gets no gradient
         cfg.model_wrapper_cfg.find_unused_parameters = True
     return cfg
+
+
+def _resume_checkpoint(resume: str, work_dir: str) -> Path:
+    """The checkpoint ``--resume [CHECKPOINT]`` names, checked to exist and to be readable."""
+    from diffengine.engine.checkpoint import load_local_checkpoint
+    from diffengine.engine.resume import find_resume_checkpoint
+    from diffengine.errors import UnreadableCheckpointError
+
+    if resume != "auto":
+        if not Path(resume).is_file():
+            raise ConfigError(f"--resume {resume}: no such checkpoint file")
+        found = Path(resume)
+    else:
+        found = find_resume_checkpoint(work_dir)
+        if found is None:
+            raise ConfigError(f"--resume: {work_dir} holds no checkpoint (iter_N.pth) to resume from; "
+                              "drop --resume to start a new run there")
+    try:
+        # memory-mapped: reads the archive's index and pickled structure, not the tensors
+        load_local_checkpoint(str(found), map_location="cpu", mmap=True)
+    except UnreadableCheckpointError as error:
+        raise ConfigError(f"--resume: {error}") from None
+    return found
+
+
+# what a finished or interrupted run leaves that a new run must not mix with or delete unasked
+PREVIOUS_RUN_OUTPUTS = ("last_checkpoint", "bridge", "pretrained")
+
+
+def prepare_work_dir(work_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a work dir holding another run unless resuming it or ``--overwrite``; check it is writable."""
+    from diffengine.engine.resume import checkpoints_in
+
+    work_dir = Path(work_dir)
+    previous = [*checkpoints_in(work_dir), *(work_dir / name for name in PREVIOUS_RUN_OUTPUTS
+                                             if (work_dir / name).exists())]
+    if previous and not resume:
+        if not overwrite:
+            names = ", ".join(path.name for path in previous[:4])
+            raise ConfigError(f"work dir {work_dir} holds a previous run ({names}): add --resume to "
+                              "continue it, --overwrite to start over (deletes its checkpoints, "
+                              "bridges and samples), or choose another --work-dir")
+        for path in [*previous, work_dir / "samples"]:
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=work_dir):
+            pass
+    except OSError as error:
+        raise ConfigError(f"work dir {work_dir} is not writable: {error.strerror or error}") from None
 
 
 def _add_tensorboard_if_installed(cfg) -> None:
@@ -79,6 +164,20 @@ def _add_tensorboard_if_installed(cfg) -> None:
         # a registry name, not the class: MMEngine cannot print a config holding a class object
         # added after loading (Runner logs the config, so training would stop there)
         backends.append(dict(type="TensorboardVisBackend"))
+
+
+def _registries() -> dict:
+    """The registries string ``type`` names of each config section are looked up in."""
+    import diffengine.datasets  # noqa: F401  registers the dataloader builders
+    import diffengine.engine  # noqa: F401  registers the hooks, loops, wrappers
+    import diffengine.models  # noqa: F401
+    from diffengine import registry
+
+    return {"model": registry.MODELS, "function": registry.FUNCTIONS, "loop": registry.LOOPS,
+            "model_wrapper": registry.MODEL_WRAPPERS, "optim_wrapper": registry.OPTIM_WRAPPERS,
+            "optimizer": registry.OPTIMIZERS, "hook": registry.HOOKS,
+            "param_scheduler": registry.PARAM_SCHEDULERS, "visualizer": registry.VISUALIZERS,
+            "vis_backend": registry.VISBACKENDS}
 
 
 def _cuda_available() -> bool:
@@ -101,12 +200,16 @@ def _check_wds_config(cfg, config_path: Path) -> None:
 
 def prepare_config(args: argparse.Namespace, wds: bool):
     """The checked config: every ``ConfigError`` is raised here, before any process or model starts."""
+    from .config_check import check_config
     from .config_lookup import resolve_config
 
     resolve_config(args.config)  # an unknown name fails here, before the slow imports
     cfg = build_config(args, wds)
+    check_config(cfg, _registries())
     if args.amp and not _cuda_available():
         raise ConfigError("--amp needs a GPU (MMEngine's AmpOptimWrapper); none is available")
+    if args.launcher == "none":  # launched workers: the launching process checked it already
+        prepare_work_dir(cfg.work_dir, resume=bool(cfg.get("resume")), overwrite=args.overwrite)
     return cfg
 
 
@@ -123,9 +226,28 @@ def run(args: argparse.Namespace, wds: bool = False):
         import torch.distributed as dist
         if not dist.is_initialized():
             dist.init_process_group(backend="gloo")
-    runner = DiffEngineRunner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner = DiffEngineRunner.from_cfg(cfg)
+    except SETUP_ERRORS as error:
+        raise ConfigError(describe_error(error)) from error
+    try:
+        runner.train()
+    except SETUP_ERRORS as error:
+        loop = runner._train_loop
+        if getattr(loop, "started", not isinstance(loop, dict)):
+            raise  # an error during training is not about the inputs: keep its traceback
+        raise ConfigError(describe_error(error)) from error
     return runner
+
+
+# what building the runner and loading or resuming raise for a bad input (a path, a value, a file)
+SETUP_ERRORS = (ValueError, TypeError, KeyError, OSError, NotImplementedError)
+
+
+def describe_error(error: BaseException) -> str:
+    """One line saying what went wrong (the exception's own message, with its kind if unclear)."""
+    message = " ".join(str(error).split())
+    return message if isinstance(error, (ValueError, OSError)) and message else f"{type(error).__name__}: {message}"
 
 
 def main(argv: list[str] | None = None) -> None:

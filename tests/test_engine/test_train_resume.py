@@ -1,10 +1,11 @@
 import json
-import pickle
+import shutil
 
 import pytest
 import torch
 
 from diffengine.engine import load_local_checkpoint
+from diffengine.errors import UnreadableCheckpointError
 from diffengine.entry_point import build_parser
 from diffengine.tools.train import run
 from tests.helpers import demo_cfg_options
@@ -55,7 +56,7 @@ class Payload:
 def test_untrusted_pickles_are_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {}, "payload": Payload()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(UnreadableCheckpointError, match=r"evil\.pth was refused as unsafe.*GLOBAL print"):
         load_local_checkpoint(str(path))
     with pytest.raises(FileNotFoundError):
         load_local_checkpoint(str(tmp_path / "missing.pth"))
@@ -78,8 +79,11 @@ def test_resume_restores_iteration_and_optimizer(trained, tmp_path, tiny_t5, tin
     assert runner.param_schedulers[0].last_step == saved["param_schedulers"][0]["last_step"]
 
 
-def test_resume_auto_continues_to_max_iters(trained, tiny_t5, tiny_sd, demo_shards):
+def test_resume_auto_continues_to_max_iters(trained, tmp_path, tiny_t5, tiny_sd, demo_shards):
     work_dir, _ = trained
-    runner = train(work_dir, demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=6), "--resume")
+    # a copy: the module's work dir stays as the other tests expect it
+    copy = shutil.copytree(work_dir, tmp_path / "work")
+    runner = train(copy, demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=6), "--resume")
     assert runner.iter == 6
-    assert (work_dir / "iter_6.pth").is_file()
+    assert (copy / "iter_6.pth").is_file() and (copy / "bridge" / "last_bridge").read_text() == "iter_6"
+    assert not (work_dir / "iter_6.pth").exists()

@@ -113,3 +113,19 @@ def test_all_unreadable_returns_1(tmp_path, capsys):
 def test_bad_options_rejected_by_parser(tmp_path, option):
     with pytest.raises(SystemExit):
         prep_wds(tmp_path, tmp_path / "out", *option)
+
+
+def test_an_output_folder_with_shards_is_refused_unless_overwritten(tmp_path):
+    folder = tmp_path / "photos"
+    for index in range(3):
+        save_image(folder / f"{index}.png", (16, 16), seed=index, fmt="PNG")
+        (folder / f"{index}.txt").write_text(f"photo {index}")
+    out = tmp_path / "out"
+    assert prep_wds(folder, out, "--maxcount", "1") == 0
+    assert sorted(p.name for p in out.glob("*.tar")) == ["00000.tar", "00001.tar", "00002.tar"]
+    with pytest.raises(ValueError, match=r"already holds shards or stats.json \(00000.tar, 4 file\(s\)\).*--overwrite"):
+        prep_wds(folder, out, "--maxcount", "2")
+    assert prep_wds(folder, out, "--maxcount", "2", "--overwrite") == 0
+    # no shard of the earlier set is left to mix with the new one
+    assert sorted(p.name for p in out.glob("*.tar")) == ["00000.tar", "00001.tar"]
+    assert json.loads((out / "stats.json").read_text())["shards"] == 2

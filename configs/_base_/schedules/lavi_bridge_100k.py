@@ -1,11 +1,12 @@
-from mmengine.optim import ConstantLR, OptimWrapper
+from mmengine.optim import ConstantLR
 from torch.optim import AdamW
 
-from diffengine.engine import ParamGroupsOptimWrapperConstructor, StreamingIterBasedTrainLoop
+from diffengine.engine import (GuardedOptimWrapper, ParamGroupsOptimWrapperConstructor,
+                               StreamingIterBasedTrainLoop)
 
 # the paper's optimisation: AdamW, one learning rate per bridge part, clipping at 1.0, constant LR
 optim_wrapper = dict(
-    type=OptimWrapper,
+    type=GuardedOptimWrapper,
     constructor=ParamGroupsOptimWrapperConstructor,
     optimizer=dict(type=AdamW, lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8),
     paramwise_cfg=dict(group_lr=dict(vision_lora=1e-4, text_lora=5e-6, adapter=1e-4)),

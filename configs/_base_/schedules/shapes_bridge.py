@@ -1,12 +1,13 @@
-from mmengine.optim import ConstantLR, OptimWrapper
+from mmengine.optim import ConstantLR
 from torch.optim import AdamW
 
-from diffengine.engine import ParamGroupsOptimWrapperConstructor, StreamingIterBasedTrainLoop
+from diffengine.engine import (GuardedOptimWrapper, ParamGroupsOptimWrapperConstructor,
+                               StreamingIterBasedTrainLoop)
 
 # ShapesBench bridges: a short CPU run, so learning rates 20x the paper's (keeping the text LoRA
 # 10x below the vision LoRA and the adapter)
 optim_wrapper = dict(
-    type=OptimWrapper,
+    type=GuardedOptimWrapper,
     constructor=ParamGroupsOptimWrapperConstructor,
     optimizer=dict(type=AdamW, lr=2e-3, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8),
     paramwise_cfg=dict(group_lr=dict(vision_lora=2e-3, text_lora=2e-4, adapter=2e-3)),

@@ -1,10 +1,9 @@
-"""Training hooks: sample images, saved model folders, per-group learning rates, skipped data, throughput."""
+"""Training hooks: sample images, saved model folders, skipped data, throughput."""
 from .model_folder_checkpoint_hook import BridgeCheckpointHook, ModelFolderCheckpointHook
 from .data_skip_log_hook import DataSkipLogHook
-from .param_group_lr_hook import ParamGroupLrHook
 from .shapesbench_hook import ShapesBenchHook
 from .throughput_hook import ThroughputHook
 from .visualization_hook import VisualizationHook
 
 __all__ = ["BridgeCheckpointHook", "DataSkipLogHook", "ModelFolderCheckpointHook",
-           "ParamGroupLrHook", "ShapesBenchHook", "ThroughputHook", "VisualizationHook"]
+           "ShapesBenchHook", "ThroughputHook", "VisualizationHook"]

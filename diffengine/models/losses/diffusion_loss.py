@@ -1,7 +1,24 @@
 """The denoising objective: noised latents and their target, and the MSE loss with min-SNR."""
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
+
+from diffengine.constants import PREDICTION_TYPES
+
+
+def training_scheduler(vision_model: str, prediction_type: str | None = None) -> DDPMScheduler:
+    """The training noise schedule of a diffusers base-model folder, with ``prediction_type`` if given."""
+    if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)} (or None: the "
+                         f"scheduler's own), got {prediction_type!r}")
+    scheduler = DDPMScheduler.from_pretrained(vision_model, subfolder="scheduler")
+    if prediction_type is not None:
+        scheduler.register_to_config(prediction_type=prediction_type)
+    elif scheduler.config.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"{vision_model}'s scheduler predicts {scheduler.config.prediction_type!r}; "
+                         f"training supports {', '.join(PREDICTION_TYPES)}: set prediction_type")
+    return scheduler
 
 
 def noised_latents(latents: torch.Tensor,

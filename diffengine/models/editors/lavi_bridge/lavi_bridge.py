@@ -1,12 +1,15 @@
 """The LaVi-Bridge model: frozen LM + LoRA -> text adapter -> frozen diffusion model + LoRA."""
+import inspect
 import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers import AutoencoderKL
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from mmengine.model import BaseModel
 from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from diffengine.constants import WEIGHT_DTYPE_NAMES
@@ -16,7 +19,8 @@ from diffengine.version import __version__
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...language import FrozenLanguageModel, drop_captions
 from ...lora import inject_lora
-from ...losses import diffusion_loss, noised_latents
+from ...losses import diffusion_loss, noised_latents, training_scheduler
+from ...model_paths import looks_local, pretrained_location, vision_model_location
 from ...vision import encode_latents, find_vision_family
 from .text_adapter import LaViBridgeTextAdapter
 
@@ -25,16 +29,26 @@ BRIDGE_MANIFEST = "bridge.json"
 LORA_WEIGHTS = "adapter_model.safetensors"
 
 
-def _inject_lora_unless_rank_0(model: torch.nn.Module, target_classes: tuple[str, ...],
-                               cfg: dict | None) -> LoraConfig | None:
-    """The paper's LoRA (rank 32, scale 1 as alpha = rank, dropout 0.1) updated by ``cfg``.
+def _lora_settings(cfg: dict | None, side: str) -> dict:
+    """The paper's LoRA (rank 32, scale 1 as alpha = rank, dropout 0.1) updated by ``cfg``."""
+    settings = {"rank": 32, "alpha": None, "dropout": 0.1, **(cfg or {})}
+    unknown = set(settings) - {"rank", "alpha", "dropout"}
+    if unknown:
+        raise ValueError(f"{side} takes rank, alpha and dropout; unknown: {', '.join(sorted(unknown))}")
+    rank = settings["rank"]
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ValueError(f"{side}.rank must be an integer >= 0 (0: no LoRA), got {rank!r}")
+    if settings["alpha"] is None:
+        settings["alpha"] = rank
+    return settings
 
-    Rank 0 means no LoRA on that side (the paper's adapter-only ablation): returns None.
-    """
-    kwargs = {"rank": 32, "alpha": None, "dropout": 0.1, **(cfg or {})}
-    if kwargs["rank"] == 0:
+
+def _inject_lora_unless_rank_0(model: torch.nn.Module, target_classes: tuple[str, ...],
+                               settings: dict) -> LoraConfig | None:
+    """Inject LoRA with ``_lora_settings``; rank 0 means none (the paper's adapter-only ablation)."""
+    if settings["rank"] == 0:
         return None
-    return inject_lora(model, target_classes, **kwargs)
+    return inject_lora(model, target_classes, **settings)
 
 
 @MODELS.register_module()
@@ -57,13 +71,17 @@ class LaViBridge(BaseModel):
             else its eos or unk token).
         text_lora, vision_lora: ``dict(rank, alpha, dropout)``; alpha defaults to rank (scale 1);
             ``rank=0`` trains without LoRA on that side (adapter only when both are 0).
-        prediction_type: ``epsilon`` or ``v_prediction``; None keeps the scheduler's.
+        prediction_type: ``epsilon`` or ``v_prediction``; None keeps the scheduler's (the
+            bridge records the one it trained with).
         snr_gamma: min-SNR-gamma loss weighting; None for plain MSE.
         caption_dropout: probability of replacing a caption with "" (for classifier-free guidance).
         weight_dtype: dtype of the frozen weights (``float32``/``bfloat16``/``float16``); LoRA and
             adapter always train in float32.
         gradient_checkpointing: recompute denoiser and LM activations in the backward pass.
         bridge_path: a bridge folder (see ``save_bridge``) to start from.
+
+    Local model folders are recorded as absolute paths; ``bridge_config`` holds every argument
+    (resolved: adapter dims, LoRA alpha, prediction type), and ``save_bridge`` writes it.
     """
 
     def __init__(self, text_encoder: str, vision_model: str, adapter: dict | None = None,
@@ -75,9 +93,12 @@ class LaViBridge(BaseModel):
                  data_preprocessor: dict | None = None):
         super().__init__(data_preprocessor=data_preprocessor or DiffusionDataPreprocessor())
         if weight_dtype not in DTYPES:
-            raise ValueError(f"weight_dtype must be one of {sorted(DTYPES)}, got '{weight_dtype}'")
+            raise ValueError(f"weight_dtype must be one of {', '.join(DTYPES)}, got {weight_dtype!r}")
         if not 0.0 <= caption_dropout <= 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
+        text_lora, vision_lora = _lora_settings(text_lora, "text_lora"), _lora_settings(vision_lora, "vision_lora")
+        text_encoder = pretrained_location(text_encoder, "text_encoder")
+        vision_model = vision_model_location(vision_model)
         self.text_encoder_path = text_encoder
         self.vision_model_path = vision_model
         self.weight_dtype = DTYPES[weight_dtype]
@@ -95,14 +116,13 @@ class LaViBridge(BaseModel):
                         self.vision_family.load(vision_model, self.weight_dtype))
         self.vae = AutoencoderKL.from_pretrained(vision_model, subfolder="vae",
                                                  torch_dtype=self.weight_dtype)
-        self.noise_scheduler = DDPMScheduler.from_pretrained(vision_model, subfolder="scheduler")
-        if prediction_type is not None:
-            self.noise_scheduler.register_to_config(prediction_type=prediction_type)
+        self.noise_scheduler = training_scheduler(vision_model, prediction_type)
         for frozen in (self.denoiser, self.vae):
             frozen.requires_grad_(False)
 
         context_dim = self.denoiser.config[self.vision_family.context_dim_key]
-        self.adapter = LaViBridgeTextAdapter(**self._adapter_dims(adapter or {}, context_dim))
+        adapter = self._adapter_dims(adapter or {}, context_dim)
+        self.adapter = LaViBridgeTextAdapter(**adapter)
 
         self.text_lora_config = _inject_lora_unless_rank_0(
             self.language.model, self.language.family.lora_target_classes, text_lora)
@@ -114,6 +134,15 @@ class LaViBridge(BaseModel):
             # the name every supported transformers version has (5.x also offers a new one)
             self.language.model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.bridge_config = {
+            "text_encoder": text_encoder, "vision_model": vision_model, "adapter": adapter,
+            "max_length": max_length, "hidden_layer": hidden_layer,
+            "text_attention_mask": text_attention_mask, "pad_token": pad_token,
+            "text_lora": text_lora, "vision_lora": vision_lora,
+            "prediction_type": self.noise_scheduler.config.prediction_type, "snr_gamma": snr_gamma,
+            "caption_dropout": caption_dropout, "weight_dtype": weight_dtype,
+            "gradient_checkpointing": gradient_checkpointing,
+        }
         if bridge_path is not None:
             self.load_bridge(bridge_path)
 
@@ -226,50 +255,42 @@ class LaViBridge(BaseModel):
                      for k, v in get_peft_model_state_dict(model).items()}
             save_file(state, directory / name / LORA_WEIGHTS)
         self.adapter.save_pretrained(directory / "adapter", safe_serialization=True)
-        manifest = {
-            "text_encoder": self.text_encoder_path,
-            "vision_model": self.vision_model_path,
-            "max_length": self.language.max_length,
-            "hidden_layer": self.language.hidden_layer,
-            "text_attention_mask": self.language.use_attention_mask,
-            "pad_token": self.language.pad_token,
-            "weight_dtype": str(self.weight_dtype).removeprefix("torch."),
-            "diffengine_version": __version__,
-            **manifest,
-        }
+        manifest = {**self.bridge_config, "diffengine_version": __version__, **manifest}
         (directory / BRIDGE_MANIFEST).write_text(json.dumps(manifest, indent=2))
         return directory
 
     @classmethod
     def from_bridge(cls, directory: str | Path, **overrides) -> "LaViBridge":
-        """Build the model a bridge folder describes (base models from its manifest) and load it.
+        """Build the model a bridge folder describes (every argument from its manifest) and load it.
 
         ``overrides`` replace constructor arguments, e.g. ``text_encoder=`` a local copy of the
-        base LM or ``weight_dtype="bfloat16"``.
+        base LM or ``weight_dtype="bfloat16"``. Bridges written before the manifest held every
+        argument take their LoRA and adapter settings from those folders, the rest from the
+        constructor's defaults (as they were trained).
         """
         directory = Path(directory)
         manifest_path = directory / BRIDGE_MANIFEST
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{directory} is not a bridge folder (no {BRIDGE_MANIFEST})")
         manifest = json.loads(manifest_path.read_text())
-        lora = {}
+        arguments = set(inspect.signature(cls).parameters) - {"bridge_path", "data_preprocessor"}
+        kwargs = {name: value for name, value in manifest.items() if name in arguments}
         for name in ("text_lora", "vision_lora"):
-            if not (directory / name).is_dir():
-                lora[name] = {"rank": 0}
-                continue
-            config = LoraConfig.from_pretrained(directory / name)
-            lora[name] = {"rank": config.r, "alpha": config.lora_alpha,
-                          "dropout": config.lora_dropout}
-        adapter = LaViBridgeTextAdapter.load_config(directory / "adapter")
-        kwargs = {
-            "text_encoder": manifest["text_encoder"], "vision_model": manifest["vision_model"],
-            "adapter": {k: adapter[k] for k in ("in_dim", "int_dim", "out_dim")},
-            "max_length": manifest["max_length"], "hidden_layer": manifest["hidden_layer"],
-            "text_attention_mask": manifest["text_attention_mask"],
-            # bridges written before the option existed padded with the tokenizer's default
-            "pad_token": manifest.get("pad_token"),
-            "weight_dtype": manifest["weight_dtype"], **lora, **overrides,
-        }
+            if name not in kwargs:
+                config = (LoraConfig.from_pretrained(directory / name) if (directory / name).is_dir()
+                          else None)
+                kwargs[name] = ({"rank": config.r, "alpha": config.lora_alpha, "dropout": config.lora_dropout}
+                                if config else {"rank": 0})
+        if "adapter" not in kwargs:
+            adapter = LaViBridgeTextAdapter.load_config(directory / "adapter")
+            kwargs["adapter"] = {k: adapter[k] for k in ("in_dim", "int_dim", "out_dim")}
+        kwargs.update(overrides)
+        for role, option in (("text_encoder", "--text-encoder"), ("vision_model", "--vision-model")):
+            path = kwargs[role]
+            if role not in overrides and looks_local(path) and not Path(path).expanduser().exists():
+                raise FileNotFoundError(f"{directory / BRIDGE_MANIFEST} records {role} {path!r}, which "
+                                        f"does not exist here: pass {role}= ({option} PATH for infer, "
+                                        "export and eval) with the same base model")
         return cls(bridge_path=str(directory), **kwargs)
 
     def load_bridge(self, directory: str | Path) -> None:
@@ -287,15 +308,27 @@ class LaViBridge(BaseModel):
                                  f"this model rank {r} alpha {alpha} (rank 0: no LoRA)")
             if config is None:
                 continue
-            result = set_peft_model_state_dict(model, load_file(directory / name / LORA_WEIGHTS))
+            result = set_peft_model_state_dict(model, _load_finite(directory / name / LORA_WEIGHTS))
             missing = [k for k in result.missing_keys if "lora_" in k]
             if missing or result.unexpected_keys:
                 example = (missing or result.unexpected_keys)[0]
                 raise ValueError(f"{directory / name} does not match this model's LoRA layers: "
                                  f"{len(missing)} missing, {len(result.unexpected_keys)} "
                                  f"unexpected tensors, e.g. {example}")
-        adapter = LaViBridgeTextAdapter.from_pretrained(directory / "adapter")
-        self.adapter.load_state_dict(adapter.state_dict())
+        self.adapter.load_state_dict(_load_finite(directory / "adapter" / SAFETENSORS_WEIGHTS_NAME))
+
+
+def _load_finite(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a clear error naming the file when it is unreadable or not finite."""
+    try:
+        state = load_file(path)
+    except (OSError, SafetensorError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
+    broken = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise ValueError(f"{path} holds non-finite weights ({len(broken)} tensors, e.g. {broken[0]}): "
+                         "the run that wrote it diverged; use an earlier bridge")
+    return state
 
 
 def _drop_frozen_from_state_dict(module: LaViBridge, state_dict: dict, prefix: str, _) -> None:

@@ -16,6 +16,8 @@ import torch
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
+from diffengine.engine.checkpoint import load_local_checkpoint
+
 from .lavi_bridge import DTYPES, LaViBridge
 from .text_adapter import LaViBridgeTextAdapter
 
@@ -91,7 +93,10 @@ def convert_official_checkpoint(ckpt_dir: str | Path, combo: str, out_bridge_dir
     # cheap checks first: the base models take minutes to load at full size
     text_tensors = _load_lora_list(ckpt_dir / TEXT_LORA_FILE)
     vision_tensors = _load_lora_list(ckpt_dir / VISION_LORA_FILE)
-    adapter = LaViBridgeTextAdapter.from_pretrained(ckpt_dir / ADAPTER_DIR)
+    try:
+        adapter = LaViBridgeTextAdapter.from_pretrained(ckpt_dir / ADAPTER_DIR)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{ckpt_dir / ADAPTER_DIR} is not a readable adapter folder: {error}") from None
 
     text_encoder = text_encoder or OFFICIAL_COMBOS[combo].text_encoder
     vision_model = vision_model or OFFICIAL_COMBOS[combo].vision_model
@@ -116,7 +121,7 @@ def convert_official_checkpoint(ckpt_dir: str | Path, combo: str, out_bridge_dir
 
 def _load_lora_list(path: Path) -> list[torch.Tensor]:
     """The authors' ``[up_0, down_0, ...]`` list, checked for what needs no model."""
-    tensors = torch.load(path, map_location="cpu", weights_only=True)
+    tensors = load_local_checkpoint(str(path), map_location="cpu")
     if not isinstance(tensors, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in tensors):
         raise ValueError(f"{path} should hold a list of tensors [up_0, down_0, up_1, down_1, ...], "
                          f"got {type(tensors).__name__}: not an official LaVi-Bridge LoRA file")

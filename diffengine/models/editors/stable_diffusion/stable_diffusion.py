@@ -2,7 +2,7 @@
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline
+from diffusers import AutoencoderKL, DiffusionPipeline
 from mmengine.model import BaseModel
 from PIL import Image
 
@@ -10,7 +10,8 @@ from diffengine.registry import MODELS
 
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...language import FrozenLanguageModel, drop_captions
-from ...losses import diffusion_loss, noised_latents
+from ...losses import diffusion_loss, noised_latents, training_scheduler
+from ...model_paths import pretrained_location, vision_model_location
 from ...vision import UNetFamily, encode_latents, find_vision_family, inference_scheduler
 from ...vision.families import diffusers_pipeline_class
 
@@ -44,6 +45,8 @@ class StableDiffusion(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor or DiffusionDataPreprocessor())
         if not 0.0 <= caption_dropout <= 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
+        text_encoder = pretrained_location(text_encoder, "text_encoder")
+        vision_model = vision_model_location(vision_model)
         family = find_vision_family(vision_model)
         if not isinstance(family, UNetFamily):
             raise ValueError(f"{vision_model}: StableDiffusion trains SD-style UNets "
@@ -53,9 +56,7 @@ class StableDiffusion(BaseModel):
         self.language.model.requires_grad_(train_text_encoder)
         self.unet = family.load(vision_model, torch.float32)
         self.vae = AutoencoderKL.from_pretrained(vision_model, subfolder="vae").requires_grad_(False)
-        self.noise_scheduler = DDPMScheduler.from_pretrained(vision_model, subfolder="scheduler")
-        if prediction_type is not None:
-            self.noise_scheduler.register_to_config(prediction_type=prediction_type)
+        self.noise_scheduler = training_scheduler(vision_model, prediction_type)
         if self.unet.config.cross_attention_dim != self.language.hidden_size:
             raise ValueError(f"the UNet's cross_attention_dim {self.unet.config.cross_attention_dim} "
                              f"does not match the text encoder's hidden size "

@@ -1,0 +1,142 @@
+"""Resuming a run: which checkpoint a work dir resumes from, and what the new command line changes."""
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+
+from diffengine.registry import HOOKS
+
+from .model_wrapper import unwrap_model
+
+LAST_CHECKPOINT = "last_checkpoint"
+_CHECKPOINT_NAME = re.compile(r"iter_(\d+)\.pth")
+# where a resumed scheduler is in its schedule; everything else in its state is configuration
+_SCHEDULER_PROGRESS = frozenset({"last_step", "last_value", "_global_step", "_get_value_called_within_step"})
+# options that name the run's place and mode, not what it computes
+_RUN_LOCATION_KEYS = ("work_dir", "resume", "load_from", "launcher", "experiment_name")
+
+
+def checkpoints_in(work_dir: str | Path) -> list[Path]:
+    """The ``iter_N.pth`` checkpoints of a work dir, oldest first."""
+    found = [(int(m.group(1)), path) for path in Path(work_dir).glob("iter_*.pth")
+             if (m := _CHECKPOINT_NAME.fullmatch(path.name))]
+    return [path for _, path in sorted(found)]
+
+
+def find_resume_checkpoint(work_dir: str | Path) -> Path | None:
+    """The checkpoint ``--resume`` continues from: the one ``last_checkpoint`` names, in *this* work dir.
+
+    MMEngine writes an absolute path into ``last_checkpoint``; only its file name is used, so a
+    renamed or copied work dir resumes from its own files. An empty or stale ``last_checkpoint``
+    falls back to the newest ``iter_N.pth``.
+    """
+    work_dir = Path(work_dir)
+    pointer = work_dir / LAST_CHECKPOINT
+    if pointer.is_file():
+        named = work_dir / Path(pointer.read_text().strip()).name
+        if named.name and named.is_file():
+            return named
+    saved = checkpoints_in(work_dir)
+    return saved[-1] if saved else None
+
+
+def _flat(cfg: dict | list | tuple, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b.0.c": value}`` for nested dicts and lists (list items keyed by index)."""
+    items = cfg.items() if isinstance(cfg, dict) else enumerate(cfg)
+    flat = {}
+    for key, value in items:
+        if isinstance(value, (dict, list, tuple)) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved_text: str, current: Config) -> dict[str, tuple[Any, Any]]:
+    """``{key: (checkpoint's value, this run's value)}`` for every config entry that differs."""
+    saved = _flat(Config.fromstring(saved_text, file_format=".py").to_dict())
+    now = _flat(current.to_dict())
+    return {key: (saved.get(key), now.get(key)) for key in sorted(set(saved) | set(now))
+            if key.split(".")[0] not in _RUN_LOCATION_KEYS and repr(saved.get(key)) != repr(now.get(key))}
+
+
+def check_checkpoint_fits(state_dict: dict, model, complete: bool = True) -> None:
+    """Raise ValueError saying what differs when a checkpoint's weights do not fit ``model``'s.
+
+    ``complete``: every tensor of the model must be in the checkpoint (resuming), not only those
+    the checkpoint has (``load_from`` may start from part of a model).
+
+    Only the model's own state counts (for ``LaViBridge``, its LoRA and adapter weights): a
+    checkpoint of another LoRA rank or adapter size fails here, in one message, instead of in a
+    warning per tensor and then inside the optimizer.
+    """
+    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    own = model.state_dict()
+    reshaped = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()
+                if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state_dict] if complete else []
+    unexpected = [k for k in state_dict if k not in own]
+    if not (reshaped or missing or unexpected):
+        return
+    parts = []
+    if reshaped:
+        key, saved, now = reshaped[0]
+        parts.append(f"{len(reshaped)} tensors differ in shape, e.g. {key}: checkpoint {saved}, model {now}")
+    if missing:
+        parts.append(f"{len(missing)} of the model's tensors are missing, e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensors are not in the model, e.g. {unexpected[0]}")
+    raise ValueError(f"the checkpoint does not fit this model ({'; '.join(parts)}): was it trained "
+                     "with other LoRA ranks, adapter dims or base models?")
+
+
+@HOOKS.register_module()
+class ResumeOverridesHook(Hook):
+    """On resume, this run's configuration wins over the checkpoint's, and the log says what changed.
+
+    MMEngine restores the optimizer's learning rates and the schedulers' settings from the
+    checkpoint, so a new ``--cfg-options optim_wrapper...lr=`` or ``train_cfg.max_iters=`` was
+    silently ignored. Here the checkpoint's optimizer and scheduler states are edited before
+    MMEngine loads them: each group keeps its moments and its place in the schedule, with this
+    run's base learning rate (the current one scaled alike) and this run's scheduler settings.
+    ``DiffEngineRunner`` registers it itself.
+    """
+
+    priority = "HIGH"
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Check the checkpoint fits the model; on resume, log config changes and apply this run's rates."""
+        check_checkpoint_fits(checkpoint.get("state_dict", {}), unwrap_model(runner.model),
+                              complete=runner._resume)
+        if not runner._resume:
+            return
+        saved_cfg = checkpoint.get("meta", {}).get("cfg")
+        if saved_cfg:
+            for key, (before, after) in config_differences(saved_cfg, runner.cfg).items():
+                print_log(f"resume: {key} = {after!r} (the checkpoint's run had {before!r})",
+                          logger="current", level=logging.INFO)
+        if "optimizer" in checkpoint:
+            self._apply_learning_rates(runner, checkpoint["optimizer"].get("param_groups", []))
+        if "param_schedulers" in checkpoint and isinstance(runner.param_schedulers, list):
+            for scheduler, saved in zip(runner.param_schedulers, checkpoint["param_schedulers"]):
+                saved.update({key: value for key, value in scheduler.state_dict().items()
+                              if key not in _SCHEDULER_PROGRESS})
+
+    @staticmethod
+    def _apply_learning_rates(runner, saved_groups: list[dict]) -> None:
+        groups = runner.optim_wrapper.optimizer.param_groups
+        if len(groups) != len(saved_groups):
+            return  # MMEngine's optimizer load reports the mismatch
+        for group, saved in zip(groups, saved_groups):
+            configured = group.get("initial_lr", group["lr"])
+            saved_base = saved.get("initial_lr", saved["lr"])
+            if saved_base != configured:
+                name = group.get("name", f"group {groups.index(group)}")
+                print_log(f"resume: {name} learning rate {configured:g} from this run's config (the "
+                          f"checkpoint's run had {saved_base:g})", logger="current", level=logging.WARNING)
+                saved["lr"] = saved["lr"] * configured / saved_base if saved_base else configured
+                saved["initial_lr"] = configured

@@ -1,0 +1,39 @@
+"""Where pretrained models come from: local folders (recorded as absolute paths) or hub ids."""
+from pathlib import Path
+
+DENOISER_SUBFOLDERS = ("unet", "transformer")
+
+
+def looks_local(path: str) -> bool:
+    """True for a path that cannot be a hub id (``org/name`` or a bare name)."""
+    return Path(path).expanduser().is_absolute() or path.startswith((".", "~")) or path.count("/") >= 2
+
+
+def pretrained_location(path: str, role: str) -> str:
+    """An existing local folder as an absolute path (so it still resolves from elsewhere), or a hub id.
+
+    Raises FileNotFoundError for a local-looking path that does not exist, instead of the hub's
+    "Repo id must be in the form ..." that transformers and diffusers would raise.
+    """
+    local = Path(path).expanduser()
+    if local.exists():
+        return str(local.resolve())
+    if looks_local(path):
+        raise FileNotFoundError(f"{role} {path!r} does not exist (a local model folder, or a hub id "
+                                "such as org/name)")
+    return path
+
+
+def vision_model_location(path: str, role: str = "vision_model") -> str:
+    """``pretrained_location`` of a diffusers base-model folder, checked for its subfolders."""
+    location = pretrained_location(path, role)
+    folder = Path(location)
+    if folder.is_dir():
+        missing = [f"{name}/" for name in ("vae", "scheduler") if not (folder / name).is_dir()]
+        if not any((folder / name).is_dir() for name in DENOISER_SUBFOLDERS):
+            missing.insert(0, " or ".join(f"{name}/" for name in DENOISER_SUBFOLDERS))
+        if missing:
+            raise FileNotFoundError(f"{role} {path} has no {', no '.join(missing)}: a vision model is a "
+                                    "diffusers base-model folder with unet/ or transformer/, vae/ "
+                                    "and scheduler/")
+    return location

@@ -1,0 +1,173 @@
+"""Check a resolved training config against what it configures, before anything is built.
+
+Every ``dict(type=X, ...)`` in the sections MMEngine builds is compared with the signature of
+``X``: an unknown option (``default_hooks.checkpoint.intervall``) fails now, with close matches,
+not when the hook first uses it an interval of compute later; a value of the wrong basic type
+(``batch_size='abc'``) or out of range (``max_iters=0``) fails with the key that holds it.
+"""
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+from diffengine.errors import ConfigError
+
+# the config keys MMEngine's Runner.from_cfg and diffengine's commands read at the top level
+RUNNER_KEYS = frozenset({
+    "model", "work_dir", "train_dataloader", "val_dataloader", "test_dataloader", "train_cfg",
+    "val_cfg", "test_cfg", "auto_scale_lr", "optim_wrapper", "param_scheduler", "val_evaluator",
+    "test_evaluator", "default_hooks", "custom_hooks", "data_preprocessor", "load_from", "resume",
+    "launcher", "env_cfg", "log_processor", "log_level", "visualizer", "default_scope",
+    "randomness", "experiment_name", "model_wrapper_cfg", "runner_type",
+})
+# arguments the runner passes itself: never in the config
+_PASSED_BY_RUNNER = {"runner", "dataloader", "optimizer", "module", "model", "params"}
+# keys of optim_wrapper read by its constructor, not by the wrapper class
+_CONSTRUCTOR_KEYS = {"constructor", "optimizer", "paramwise_cfg"}
+# smallest valid value of integer options, wherever they appear
+_MINIMUMS = {"max_iters": 1, "batch_size": 1, "num_workers": 0, "interval": 1,
+             "num_samples_per_epoch": 1, "max_keep": 1}
+
+
+def check_cfg_options(cfg, options: dict[str, Any]) -> None:
+    """Reject ``--cfg-options`` keys that name no config entry and no argument of a typed section."""
+    for key in options:
+        parts = key.split(".")
+        if parts[0] not in cfg and parts[0] not in RUNNER_KEYS:
+            known = sorted(k for k in cfg if not k[:1].isupper() and k != "read_base")
+            raise ConfigError(f"--cfg-options {key}: the config has no {parts[0]!r}{_did_you_mean(parts[0], known)}")
+
+
+def check_config(cfg, registries: dict[str, Any]) -> None:
+    """Raise ``ConfigError`` for an unknown type, an unknown option or a bad basic value in ``cfg``.
+
+    ``registries`` maps a section name (``model``, ``hooks``, ...) to the registry its string
+    ``type`` names are looked up in.
+    """
+    for where, node, registry in _typed_sections(cfg, registries):
+        target = _resolve(node["type"], registry)
+        if target is None:
+            names = list(registry.module_dict) if registry is not None else []
+            raise ConfigError(f"{where}.type: unknown type {node['type']!r}{_did_you_mean(str(node['type']), names)}")
+        accepted, hints = _parameters(target)
+        skip = _CONSTRUCTOR_KEYS if where == "optim_wrapper" else set()
+        for key, value in node.items():
+            if key == "type" or key in skip:
+                continue
+            if accepted is not None and key not in accepted:
+                raise ConfigError(f"{where}.{key}: {_name(target)} has no option {key!r}"
+                                  f"{_did_you_mean(key, sorted(accepted))}; it takes "
+                                  f"{', '.join(sorted(accepted)) or 'no options'}")
+            _check_value(f"{where}.{key}", value, hints.get(key))
+
+
+def _typed_sections(cfg, registries: dict[str, Any]) -> Iterator[tuple[str, dict, Any]]:
+    """``(key path, dict with a type, registry)`` for each section MMEngine builds from the config."""
+    def typed(where: str, node: Any, registry_name: str):
+        if isinstance(node, dict) and "type" in node:
+            yield where, node, registries.get(registry_name)
+
+    yield from typed("model", cfg.get("model"), "model")
+    yield from typed("train_dataloader", cfg.get("train_dataloader"), "function")
+    yield from typed("train_cfg", cfg.get("train_cfg"), "loop")
+    yield from typed("model_wrapper_cfg", cfg.get("model_wrapper_cfg"), "model_wrapper")
+    optim_wrapper = cfg.get("optim_wrapper") or {}
+    yield from typed("optim_wrapper", optim_wrapper, "optim_wrapper")
+    yield from typed("optim_wrapper.optimizer", optim_wrapper.get("optimizer"), "optimizer")
+    for name, hook in (cfg.get("default_hooks") or {}).items():
+        yield from typed(f"default_hooks.{name}", hook, "hook")
+    for index, hook in enumerate(cfg.get("custom_hooks") or []):
+        yield from typed(f"custom_hooks.{index}", hook, "hook")
+    schedulers = cfg.get("param_scheduler") or []
+    for index, scheduler in enumerate([schedulers] if isinstance(schedulers, dict) else schedulers):
+        yield from typed(f"param_scheduler.{index}", scheduler, "param_scheduler")
+    visualizer = cfg.get("visualizer") or {}
+    yield from typed("visualizer", visualizer, "visualizer")
+    for index, backend in enumerate(visualizer.get("vis_backends") or []):
+        yield from typed(f"visualizer.vis_backends.{index}", backend, "vis_backend")
+
+
+def _resolve(kind: Any, registry) -> Any:
+    if not isinstance(kind, str):
+        return kind
+    return registry.get(kind) if registry is not None else None
+
+
+def _name(target: Any) -> str:
+    return getattr(target, "__name__", repr(target))
+
+
+def _parameters(target: Any) -> tuple[set[str] | None, dict[str, Any]]:
+    """Names a class or function accepts (None: anything) and their type hints.
+
+    A class whose ``__init__`` takes ``**kwargs`` passes them on to its base classes, so their
+    arguments count too, up to the first ``__init__`` without ``**kwargs``.
+    """
+    from mmengine.hooks import CheckpointHook
+
+    functions = ([klass.__dict__["__init__"] for klass in target.__mro__ if "__init__" in klass.__dict__]
+                 if inspect.isclass(target) else [target])
+    if inspect.isclass(target) and issubclass(target, CheckpointHook):
+        # CheckpointHook hands its **kwargs to Runner.save_checkpoint
+        from mmengine.runner import Runner
+
+        functions.insert(1, Runner.save_checkpoint)
+    accepted: set[str] = set()
+    hints: dict[str, Any] = {}
+    for function in functions:
+        try:
+            parameters = inspect.signature(function).parameters
+        except (TypeError, ValueError):
+            return None, hints
+        try:
+            function_hints = typing.get_type_hints(function)
+        except Exception:  # unresolvable annotations only lose the type check
+            function_hints = {}
+        for name, parameter in parameters.items():
+            if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.VAR_POSITIONAL) or name == "self":
+                continue
+            if parameter.kind is not parameter.VAR_KEYWORD:
+                accepted.add(name)
+                hints.setdefault(name, function_hints.get(name))
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            return accepted - _PASSED_BY_RUNNER, hints
+        if function is object.__init__:
+            break
+    return None, hints  # **kwargs all the way up: anything may be accepted
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...] | None:
+    """The basic types a hint allows (None: not a hint this check understands)."""
+    if hint in (int, float, bool, str):
+        return (int, float) if hint is float else (hint,)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        allowed: list[type] = []
+        for arg in typing.get_args(hint):
+            if arg is type(None):
+                allowed.append(type(None))
+                continue
+            basic = _allowed_types(arg)
+            if basic is None:
+                return None
+            allowed.extend(basic)
+        return tuple(allowed)
+    return None
+
+
+def _check_value(where: str, value: Any, hint: Any) -> None:
+    allowed = _allowed_types(hint)
+    if allowed is not None:
+        is_bool = isinstance(value, bool)
+        if not isinstance(value, allowed) or (is_bool and bool not in allowed):
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            raise ConfigError(f"{where} must be {names}, got {value!r}")
+    minimum = _MINIMUMS.get(where.rsplit(".", 1)[-1])
+    if minimum is not None and isinstance(value, int) and not isinstance(value, bool) and value < minimum:
+        raise ConfigError(f"{where} must be >= {minimum}, got {value}")
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""

@@ -1,0 +1,95 @@
+"""Every user mistake on the training path: one line on stderr, exit status 2, before any compute."""
+import shutil
+
+import pytest
+import torch
+
+from diffengine.entry_point import main
+from tests.helpers import demo_cfg_options
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, tiny_t5, tiny_sd, demo_shards):
+    """Bad inputs to point at: broken configs and checkpoints, a vision folder without vae/."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    (root / "syntax.py").write_text("model = dict(\n  type='LaViBridge',\n")
+    (root / "raises.py").write_text("max_iters = 1 / 0\n")
+    shutil.copytree(f"{tiny_sd}/unet", root / "no_vae" / "unet")
+    (root / "truncated.pth").write_bytes(b"PK\x03\x04 cut short")
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("arbitrary code ran",))
+
+    torch.save({"state_dict": {}, "payload": Payload()}, root / "unsafe.pth")
+    return root
+
+
+DEMO = "lavi_bridge_demo"
+# (case, config, command-line flags, extra --cfg-options; {assets} filled in, expected message part)
+BAD_INPUTS = [
+    ("config syntax error", "{assets}/syntax.py", [], [], "syntax.py:1: syntax error: '(' was never closed"),
+    ("config that raises", "{assets}/raises.py", [], [], "raises.py: ZeroDivisionError: division by zero"),
+    ("unknown model type", DEMO, [], ["model.type=LaViBrige"],
+     "model.type: unknown type 'LaViBrige' (did you mean 'LaViBridge'?)"),
+    ("misspelt top-level key", DEMO, [], ["trian_cfg.max_iters=3"],
+     "the config has no 'trian_cfg' (did you mean 'train_cfg'"),
+    ("misspelt model option", DEMO, [], ["model.prediciton_type=epsilon"],
+     "model.prediciton_type: LaViBridge has no option 'prediciton_type' (did you mean 'prediction_type'?)"),
+    ("misspelt hook option", DEMO, [], ["default_hooks.checkpoint.intervall=5"],
+     "default_hooks.checkpoint.intervall: CheckpointHook has no option 'intervall' (did you mean 'interval'?)"),
+    ("misspelt LoRA option", DEMO, [], ["model.text_lora.rnk=4"], "text_lora takes rank, alpha and dropout; unknown: rnk"),
+    ("option without =", DEMO, [], ["train_cfg.max_iters"], "--cfg-options 'train_cfg.max_iters': expected KEY=VALUE"),
+    ("batch size not a number", DEMO, [], ["train_dataloader.batch_size=abc"],
+     "train_dataloader.batch_size must be int, got 'abc'"),
+    ("zero iterations", DEMO, [], ["train_cfg.max_iters=0"], "train_cfg.max_iters must be >= 1, got 0"),
+    ("hook interval out of range", DEMO, [], ["default_hooks.logger.interval=0"],
+     "default_hooks.logger.interval must be >= 1"),
+    ("prediction type typo", DEMO, [], ["model.prediction_type=v-prediction"],
+     "prediction_type must be one of epsilon, v_prediction (or None: the scheduler's own), got 'v-prediction'"),
+    ("missing model path", DEMO, [], ["model.text_encoder={assets}/no_such_model"], "no_such_model' does not exist"),
+    ("vision folder without vae/", DEMO, [], ["model.vision_model={assets}/no_vae"], "no_vae has no vae/, no scheduler/"),
+    ("unknown optimizer group", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adaptr=0.1"],
+     "group_lr names unknown parameter groups ['adaptr']"),
+    ("missing resume checkpoint", DEMO, ["--resume", "{assets}/nothing.pth"], [], "nothing.pth: no such checkpoint file"),
+    ("nothing to resume", DEMO, ["--resume"], [], "holds no checkpoint (iter_N.pth) to resume from"),
+    ("truncated checkpoint", DEMO, ["--resume", "{assets}/truncated.pth"], [], "truncated.pth is unreadable (truncated"),
+    ("unsafe checkpoint", DEMO, ["--resume", "{assets}/unsafe.pth"], [],
+     "unsafe.pth was refused as unsafe: it holds objects other than tensors"),
+    ("work dir is a file", DEMO, ["--work-dir", "{assets}/syntax.py"], [], "syntax.py is not writable"),
+]
+
+
+@pytest.mark.parametrize("config, flags, cfg_options, expected", [case[1:] for case in BAD_INPUTS],
+                         ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_is_one_line_and_exit_2(config, flags, cfg_options, expected, assets, tmp_path, tiny_t5,
+                                          tiny_sd, demo_shards, capsys):
+    config, flags, cfg_options = (config.format(assets=assets), [f.format(assets=assets) for f in flags],
+                                  [o.format(assets=assets) for o in cfg_options])
+    argv = ["wds_train", config, "--work-dir", str(tmp_path / "work"), *flags,
+            "--cfg-options", *demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=2), *cfg_options]
+    assert main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("diffengine: error:")]
+    assert len(errors) == 1 and expected in errors[0], errors
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2"])
+def test_bad_process_count_is_one_line(value, monkeypatch, capsys):
+    monkeypatch.setenv("NPROC_PER_NODE", value)
+    assert main(["wds_train", "lavi_bridge_demo"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"diffengine: error: environment variable NPROC_PER_NODE={value!r}: expected a whole number "
+        ">= 1 (processes per node, one per GPU)")
+
+
+def test_debug_shows_the_traceback(assets):
+    with pytest.raises(Exception, match="syntax error"):
+        main(["wds_train", f"{assets}/syntax.py", "--debug"])
+
+
+@pytest.mark.parametrize("steps", ["0", "-3", "many"])
+def test_infer_refuses_a_step_count_below_one(steps, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["infer", "some_bridge", "a prompt", "--steps", steps])
+    assert exit_info.value.code == 2
+    assert "--steps" in capsys.readouterr().err

@@ -1,0 +1,210 @@
+"""Training that cannot silently go wrong: non-finite steps, exact resume, resumed options, portable work dirs."""
+import json
+import shutil
+
+import pytest
+import torch
+from mmengine.logging import MessageHub
+from mmengine.optim import OptimWrapper
+
+from diffengine.engine import FiniteWeightsHook, GuardedAmpOptimWrapper, GuardedOptimWrapper
+from diffengine.engine.resume import find_resume_checkpoint
+from diffengine.entry_point import build_parser, main
+from diffengine.errors import NonFiniteTrainingError
+from diffengine.models import LaViBridge
+from diffengine.models.editors.lavi_bridge import lavi_bridge
+from diffengine.tools.train import run
+from tests.helpers import demo_cfg_options, train_killed
+
+
+def toy_wrapper(cls=GuardedOptimWrapper, **kwargs):
+    MessageHub.get_instance("toy_wrapper")
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([{"params": [weight], "name": "adapter", "lr": 0.1}], lr=1.0)
+    return weight, cls(optimizer=optimizer, **kwargs)
+
+
+def step(wrapper, weight, scale: float) -> None:
+    wrapper.update_params((weight * scale).sum())
+
+
+def test_a_non_finite_gradient_skips_the_step_and_a_streak_stops_training():
+    weight, wrapper = toy_wrapper(max_consecutive_nonfinite=3)
+    step(wrapper, weight, 1.0)
+    after_good_step = weight.detach().clone()
+    moments = wrapper.optimizer.state[weight]["exp_avg"].clone()
+    for _ in range(2):
+        step(wrapper, weight, float("nan"))
+    # untouched: weights and optimizer moments are those of the last finite step
+    assert torch.equal(weight.detach(), after_good_step)
+    assert torch.equal(wrapper.optimizer.state[weight]["exp_avg"], moments)
+    assert (wrapper.skipped_steps, wrapper.consecutive_nonfinite) == (2, 2)
+    step(wrapper, weight, 1.0)  # a finite step ends the streak
+    assert wrapper.consecutive_nonfinite == 0 and not torch.equal(weight.detach(), after_good_step)
+    step(wrapper, weight, float("inf"))
+    step(wrapper, weight, float("nan"))
+    with pytest.raises(NonFiniteTrainingError, match="3 optimizer steps in a row"):
+        step(wrapper, weight, float("nan"))
+    assert wrapper.skipped_steps == 5
+    assert MessageHub.get_current_instance().get_scalar("train/skipped_steps").current() == 4
+
+
+def test_the_mixed_precision_wrapper_skips_alike(monkeypatch):
+    # AmpOptimWrapper insists on a GPU; without one its GradScaler disables itself, which leaves
+    # the guard as the only thing deciding
+    monkeypatch.setattr("mmengine.optim.optimizer.amp_optimizer_wrapper.is_cuda_available", lambda: True)
+    weight, wrapper = toy_wrapper(GuardedAmpOptimWrapper, max_consecutive_nonfinite=2)
+    step(wrapper, weight, float("nan"))
+    assert torch.equal(weight.detach(), torch.ones(3)) and wrapper.skipped_steps == 1
+    step(wrapper, weight, 1.0)
+    assert not torch.equal(weight.detach(), torch.ones(3))
+
+
+def test_learning_rates_are_logged_by_group_name():
+    groups = [{"params": [torch.nn.Parameter(torch.ones(1))], "name": name, "lr": lr}
+              for name, lr in (("adapter", 0.1), ("text_lora", 0.01))]
+    optimizer = torch.optim.AdamW(groups, lr=1.0)
+    assert GuardedOptimWrapper(optimizer).get_lr() == {"adapter_lr": [0.1], "text_lora_lr": [0.01]}
+    # MMEngine's own wrapper logs the first group's rate as lr and optimizer.lr (1.0, which no
+    # group trains with) as base_lr
+    assert OptimWrapper(optimizer).get_lr() == {"base_lr": [1.0], "lr": [0.1, 0.01]}
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_the_streak_length_is_checked(value):
+    with pytest.raises(ValueError, match="max_consecutive_nonfinite"):
+        toy_wrapper(max_consecutive_nonfinite=value)
+
+
+def test_non_finite_weights_are_never_saved():
+    checkpoint = {"meta": {"iter": 8}, "state_dict": {"adapter.w": torch.tensor([1.0, float("nan")])}}
+    with pytest.raises(NonFiniteTrainingError, match="iteration 8: weight adapter.w is not finite"):
+        FiniteWeightsHook().before_save_checkpoint(None, checkpoint)
+    FiniteWeightsHook().before_save_checkpoint(None, {"state_dict": {"w": torch.ones(2)}})
+
+
+def train(work_dir, options, *extra):
+    args = build_parser().parse_args(["wds_train", "lavi_bridge_demo", "--work-dir", str(work_dir),
+                                      *extra, "--cfg-options", *options])
+    return run(args, wds=True)
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_finite_checkpoints(
+        tmp_path, tiny_t5, tiny_sd, demo_shards, monkeypatch, capsys):
+    calls = {"n": 0}
+    loss = lavi_bridge.diffusion_loss
+
+    def diverging_loss(*args, **kwargs):
+        calls["n"] += 1
+        return loss(*args, **kwargs) * (float("nan") if calls["n"] > 5 else 1.0)
+
+    monkeypatch.setattr(lavi_bridge, "diffusion_loss", diverging_loss)
+    options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=12)
+    status = main(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path), "--cfg-options",
+                   *options, "optim_wrapper.max_consecutive_nonfinite=3"])
+    assert status == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "diffengine: error: training stopped: 3 optimizer steps in a row had a non-finite gradient norm")
+    # steps 6 and 7 were skipped, step 8 stopped the run: iteration 6's checkpoint holds step 5's weights
+    assert [p.name for p in sorted(tmp_path.glob("iter_*.pth"))] == ["iter_4.pth", "iter_6.pth"]
+    for path in tmp_path.glob("iter_*.pth"):
+        assert all(torch.isfinite(v).all() for v in torch.load(path, weights_only=True)["state_dict"].values())
+    bridge = LaViBridge.from_bridge(tmp_path / "bridge" / "iter_6")
+    assert all(torch.isfinite(p).all() for p in bridge.parameters())
+    log = next(tmp_path.glob("*/*.log")).read_text()
+    assert log.count("optimizer step skipped, weights unchanged") == 3
+
+
+def test_a_bridge_with_non_finite_weights_is_refused(bridge_dir):
+    from safetensors.torch import load_file, save_file
+
+    path = bridge_dir / "adapter" / "diffusion_pytorch_model.safetensors"
+    state = load_file(path)
+    next(iter(state.values()))[0] = float("nan")
+    save_file(state, path)
+    with pytest.raises(ValueError, match="diffusion_pytorch_model.safetensors holds non-finite weights"):
+        LaViBridge.from_bridge(bridge_dir)
+
+
+def final_state(runner) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in runner.model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_t5, tiny_sd, demo_shards):
+    """Six iterations, checkpoints at 2, 4 and 6, caption dropout on (its draws must resume too)."""
+    options = [*demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=6), "model.caption_dropout=0.3"]
+    work_dir = tmp_path_factory.mktemp("uninterrupted")
+    runner = train(work_dir, options)
+    return options, final_state(runner), runner.message_hub.get_scalar("train/loss").data[0].copy(), work_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("iteration, during_save", [(3, False), (4, True)],
+                         ids=["after-iteration-3", "while-saving-iteration-4"])
+def test_a_killed_and_resumed_run_ends_where_the_uninterrupted_one_does(
+        uninterrupted, tmp_path, iteration, during_save):
+    options, weights, losses, _ = uninterrupted
+    assert train_killed(tmp_path, options, iteration, during_save) == -9
+    assert (tmp_path / "iter_2.pth").is_file() and not (tmp_path / "iter_4.pth").exists()
+    resumed = train(tmp_path, options, "--resume")
+    assert resumed.iter == 6
+    resumed_weights = final_state(resumed)
+    assert resumed_weights.keys() == weights.keys()
+    for name, value in weights.items():
+        torch.testing.assert_close(resumed_weights[name], value, rtol=0, atol=1e-6, msg=name)
+    assert resumed.message_hub.get_scalar("train/loss").data[0] == pytest.approx(losses, abs=1e-6)
+
+
+def test_resume_applies_new_learning_rates_and_logs_what_changed(uninterrupted, tmp_path):
+    options, _, _, work_dir = uninterrupted
+    shutil.copy(work_dir / "iter_4.pth", tmp_path)  # a checkpoint copied elsewhere resumes there
+    runner = train(tmp_path, [*options, "optim_wrapper.paramwise_cfg.group_lr.adapter=0.0005",
+                              "train_cfg.max_iters=5"], "--resume")
+    rates = {g["name"]: g["lr"] for g in runner.optim_wrapper.optimizer.param_groups}
+    assert rates == {"vision_lora": 2e-3, "text_lora": 2e-4, "adapter": 5e-4}
+    log = next(tmp_path.glob("*/*.log")).read_text()
+    assert "resume: adapter learning rate 0.0005 from this run's config (the checkpoint's run had 0.002)" in log
+    assert "resume: train_cfg.max_iters = 5 (the checkpoint's run had 6)" in log
+    # the resumed run logs the rate it trains with
+    assert runner.message_hub.get_scalar("train/adapter_lr").current() == 5e-4
+
+
+def test_a_checkpoint_of_another_lora_rank_is_one_line(uninterrupted, tmp_path, capsys):
+    options, _, _, work_dir = uninterrupted
+    status = main(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path), "--resume",
+                   str(work_dir / "iter_4.pth"), "--cfg-options", *options, "model.vision_lora.rank=3"])
+    assert status == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("diffengine: error: the checkpoint does not fit this model (")
+    assert "tensors differ in shape, e.g. unet." in error and "other LoRA ranks" in error
+
+
+def test_a_used_work_dir_is_refused_unless_resumed_or_overwritten(uninterrupted, tmp_path, capsys):
+    options, _, _, work_dir = uninterrupted
+    used = tmp_path / "used"
+    shutil.copytree(work_dir, used)
+    args = ["wds_train", "lavi_bridge_demo", "--work-dir", str(used), "--cfg-options", *options,
+            "train_cfg.max_iters=2"]
+    assert main(args) == 2
+    assert "holds a previous run (iter_4.pth, iter_6.pth, last_checkpoint, bridge): add --resume" in (
+        capsys.readouterr().err)
+    assert main([*args[:4], "--overwrite", *args[4:]]) == 0
+    # the earlier run is gone: its later checkpoints and bridges cannot be mistaken for this run's
+    assert sorted(p.name for p in used.glob("iter_*.pth")) == ["iter_2.pth"]
+    assert sorted(p.name for p in (used / "bridge").glob("iter_*")) == ["iter_2"]
+
+
+def test_a_copied_or_renamed_work_dir_resumes_from_its_own_checkpoints(uninterrupted, tmp_path):
+    _, _, _, work_dir = uninterrupted
+    copy = tmp_path / "copy"
+    shutil.copytree(work_dir, copy)
+    # MMEngine wrote the original's absolute path
+    assert (copy / "last_checkpoint").read_text().strip() == str(work_dir / "iter_6.pth")
+    assert find_resume_checkpoint(copy) == copy / "iter_6.pth"
+    renamed = copy.rename(tmp_path / "renamed")
+    assert find_resume_checkpoint(renamed) == renamed / "iter_6.pth"
+    (renamed / "last_checkpoint").write_text("")  # an interrupted write of the pointer
+    (renamed / "iter_6.pth").unlink()
+    assert find_resume_checkpoint(renamed) == renamed / "iter_4.pth"
+    assert find_resume_checkpoint(tmp_path) is None
