@@ -4,3 +4,14 @@ INFERENCE_SCHEDULER_NAMES = ("unipc", "ddim", "dpm", "ddpm")
 WEIGHT_DTYPE_NAMES = ("float32", "bfloat16", "float16")
 # the training targets noised_latents implements (diffusers' "sample" is not one of them)
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+# the paper authors' released pairings that `convert-official` understands
+OFFICIAL_COMBO_NAMES = ("t5_unet", "llama2_unet", "t5_transformer")
+
+# a work dir's layout: MMEngine's pointer to the newest checkpoint, and the model folders written
+# beside each checkpoint (WORK_DIR/<folder>/iter_N/, WORK_DIR/<folder>/last_<folder>)
+LAST_CHECKPOINT = "last_checkpoint"
+BRIDGE_FOLDER = "bridge"
+PRETRAINED_FOLDER = "pretrained"
+SAMPLES_FOLDER = "samples"
+# a bridge folder's manifest: every LaViBridge argument, the iteration, the version
+BRIDGE_MANIFEST = "bridge.json"

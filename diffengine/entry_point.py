@@ -94,9 +94,8 @@ def _list_cfg(args: argparse.Namespace) -> int:
 def _copy_cfg(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .tools.config_lookup import configs_root, resolve_config
-
     from .errors import ConfigError
+    from .tools.config_lookup import configs_root, resolve_config
 
     source = resolve_config(args.name)
     root = configs_root()

@@ -9,7 +9,6 @@ _LOCATIONS = {
     "hook": ["diffengine.engine"],
     "runner": ["diffengine.engine"],
     "loop": ["diffengine.engine"],
-    "dataset": ["diffengine.datasets"],
     "function": ["diffengine.datasets"],
 }
 
@@ -24,7 +23,6 @@ OPTIM_WRAPPER_CONSTRUCTORS = _child("optimizer wrapper constructor",
                                     mmengine_registry.OPTIM_WRAPPER_CONSTRUCTORS)
 HOOKS = _child("hook", mmengine_registry.HOOKS)
 RUNNERS = _child("runner", mmengine_registry.RUNNERS)
-DATASETS = _child("dataset", mmengine_registry.DATASETS)
 FUNCTIONS = _child("function", mmengine_registry.FUNCTIONS)
 # the rest only exist so MMEngine finds its own classes from inside the diffengine scope
 LOOPS = _child("loop", mmengine_registry.LOOPS)

@@ -1,7 +1,27 @@
-"""Shared helpers for end-to-end tests: the demo config pointed at session-scoped tiny assets."""
+"""Helpers shared by the tests: demo-config options, fixed batches, test shards, toy runs, hooks."""
+import io
 import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
+import torch
+import webdataset as wds
 from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.optim import OptimWrapper
+from PIL import Image
+from torch import nn
+from torch.optim import AdamW
+from torch.utils.data import DataLoader
+
+from diffengine.datasets import build_wds_dataloader
+from diffengine.engine import ParamGroupsOptimWrapperConstructor
+from diffengine.engine.runner import DiffEngineRunner
 
 _run_ids = itertools.count()
 
@@ -47,8 +67,6 @@ class adapter_output_zeroed:
         self.adapter = bridge.adapter
 
     def __enter__(self):
-        import torch
-
         self.handle = self.adapter.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out))
         return self
 
@@ -79,17 +97,11 @@ class KillHook(Hook):
 
 
 def _kill_self() -> None:
-    import os
-    import signal
-
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def train_killed(work_dir, options: list[str], iteration: int, during_save: bool) -> int:
     """Run ``wds_train lavi_bridge_demo`` in a new process that ``KillHook`` kills; returns its exit code."""
-    import subprocess
-    import sys
-
     script = (
         "import sys\n"
         "from diffengine.engine.runner import DiffEngineRunner\n"
@@ -100,7 +112,135 @@ def train_killed(work_dir, options: list[str], iteration: int, during_save: bool
         "train(self))[1]\n"
         "run(train_arguments('lavi_bridge_demo', *sys.argv[1:]), wds=True)\n"
     )
-    from pathlib import Path
-
     return subprocess.run([sys.executable, "-c", script, "--work-dir", str(work_dir), "--cfg-options",
                            *options], capture_output=True, cwd=Path(__file__).parents[1]).returncode
+
+
+TWO_CAPTIONS = ("a red circle on a white background", "a blue square on a black background")
+
+
+def fixed_batch(captions: tuple[str, ...] = TWO_CAPTIONS, size: int = 32) -> dict:
+    """A model input batch: random pixels in [-1, 1] (always the same) with ``captions``."""
+    generator = torch.Generator().manual_seed(0)
+    return {"pixel_values": torch.rand(len(captions), 3, size, size, generator=generator) * 2 - 1,
+            "text": list(captions)}
+
+
+def seeded_loss(model, batch: dict, seed: int = 7) -> float:
+    """Loss with fixed noise and timesteps, so two evaluations are comparable."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return model(batch)["loss"].item()
+
+
+def train_briefly(model, steps: int = 15, lr: float = 2e-3) -> tuple[float, float]:
+    """``steps`` AdamW updates on ``fixed_batch()``; returns the seeded loss before and after."""
+    optim = ParamGroupsOptimWrapperConstructor(dict(type=OptimWrapper, optimizer=dict(type=AdamW, lr=lr)), {})(model)
+    batch = fixed_batch()
+    before = seeded_loss(model, batch)
+    torch.manual_seed(0)
+    for _ in range(steps):
+        optim.update_params(model(batch)["loss"])
+    return before, seeded_loss(model, batch)
+
+
+# ---- webdataset shards for the loader tests ----
+LOADER_RES = 8  # image size of the loader tests
+
+
+def image_bytes(fmt: str = "JPEG", mode: str = "RGB", size: tuple[int, int] = (20, 14), seed: int = 0) -> bytes:
+    """Encoded random image."""
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def sample(key: str, caption: str | None = "a caption", image: bytes | None = b"", ext: str = "jpg",
+           meta: dict | None = None) -> dict:
+    """A raw webdataset sample; image b"" means a valid JPEG, None means no image file."""
+    item = {"__key__": key}
+    if image is not None:
+        item[ext] = image or image_bytes(seed=len(key))
+    if caption is not None:
+        item["txt"] = caption
+    if meta is not None:
+        item["json"] = json.dumps(meta).encode()
+    return item
+
+
+def write_tar(path, samples: list[dict]) -> str:
+    with wds.TarWriter(str(path)) as writer:
+        for item in samples:
+            writer.write(item)
+    return str(path)
+
+
+def good_shards(folder, shards: int, per_shard: int, prefix: str = "s") -> list[str]:
+    return [write_tar(folder / f"{prefix}{i}.tar",
+                      [sample(f"{prefix}{i}k{j}", f"caption {prefix}{i}k{j}") for j in range(per_shard)])
+            for i in range(shards)]
+
+
+def load(shards, **kwargs) -> DataLoader:
+    kwargs = {"batch_size": 1, "resolution": LOADER_RES, "num_workers": 0, "shuffle_buffer": 0, **kwargs}
+    return build_wds_dataloader(shards, **kwargs)
+
+
+def keys_of(loader: DataLoader) -> list[str]:
+    return [key for batch in loader for key in batch["data_samples"]["keys"]]
+
+
+# ---- a toy model and runner for the training-loop tests ----
+_toy_run_ids = itertools.count()
+
+
+class KeyRecorder(BaseModel):
+    """Fits one scalar to the mean pixel; records the sample keys of every batch it trains on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(()))
+        self.seen: list[list[str]] = []
+
+    def forward(self, inputs: dict, data_samples: dict | None = None, mode: str = "loss") -> dict:
+        self.seen.append(list(data_samples["keys"]))
+        return {"loss": (self.weight - inputs["pixel_values"].float().mean()) ** 2}
+
+
+def train_toy(work_dir, train_dataloader, max_iters: int, resume_from: str | None = None,
+              custom_hooks: list | None = None) -> DiffEngineRunner:
+    """Train KeyRecorder with a checkpoint every iteration; resume from `resume_from` if given."""
+    runner = DiffEngineRunner(
+        model=KeyRecorder(), work_dir=str(work_dir), train_dataloader=train_dataloader,
+        train_cfg=dict(type="StreamingIterBasedTrainLoop", max_iters=max_iters),
+        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.1)),
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=1),
+                           logger=dict(type="LoggerHook", interval=1)),
+        custom_hooks=custom_hooks, log_processor=dict(by_epoch=False), randomness=dict(seed=0),
+        resume=resume_from is not None, load_from=resume_from, default_scope="diffengine",
+        # MMEngine keys its global message hub and visualizer on the name
+        experiment_name=f"test_loops_{next(_toy_run_ids)}")
+    runner.train()
+    return runner
+
+
+class ToyImages(torch.utils.data.Dataset):
+    """Eight map-style samples in the wds batch layout; counts item reads."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> dict:
+        self.reads += 1
+        return {"inputs": {"pixel_values": torch.full((3, 2, 2), float(index))},
+                "data_samples": {"keys": f"toy{index}"}}
+
+
+def map_cfg() -> dict:
+    return dict(dataset=ToyImages(), batch_size=2, num_workers=0,
+                sampler=dict(type="DefaultSampler", shuffle=True), collate_fn=dict(type="default_collate"))

@@ -38,7 +38,8 @@ BAD_INPUTS = [
      "model.prediciton_type: LaViBridge has no option 'prediciton_type' (did you mean 'prediction_type'?)"),
     ("misspelt hook option", DEMO, [], ["default_hooks.checkpoint.intervall=5"],
      "default_hooks.checkpoint.intervall: CheckpointHook has no option 'intervall' (did you mean 'interval'?)"),
-    ("misspelt LoRA option", DEMO, [], ["model.text_lora.rnk=4"], "text_lora takes rank, alpha and dropout; unknown: rnk"),
+    ("misspelt LoRA option", DEMO, [], ["model.text_lora.rnk=4"],
+     "text_lora takes rank, alpha and dropout; unknown: rnk"),
     ("option without =", DEMO, [], ["train_cfg.max_iters"], "--cfg-options 'train_cfg.max_iters': expected KEY=VALUE"),
     ("batch size not a number", DEMO, [], ["train_dataloader.batch_size=abc"],
      "train_dataloader.batch_size must be int, got 'abc'"),
@@ -47,13 +48,17 @@ BAD_INPUTS = [
      "default_hooks.logger.interval must be >= 1"),
     ("prediction type typo", DEMO, [], ["model.prediction_type=v-prediction"],
      "prediction_type must be one of epsilon, v_prediction (or None: the scheduler's own), got 'v-prediction'"),
-    ("missing model path", DEMO, [], ["model.text_encoder={assets}/no_such_model"], "no_such_model' does not exist"),
-    ("vision folder without vae/", DEMO, [], ["model.vision_model={assets}/no_vae"], "no_vae has no vae/, no scheduler/"),
+    ("missing model path", DEMO, [], ["model.text_encoder={assets}/no_such_model"],
+     "no_such_model' does not exist"),
+    ("vision folder without vae/", DEMO, [], ["model.vision_model={assets}/no_vae"],
+     "no_vae has no vae/, no scheduler/"),
     ("unknown optimizer group", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adaptr=0.1"],
      "group_lr names unknown parameter groups ['adaptr']"),
-    ("missing resume checkpoint", DEMO, ["--resume", "{assets}/nothing.pth"], [], "nothing.pth: no such checkpoint file"),
+    ("missing resume checkpoint", DEMO, ["--resume", "{assets}/nothing.pth"], [],
+     "nothing.pth: no such checkpoint file"),
     ("nothing to resume", DEMO, ["--resume"], [], "holds no checkpoint (iter_N.pth) to resume from"),
-    ("truncated checkpoint", DEMO, ["--resume", "{assets}/truncated.pth"], [], "truncated.pth is unreadable (truncated"),
+    ("truncated checkpoint", DEMO, ["--resume", "{assets}/truncated.pth"], [],
+     "truncated.pth is unreadable (truncated"),
     ("unsafe checkpoint", DEMO, ["--resume", "{assets}/unsafe.pth"], [],
      "unsafe.pth was refused as unsafe: it holds objects other than tensors"),
     ("work dir is a file", DEMO, ["--work-dir", "{assets}/syntax.py"], [], "syntax.py is not writable"),
@@ -62,8 +67,8 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("config, flags, cfg_options, expected", [case[1:] for case in BAD_INPUTS],
                          ids=[case[0] for case in BAD_INPUTS])
-def test_bad_input_is_one_line_and_exit_2(config, flags, cfg_options, expected, assets, tmp_path, tiny_t5,
-                                          tiny_sd, demo_shards, capsys):
+def test_bad_input_is_one_line_and_exit_2(config, flags, cfg_options, expected, assets, tmp_path,
+                                          tiny_t5, tiny_sd, demo_shards, capsys):
     config, flags, cfg_options = (config.format(assets=assets), [f.format(assets=assets) for f in flags],
                                   [o.format(assets=assets) for o in cfg_options])
     argv = ["wds_train", config, "--work-dir", str(tmp_path / "work"), *flags,

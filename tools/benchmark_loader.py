@@ -7,11 +7,12 @@ caches and memory bandwidth, SMT siblings, clocks that drop as more cores work).
 run build_wds_dataloader as training does. "ratio/worker" is images/s over raw images/s times
 the number of workers (at least 1), so 1.0 means each worker runs at the raw single-process
 speed; "vs raw xN" divides instead by the mean of two raw xN runs, made right before and right
-after the loader's timed window while its workers wait ("worst": the lowest round). "CPU ms/img" sums the CPU time of the main process and its workers (Linux /proc) and
-"CPU ratio" is raw's CPU per image over the row's. "decode share" is the part of the decoding
+after the loader's timed window while its workers wait ("worst": the lowest round). "CPU ms/img"
+sums the CPU time of the main process and its workers (Linux /proc) and "CPU ratio" is raw's CPU
+per image over the row's. "decode share" is the part of the decoding
 processes' CPU time (the workers', or this process's with 0 workers) spent decoding and
-transforming, the work raw does, measured at the same moment as the rest and so immune to drift. Every ratio is taken within one round and the
-table shows the median over rounds. Results: docs/loader_benchmark.md.
+transforming, the work raw does, measured at the same moment as the rest and so immune to drift.
+Every ratio is taken within one round and the table shows the median over rounds. Results: docs/loader_benchmark.md.
 
     python tools/benchmark_loader.py [--num-images 256] [--resolutions 256 512] [--workers 0 1 2]
     python tools/benchmark_loader.py --resolutions 512 --workers 0 1 2 4 8 --num-samples 1024  # 16 cores
@@ -29,15 +30,16 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from diffengine.datasets import ImageTransform, build_wds_dataloader, write_wds_shards
-from diffengine.datasets.wds_loader import WebImageTextDataset
+from diffengine.datasets.wds_dataset import WebImageTextDataset
 
 WIDTH, HEIGHT = 768, 576
 NUM_SHARDS = 8  # enough for every worker count measured here to own whole shards
@@ -230,7 +232,8 @@ def main() -> None:
         pattern = str(Path(tmp) / f"{{00000..{NUM_SHARDS - 1:05d}}}.tar")
         print(f"{args.num_images} JPEGs {WIDTH}x{HEIGHT}, mean {statistics.mean(map(len, jpegs)) / 1024:.0f} KiB, "
               f"{NUM_SHARDS} shards, generated in {time.perf_counter() - start:.0f} s; "
-              f"batch size {args.batch_size}, shuffle buffer {args.shuffle_buffer} (as many samples per worker warm up), "
+              f"batch size {args.batch_size}, shuffle buffer {args.shuffle_buffer} "
+              "(as many samples per worker warm up), "
               f"{args.num_samples} images timed, median of {args.repeats} rounds\n")
         # Every ratio pairs a loader run with raw runs of the same round ("vs raw xN": the mean
         # of the raw xN runs just before and after its timed window), and the table gives the
@@ -266,15 +269,16 @@ def main() -> None:
                 *((w, max(1, w), f"raw x{w}" if w > 1 else "raw") for w in args.workers)]
         for row, processes, raw_row in rows:
             here, reference = runs[resolution, row], runs[resolution, raw_row]
-            per_worker = [rate / (raw_rate_ * processes) for (rate, _), (raw_rate_, _) in zip(here, raw)]
-            vs_parallel = paired.get((resolution, row)) or [rate / ref for (rate, _), (ref, _) in zip(here, reference)]
-            cpu_ratio = [raw_cpu / cpu for (_, cpu), (_, raw_cpu) in zip(here, raw)]
+            per_worker = [rate / (raw_rate_ * processes) for (rate, _), (raw_rate_, _) in zip(here, raw, strict=False)]
+            vs_parallel = paired.get((resolution, row)) or [
+                rate / ref for (rate, _), (ref, _) in zip(here, reference, strict=False)]
+            cpu_ratio = [raw_cpu / cpu for (_, cpu), (_, raw_cpu) in zip(here, raw, strict=False)]
             share = decode_shares.get((resolution, row))
             shares = f"{median(share):.3f}" if share else "-"
             print(f"{resolution:>10} {row:>8} {median(r for r, _ in here):>9.1f} {median(per_worker):>13.2f} "
                   f"{median(vs_parallel):>10.2f} {min(vs_parallel):>6.2f} {median(c for _, c in here):>11.2f} "
                   f"{median(cpu_ratio):>10.2f} {shares:>13}")
-    steal, total = (end - begin for end, begin in zip(cpu_steal_ticks(), steal_start))
+    steal, total = (end - begin for end, begin in zip(cpu_steal_ticks(), steal_start, strict=False))
     # steal: time the hypervisor ran other guests while this VM had work, a source of noise
     print(f"\ntotal {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.2f} at end, "
           f"CPU steal {100 * steal / max(1, total):.1f}%")

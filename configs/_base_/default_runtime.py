@@ -1,11 +1,9 @@
-from mmengine.hooks import (CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook,
-                            ParamSchedulerHook)
+from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
 from mmengine.visualization import LocalVisBackend, Visualizer
 
 from diffengine.engine import BridgeCheckpointHook, DataSkipLogHook, ThroughputHook
 
 default_scope = "diffengine"
-runner_type = "DiffEngineRunner"
 
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import webdataset as wds
 from PIL import Image, ImageOps
@@ -17,8 +17,8 @@ from .transforms import to_rgb
 
 logger = logging.getLogger(__name__)
 
-ImageSource = Union[Image.Image, bytes, str, os.PathLike]
-Sample = tuple[str, ImageSource, str, Union[dict, None]]
+ImageSource = Image.Image | bytes | str | os.PathLike
+Sample = tuple[str, ImageSource, str, dict | None]
 
 _PIL_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})

@@ -1,7 +1,13 @@
 """Training engine: runner, checkpoint loading, DDP wrapper, optimizer groups and hooks."""
 from .checkpoint import FiniteWeightsHook, PlainMessageHubHook, load_local_checkpoint
-from .hooks import (BridgeCheckpointHook, DataSkipLogHook, ModelFolderCheckpointHook,
-                    ShapesBenchHook, ThroughputHook, VisualizationHook)
+from .hooks import (
+                    BridgeCheckpointHook,
+                    DataSkipLogHook,
+                    ModelFolderCheckpointHook,
+                    ShapesBenchHook,
+                    ThroughputHook,
+                    VisualizationHook,
+)
 from .loops import StreamingIterBasedTrainLoop
 from .model_wrapper import DeviceAgnosticDDP, unwrap_model
 from .optim_constructor import ParamGroupsOptimWrapperConstructor

@@ -22,9 +22,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from diffengine.registry import HOOKS
-
 from diffengine.errors import NonFiniteTrainingError, UnreadableCheckpointError
+from diffengine.registry import HOOKS
 
 PLAIN_BUFFER_TAG = "__history_buffer__"
 

@@ -13,6 +13,7 @@ from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 from torch.utils.data import DataLoader, IterableDataset
 
+from diffengine.contracts import STREAM_POSITION_KEY, EpochStream, ResumableStream
 from diffengine.registry import LOOPS
 
 
@@ -20,8 +21,7 @@ def is_streaming_loader(dataloader: DataLoader) -> bool:
     """True for a DataLoader over a sized IterableDataset whose ``set_epoch`` reseeds its stream."""
     dataset = getattr(dataloader, "dataset", None)
     # Epochs are counted in batches, so the loader needs a length.
-    return (isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__")
-            and callable(getattr(dataset, "set_epoch", None)))
+    return isinstance(dataset, IterableDataset) and isinstance(dataset, EpochStream)
 
 
 class _EpochStream:
@@ -151,7 +151,7 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
     Resuming at iteration ``i`` sets epoch ``i // len(loader)``; earlier epochs are never read
     (except that MMEngine's constructor starts an epoch-0 iterator, dropped at once: with workers,
     up to ``prefetch_factor`` batches per worker may be decoded before they stop).
-    Mid-epoch, checkpoints carry each rank's stream position (``data_samples["stream_position"]``
+    Mid-epoch, checkpoints carry each rank's stream position (``data_samples[STREAM_POSITION_KEY]``
     of the last batch of every worker slot), and ``dataset.resume_from`` fast-forwards each slot
     past the ``i % len(loader)`` trained batches, reading their tar records without decoding a
     single image. A checkpoint without positions (or with a different ``num_workers`` or epoch
@@ -239,7 +239,7 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
             state = self.stream_state = {"epoch": epoch, "positions": [0] * self._slots(),
                                          **self._stream_identity()}
         samples = data_batch.get("data_samples") if isinstance(data_batch, dict) else None
-        position = samples.get("stream_position") if isinstance(samples, dict) else None
+        position = samples.get(STREAM_POSITION_KEY) if isinstance(samples, dict) else None
         if position is None:
             state["positions"] = None  # unknown: a resume in this epoch has to iterate
         elif state["positions"] is not None:
@@ -259,7 +259,7 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
                       level=logging.INFO)
             return
         dataset = self.dataloader.dataset
-        if (state is not None and callable(getattr(dataset, "resume_from", None))
+        if (state is not None and isinstance(dataset, ResumableStream)
                 and state.get("iteration") == self._iter and state.get("epoch") == epoch
                 and all(state.get(key) == value for key, value in self._stream_identity().items())
                 and len(state.get("positions") or ()) == self._slots()):

@@ -2,6 +2,7 @@
 from mmengine.model import MMDistributedDataParallel, is_model_wrapper
 from torch import nn
 
+from diffengine.contracts import TextToImageModel
 from diffengine.registry import MODEL_WRAPPERS
 
 
@@ -22,3 +23,12 @@ class DeviceAgnosticDDP(MMDistributedDataParallel):
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The model inside a DDP/FSDP wrapper (MMEngine's ``is_model_wrapper``), or ``model`` itself."""
     return model.module if is_model_wrapper(model) else model
+
+
+def text_to_image_model(model: nn.Module, user: str) -> TextToImageModel:
+    """The unwrapped model, checked to generate images (``infer``) for ``user``, a hook's name."""
+    model = unwrap_model(model)
+    if not isinstance(model, TextToImageModel):
+        raise TypeError(f"{user} needs a model that generates images (an infer() method); "
+                        f"{type(model).__name__} has none")
+    return model

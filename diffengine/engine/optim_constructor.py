@@ -1,12 +1,12 @@
 """One optimizer parameter group per model part (bridge LoRA, adapter, UNet, ...), each with its own learning rate."""
 import inspect
-
 import logging
 
 from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from torch import nn
 
+from diffengine.contracts import GroupedParameters
 from diffengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
 
 from .model_wrapper import unwrap_model
@@ -25,6 +25,9 @@ class ParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     def __call__(self, model: nn.Module) -> OptimWrapper:
         """Return the optimizer wrapper for ``model`` (unwrapped from DDP if needed)."""
         model = unwrap_model(model)
+        if not isinstance(model, GroupedParameters):
+            raise TypeError(f"{type(model).__name__} has no parameter_groups(): "
+                            "ParamGroupsOptimWrapperConstructor needs the model's named parameter groups")
         group_lr = dict((self.paramwise_cfg or {}).get("group_lr", {}))
         groups = model.parameter_groups()
         unknown = set(group_lr) - set(groups)

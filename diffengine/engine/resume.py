@@ -8,11 +8,11 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
+from diffengine.constants import LAST_CHECKPOINT
 from diffengine.registry import HOOKS
 
 from .model_wrapper import unwrap_model
 
-LAST_CHECKPOINT = "last_checkpoint"
 _CHECKPOINT_NAME = re.compile(r"iter_(\d+)\.pth")
 # where a resumed scheduler is in its schedule; everything else in its state is configuration
 _SCHEDULER_PROGRESS = frozenset({"last_step", "last_value", "_global_step", "_get_value_called_within_step"})
@@ -122,7 +122,7 @@ class ResumeOverridesHook(Hook):
         if "optimizer" in checkpoint:
             self._apply_learning_rates(runner, checkpoint["optimizer"].get("param_groups", []))
         if "param_schedulers" in checkpoint and isinstance(runner.param_schedulers, list):
-            for scheduler, saved in zip(runner.param_schedulers, checkpoint["param_schedulers"]):
+            for scheduler, saved in zip(runner.param_schedulers, checkpoint["param_schedulers"], strict=False):
                 saved.update({key: value for key, value in scheduler.state_dict().items()
                               if key not in _SCHEDULER_PROGRESS})
 
@@ -131,7 +131,7 @@ class ResumeOverridesHook(Hook):
         groups = runner.optim_wrapper.optimizer.param_groups
         if len(groups) != len(saved_groups):
             return  # MMEngine's optimizer load reports the mismatch
-        for group, saved in zip(groups, saved_groups):
+        for group, saved in zip(groups, saved_groups, strict=True):
             configured = group.get("initial_lr", group["lr"])
             saved_base = saved.get("initial_lr", saved["lr"])
             if saved_base != configured:

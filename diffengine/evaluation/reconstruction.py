@@ -27,6 +27,6 @@ def reconstruction_report(vae, num_images: int = 256, size: int = 32, seed: int 
     for name, images in (("originals", originals), ("reconstructions", reconstructed)):
         verdicts = [judge_image(Image.fromarray(image)) for image in images]
         report[f"judge_on_{name}"] = {
-            a: round(float(np.mean([v[a] == getattr(s, a) for v, s in zip(verdicts, chosen)])), 4)
+            a: round(float(np.mean([v[a] == getattr(s, a) for v, s in zip(verdicts, chosen, strict=True)])), 4)
             for a in ATTRIBUTES}
     return report

@@ -14,8 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from diffengine.datasets.shapes import (ATTRIBUTES, HELDOUT_PHRASINGS, TRAIN_PHRASINGS,
-                                        ShapeSpec, heldout_specs, render, train_specs)
+from diffengine.datasets.shapes import (
+    ATTRIBUTES,
+    HELDOUT_PHRASINGS,
+    TRAIN_PHRASINGS,
+    ShapeSpec,
+    heldout_specs,
+    render,
+    train_specs,
+)
 
 from .shapes_judge import judge_image
 from .statistics import bootstrap_mean
@@ -82,7 +89,7 @@ def generate_and_judge(generate: Generator, prompts: list[ShapesPrompt],
     records = []
     texts = [p.text for p in prompts]
     for j in range(images_per_prompt):
-        for index, (prompt, image) in enumerate(zip(prompts, generate(texts, seed + j))):
+        for index, (prompt, image) in enumerate(zip(prompts, generate(texts, seed + j), strict=True)):
             verdict = judge_image(image)
             correct = {a: verdict[a] == getattr(prompt.spec, a) for a in ATTRIBUTES}
             records.append({"prompt": index, "text": prompt.text, "expected": prompt.spec.as_dict(),

@@ -1,5 +1,7 @@
-"""argparse value types shared by the commands (import-free: keeps ``--help`` fast)."""
+"""argparse value types and checks shared by the commands (import-free: keeps ``--help`` fast)."""
 import argparse
+from collections.abc import Iterable
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -11,3 +13,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--overwrite``: replace ``what`` where it already exists."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} that already exist(s)")
+
+
+def refuse_to_overwrite(paths: Iterable[Path], overwrite: bool) -> None:
+    """Raise ValueError naming the first of ``paths`` that exists, unless ``overwrite``."""
+    existing = [path for path in paths if path.exists()]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise ValueError(f"{existing[0]}{more} already exist(s): not overwriting (--overwrite replaces)")

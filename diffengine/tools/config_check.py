@@ -20,7 +20,7 @@ RUNNER_KEYS = frozenset({
     "val_cfg", "test_cfg", "auto_scale_lr", "optim_wrapper", "param_scheduler", "val_evaluator",
     "test_evaluator", "default_hooks", "custom_hooks", "data_preprocessor", "load_from", "resume",
     "launcher", "env_cfg", "log_processor", "log_level", "visualizer", "default_scope",
-    "randomness", "experiment_name", "model_wrapper_cfg", "runner_type",
+    "randomness", "experiment_name", "model_wrapper_cfg",
 })
 # arguments the runner passes itself: never in the config
 _PASSED_BY_RUNNER = {"runner", "dataloader", "optimizer", "module", "model", "params"}

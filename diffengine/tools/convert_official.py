@@ -1,9 +1,10 @@
 """``diffengine convert-official``: the authors' released LaVi-Bridge weights -> a bridge folder."""
 import argparse
+from pathlib import Path
 
 from .. import constants
-
-OFFICIAL_COMBO_NAMES = ("t5_unet", "llama2_unet", "t5_transformer")
+from ..constants import BRIDGE_MANIFEST, OFFICIAL_COMBO_NAMES
+from .arguments import add_overwrite_argument, refuse_to_overwrite
 
 
 def add_convert_official_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,13 +17,15 @@ def add_convert_official_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-encoder", default=None,
                         help="base language model id or path (default: the combo's)")
     parser.add_argument("--vision-model", default=None,
-                        help="base vision model id or path (default: the combo's, SD1.4)")
+                        help="base vision model id or path (default: the combo's, SD1.4 or PixArt-alpha 512)")
     parser.add_argument("--dtype", choices=constants.WEIGHT_DTYPE_NAMES, default="float32",
                         help="dtype the frozen base models load in while converting")
+    add_overwrite_argument(parser, "a bridge in OUT_BRIDGE_DIR")
 
 
 def run_convert_official(args: argparse.Namespace) -> None:
     """Convert and print where the bridge went; errors are ValueError/FileNotFoundError."""
+    refuse_to_overwrite([Path(args.out) / BRIDGE_MANIFEST], args.overwrite)
     from diffengine.models.editors.lavi_bridge.official_weights import convert_official_checkpoint
 
     out = convert_official_checkpoint(args.ckpt_dir, args.combo, args.out,

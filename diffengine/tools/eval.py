@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .arguments import positive_int
+from ..constants import BRIDGE_MANIFEST
+from .arguments import add_overwrite_argument, positive_int, refuse_to_overwrite
 from .infer import add_base_model_arguments, load_bridge_model, resolve_bridge_dir
 
 BENCHMARKS = ("shapes",)
@@ -32,6 +33,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classifier-free guidance scale (default 5.0)")
     parser.add_argument("--seed", type=int, default=0, help="image j of a prompt uses seed + j")
     parser.add_argument("--out", default=None, metavar="FILE.json", help="also write the scores here")
+    add_overwrite_argument(parser, "the --out file")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
     add_base_model_arguments(parser)
 
@@ -39,7 +41,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 def load_text_to_image_model(args: argparse.Namespace):
     """A ``LaViBridge`` for a bridge folder or work dir, a ``StableDiffusion`` for an SD folder."""
     path = Path(args.model)
-    if (path / "model_index.json").is_file() and not (path / "bridge.json").is_file():
+    if (path / "model_index.json").is_file() and not (path / BRIDGE_MANIFEST).is_file():
         from diffengine.models import StableDiffusion
 
         return StableDiffusion.from_pretrained(path)
@@ -66,6 +68,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     import torch
 
     _check_inputs(args)
+    refuse_to_overwrite([Path(args.out)] if args.out else [], args.overwrite)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_text_to_image_model(args).to(device).eval()
     if args.benchmark == "shapes":
@@ -110,4 +113,4 @@ def _clip_score(model, args: argparse.Namespace, device: str) -> dict:
           f"{summary['ci95'][1]:.2f}) over {len(prompts)} prompts x {args.images_per_prompt} images")
     return {"model": args.model, "metric": "clip_score", "clip_model": args.clip_model,
             "steps": args.steps, "guidance": args.guidance, "clip_score": summary,
-            "per_prompt": dict(zip(prompts, per_prompt))}
+            "per_prompt": dict(zip(prompts, per_prompt, strict=True))}

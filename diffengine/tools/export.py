@@ -33,7 +33,7 @@ def run_export(args: argparse.Namespace) -> Path:
         if path is not None and not Path(path).is_dir():
             raise FileNotFoundError(f"{option} {path} is not a folder")
 
-    from diffengine.models.editors.lavi_bridge.pipeline import LaViBridgePipeline
+    from diffengine.models import LaViBridgePipeline
 
     model = load_bridge_model(args, bridge_dir).eval()
     pipeline = LaViBridgePipeline.from_model(model, args.scheduler)

@@ -4,7 +4,8 @@ import re
 from pathlib import Path
 
 from .. import constants
-from .arguments import positive_int
+from ..constants import BRIDGE_FOLDER, BRIDGE_MANIFEST
+from .arguments import add_overwrite_argument, positive_int, refuse_to_overwrite
 
 
 def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,12 +18,13 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, default=7.5,
                         help="classifier-free guidance scale (default 7.5)")
     parser.add_argument("--height", type=positive_int, default=None,
-                        help="image height (default: the UNet's native size)")
+                        help="image height (default: the denoiser's native size)")
     parser.add_argument("--width", type=positive_int, default=None)
     parser.add_argument("--seed", type=int, default=0, help="same seed, same image (default 0)")
     parser.add_argument("--scheduler", choices=constants.INFERENCE_SCHEDULER_NAMES,
                         default="unipc", help="sampler (default unipc, as the paper)")
     parser.add_argument("--out", default="outputs", help="output folder (default ./outputs)")
+    add_overwrite_argument(parser, "images in --out")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
     add_base_model_arguments(parser)
 
@@ -50,10 +52,10 @@ def load_bridge_model(args: argparse.Namespace, bridge_dir: Path):
 def resolve_bridge_dir(path: str | Path) -> Path:
     """A bridge folder itself, or the newest bridge of a work dir (``bridge/last_bridge``)."""
     path = Path(path)
-    last = path / "bridge" / "last_bridge"
-    if not (path / "bridge.json").is_file() and last.is_file():
-        path = path / "bridge" / last.read_text().strip()
-    if not (path / "bridge.json").is_file():
+    last = path / BRIDGE_FOLDER / f"last_{BRIDGE_FOLDER}"
+    if not (path / BRIDGE_MANIFEST).is_file() and last.is_file():
+        path = path / BRIDGE_FOLDER / last.read_text().strip()
+    if not (path / BRIDGE_MANIFEST).is_file():
         raise FileNotFoundError(f"{path} is neither a bridge folder (bridge.json) nor a work dir "
                                 "with bridge/last_bridge naming one")
     return path
@@ -71,9 +73,10 @@ def run_infer(args: argparse.Namespace) -> list[Path]:
     from tqdm import tqdm
 
     bridge_dir = resolve_bridge_dir(args.bridge)
+    out_dir = Path(args.out)
+    refuse_to_overwrite((out_dir / image_filename(i, p) for i, p in enumerate(args.prompts)), args.overwrite)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_bridge_model(args, bridge_dir).to(device).eval()
-    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for index, prompt in enumerate(tqdm(args.prompts, desc="generating", unit="image")):

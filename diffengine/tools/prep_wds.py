@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .arguments import positive_int
+from .arguments import add_overwrite_argument, positive_int
 
 
 def add_prep_wds_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +25,7 @@ def add_prep_wds_arguments(parser: argparse.ArgumentParser) -> None:
                         "byte for byte (default jpg)")
     parser.add_argument("--prefix", default="", help="shard file name prefix (default: none)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the shards and stats.json already in OUT_DIR (all of them)")
+    add_overwrite_argument(parser, "the shards and stats.json in OUT_DIR (all of them are deleted first)")
 
 
 def run_prep_wds(args: argparse.Namespace) -> int:
@@ -34,8 +33,11 @@ def run_prep_wds(args: argparse.Namespace) -> int:
 
     Raises ValueError when ``args.source`` is neither an existing file nor a folder.
     """
-    from diffengine.datasets.shard_writer import (samples_from_annotation_file, samples_from_image_folder,
-                                                  write_wds_shards)
+    from diffengine.datasets.shard_writer import (
+        samples_from_annotation_file,
+        samples_from_image_folder,
+        write_wds_shards,
+    )
 
     source = Path(args.source).expanduser()
     if source.is_dir():

@@ -13,8 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from diffengine.datasets.shapes import (BACKGROUND_COLORS, FOREGROUND_COLORS, SHAPES,
-                                        TRAIN_PHRASINGS, all_specs, caption_corpus, shape_samples)
+from diffengine.datasets.shapes import (
+    BACKGROUND_COLORS,
+    FOREGROUND_COLORS,
+    SHAPES,
+    TRAIN_PHRASINGS,
+    all_specs,
+    caption_corpus,
+    shape_samples,
+)
 
 from .demo_assets import word_level_tokenizer
 

@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ..constants import PRETRAINED_FOLDER
 from .arguments import positive_int
 
 STAGE1_ASSET = Path(__file__).resolve().parents[1] / "assets" / "shapesbench_stage1"
@@ -80,7 +81,7 @@ def _max_iters(config: str) -> int:
     return Config.fromfile(str(resolve_config(config))).train_cfg.max_iters
 
 
-def _newest_folder(work_dir: Path, folder: str = "pretrained") -> Path | None:
+def _newest_folder(work_dir: Path, folder: str = PRETRAINED_FOLDER) -> Path | None:
     """The newest model folder a run saved, None before its first save."""
     last = work_dir / folder / f"last_{folder}"
     return last.parent / last.read_text().strip() if last.is_file() else None
@@ -184,8 +185,7 @@ def _build_untrained(config: str, *cfg_options: str):
 
 def run_benchmark(args: argparse.Namespace) -> dict:
     """Ceiling, and per language model floor / adapter only / full bridge, scored on ShapesBench."""
-    from diffengine.evaluation.shapes_benchmark import (evaluate_shapes, judge_accuracy,
-                                                         model_generator, prompt_sets)
+    from diffengine.evaluation.shapes_benchmark import evaluate_shapes, judge_accuracy, model_generator, prompt_sets
     from diffengine.models import LaViBridge, StableDiffusion
 
     from .infer import resolve_bridge_dir

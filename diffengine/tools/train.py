@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from diffengine.constants import BRIDGE_FOLDER, LAST_CHECKPOINT, PRETRAINED_FOLDER, SAMPLES_FOLDER
 from diffengine.errors import ConfigError
 
 
@@ -123,7 +124,7 @@ def _resume_checkpoint(resume: str, work_dir: str) -> Path:
 
 
 # what a finished or interrupted run leaves that a new run must not mix with or delete unasked
-PREVIOUS_RUN_OUTPUTS = ("last_checkpoint", "bridge", "pretrained")
+PREVIOUS_RUN_OUTPUTS = (LAST_CHECKPOINT, BRIDGE_FOLDER, PRETRAINED_FOLDER)
 
 
 def prepare_work_dir(work_dir: str | Path, resume: bool, overwrite: bool) -> None:
@@ -139,7 +140,7 @@ def prepare_work_dir(work_dir: str | Path, resume: bool, overwrite: bool) -> Non
             raise ConfigError(f"work dir {work_dir} holds a previous run ({names}): add --resume to "
                               "continue it, --overwrite to start over (deletes its checkpoints, "
                               "bridges and samples), or choose another --work-dir")
-        for path in [*previous, work_dir / "samples"]:
+        for path in [*previous, work_dir / SAMPLES_FOLDER]:
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.exists():

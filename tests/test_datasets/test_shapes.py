@@ -1,10 +1,21 @@
 import numpy as np
 import pytest
 
-from diffengine.datasets.shapes import (ATTRIBUTES, BACKGROUND_COLORS, FOREGROUND_COLORS,
-                                        HELDOUT_PHRASINGS, SHAPES, TRAIN_PHRASINGS, ShapeSpec,
-                                        all_specs, caption_corpus, heldout_specs, render,
-                                        shape_samples, train_specs)
+from diffengine.datasets.shapes import (
+    ATTRIBUTES,
+    BACKGROUND_COLORS,
+    FOREGROUND_COLORS,
+    HELDOUT_PHRASINGS,
+    SHAPES,
+    TRAIN_PHRASINGS,
+    ShapeSpec,
+    all_specs,
+    caption_corpus,
+    heldout_specs,
+    render,
+    shape_samples,
+    train_specs,
+)
 
 
 def test_the_world_is_as_large_as_promised():
@@ -57,7 +68,7 @@ def test_renders_are_deterministic_and_vary_in_size_and_place():
 def test_training_samples_come_from_training_triples_and_phrasings():
     samples = list(shape_samples(200, 32, seed=5))
     heldout = set(heldout_specs())
-    for key, image, caption, meta in samples:
+    for _key, image, caption, meta in samples:
         spec = ShapeSpec(meta["color"], meta["shape"], meta["background"])
         assert spec not in heldout
         assert caption == spec.caption(TRAIN_PHRASINGS[meta["phrasing"]]) == meta["caption"]

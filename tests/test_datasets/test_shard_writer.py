@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffengine.datasets import (build_wds_dataloader, samples_from_annotation_file, samples_from_image_folder,
-                                 write_wds_shards)
+from diffengine.datasets import (
+    build_wds_dataloader,
+    samples_from_annotation_file,
+    samples_from_image_folder,
+    write_wds_shards,
+)
 
 
 def save_image(path, size=(24, 16), fmt=None, seed=0) -> None:

@@ -2,7 +2,6 @@ import functools
 import gzip
 import http.server
 import io
-import json
 import os
 import shutil
 import tarfile
@@ -11,58 +10,13 @@ import threading
 import numpy as np
 import pytest
 import torch
-import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from diffengine.datasets import ImageTransform, build_wds_dataloader, get_skip_counts, tar_reader
-from diffengine.datasets.wds_loader import collate_batch
-
-RES = 8
-
-
-def image_bytes(fmt: str = "JPEG", mode: str = "RGB", size: tuple[int, int] = (20, 14), seed: int = 0) -> bytes:
-    """Encoded random image."""
-    rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def sample(key: str, caption: str | None = "a caption", image: bytes | None = b"", ext: str = "jpg",
-           meta: dict | None = None) -> dict:
-    """A raw webdataset sample; image b"" means a valid JPEG, None means no image file."""
-    item = {"__key__": key}
-    if image is not None:
-        item[ext] = image or image_bytes(seed=len(key))
-    if caption is not None:
-        item["txt"] = caption
-    if meta is not None:
-        item["json"] = json.dumps(meta).encode()
-    return item
-
-
-def write_tar(path, samples: list[dict]) -> str:
-    with wds.TarWriter(str(path)) as writer:
-        for item in samples:
-            writer.write(item)
-    return str(path)
-
-
-def good_shards(folder, shards: int, per_shard: int, prefix: str = "s") -> list[str]:
-    return [write_tar(folder / f"{prefix}{i}.tar",
-                      [sample(f"{prefix}{i}k{j}", f"caption {prefix}{i}k{j}") for j in range(per_shard)])
-            for i in range(shards)]
-
-
-def load(shards, **kwargs) -> DataLoader:
-    kwargs = {"batch_size": 1, "resolution": RES, "num_workers": 0, "shuffle_buffer": 0, **kwargs}
-    return build_wds_dataloader(shards, **kwargs)
-
-
-def keys_of(loader: DataLoader) -> list[str]:
-    return [key for batch in loader for key in batch["data_samples"]["keys"]]
+from diffengine.contracts import STREAM_POSITION_KEY
+from diffengine.datasets import ImageTransform, get_skip_counts, tar_reader
+from diffengine.datasets.collate import collate_batch
+from tests.helpers import LOADER_RES, good_shards, image_bytes, keys_of, load, sample, write_tar
 
 
 def test_batch_structure_length_and_mmengine_attributes(tmp_path):
@@ -74,9 +28,10 @@ def test_batch_structure_length_and_mmengine_attributes(tmp_path):
     assert len(batches) == 3
     for batch in batches:
         assert set(batch) == {"inputs", "data_samples"}
-        assert set(batch["inputs"]) == {"pixel_values", "text"} and set(batch["data_samples"]) == {"keys", "stream_position"}
+        assert set(batch["inputs"]) == {"pixel_values", "text"}
+        assert set(batch["data_samples"]) == {"keys", STREAM_POSITION_KEY}
         pixels = batch["inputs"]["pixel_values"]
-        assert pixels.shape == (4, 3, RES, RES) and pixels.dtype == torch.uint8
+        assert pixels.shape == (4, 3, LOADER_RES, LOADER_RES) and pixels.dtype == torch.uint8
         assert batch["inputs"]["text"] == [f"caption {k}" for k in batch["data_samples"]["keys"]]
     keys = [k for b in batches for k in b["data_samples"]["keys"]]
     expected = [f"s{i}k{j}" for i in range(2) for j in range(6)]
@@ -100,7 +55,7 @@ def test_worker_batches_equal_in_process_batches(tmp_path, strategy):
     finally:
         torch.multiprocessing.set_sharing_strategy(default_strategy)
     assert len(in_process) == len(in_worker) == 3
-    for a, b in zip(in_process, in_worker):
+    for a, b in zip(in_process, in_worker, strict=True):
         assert a["data_samples"]["keys"] == b["data_samples"]["keys"]
         assert b["inputs"]["pixel_values"].dtype == torch.uint8 and b["inputs"]["pixel_values"].is_shared()
         assert torch.equal(a["inputs"]["pixel_values"], b["inputs"]["pixel_values"])
@@ -122,8 +77,8 @@ def test_resume_from_continues_the_epoch_exactly_without_decoding(tmp_path, monk
     # workers unevenly, and a second pass (20 usable samples for 21): what follows the fast-forward
     # must still match an uninterrupted pass pixel for pixel.
     for i in range(4):
-        write_tar(tmp_path / f"s{i}.tar", [sample(f"s{i}k{j}", image=b"junk" if j == 2 else image_bytes(size=(14, 11), seed=10 * i + j))
-                                          for j in range(6)])
+        images = [b"junk" if j == 2 else image_bytes(size=(14, 11), seed=10 * i + j) for j in range(6)]
+        write_tar(tmp_path / f"s{i}.tar", [sample(f"s{i}k{j}", image=image) for j, image in enumerate(images)])
     kwargs = dict(batch_size=3, shuffle_buffer=8, num_workers=num_workers, num_samples_per_epoch=21,
                   center_crop=False, seed=3)
     loader = load(f"{tmp_path}/s*.tar", **kwargs)
@@ -138,14 +93,14 @@ def test_resume_from_continues_the_epoch_exactly_without_decoding(tmp_path, monk
             positions[index % slots] = batch["data_samples"]["stream_position"]
         resumed = load(f"{tmp_path}/s*.tar", **kwargs)
         transformed = []
-        monkeypatch.setattr(ImageTransform, "__call__",
-                            lambda self, image, rng=None: transformed.append(1) or transform(self, image, rng))
+        monkeypatch.setattr(ImageTransform, "__call__", lambda self, image, rng=None, seen=transformed:
+                            seen.append(1) or transform(self, image, rng))
         resumed.dataset.set_epoch(1)
         resumed.dataset.resume_from(1, trained, positions)
         rest = list(resumed)
         assert [b["data_samples"]["keys"] for b in rest] == [b["data_samples"]["keys"] for b in full[trained:]]
         assert all(torch.equal(a["inputs"]["pixel_values"], b["inputs"]["pixel_values"])
-                   for a, b in zip(rest, full[trained:]))
+                   for a, b in zip(rest, full[trained:], strict=True))
         if num_workers == 0:  # counted in this process: only the images of the batches left
             assert len(transformed) == 3 * (7 - trained)
     with pytest.raises(ValueError, match="stream positions"):
@@ -163,9 +118,9 @@ def test_shards_as_brace_pattern_list_and_pipe(tmp_path):
 
 def test_compressed_and_gnu_shards_are_read_and_counted(tmp_path, monkeypatch):
     # plain ustar shards take the fast reader; a gzip shard goes through webdataset's tarfile path
-    from diffengine.datasets import wds_loader
+    from diffengine.datasets import shard_reader
     fast = []
-    monkeypatch.setattr(wds_loader, "iter_tar_samples",  # the shards read, not those counted
+    monkeypatch.setattr(shard_reader, "iter_tar_samples",  # the shards read, not those counted
                         lambda stream, url, read_data=True, **kwargs: (read_data and fast.append(url))
                         or tar_reader.iter_tar_samples(stream, url, read_data, **kwargs))
     plain, other = good_shards(tmp_path, 2, 3)
@@ -291,7 +246,7 @@ def test_captions_from_txt_then_json(tmp_path):
     ])
     loader = load(shard, num_samples_per_epoch=4, batch_size=4)
     batch = next(iter(loader))
-    assert dict(zip(batch["data_samples"]["keys"], batch["inputs"]["text"])) == {
+    assert dict(zip(batch["data_samples"]["keys"], batch["inputs"]["text"], strict=True)) == {
         "txt": "from txt", "json": "from json", "text": "from text field", "blank": "json rescues blank txt"}
     custom = load(shard, num_samples_per_epoch=1, caption_key="nothing", caption_json_fields=("text",))
     assert [b["inputs"]["text"] for b in custom] == [["from text field"]]
@@ -331,8 +286,8 @@ def test_exif_orientation_is_applied(tmp_path):
     shard = write_tar(tmp_path / "r.tar", [sample("rotated", image=buffer.getvalue())])
     out = next(iter(load(shard, num_samples_per_epoch=1, random_flip=False)))["inputs"]["pixel_values"][0]
     red, blue = out[0].float(), out[2].float()
-    assert red[:, RES // 2 + 1:].mean() > 200 and blue[:, RES // 2 + 1:].mean() < 50
-    assert blue[:, :RES // 2 - 1].mean() > 200 and red[:, :RES // 2 - 1].mean() < 50
+    assert red[:, LOADER_RES // 2 + 1:].mean() > 200 and blue[:, LOADER_RES // 2 + 1:].mean() < 50
+    assert blue[:, :LOADER_RES // 2 - 1].mean() > 200 and red[:, :LOADER_RES // 2 - 1].mean() < 50
 
 
 def test_bad_samples_are_skipped_and_counted(tmp_path):

@@ -4,9 +4,7 @@ import pytest
 
 from diffengine.datasets import build_wds_dataloader, get_skip_counts
 from diffengine.engine.hooks.data_skip_log_hook import DataSkipLogHook
-from tests.helpers import free_port
-from tests.test_datasets.test_wds_loader import sample, write_tar
-from tests.test_engine.test_loops import map_cfg, train_toy
+from tests.helpers import free_port, map_cfg, sample, train_toy, write_tar
 
 
 def test_skip_counts_reach_message_hub_and_log(tmp_path):

@@ -1,47 +1,12 @@
-import itertools
 from pathlib import Path
 
 import pytest
 import torch
-from mmengine.model import BaseModel
-from torch import nn
 
 from diffengine.datasets import build_wds_dataloader
-from diffengine.datasets.wds_loader import WebImageTextDataset
+from diffengine.datasets.wds_dataset import WebImageTextDataset
 from diffengine.engine.loops import StreamingIterBasedTrainLoop
-from diffengine.engine.runner import DiffEngineRunner
-
-_run_ids = itertools.count()
-
-
-class KeyRecorder(BaseModel):
-    """Fits one scalar to the mean pixel; records the sample keys of every batch it trains on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(()))
-        self.seen: list[list[str]] = []
-
-    def forward(self, inputs: dict, data_samples: dict | None = None, mode: str = "loss") -> dict:
-        self.seen.append(list(data_samples["keys"]))
-        return {"loss": (self.weight - inputs["pixel_values"].float().mean()) ** 2}
-
-
-def train_toy(work_dir, train_dataloader, max_iters: int, resume_from: str | None = None,
-              custom_hooks: list | None = None) -> DiffEngineRunner:
-    """Train KeyRecorder with a checkpoint every iteration; resume from `resume_from` if given."""
-    runner = DiffEngineRunner(
-        model=KeyRecorder(), work_dir=str(work_dir), train_dataloader=train_dataloader,
-        train_cfg=dict(type="StreamingIterBasedTrainLoop", max_iters=max_iters),
-        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.1)),
-        default_hooks=dict(checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=1),
-                           logger=dict(type="LoggerHook", interval=1)),
-        custom_hooks=custom_hooks, log_processor=dict(by_epoch=False), randomness=dict(seed=0),
-        resume=resume_from is not None, load_from=resume_from, default_scope="diffengine",
-        # MMEngine keys its global message hub and visualizer on the name
-        experiment_name=f"test_loops_{next(_run_ids)}")
-    runner.train()
-    return runner
+from tests.helpers import map_cfg, train_toy
 
 
 def wds_cfg(shards: str, **kwargs) -> dict:
@@ -127,15 +92,14 @@ def test_resume_with_nothing_left_to_train_reads_nothing(uninterrupted, reads, t
 
 def test_batches_without_position_make_a_resume_iterate(tmp_path, demo_shards, monkeypatch):
     from diffengine.datasets import wds_loader
+    from diffengine.datasets.collate import collate_batch
 
-    collate = wds_loader.collate_batch
-
-    def without_position(samples):
-        batch = collate(samples)
+    def without_position(samples, **options):
+        batch = collate_batch(samples, **options)
         del batch["data_samples"]["stream_position"]
         return batch
 
-    monkeypatch.setattr(wds_loader, "collate_batch", without_position)
+    monkeypatch.setattr(wds_loader, "collate_batch", without_position)  # where the builder looks it up
     train_toy(tmp_path, wds_cfg(demo_shards), max_iters=3)
     checkpoint = torch.load(tmp_path / "iter_3.pth", weights_only=True)
     assert checkpoint["meta"]["data_stream"][0]["positions"] is None
@@ -159,26 +123,6 @@ def test_worker_processes_resume_on_the_same_stream(tmp_path, demo_shards, persi
         # Left to the garbage collector, torch waits 5 s per persistent worker to join it.
         for runner in runners:
             runner.train_dataloader._iterator._shutdown_workers()
-
-
-class ToyImages(torch.utils.data.Dataset):
-    """Eight map-style samples in the wds batch layout; counts item reads."""
-
-    def __init__(self) -> None:
-        self.reads = 0
-
-    def __len__(self) -> int:
-        return 8
-
-    def __getitem__(self, index: int) -> dict:
-        self.reads += 1
-        return {"inputs": {"pixel_values": torch.full((3, 2, 2), float(index))},
-                "data_samples": {"keys": f"toy{index}"}}
-
-
-def map_cfg() -> dict:
-    return dict(dataset=ToyImages(), batch_size=2, num_workers=0,
-                sampler=dict(type="DefaultSampler", shuffle=True), collate_fn=dict(type="default_collate"))
 
 
 def test_map_style_loader_keeps_mmengine_resume(tmp_path):

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from diffengine.engine import load_local_checkpoint
-from diffengine.errors import UnreadableCheckpointError
 from diffengine.entry_point import build_parser
+from diffengine.errors import UnreadableCheckpointError
 from diffengine.tools.train import run
 from tests.helpers import demo_cfg_options
 

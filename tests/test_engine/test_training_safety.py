@@ -1,5 +1,4 @@
 """Training that cannot silently go wrong: non-finite steps, exact resume, resumed options, portable work dirs."""
-import json
 import shutil
 
 import pytest

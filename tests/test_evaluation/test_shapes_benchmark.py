@@ -1,10 +1,8 @@
 import numpy as np
 from PIL import Image
 
-from diffengine.datasets.shapes import (HELDOUT_PHRASINGS, TRAIN_PHRASINGS, heldout_specs, render,
-                                        train_specs)
-from diffengine.evaluation.shapes_benchmark import (evaluate_shapes, format_table, prompt_sets,
-                                                    sample_grid, summarize)
+from diffengine.datasets.shapes import HELDOUT_PHRASINGS, TRAIN_PHRASINGS, heldout_specs, render, train_specs
+from diffengine.evaluation.shapes_benchmark import evaluate_shapes, format_table, prompt_sets, sample_grid, summarize
 
 
 def test_prompt_sets_hold_out_phrasings_and_combinations_separately():

@@ -8,8 +8,8 @@ from diffengine.models import LaViBridge
 from diffengine.models.language import LANGUAGE_FAMILIES, language_family_of
 from diffengine.models.lora import inject_lora, lora_target_names
 from diffengine.tools.demo_assets import make_tiny_bert, make_tiny_causal_lm
+from tests.helpers import TWO_CAPTIONS, train_briefly
 
-from .bridge_training import BATCH, train_briefly
 # which Linear layers of each family get LoRA (the attention projections)
 EXPECTED_LORA = {
     "t5": {"q", "k", "v", "o"},
@@ -48,7 +48,7 @@ def test_family_trains_and_samples(family, language_models, tiny_sd):
 def test_hidden_layer_option_selects_that_layer(language_models, tiny_sd):
     last = LaViBridge(language_models["llama"], tiny_sd, max_length=16)
     earlier = LaViBridge(language_models["llama"], tiny_sd, max_length=16, hidden_layer=-2)
-    ids, mask = last.language.tokenize(BATCH["text"], torch.device("cpu"))
+    ids, mask = last.language.tokenize(list(TWO_CAPTIONS), torch.device("cpu"))
     reference = earlier.language.model(input_ids=ids, output_hidden_states=True).hidden_states[-2]
     torch.testing.assert_close(earlier.language(ids, mask), reference)
     assert not torch.allclose(earlier.language(ids, mask), last.language(ids, mask))
@@ -75,13 +75,13 @@ def test_llama2_7b_lora_targets_and_count():
 
 def test_pad_token_option_pads_with_that_token_and_travels_with_the_bridge(language_models,
                                                                            tiny_sd, tmp_path):
-    from diffengine.models.editors.lavi_bridge.pipeline import LaViBridgePipeline
+    from diffengine.models import LaViBridgePipeline
 
     default = LaViBridge(language_models["llama"], tiny_sd, max_length=16)
     assert default.language.tokenizer.pad_token == "</s>"  # no pad token of its own: eos
     model = LaViBridge(language_models["llama"], tiny_sd, max_length=16, pad_token="<unk>")
     tokenizer = model.language.tokenizer
-    ids, mask = model.language.tokenize(BATCH["text"], torch.device("cpu"))
+    ids, mask = model.language.tokenize(list(TWO_CAPTIONS), torch.device("cpu"))
     assert (ids[mask == 0] == tokenizer.unk_token_id).all() and (mask == 0).any()
     model.save_bridge(tmp_path / "bridge")
     assert LaViBridge.from_bridge(tmp_path / "bridge").language.tokenizer.pad_token == "<unk>"

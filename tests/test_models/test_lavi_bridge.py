@@ -9,21 +9,7 @@ from torch.optim import AdamW
 from diffengine.engine import ParamGroupsOptimWrapperConstructor
 from diffengine.models import LaViBridge, LaViBridgeTextAdapter
 from diffengine.models.language import drop_captions
-
-CAPTIONS = ["a red circle on a white background", "a blue square on a black background"]
-
-
-def fixed_batch(size: int = 32) -> dict:
-    generator = torch.Generator().manual_seed(0)
-    pixels = torch.rand(len(CAPTIONS), 3, size, size, generator=generator) * 2 - 1
-    return {"pixel_values": pixels, "text": list(CAPTIONS)}
-
-
-def seeded_loss(model: LaViBridge, batch: dict, seed: int = 123) -> float:
-    """Loss with fixed noise and timesteps, so two evaluations are comparable."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        return model(batch)["loss"].item()
+from tests.helpers import TWO_CAPTIONS, fixed_batch, seeded_loss
 
 
 def build_optimizer(model, group_lr) -> OptimWrapper:
@@ -38,7 +24,7 @@ def test_loads_t5_encoder_only_and_llama_base_model(tiny_bridge, tiny_llama, tin
     llama = LaViBridge(tiny_llama, tiny_sd, max_length=16)
     assert type(llama.language.model).__name__ == "LlamaModel"  # no LM head, no logits
     assert llama.language.tokenizer.pad_token is not None
-    ids, mask = llama.language.tokenize(CAPTIONS, torch.device("cpu"))
+    ids, mask = llama.language.tokenize(list(TWO_CAPTIONS), torch.device("cpu"))
     assert ids.shape == (2, 16) and mask[:, -1].sum() == 0  # right padding to max_length
     hidden = llama.language(ids, mask)
     # the final normed hidden state: it equals the causal LM's last hidden_states entry
@@ -147,10 +133,10 @@ def test_bridge_folder_round_trip(tiny_bridge, tiny_t5, tiny_sd, tmp_path):
 
 def test_infer_is_seeded_and_uses_cfg(tiny_bridge):
     kwargs = dict(num_inference_steps=3, height=32, width=32, output_type="np")
-    first = tiny_bridge.infer(CAPTIONS, seed=1, **kwargs)
-    again = tiny_bridge.infer(CAPTIONS, seed=1, **kwargs)
-    other_seed = tiny_bridge.infer(CAPTIONS, seed=2, **kwargs)
-    no_guidance = tiny_bridge.infer(CAPTIONS, seed=1, guidance_scale=1.0, **kwargs)
+    first = tiny_bridge.infer(list(TWO_CAPTIONS), seed=1, **kwargs)
+    again = tiny_bridge.infer(list(TWO_CAPTIONS), seed=1, **kwargs)
+    other_seed = tiny_bridge.infer(list(TWO_CAPTIONS), seed=2, **kwargs)
+    no_guidance = tiny_bridge.infer(list(TWO_CAPTIONS), seed=1, guidance_scale=1.0, **kwargs)
     assert first.shape == (2, 32, 32, 3)
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other_seed)
@@ -178,7 +164,7 @@ def test_loss_options_and_caption_dropout(tiny_t5, tiny_sd):
     model = LaViBridge(tiny_t5, tiny_sd, max_length=16, prediction_type="v_prediction",
                        snr_gamma=5.0, caption_dropout=1.0, gradient_checkpointing=True)
     assert model.noise_scheduler.config.prediction_type == "v_prediction"
-    assert drop_captions(CAPTIONS, model.caption_dropout) == ["", ""]
+    assert drop_captions(list(TWO_CAPTIONS), model.caption_dropout) == ["", ""]
     loss = model(fixed_batch())["loss"]
     loss.backward()
     assert torch.isfinite(loss)

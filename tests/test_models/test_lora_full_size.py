@@ -2,7 +2,6 @@
 import re
 
 import pytest
-import torch
 from accelerate import init_empty_weights
 from diffusers import UNet2DConditionModel
 from torch import nn

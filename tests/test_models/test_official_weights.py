@@ -13,8 +13,7 @@ from torch import nn
 from transformers import LlamaForCausalLM, T5EncoderModel
 
 from diffengine.models import LaViBridge, LaViBridgeTextAdapter
-from diffengine.models.editors.lavi_bridge.official_weights import (convert_official_checkpoint,
-                                                                    official_lora_layers)
+from diffengine.models.editors.lavi_bridge.official_weights import convert_official_checkpoint, official_lora_layers
 from diffengine.models.lora import inject_lora, lora_target_names
 
 RANK = 4
@@ -324,3 +323,10 @@ def test_convert_official_command_then_from_bridge(official_t5_unet, tiny_t5, ti
     assert dict(model.adapter.config)["int_dim"] == ADAPTER_DIMS["int_dim"]
     assert main(["convert-official", str(tmp_path / "nothing"), str(tmp_path / "c"), *args]) == 2
     assert "diffengine: error: " in capsys.readouterr().err
+
+
+def test_the_cli_combo_names_are_the_converter_combos():
+    from diffengine.constants import OFFICIAL_COMBO_NAMES
+    from diffengine.models.editors.lavi_bridge.official_weights import OFFICIAL_COMBOS
+
+    assert tuple(OFFICIAL_COMBOS) == OFFICIAL_COMBO_NAMES

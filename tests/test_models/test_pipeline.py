@@ -5,8 +5,8 @@ import torch
 from diffusers import UNet2DConditionModel
 from peft import LoraConfig
 
-from diffengine.models import LaViBridge
-from diffengine.models.editors.lavi_bridge.pipeline import LaViBridgePipeline, lora_layers
+from diffengine.models import LaViBridge, LaViBridgePipeline
+from diffengine.models.lora import lora_layers
 
 PROMPTS = ["a red circle on a white background", "a blue square"]
 KWARGS = dict(num_inference_steps=2, height=32, width=32, output_type="np")

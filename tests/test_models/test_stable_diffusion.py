@@ -3,20 +3,9 @@ import torch
 from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
 
 from diffengine.models import LaViBridge, StableDiffusion
+from tests.helpers import fixed_batch, seeded_loss
 
-CAPTIONS = ["a red circle on a white background", "a blue backdrop with a yellow square"]
-
-
-def fixed_batch() -> dict:
-    generator = torch.Generator().manual_seed(0)
-    return {"pixel_values": torch.rand(2, 3, 32, 32, generator=generator) * 2 - 1,
-            "text": list(CAPTIONS)}
-
-
-def seeded_loss(model, seed: int = 3) -> float:
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        return model(fixed_batch())["loss"].item()
+CAPTIONS = ("a red circle on a white background", "a blue backdrop with a yellow square")
 
 
 def test_trains_unet_and_text_encoder_fully_and_keeps_the_vae(tiny_bert, tiny_sd):
@@ -27,13 +16,13 @@ def test_trains_unet_and_text_encoder_fully_and_keeps_the_vae(tiny_bert, tiny_sd
     groups = model.parameter_groups()
     assert len(groups["unet"]) == len(unet) and len(groups["text_encoder"]) == len(text)
     optimizer = torch.optim.AdamW([p for g in groups.values() for p in g], lr=2e-3)
-    before = seeded_loss(model)
+    before = seeded_loss(model, fixed_batch(CAPTIONS))
     torch.manual_seed(0)
     for _ in range(10):
         optimizer.zero_grad()
-        model(fixed_batch())["loss"].backward()
+        model(fixed_batch(CAPTIONS))["loss"].backward()
         optimizer.step()
-    assert seeded_loss(model) < before
+    assert seeded_loss(model, fixed_batch(CAPTIONS)) < before
     assert all(torch.equal(p, vae[n]) for n, p in model.vae.named_parameters())
     assert all(not torch.equal(p, unet[n]) for n, p in model.unet.named_parameters())
     changed = [not torch.equal(p, text[n]) for n, p in model.language.model.named_parameters()]
@@ -48,18 +37,18 @@ def test_saves_a_stable_diffusion_folder_that_diffusers_runs_the_same(tiny_bert,
         for p in model.unet.parameters():
             p.add_(torch.randn_like(p) * 0.01)
     folder = model.save_pretrained(tmp_path / "sd")
-    expected = model.infer(CAPTIONS, num_inference_steps=4, guidance_scale=3.0, seed=5,
+    expected = model.infer(list(CAPTIONS), num_inference_steps=4, guidance_scale=3.0, seed=5,
                            output_type="np")
     pipeline = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
     pipeline.scheduler = UniPCMultistepScheduler.from_config(pipeline.scheduler.config)
     pipeline.set_progress_bar_config(disable=True)
-    images = pipeline(CAPTIONS, negative_prompt=["", ""], num_inference_steps=4, guidance_scale=3.0,
+    images = pipeline(list(CAPTIONS), negative_prompt=["", ""], num_inference_steps=4, guidance_scale=3.0,
                       generator=torch.Generator().manual_seed(5), output_type="np").images
     assert expected.shape == (2, 32, 32, 3)
     assert abs(images - expected).max() == 0
     reloaded = StableDiffusion.from_pretrained(folder)
     assert reloaded.language.max_length == 16
-    again = reloaded.infer(CAPTIONS, num_inference_steps=4, guidance_scale=3.0, seed=5,
+    again = reloaded.infer(list(CAPTIONS), num_inference_steps=4, guidance_scale=3.0, seed=5,
                            output_type="np")
     assert abs(again - expected).max() == 0
     # the folder is a base model a bridge can be trained on

@@ -9,13 +9,11 @@ from accelerate import init_empty_weights
 from diffusers import PixArtTransformer2DModel
 from torch import nn
 
-from diffengine.models import LaViBridge
-from diffengine.models.editors.lavi_bridge.pipeline import LaViBridgePipeline
+from diffengine.models import LaViBridge, LaViBridgePipeline
 from diffengine.models.lora import inject_lora
 from diffengine.models.vision import VISION_FAMILIES, find_vision_family, vision_family_of
 from diffengine.tools.demo_assets import make_tiny_sd
-
-from .bridge_training import train_briefly
+from tests.helpers import train_briefly
 
 RANK = 32
 LORA = dict(rank=4, dropout=0.0)
@@ -115,3 +113,10 @@ def test_pixart_xl_2_512_lora_targets_and_count():
     lora = {n: p for n, p in transformer.named_parameters() if "lora_" in n}
     assert {n.rsplit(".lora_", 1)[0] for n in lora} == set(expected)
     assert sum(p.numel() for p in lora.values()) == expected_count == 28 * 2 * 4 * RANK * 2 * 1152
+
+
+def test_the_cli_scheduler_names_are_the_samplers_inference_offers():
+    from diffengine.constants import INFERENCE_SCHEDULER_NAMES
+    from diffengine.models.vision.samplers import INFERENCE_SCHEDULERS
+
+    assert tuple(INFERENCE_SCHEDULERS) == INFERENCE_SCHEDULER_NAMES

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffengine.models import LaViBridge
-from diffengine.models.editors.lavi_bridge.pipeline import LaViBridgePipeline, lora_layers
+from diffengine.models import LaViBridge, LaViBridgePipeline
+from diffengine.models.lora import lora_layers
 from diffengine.tools.export import add_export_arguments, run_export
 
 PROMPT = "a red circle on a white background"

@@ -1,8 +1,6 @@
 import shutil
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
 from diffengine.entry_point import main
@@ -36,6 +34,17 @@ def test_infer_writes_one_png_per_prompt_and_is_seeded(bridge_dir, tmp_path):
     for path in first:
         np.testing.assert_array_equal(pixels(path), pixels(tmp_path / "b" / path.name))
     assert not np.array_equal(pixels(first[0]), pixels(tmp_path / "c" / first[0].name))
+
+
+def test_infer_keeps_earlier_images_unless_overwritten(bridge_dir, tmp_path, capsys):
+    args = ["infer", str(bridge_dir), "a red circle", "--steps", "1", "--height", "32", "--width", "32",
+            "--out", str(tmp_path)]
+    (tmp_path / "000_a-red-circle.png").write_bytes(b"an earlier image")
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (f"diffengine: error: {tmp_path}/000_a-red-circle.png already "
+                                               "exist(s): not overwriting (--overwrite replaces)")
+    assert main([*args, "--overwrite"]) == 0
+    assert pixels(tmp_path / "000_a-red-circle.png").shape == (32, 32, 3)
 
 
 def test_infer_accepts_a_moved_work_dir_and_rejects_other_folders(bridge_dir, tmp_path, capsys):

@@ -3,8 +3,7 @@ import shutil
 import pytest
 import torch
 
-from diffengine.tools.shapes_assets import (installed_minilm, make_pretrained_tiny_llama,
-                                           text_corpus, write_shape_shards)
+from diffengine.tools.shapes_assets import installed_minilm, make_pretrained_tiny_llama, text_corpus, write_shape_shards
 from diffengine.tools.shapesbench import STAGE1_ASSET, verify_stage1
 
 

@@ -1,8 +1,7 @@
 from mmengine.optim import ConstantLR
 from torch.optim import AdamW
 
-from diffengine.engine import (GuardedOptimWrapper, ParamGroupsOptimWrapperConstructor,
-                               StreamingIterBasedTrainLoop)
+from diffengine.engine import GuardedOptimWrapper, ParamGroupsOptimWrapperConstructor, StreamingIterBasedTrainLoop
 
 # the paper's optimisation: AdamW, one learning rate per bridge part, clipping at 1.0, constant LR
 optim_wrapper = dict(

@@ -1,8 +1,7 @@
 from mmengine.optim import ConstantLR
 from torch.optim import AdamW
 
-from diffengine.engine import (GuardedOptimWrapper, ParamGroupsOptimWrapperConstructor,
-                               StreamingIterBasedTrainLoop)
+from diffengine.engine import GuardedOptimWrapper, ParamGroupsOptimWrapperConstructor, StreamingIterBasedTrainLoop
 
 # ShapesBench bridges: a short CPU run, so learning rates 20x the paper's (keeping the text LoRA
 # 10x below the vision LoRA and the adapter)

@@ -6,7 +6,8 @@ from mmengine.dist import all_gather_object, all_reduce, get_world_size, is_main
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from diffengine.datasets.wds_loader import WebImageTextDataset, get_skip_counts
+from diffengine.datasets import get_skip_counts
+from diffengine.datasets.wds_dataset import WebImageTextDataset
 from diffengine.registry import HOOKS
 
 
@@ -14,7 +15,7 @@ def sum_over_ranks(counts: dict[str, int]) -> dict[str, int]:
     """Counts by kind summed over all ranks (every rank must call it; unchanged when not distributed)."""
     totals = torch.tensor(list(counts.values()), dtype=torch.int64)
     all_reduce(totals, op="sum")
-    return dict(zip(counts, totals.tolist()))
+    return dict(zip(counts, totals.tolist(), strict=True))
 
 
 @HOOKS.register_module()

@@ -6,6 +6,7 @@ from pathlib import Path
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
+from diffengine.constants import BRIDGE_FOLDER, PRETRAINED_FOLDER
 from diffengine.registry import HOOKS
 
 from ..model_wrapper import unwrap_model
@@ -28,7 +29,7 @@ class ModelFolderCheckpointHook(Hook):
 
     priority = "VERY_LOW"
 
-    def __init__(self, max_keep: int = 3, folder: str = "pretrained",
+    def __init__(self, max_keep: int = 3, folder: str = PRETRAINED_FOLDER,
                  save_method: str = "save_pretrained"):
         if max_keep < 1:
             raise ValueError(f"max_keep must be >= 1, got {max_keep}")
@@ -61,4 +62,4 @@ class BridgeCheckpointHook(ModelFolderCheckpointHook):
     """``WORK_DIR/bridge/iter_N/`` bridge folders (``LaViBridge.save_bridge``) and ``bridge/last_bridge``."""
 
     def __init__(self, max_keep: int = 3):
-        super().__init__(max_keep, folder="bridge", save_method="save_bridge")
+        super().__init__(max_keep, folder=BRIDGE_FOLDER, save_method="save_bridge")

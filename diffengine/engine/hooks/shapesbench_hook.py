@@ -4,7 +4,7 @@ from mmengine.hooks import Hook
 
 from diffengine.registry import HOOKS
 
-from ..model_wrapper import unwrap_model
+from ..model_wrapper import text_to_image_model
 
 
 @HOOKS.register_module()
@@ -37,8 +37,8 @@ class ShapesBenchHook(Hook):
         from diffengine.evaluation.shapes_benchmark import evaluate_shapes, model_generator
 
         self._last_step = step
-        result = evaluate_shapes(model_generator(unwrap_model(runner.model), **self.sampler),
-                                 self.images_per_prompt)
+        model = text_to_image_model(runner.model, type(self).__name__)
+        result = evaluate_shapes(model_generator(model, **self.sampler), self.images_per_prompt)
         del result["records"]
         for set_name, summary in result.items():
             for score, value in summary.items():

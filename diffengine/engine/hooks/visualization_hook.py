@@ -6,9 +6,10 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from PIL import Image
 
+from diffengine.constants import SAMPLES_FOLDER
 from diffengine.registry import HOOKS
 
-from ..model_wrapper import unwrap_model
+from ..model_wrapper import text_to_image_model
 
 
 def image_grid(images: list[Image.Image]) -> Image.Image:
@@ -47,9 +48,9 @@ class VisualizationHook(Hook):
         if step == self._last_step or not is_main_process():
             return
         self._last_step = step
-        model = unwrap_model(runner.model)
+        model = text_to_image_model(runner.model, type(self).__name__)
         grid = image_grid(model.infer(self.prompts, **self.infer_kwargs))
-        out_dir = Path(runner.work_dir) / "samples"
+        out_dir = Path(runner.work_dir) / SAMPLES_FOLDER
         out_dir.mkdir(parents=True, exist_ok=True)
         grid.save(out_dir / f"iter_{step}.png")
         runner.visualizer.add_image("samples", np.asarray(grid), step=step)

@@ -19,7 +19,7 @@ def drop_captions(texts: list[str], probability: float) -> list[str]:
     if probability == 0.0:
         return list(texts)
     keep = (torch.rand(len(texts)) >= probability).tolist()
-    return [text if kept else "" for text, kept in zip(texts, keep)]
+    return [text if kept else "" for text, kept in zip(texts, keep, strict=True)]
 
 
 def lm_hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,

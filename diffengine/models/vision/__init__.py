@@ -1,6 +1,5 @@
 """Vision side of a bridge: one entry per generative vision model family."""
-from .families import (VISION_FAMILIES, PixArtFamily, UNetFamily, VisionFamily, find_vision_family,
-                       vision_family_of)
+from .families import VISION_FAMILIES, PixArtFamily, UNetFamily, VisionFamily, find_vision_family, vision_family_of
 from .latents import encode_latents
 from .samplers import INFERENCE_SCHEDULERS, inference_scheduler
 

@@ -1,12 +1,12 @@
 """The samplers inference may use, by the names the CLI and configs give them."""
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
-                       UniPCMultistepScheduler)
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from diffengine.constants import INFERENCE_SCHEDULER_NAMES
-
-INFERENCE_SCHEDULERS: dict[str, type[SchedulerMixin]] = dict(zip(INFERENCE_SCHEDULER_NAMES, (
-    UniPCMultistepScheduler, DDIMScheduler, DPMSolverMultistepScheduler, DDPMScheduler)))
+# the CLI's choices are INFERENCE_SCHEDULER_NAMES (import-free, for --help); a test keeps the two equal
+INFERENCE_SCHEDULERS: dict[str, type[SchedulerMixin]] = {
+    "unipc": UniPCMultistepScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler,
+    "ddpm": DDPMScheduler,
+}
 
 
 def inference_scheduler(name: str, training_config) -> SchedulerMixin:

@@ -5,28 +5,28 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.training_utils import cast_training_params
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from mmengine.model import BaseModel
-from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import LoraConfig
 from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from diffengine.constants import WEIGHT_DTYPE_NAMES
+from diffengine.constants import BRIDGE_MANIFEST, WEIGHT_DTYPE_NAMES
 from diffengine.registry import MODELS
 from diffengine.version import __version__
 
 from ...data_preprocessor import DiffusionDataPreprocessor
+from ...eval_mode import eval_mode
 from ...language import FrozenLanguageModel, drop_captions
-from ...lora import inject_lora
+from ...lora import inject_lora, load_lora_weights, save_lora
 from ...losses import diffusion_loss, noised_latents, training_scheduler
 from ...model_paths import looks_local, pretrained_location, vision_model_location
 from ...vision import encode_latents, find_vision_family
+from ...weights_file import load_checked_safetensors
+from .pipeline import LaViBridgePipeline
 from .text_adapter import LaViBridgeTextAdapter
 
-DTYPES = dict(zip(WEIGHT_DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
-BRIDGE_MANIFEST = "bridge.json"
-LORA_WEIGHTS = "adapter_model.safetensors"
+DTYPES = {name: getattr(torch, name) for name in WEIGHT_DTYPE_NAMES}
 
 
 def _lora_settings(cfg: dict | None, side: str) -> dict:
@@ -128,7 +128,8 @@ class LaViBridge(BaseModel):
             self.language.model, self.language.family.lora_target_classes, text_lora)
         self.vision_lora_config = _inject_lora_unless_rank_0(
             self.denoiser, self.vision_family.lora_target_classes, vision_lora)
-        self._upcast_trainable_weights()
+        # LoRA layers are created in their base layer's dtype; train them in float32
+        cast_training_params(self, dtype=torch.float32)
         if gradient_checkpointing:
             self.denoiser.enable_gradient_checkpointing()
             # the name every supported transformers version has (5.x also offers a new one)
@@ -167,12 +168,6 @@ class LaViBridge(BaseModel):
                              f"{self.vision_family.context_dim_key}={context_dim} "
                              f"({self.vision_model_path})")
         return dims
-
-    def _upcast_trainable_weights(self) -> None:
-        """LoRA layers are created in their base layer's dtype; train them in float32."""
-        for param in self.parameters():
-            if param.requires_grad:
-                param.data = param.data.float()
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -223,20 +218,12 @@ class LaViBridge(BaseModel):
         The unconditional embedding goes through the same LM + adapter as the prompt; the
         generator is seeded on the model's device, so the same seed gives the same image.
         """
-        # imported here: the pipeline module imports this one, and diffusers' pipelines are only
-        # needed to generate
-        from .pipeline import LaViBridgePipeline
-
         pipeline = LaViBridgePipeline.from_model(self, scheduler)
         pipeline.set_progress_bar_config(disable=not show_progress)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return pipeline(prompts, negative_prompt=negative_prompt,
                             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                             height=height, width=width, seed=seed, output_type=output_type).images
-        finally:
-            self.train(was_training)
 
     def _lora_sides(self) -> tuple[tuple[str, torch.nn.Module, LoraConfig | None], ...]:
         """(bridge folder name, model, LoRA config or None) of the language and vision sides."""
@@ -247,13 +234,8 @@ class LaViBridge(BaseModel):
         """Write the trainable part as a self-contained bridge folder (safetensors + peft configs)."""
         directory = Path(directory)
         for name, model, config in self._lora_sides():
-            if config is None:
-                continue  # no LoRA on this side: no folder, and from_bridge reads rank 0
-            (directory / name).mkdir(parents=True, exist_ok=True)
-            config.save_pretrained(directory / name)
-            state = {k: v.detach().to("cpu", torch.float32).contiguous()
-                     for k, v in get_peft_model_state_dict(model).items()}
-            save_file(state, directory / name / LORA_WEIGHTS)
+            if config is not None:  # no LoRA on this side: no folder, and from_bridge reads rank 0
+                save_lora(model, directory / name)
         self.adapter.save_pretrained(directory / "adapter", safe_serialization=True)
         manifest = {**self.bridge_config, "diffengine_version": __version__, **manifest}
         (directory / BRIDGE_MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -306,29 +288,13 @@ class LaViBridge(BaseModel):
             if (saved_r, saved_alpha) != (r, alpha):
                 raise ValueError(f"{directory / name} has LoRA rank {saved_r} alpha {saved_alpha}, "
                                  f"this model rank {r} alpha {alpha} (rank 0: no LoRA)")
-            if config is None:
-                continue
-            result = set_peft_model_state_dict(model, _load_finite(directory / name / LORA_WEIGHTS))
-            missing = [k for k in result.missing_keys if "lora_" in k]
-            if missing or result.unexpected_keys:
-                example = (missing or result.unexpected_keys)[0]
-                raise ValueError(f"{directory / name} does not match this model's LoRA layers: "
-                                 f"{len(missing)} missing, {len(result.unexpected_keys)} "
-                                 f"unexpected tensors, e.g. {example}")
-        self.adapter.load_state_dict(_load_finite(directory / "adapter" / SAFETENSORS_WEIGHTS_NAME))
-
-
-def _load_finite(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors; a clear error naming the file when it is unreadable or not finite."""
-    try:
-        state = load_file(path)
-    except (OSError, SafetensorError) as error:
-        raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
-    broken = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
-    if broken:
-        raise ValueError(f"{path} holds non-finite weights ({len(broken)} tensors, e.g. {broken[0]}): "
-                         "the run that wrote it diverged; use an earlier bridge")
-    return state
+            if config is not None:
+                load_lora_weights(model, directory / name)
+        adapter_file = directory / "adapter" / SAFETENSORS_WEIGHTS_NAME
+        try:
+            self.adapter.load_state_dict(load_checked_safetensors(adapter_file))
+        except RuntimeError as error:  # torch's size-mismatch report
+            raise ValueError(f"{adapter_file} does not fit this model's adapter: {error}") from None
 
 
 def _drop_frozen_from_state_dict(module: LaViBridge, state_dict: dict, prefix: str, _) -> None:

@@ -182,7 +182,7 @@ def _shape_error(path: Path, what: str, index: int, name: str, base: nn.Module,
     message = (f"{path}: tensor {index} ({role} of pair {index // 2}) is for layer '{name}' "
                f"({layer}) and should have shape {expected}, got {got}. ")
     same_but_rank = (len(got) == len(expected) and
-                     all(g == e for d, (g, e) in enumerate(zip(got, expected)) if d != rank_dim))
+                     all(g == e for d, (g, e) in enumerate(zip(got, expected, strict=False)) if d != rank_dim))
     if same_but_rank:
         return message + (f"Its LoRA rank is {got[rank_dim]}, but the list's first pair has rank "
                           f"{rank}: all layers must share one rank (wrong rank, or a corrupted or "

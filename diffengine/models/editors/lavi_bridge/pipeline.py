@@ -20,90 +20,33 @@ its keys carry no ``unet.`` prefix, so pass ``prefix=None``, and pass the saved 
 """
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import (AutoencoderKL, DiffusionPipeline, ImagePipelineOutput,
-                       PixArtTransformer2DModel, UNet2DConditionModel)
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    ImagePipelineOutput,
+    PixArtTransformer2DModel,
+    UNet2DConditionModel,
+)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from peft import LoraConfig
-from peft.functional import (cast_adapter_dtype, get_peft_model_state_dict, inject_adapter_in_model,
-                             set_peft_model_state_dict)
-from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...language import lm_hidden_states, tokenize_prompts
+from ...lora import base_layers_only, load_lora, lora_layers, merge_lora_layers, save_lora
 from ...vision import VisionFamily, inference_scheduler, vision_family_of
-from .lavi_bridge import LORA_WEIGHTS, LaViBridge
 from .text_adapter import LaViBridgeTextAdapter
+
+if TYPE_CHECKING:  # the model imports this module to generate; no import cycle at run time
+    from .lavi_bridge import LaViBridge
 
 # the components LaVi-Bridge may put LoRA into (a pipeline has one of the two denoisers)
 LORA_COMPONENTS = ("text_encoder", "unet", "transformer")
 LORA_FOLDER_SUFFIX = "_lora"
-ADAPTER_NAME = "default"  # the name inject_adapter_in_model gives a LoRA
-
-
-def lora_layers(model: nn.Module) -> list[tuple[str, BaseTunerLayer]]:
-    """The peft LoRA layers of ``model`` with their module names."""
-    return [(name, module) for name, module in model.named_modules()
-            if isinstance(module, BaseTunerLayer)]
-
-
-@contextmanager
-def base_layers_only(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily put every LoRA layer's base layer back in its place (to save the base model)."""
-    layers = lora_layers(model)
-    for name, layer in layers:
-        model.set_submodule(name, layer.get_base_layer())
-    try:
-        yield model
-    finally:
-        for name, layer in layers:
-            model.set_submodule(name, layer)
-
-
-def merge_lora_layers(model: nn.Module) -> nn.Module:
-    """Fold every LoRA layer into its base layer and unwrap it, in place; returns the plain model.
-
-    peft's ``merge_and_unload`` lives on ``LoraModel``/``PeftModel`` wrappers, which models given
-    LoRA with ``inject_adapter_in_model`` do not have; this is its per-layer equivalent.
-    """
-    for name, layer in lora_layers(model):
-        layer.merge()
-        model.set_submodule(name, layer.get_base_layer())
-    # inject_adapter_in_model leaves its config on the model; a plain model must not claim a LoRA
-    if hasattr(model, "peft_config"):
-        del model.peft_config
-    return model
-
-
-def save_lora(model: nn.Module, directory: str | Path) -> None:
-    """Write ``model``'s LoRA as a peft adapter folder (config + float32 safetensors)."""
-    directory = Path(directory)
-    model.peft_config[ADAPTER_NAME].save_pretrained(directory)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous()
-             for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME).items()}
-    save_file(state, directory / LORA_WEIGHTS)
-
-
-def load_lora(model: nn.Module, directory: str | Path) -> nn.Module:
-    """Inject the LoRA of a peft adapter folder (``save_lora``'s format) into ``model``; returns it."""
-    directory = Path(directory)
-    inject_adapter_in_model(LoraConfig.from_pretrained(directory), model, adapter_name=ADAPTER_NAME)
-    # LoRA trains in float32 on low-precision base weights: run it that way, and upcast before
-    # loading so the saved float32 values are not rounded
-    cast_adapter_dtype(model, ADAPTER_NAME)
-    result = set_peft_model_state_dict(model, load_file(directory / LORA_WEIGHTS),
-                                       adapter_name=ADAPTER_NAME)
-    missing = [k for k in result.missing_keys if "lora_" in k]
-    if missing:
-        raise ValueError(f"{directory} lacks {len(missing)} LoRA tensors, e.g. {missing[0]}")
-    # the new dropout layers start in training mode
-    return model.eval()
 
 
 class LaViBridgePipeline(DiffusionPipeline):
@@ -143,7 +86,7 @@ class LaViBridgePipeline(DiffusionPipeline):
         return vision_family_of(type(self.denoiser).__name__)
 
     @classmethod
-    def from_model(cls, model: LaViBridge, scheduler: str = "unipc") -> "LaViBridgePipeline":
+    def from_model(cls, model: "LaViBridge", scheduler: str = "unipc") -> "LaViBridgePipeline":
         """A pipeline sharing ``model``'s modules (no copy), sampling with the named scheduler."""
         language = model.language
         return cls(tokenizer=language.tokenizer, text_encoder=language.model, adapter=model.adapter,

@@ -9,6 +9,7 @@ from PIL import Image
 from diffengine.registry import MODELS
 
 from ...data_preprocessor import DiffusionDataPreprocessor
+from ...eval_mode import eval_mode
 from ...language import FrozenLanguageModel, drop_captions
 from ...losses import diffusion_loss, noised_latents, training_scheduler
 from ...model_paths import pretrained_location, vision_model_location
@@ -126,15 +127,11 @@ class StableDiffusion(BaseModel):
         pipeline = self.pipeline(scheduler)
         pipeline.set_progress_bar_config(disable=not show_progress)
         generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return pipeline(prompts, negative_prompt=[negative_prompt] * len(prompts),
                             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                             height=height, width=width, generator=generator,
                             output_type=output_type).images
-        finally:
-            self.train(was_training)
 
     def save_pretrained(self, directory: str | Path, **_) -> Path:
         """Write the model as a diffusers ``StableDiffusionPipeline`` folder (safetensors)."""

@@ -1,0 +1,42 @@
+"""The interfaces the engine relies on, named: what loops, hooks and optimizers expect of a dataset or model.
+
+Import-free apart from typing, so every layer (datasets, models, engine) can refer to them.
+"""
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+# data_samples key of a streamed batch: how far its worker's stream had read when the batch was
+# made (the loop stores it in checkpoints; the dataset fast-forwards to it on resume)
+STREAM_POSITION_KEY = "stream_position"
+
+
+@runtime_checkable
+class EpochStream(Protocol):
+    """A sized streaming dataset whose ``set_epoch`` reseeds its order (``StreamingIterBasedTrainLoop``)."""
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+@runtime_checkable
+class ResumableStream(EpochStream, Protocol):
+    """An ``EpochStream`` that fast-forwards each worker past batches already trained."""
+
+    seed: int
+
+    def resume_from(self, epoch: int, batches_trained: int, positions: Sequence[int]) -> None: ...
+
+
+@runtime_checkable
+class GroupedParameters(Protocol):
+    """A model whose trainable parameters come in named optimizer groups (``ParamGroupsOptimWrapperConstructor``)."""
+
+    def parameter_groups(self) -> dict[str, list[Any]]: ...
+
+
+@runtime_checkable
+class TextToImageModel(Protocol):
+    """A model that generates images from prompts (``VisualizationHook``, ``ShapesBenchHook``, ``eval``)."""
+
+    def infer(self, prompts: list[str] | str, **kwargs: Any) -> list[Any]: ...
