@@ -58,3 +58,14 @@ def test_a_truncated_bridge_file_is_named(bridge_dir):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"vision_lora/adapter_model.safetensors is not a readable safetensors file"):
         LaViBridge.from_bridge(bridge_dir)
+
+
+def test_a_bad_prediction_type_fails_before_any_weights_load(tiny_t5, tiny_sd, monkeypatch):
+    from diffengine.models.editors.lavi_bridge import lavi_bridge
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the language model was loaded before the options were checked")
+
+    monkeypatch.setattr(lavi_bridge, "FrozenLanguageModel", no_loading)
+    with pytest.raises(ValueError, match="prediction_type must be one of epsilon, v_prediction"):
+        LaViBridge(tiny_t5, tiny_sd, prediction_type="v-prediction")

@@ -105,6 +105,8 @@ class LaViBridge(BaseModel):
         self.snr_gamma = snr_gamma
         self.caption_dropout = caption_dropout
 
+        # read before any weights load: a bad prediction_type fails in a second, not after minutes
+        self.noise_scheduler = training_scheduler(vision_model, prediction_type)
         # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
         self.language = FrozenLanguageModel(text_encoder, max_length=max_length,
                                             hidden_layer=hidden_layer,
@@ -116,7 +118,6 @@ class LaViBridge(BaseModel):
                         self.vision_family.load(vision_model, self.weight_dtype))
         self.vae = AutoencoderKL.from_pretrained(vision_model, subfolder="vae",
                                                  torch_dtype=self.weight_dtype)
-        self.noise_scheduler = training_scheduler(vision_model, prediction_type)
         for frozen in (self.denoiser, self.vae):
             frozen.requires_grad_(False)
 

@@ -53,11 +53,12 @@ class StableDiffusion(BaseModel):
             raise ValueError(f"{vision_model}: StableDiffusion trains SD-style UNets "
                              f"(unet/), not {family.model_class}")
         # loaded frozen like a bridge's LM; trained fully when train_text_encoder
+        # read before any weights load: a bad prediction_type fails in a second, not after minutes
+        self.noise_scheduler = training_scheduler(vision_model, prediction_type)
         self.language = FrozenLanguageModel(text_encoder, max_length=max_length, tokenizer=tokenizer)
         self.language.model.requires_grad_(train_text_encoder)
         self.unet = family.load(vision_model, torch.float32)
         self.vae = AutoencoderKL.from_pretrained(vision_model, subfolder="vae").requires_grad_(False)
-        self.noise_scheduler = training_scheduler(vision_model, prediction_type)
         if self.unet.config.cross_attention_dim != self.language.hidden_size:
             raise ValueError(f"the UNet's cross_attention_dim {self.unet.config.cross_attention_dim} "
                              f"does not match the text encoder's hidden size "
