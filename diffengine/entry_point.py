@@ -55,9 +55,13 @@ def _train(args: argparse.Namespace, argv: list[str], wds: bool) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import time
 
+    from .errors import ConfigError
     from .tools.demo_assets import make_demo_assets
-    from .tools.train import run, train_arguments
+    from .tools.train import previous_run_outputs, run, train_arguments
 
+    if previous_run_outputs(args.work_dir) and not args.overwrite:
+        raise ConfigError(f"{args.work_dir} holds an earlier demo run: add --overwrite to replace it, "
+                          "or choose another --work-dir")
     start = time.perf_counter()
     # absolute: the bridge manifest records these paths for `diffengine infer` from anywhere
     data = make_demo_assets(args.data_dir).resolve()

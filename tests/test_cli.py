@@ -220,3 +220,12 @@ def test_worker_entry_destroys_its_process_group(fails, monkeypatch, tmp_path):
     else:
         train.main(["lavi_bridge_demo", "--launcher", "pytorch"])
     assert not dist.is_initialized()
+
+
+def test_demo_keeps_an_earlier_run_unless_overwritten(tmp_path, capsys):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "iter_250.pth").write_bytes(b"an earlier demo's checkpoint")
+    assert main(["demo", "--data-dir", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work")]) == 2
+    assert capsys.readouterr().err.strip() == (f"diffengine: error: {tmp_path / 'work'} holds an earlier demo run: "
+                                               "add --overwrite to replace it, or choose another --work-dir")
+    assert not (tmp_path / "data").exists()  # refused before building anything

@@ -127,13 +127,19 @@ def _resume_checkpoint(resume: str, work_dir: str) -> Path:
 PREVIOUS_RUN_OUTPUTS = (LAST_CHECKPOINT, BRIDGE_FOLDER, PRETRAINED_FOLDER)
 
 
-def prepare_work_dir(work_dir: str | Path, resume: bool, overwrite: bool) -> None:
-    """Refuse a work dir holding another run unless resuming it or ``--overwrite``; check it is writable."""
+def previous_run_outputs(work_dir: str | Path) -> list[Path]:
+    """The checkpoints and model folders an earlier run left in ``work_dir``."""
     from diffengine.engine.resume import checkpoints_in
 
     work_dir = Path(work_dir)
-    previous = [*checkpoints_in(work_dir), *(work_dir / name for name in PREVIOUS_RUN_OUTPUTS
-                                             if (work_dir / name).exists())]
+    return [*checkpoints_in(work_dir), *(work_dir / name for name in PREVIOUS_RUN_OUTPUTS
+                                         if (work_dir / name).exists())]
+
+
+def prepare_work_dir(work_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a work dir holding another run unless resuming it or ``--overwrite``; check it is writable."""
+    work_dir = Path(work_dir)
+    previous = previous_run_outputs(work_dir)
     if previous and not resume:
         if not overwrite:
             names = ", ".join(path.name for path in previous[:4])
