@@ -52,6 +52,8 @@ BAD_INPUTS = [
      "no_such_model' does not exist"),
     ("vision folder without vae/", DEMO, [], ["model.vision_model={assets}/no_vae"],
      "no_vae has no vae/, no scheduler/"),
+    ("no shard file", DEMO, [], ["train_dataloader.shards={assets}/nothing/{{00000..00003}}.tar"],
+     "train_dataloader.shards: shard spec"),
     ("unknown optimizer group", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adaptr=0.1"],
      "group_lr names unknown parameter groups ['adaptr']"),
     ("missing resume checkpoint", DEMO, ["--resume", "{assets}/nothing.pth"], [],

@@ -131,10 +131,28 @@ def _write_stage1_source(out: Path, report: dict) -> None:
         f"Made by `{STAGE1_COMMAND}` (diffengine/tools/shapesbench.py): the VAE with the config "
         "`autoencoder_kl_shapes_32`, then the UNet and its own text encoder with "
         "`stable_diffusion_shapes_32`, on 20480 ShapesBench training images (32 px), on 2 CPU "
-        f"cores in {report['minutes']} minutes.\n\n"
+        f"cores in {report['minutes']} minutes, with {_code_revision()}. Training draws its noise "
+        "from the code's random streams, so other code revisions give other (equivalent) weights.\n\n"
         f"VAE reconstruction of held-out renders: {json.dumps(report['vae'])}\n\n"
         "SHA-256 of the weights (`sha256sum -c` in this folder):\n\n"
         f"```\n{checksums}\n```\n")
+
+
+def _code_revision() -> str:
+    """``diffengine VERSION`` and, in a git checkout, its commit (``+changes`` when uncommitted)."""
+    import subprocess
+
+    from diffengine.version import __version__
+
+    try:
+        git = ["git", "-C", str(Path(__file__).parent)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"diffengine {__version__}"
+    return f"diffengine {__version__} at commit {commit}{'+changes' if dirty else ''}"
 
 
 def language_model_folder(key: str, data: Path, progress: bool = True) -> Path:

@@ -173,6 +173,19 @@ def _add_tensorboard_if_installed(cfg) -> None:
         backends.append(dict(type="TensorboardVisBackend"))
 
 
+def _check_shards(cfg) -> None:
+    """Local shard specs must match files now, not after the models have loaded."""
+    from diffengine.datasets.shards import expand_shards
+
+    loader = cfg.get("train_dataloader")
+    shards = loader.get("shards") if isinstance(loader, dict) else None
+    if shards is not None:
+        try:
+            expand_shards(shards)
+        except FileNotFoundError as error:
+            raise ConfigError(f"train_dataloader.shards: {error}") from None
+
+
 def _registries() -> dict:
     """The registries string ``type`` names of each config section are looked up in."""
     import diffengine.datasets  # noqa: F401  registers the dataloader builders
@@ -213,6 +226,7 @@ def prepare_config(args: argparse.Namespace, wds: bool):
     resolve_config(args.config)  # an unknown name fails here, before the slow imports
     cfg = build_config(args, wds)
     check_config(cfg, _registries())
+    _check_shards(cfg)
     if args.amp and not _cuda_available():
         raise ConfigError("--amp needs a GPU (MMEngine's AmpOptimWrapper); none is available")
     if args.launcher == "none":  # launched workers: the launching process checked it already
