@@ -11,7 +11,7 @@ from .tools.export import add_export_arguments
 from .tools.infer import add_infer_arguments
 from .tools.prep_wds import add_prep_wds_arguments
 from .tools.shapesbench import add_shapesbench_arguments
-from .tools.train import add_train_arguments
+from .tools.train import WORK_DIR_CHECKED_ENV, add_train_arguments
 
 
 def _launch_workers(argv: list[str], nproc: int) -> int:
@@ -25,7 +25,7 @@ def _launch_workers(argv: list[str], nproc: int) -> int:
         f"--master_port={os.environ.get('MASTER_PORT', '29500')}",
         "-m", "diffengine.tools.train", *argv, "--launcher", "pytorch",
     ]
-    return subprocess.call(command)
+    return subprocess.call(command, env={**os.environ, WORK_DIR_CHECKED_ENV: "1"})
 
 
 def _processes_per_node() -> int:

@@ -100,3 +100,16 @@ def test_infer_refuses_a_step_count_below_one(steps, capsys):
         main(["infer", "some_bridge", "a prompt", "--steps", steps])
     assert exit_info.value.code == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_options_mmengine_reads_itself_are_accepted():
+    from mmengine.config import Config
+
+    from diffengine.tools.config_check import check_config
+    from diffengine.tools.train import _registries
+
+    cfg = Config(dict(
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=-1, priority="VERY_LOW")),
+        param_scheduler=[dict(type="LinearLR", start_factor=0.1, by_epoch=True, convert_to_iter_based=True)],
+        compile=True))
+    check_config(cfg, _registries())

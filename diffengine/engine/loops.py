@@ -81,9 +81,10 @@ def set_random_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gaussian))
     keys, position, has_gauss, cached_gaussian = state["numpy"]
     np.random.set_state(("MT19937", np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
-    torch.set_rng_state(state["torch"])
+    # MMEngine's resume maps checkpoints to the GPU; RNG states must be CPU byte tensors
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"].cpu())
 
 
 class _ResumeStateHook(Hook):
@@ -125,6 +126,8 @@ class _ResumeStateHook(Hook):
         streams, randoms = meta.get("data_stream"), meta.get("random_state")
         rank, world_size = get_rank(), get_world_size()
         self.loop.resume_state = streams[rank] if streams and len(streams) == world_size else None
+        if not runner._resume:
+            return  # load_from starts a new run: its draws come from this run's seed
         self.loop.step_random_state = randoms[rank] if randoms and len(randoms) == world_size else None
         if randoms and len(randoms) != world_size:
             print_log(f"the checkpoint holds the random states of {len(randoms)} rank(s), this run has "

@@ -29,7 +29,7 @@ class _SkipNonFiniteSteps:
             raise ValueError("optim_wrapper.max_consecutive_nonfinite must be an integer >= 1, "
                              f"got {max_consecutive_nonfinite!r}")
         self.max_consecutive_nonfinite = max_consecutive_nonfinite
-        self.skipped_steps = 0
+        self.skipped_steps: int | None = None  # read from the (resumed) message hub at the first step
         self.consecutive_nonfinite = 0
         self._last_loss: torch.Tensor | None = None
 
@@ -41,6 +41,9 @@ class _SkipNonFiniteSteps:
 
     def step(self, **kwargs) -> None:
         """Step when the gradient norm is finite; otherwise skip and count the step."""
+        if self.skipped_steps is None:
+            logged = self.message_hub.log_scalars.get(SKIPPED_STEPS_KEY)
+            self.skipped_steps = int(logged.current()) if logged is not None else 0
         norm = self._gradient_norm()
         if torch.isfinite(norm):
             self.consecutive_nonfinite = 0

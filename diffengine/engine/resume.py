@@ -1,4 +1,5 @@
 """Resuming a run: which checkpoint a work dir resumes from, and what the new command line changes."""
+import ast
 import logging
 import re
 from pathlib import Path
@@ -14,8 +15,10 @@ from diffengine.registry import HOOKS
 from .model_wrapper import unwrap_model
 
 _CHECKPOINT_NAME = re.compile(r"iter_(\d+)\.pth")
-# where a resumed scheduler is in its schedule; everything else in its state is configuration
-_SCHEDULER_PROGRESS = frozenset({"last_step", "last_value", "_global_step", "_get_value_called_within_step"})
+# the parts of a scheduler's state that are its configuration, which a resumed run may change; the
+# rest (last_step, _last_value, ReduceOnPlateau's best and counters, ...) is where it is in its schedule
+_SCHEDULER_SETTINGS = frozenset({"begin", "end", "by_epoch", "base_values", "eta_min", "eta_min_ratio", "T_max",
+                                 "factor", "start_factor", "end_factor", "gamma", "milestones", "power"})
 # options that name the run's place and mode, not what it computes
 _RUN_LOCATION_KEYS = ("work_dir", "resume", "load_from", "launcher", "experiment_name")
 
@@ -37,9 +40,12 @@ def find_resume_checkpoint(work_dir: str | Path) -> Path | None:
     work_dir = Path(work_dir)
     pointer = work_dir / LAST_CHECKPOINT
     if pointer.is_file():
-        named = work_dir / Path(pointer.read_text().strip()).name
-        if named.name and named.is_file():
+        recorded = Path(pointer.read_text().strip())
+        named = work_dir / recorded.name
+        if recorded.name and named.is_file():
             return named
+        if recorded.name and recorded.is_file():  # CheckpointHook(out_dir=...) saves outside the work dir
+            return recorded
     saved = checkpoints_in(work_dir)
     return saved[-1] if saved else None
 
@@ -56,10 +62,42 @@ def _flat(cfg: dict | list | tuple, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _literal(node: ast.AST) -> Any:
+    """The value of a literal, ``dict(k=v, ...)`` or ``inf``/``nan`` node; ValueError for anything else."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" \
+            and not node.args and all(k.arg for k in node.keywords):
+        return {k.arg: _literal(k.value) for k in node.keywords}
+    if isinstance(node, ast.Name) and node.id in ("inf", "nan"):
+        return float(node.id)
+    if isinstance(node, ast.List | ast.Tuple):
+        values = [_literal(item) for item in node.elts]
+        return values if isinstance(node, ast.List) else tuple(values)
+    if isinstance(node, ast.Dict):
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values, strict=True)}
+    return ast.literal_eval(node)
+
+
+def saved_config(text: str) -> dict[str, Any]:
+    """The top-level entries of a config text saved in a checkpoint, read without running it.
+
+    ``Config.fromstring`` would execute the text, so a crafted checkpoint could run code; entries
+    that are not plain data are left out.
+    """
+    entries = {}
+    for statement in ast.parse(text).body:
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1 \
+                and isinstance(statement.targets[0], ast.Name):
+            try:
+                entries[statement.targets[0].id] = _literal(statement.value)
+            except (ValueError, TypeError, SyntaxError):
+                continue
+    return entries
+
+
 def config_differences(saved_text: str, current: Config) -> dict[str, tuple[Any, Any]]:
     """``{key: (checkpoint's value, this run's value)}`` for every config entry that differs."""
-    saved = _flat(Config.fromstring(saved_text, file_format=".py").to_dict())
-    now = _flat(current.to_dict())
+    saved = _flat(saved_config(saved_text))
+    now = _flat(saved_config(current.pretty_text))
     return {key: (saved.get(key), now.get(key)) for key in sorted(set(saved) | set(now))
             if key.split(".")[0] not in _RUN_LOCATION_KEYS and repr(saved.get(key)) != repr(now.get(key))}
 
@@ -98,11 +136,11 @@ def check_checkpoint_fits(state_dict: dict, model, complete: bool = True) -> Non
 class ResumeOverridesHook(Hook):
     """On resume, this run's configuration wins over the checkpoint's, and the log says what changed.
 
-    MMEngine restores the optimizer's learning rates and the schedulers' settings from the
-    checkpoint, so a new ``--cfg-options optim_wrapper...lr=`` or ``train_cfg.max_iters=`` was
-    silently ignored. Here the checkpoint's optimizer and scheduler states are edited before
-    MMEngine loads them: each group keeps its moments and its place in the schedule, with this
-    run's base learning rate (the current one scaled alike) and this run's scheduler settings.
+    MMEngine restores the optimizer's settings and the schedulers' from the checkpoint, so a new
+    ``--cfg-options optim_wrapper...lr=`` or ``weight_decay=`` or scheduler ``end=`` was silently
+    ignored. Here the checkpoint's optimizer and scheduler states are edited before MMEngine loads
+    them: each group keeps its moments and its place in the schedule, with this run's settings
+    and base learning rate (the current one scaled alike).
     ``DiffEngineRunner`` registers it itself.
     """
 
@@ -110,28 +148,38 @@ class ResumeOverridesHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Check the checkpoint fits the model; on resume, log config changes and apply this run's rates."""
+        # MMEngine's resume would run an older checkpoint's "config" text as Python
+        checkpoint.get("meta", {}).pop("config", None)
         check_checkpoint_fits(checkpoint.get("state_dict", {}), unwrap_model(runner.model),
                               complete=runner._resume)
         if not runner._resume:
             return
         saved_cfg = checkpoint.get("meta", {}).get("cfg")
         if saved_cfg:
-            for key, (before, after) in config_differences(saved_cfg, runner.cfg).items():
+            try:
+                differences = config_differences(saved_cfg, runner.cfg)
+            except SyntaxError:
+                differences = {}
+                print_log("resume: the checkpoint's config could not be read, so its differences from "
+                          "this run are not listed", logger="current", level=logging.WARNING)
+            for key, (before, after) in differences.items():
                 print_log(f"resume: {key} = {after!r} (the checkpoint's run had {before!r})",
                           logger="current", level=logging.INFO)
         if "optimizer" in checkpoint:
-            self._apply_learning_rates(runner, checkpoint["optimizer"].get("param_groups", []))
+            self._apply_group_settings(runner, checkpoint["optimizer"].get("param_groups", []))
         if "param_schedulers" in checkpoint and isinstance(runner.param_schedulers, list):
             for scheduler, saved in zip(runner.param_schedulers, checkpoint["param_schedulers"], strict=False):
                 saved.update({key: value for key, value in scheduler.state_dict().items()
-                              if key not in _SCHEDULER_PROGRESS})
+                              if key in _SCHEDULER_SETTINGS})
 
     @staticmethod
-    def _apply_learning_rates(runner, saved_groups: list[dict]) -> None:
+    def _apply_group_settings(runner, saved_groups: list[dict]) -> None:
+        """This run's optimizer settings (weight decay, betas, ...) and base rates in the saved groups."""
         groups = runner.optim_wrapper.optimizer.param_groups
         if len(groups) != len(saved_groups):
             return  # MMEngine's optimizer load reports the mismatch
         for group, saved in zip(groups, saved_groups, strict=True):
+            saved.update({key: value for key, value in group.items() if key not in ("params", "lr", "initial_lr")})
             configured = group.get("initial_lr", group["lr"])
             saved_base = saved.get("initial_lr", saved["lr"])
             if saved_base != configured:

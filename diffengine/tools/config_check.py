@@ -20,12 +20,14 @@ RUNNER_KEYS = frozenset({
     "val_cfg", "test_cfg", "auto_scale_lr", "optim_wrapper", "param_scheduler", "val_evaluator",
     "test_evaluator", "default_hooks", "custom_hooks", "data_preprocessor", "load_from", "resume",
     "launcher", "env_cfg", "log_processor", "log_level", "visualizer", "default_scope",
-    "randomness", "experiment_name", "model_wrapper_cfg",
+    "randomness", "experiment_name", "model_wrapper_cfg", "compile", "cfg",
 })
 # arguments the runner passes itself: never in the config
 _PASSED_BY_RUNNER = {"runner", "dataloader", "optimizer", "module", "model", "params"}
-# keys of optim_wrapper read by its constructor, not by the wrapper class
-_CONSTRUCTOR_KEYS = {"constructor", "optimizer", "paramwise_cfg"}
+# keys MMEngine reads itself before building the section: the optim_wrapper keys its constructor
+# reads, a hook's priority (Runner.register_hook), a scheduler's convert_to_iter_based
+_READ_BY_MMENGINE = {"optim_wrapper": {"constructor", "optimizer", "paramwise_cfg"},
+                     "hook": {"priority"}, "param_scheduler": {"convert_to_iter_based"}}
 # smallest valid value of integer options, wherever they appear
 _MINIMUMS = {"max_iters": 1, "batch_size": 1, "num_workers": 0, "interval": 1,
              "num_samples_per_epoch": 1, "max_keep": 1}
@@ -46,13 +48,13 @@ def check_config(cfg, registries: dict[str, Any]) -> None:
     ``registries`` maps a section name (``model``, ``hooks``, ...) to the registry its string
     ``type`` names are looked up in.
     """
-    for where, node, registry in _typed_sections(cfg, registries):
+    for where, node, registry, section in _typed_sections(cfg, registries):
         target = _resolve(node["type"], registry)
         if target is None:
             names = list(registry.module_dict) if registry is not None else []
             raise ConfigError(f"{where}.type: unknown type {node['type']!r}{_did_you_mean(str(node['type']), names)}")
         accepted, hints = _parameters(target)
-        skip = _CONSTRUCTOR_KEYS if where == "optim_wrapper" else set()
+        skip = _READ_BY_MMENGINE.get(section, set())
         for key, value in node.items():
             if key == "type" or key in skip:
                 continue
@@ -60,14 +62,14 @@ def check_config(cfg, registries: dict[str, Any]) -> None:
                 raise ConfigError(f"{where}.{key}: {_name(target)} has no option {key!r}"
                                   f"{_did_you_mean(key, sorted(accepted))}; it takes "
                                   f"{', '.join(sorted(accepted)) or 'no options'}")
-            _check_value(f"{where}.{key}", value, hints.get(key))
+            _check_value(f"{where}.{key}", value, hints.get(key), target)
 
 
-def _typed_sections(cfg, registries: dict[str, Any]) -> Iterator[tuple[str, dict, Any]]:
-    """``(key path, dict with a type, registry)`` for each section MMEngine builds from the config."""
+def _typed_sections(cfg, registries: dict[str, Any]) -> Iterator[tuple[str, dict, Any, str]]:
+    """``(key path, dict with a type, registry, registry name)`` for each section MMEngine builds."""
     def typed(where: str, node: Any, registry_name: str):
         if isinstance(node, dict) and "type" in node:
-            yield where, node, registries.get(registry_name)
+            yield where, node, registries.get(registry_name), registry_name
 
     yield from typed("model", cfg.get("model"), "model")
     yield from typed("train_dataloader", cfg.get("train_dataloader"), "function")
@@ -156,7 +158,7 @@ def _allowed_types(hint: Any) -> tuple[type, ...] | None:
     return None
 
 
-def _check_value(where: str, value: Any, hint: Any) -> None:
+def _check_value(where: str, value: Any, hint: Any, target: Any = None) -> None:
     allowed = _allowed_types(hint)
     if allowed is not None:
         is_bool = isinstance(value, bool)
@@ -164,6 +166,8 @@ def _check_value(where: str, value: Any, hint: Any) -> None:
             names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
             raise ConfigError(f"{where} must be {names}, got {value!r}")
     minimum = _MINIMUMS.get(where.rsplit(".", 1)[-1])
+    if _name(target) == "CheckpointHook" and value == -1:
+        minimum = None  # MMEngine's "save only at the end"
     if minimum is not None and isinstance(value, int) and not isinstance(value, bool) and value < minimum:
         raise ConfigError(f"{where} must be >= {minimum}, got {value}")
 

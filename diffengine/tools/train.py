@@ -123,17 +123,25 @@ def _resume_checkpoint(resume: str, work_dir: str) -> Path:
     return found
 
 
-# what a finished or interrupted run leaves that a new run must not mix with or delete unasked
-PREVIOUS_RUN_OUTPUTS = (LAST_CHECKPOINT, BRIDGE_FOLDER, PRETRAINED_FOLDER)
+# set by the launching process for the workers it starts: it has checked the work dir already
+WORK_DIR_CHECKED_ENV = "DIFFENGINE_WORK_DIR_CHECKED"
 
 
 def previous_run_outputs(work_dir: str | Path) -> list[Path]:
-    """The checkpoints and model folders an earlier run left in ``work_dir``."""
+    """What an earlier run left in ``work_dir``: checkpoints, their pointer, and the model folders
+    written beside them (only those entries, so folders of the user's own are never counted)."""
     from diffengine.engine.resume import checkpoints_in
 
     work_dir = Path(work_dir)
-    return [*checkpoints_in(work_dir), *(work_dir / name for name in PREVIOUS_RUN_OUTPUTS
-                                         if (work_dir / name).exists())]
+    found = [*checkpoints_in(work_dir), *sorted(work_dir.glob("epoch_*.pth"))]
+    if (work_dir / LAST_CHECKPOINT).is_file():
+        found.append(work_dir / LAST_CHECKPOINT)
+    for folder in (BRIDGE_FOLDER, PRETRAINED_FOLDER):
+        root = work_dir / folder
+        found += sorted(root.glob("iter_*")) + sorted(root.glob(".iter_*.tmp"))
+        if (root / f"last_{folder}").is_file():
+            found.append(root / f"last_{folder}")
+    return found
 
 
 def prepare_work_dir(work_dir: str | Path, resume: bool, overwrite: bool) -> None:
@@ -142,15 +150,12 @@ def prepare_work_dir(work_dir: str | Path, resume: bool, overwrite: bool) -> Non
     previous = previous_run_outputs(work_dir)
     if previous and not resume:
         if not overwrite:
-            names = ", ".join(path.name for path in previous[:4])
+            names = ", ".join(str(path.relative_to(work_dir)) for path in previous[:4])
             raise ConfigError(f"work dir {work_dir} holds a previous run ({names}): add --resume to "
                               "continue it, --overwrite to start over (deletes its checkpoints, "
                               "bridges and samples), or choose another --work-dir")
-        for path in [*previous, work_dir / SAMPLES_FOLDER]:
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        for path in [*previous, *(work_dir / SAMPLES_FOLDER).glob("iter_*.png")]:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=work_dir):
@@ -229,7 +234,10 @@ def prepare_config(args: argparse.Namespace, wds: bool):
     _check_shards(cfg)
     if args.amp and not _cuda_available():
         raise ConfigError("--amp needs a GPU (MMEngine's AmpOptimWrapper); none is available")
-    if args.launcher == "none":  # launched workers: the launching process checked it already
+    # once per job: by the process that launches the workers, else by global rank 0 (slurm, mpi,
+    # torchrun started by hand)
+    rank = next((os.environ[k] for k in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK") if k in os.environ), "0")
+    if WORK_DIR_CHECKED_ENV not in os.environ and rank == "0":
         prepare_work_dir(cfg.work_dir, resume=bool(cfg.get("resume")), overwrite=args.overwrite)
     return cfg
 

@@ -1,4 +1,5 @@
 """Training that cannot silently go wrong: non-finite steps, exact resume, resumed options, portable work dirs."""
+import itertools
 import shutil
 
 import pytest
@@ -15,9 +16,11 @@ from diffengine.models.editors.lavi_bridge import lavi_bridge
 from diffengine.tools.train import run
 from tests.helpers import demo_cfg_options, train_killed
 
+_hubs = itertools.count()
+
 
 def toy_wrapper(cls=GuardedOptimWrapper, **kwargs):
-    MessageHub.get_instance("toy_wrapper")
+    MessageHub.get_instance(f"toy_wrapper_{next(_hubs)}")  # a fresh hub: no count from another test
     weight = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.AdamW([{"params": [weight], "name": "adapter", "lr": 0.1}], lr=1.0)
     return weight, cls(optimizer=optimizer, **kwargs)
@@ -159,9 +162,10 @@ def test_resume_applies_new_learning_rates_and_logs_what_changed(uninterrupted, 
     options, _, _, work_dir = uninterrupted
     shutil.copy(work_dir / "iter_4.pth", tmp_path)  # a checkpoint copied elsewhere resumes there
     runner = train(tmp_path, [*options, "optim_wrapper.paramwise_cfg.group_lr.adapter=0.0005",
-                              "train_cfg.max_iters=5"], "--resume")
+                              "optim_wrapper.optimizer.weight_decay=0.5", "train_cfg.max_iters=5"], "--resume")
     rates = {g["name"]: g["lr"] for g in runner.optim_wrapper.optimizer.param_groups}
     assert rates == {"vision_lora": 2e-3, "text_lora": 2e-4, "adapter": 5e-4}
+    assert {g["weight_decay"] for g in runner.optim_wrapper.optimizer.param_groups} == {0.5}
     log = next(tmp_path.glob("*/*.log")).read_text()
     assert "resume: adapter learning rate 0.0005 from this run's config (the checkpoint's run had 0.002)" in log
     assert "resume: train_cfg.max_iters = 5 (the checkpoint's run had 6)" in log
@@ -186,7 +190,7 @@ def test_a_used_work_dir_is_refused_unless_resumed_or_overwritten(uninterrupted,
     args = ["wds_train", "lavi_bridge_demo", "--work-dir", str(used), "--cfg-options", *options,
             "train_cfg.max_iters=2"]
     assert main(args) == 2
-    assert "holds a previous run (iter_4.pth, iter_6.pth, last_checkpoint, bridge): add --resume" in (
+    assert "holds a previous run (iter_4.pth, iter_6.pth, last_checkpoint, bridge/iter_2): add --resume" in (
         capsys.readouterr().err)
     assert main([*args[:4], "--overwrite", *args[4:]]) == 0
     # the earlier run is gone: its later checkpoints and bridges cannot be mistaken for this run's
@@ -207,3 +211,36 @@ def test_a_copied_or_renamed_work_dir_resumes_from_its_own_checkpoints(uninterru
     (renamed / "iter_6.pth").unlink()
     assert find_resume_checkpoint(renamed) == renamed / "iter_4.pth"
     assert find_resume_checkpoint(tmp_path) is None
+
+
+def test_a_checkpoints_config_is_read_without_running_it(capsys):
+    from diffengine.engine.resume import saved_config
+
+    text = "import os\nx = dict(a=1, b=[1, (2, 3)], c=inf, d={'k': -1.5})\ny = print('ran')\nz = 'kept'\n"
+    assert saved_config(text) == {"x": {"a": 1, "b": [1, (2, 3)], "c": float("inf"), "d": {"k": -1.5}},
+                                  "z": "kept"}
+    assert "ran" not in capsys.readouterr().out
+
+
+def test_resume_follows_a_pointer_to_checkpoints_saved_outside_the_work_dir(tmp_path):
+    elsewhere = tmp_path / "bucket" / "run" / "iter_8.pth"
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_bytes(b"checkpoint")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "last_checkpoint").write_text(str(elsewhere))
+    assert find_resume_checkpoint(tmp_path / "work") == elsewhere
+
+
+def test_overwrite_deletes_only_what_a_run_wrote(tmp_path):
+    from diffengine.tools.train import prepare_work_dir
+
+    (tmp_path / "pretrained" / "my_models").mkdir(parents=True)  # the user's own folder
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "notes.txt").write_text("mine")
+    prepare_work_dir(tmp_path, resume=False, overwrite=False)  # nothing of a run here: accepted
+    (tmp_path / "bridge" / "iter_5").mkdir(parents=True)
+    (tmp_path / "bridge" / "last_bridge").write_text("iter_5")
+    (tmp_path / "samples" / "iter_5.png").write_bytes(b"png")
+    prepare_work_dir(tmp_path, resume=False, overwrite=True)
+    assert not (tmp_path / "bridge" / "iter_5").exists() and not (tmp_path / "samples" / "iter_5.png").exists()
+    assert (tmp_path / "pretrained" / "my_models").is_dir() and (tmp_path / "samples" / "notes.txt").is_file()
