@@ -47,6 +47,7 @@ class _SkipNonFiniteSteps:
         norm = self._gradient_norm()
         if torch.isfinite(norm):
             self.consecutive_nonfinite = 0
+            self._clip(norm)
             self._apply_step(**kwargs)
         else:
             self._skip_step(float(norm))
@@ -63,15 +64,28 @@ class _SkipNonFiniteSteps:
             return {f"{group['name']}_lr": [group["lr"]] for group in groups}
         return {"lr": [group["lr"] for group in groups]}
 
+    def _params_with_grads(self) -> list[torch.Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+
     def _gradient_norm(self) -> torch.Tensor:
-        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"]
-                 if p.grad is not None]
+        grads = [p.grad for p in self._params_with_grads()]
         if not grads:
             return torch.zeros(())
         return torch.nn.utils.get_total_norm(grads, foreach=True)
 
+    def _clip(self, norm: torch.Tensor) -> None:
+        """MMEngine's ``clip_grad``; clipping by the 2-norm reuses the norm just taken instead of a second pass."""
+        if not self.clip_grad_kwargs:
+            return
+        if self.clip_func is torch.nn.utils.clip_grad_norm_ and set(self.clip_grad_kwargs) == {"max_norm"}:
+            torch.nn.utils.clip_grads_with_norm_(self._params_with_grads(), self.clip_grad_kwargs["max_norm"],
+                                                 norm, foreach=True)
+            self.message_hub.update_scalar(f"train/{self.grad_name}", float(norm))
+        else:
+            self._clip_grad()
+
     def _apply_step(self, **kwargs) -> None:
-        super().step(**kwargs)
+        self.optimizer.step(**kwargs)  # OptimWrapper.step without its clipping, done by _clip
 
     def _skip_step(self, norm: float) -> None:
         self.skipped_steps += 1
@@ -112,9 +126,7 @@ class GuardedAmpOptimWrapper(_SkipNonFiniteSteps, AmpOptimWrapper):
         return super()._gradient_norm()
 
     def _apply_step(self, **kwargs) -> None:
-        # AmpOptimWrapper.step without its unscale_, done above
-        if self.clip_grad_kwargs:
-            self._clip_grad()
+        # AmpOptimWrapper.step without its unscale_ and clipping, done above
         self.loss_scaler.step(self.optimizer, **kwargs)
         self.loss_scaler.update(self._scale_update_param)
 

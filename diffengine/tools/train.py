@@ -244,10 +244,7 @@ def prepare_config(args: argparse.Namespace, wds: bool):
 
 def run(args: argparse.Namespace, wds: bool = False):
     """Train as configured and return the runner; raises on failure (non-zero exit)."""
-    cfg = prepare_config(args, wds)
-    import diffengine.datasets  # noqa: F401  registers the dataloader builders
-    import diffengine.engine  # noqa: F401  registers the checkpoint loader, hooks, wrappers
-    import diffengine.models  # noqa: F401
+    cfg = prepare_config(args, wds)  # its config check has imported (registered) the package's parts
     from diffengine.engine import DiffEngineRunner
     if args.launcher == "pytorch" and not _cuda_available():
         # MMEngine's init_dist calls torch.cuda.set_device unconditionally; on CPU we start the
