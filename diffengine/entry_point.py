@@ -9,6 +9,7 @@ from .tools.convert_official import add_convert_official_arguments
 from .tools.eval import add_eval_arguments
 from .tools.export import add_export_arguments
 from .tools.infer import add_infer_arguments
+from .tools.prep_latents import add_prep_latents_arguments
 from .tools.prep_wds import add_prep_wds_arguments
 from .tools.shapesbench import add_shapesbench_arguments
 from .tools.train import WORK_DIR_CHECKED_ENV, add_train_arguments
@@ -157,6 +158,12 @@ def _prep_wds(args: argparse.Namespace) -> int:
     return run_prep_wds(args)
 
 
+def _prep_latents(args: argparse.Namespace) -> int:
+    from .tools.prep_latents import run_prep_latents
+
+    return run_prep_latents(args)
+
+
 def _shapesbench(args: argparse.Namespace) -> int:
     from .tools.shapesbench import run_shapesbench
 
@@ -207,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep_wds = command("prep-wds", help="write webdataset shards (img2dataset layout) from "
                        "an annotation file or an image folder")
     add_prep_wds_arguments(prep_wds)
+    prep_latents = command("prep-latents", help="encode image shards with the frozen VAE into latent "
+                           "shards, to train without the VAE encoder")
+    add_prep_latents_arguments(prep_latents)
     shapesbench = command("shapesbench", help="measure whether trained bridges follow the "
                           "text (ShapesBench), or train its stage-1 model")
     add_shapesbench_arguments(shapesbench)
@@ -244,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": (_demo, ()), "infer": (_infer, input_errors), "export": (_export, input_errors),
         "eval": (_eval, input_errors),
         "convert-official": (_convert_official, input_errors), "prep-wds": (_prep_wds, input_errors),
+        "prep-latents": (_prep_latents, input_errors),
         "shapesbench": (_shapesbench, input_errors),
         "list-cfg": (_list_cfg, ()), "copy-cfg": (_copy_cfg, ()), "version": (_version, ()),
     }

@@ -68,3 +68,24 @@ def bridge_dir(tiny_bridge, tmp_path):
 def tiny_pixart(tmp_path_factory):
     from diffengine.tools.demo_assets import make_tiny_pixart
     return str(make_tiny_pixart(tmp_path_factory.mktemp("pixart")))
+
+
+def _prep_latents(tmp_path_factory, tiny_sd, demo_shards, *options):
+    """``diffengine prep-latents`` of the demo shards with tiny_sd's VAE; returns the brace pattern."""
+    from diffengine.entry_point import main
+    out = tmp_path_factory.mktemp("latents")
+    assert main(["prep-latents", demo_shards, str(out), "--vision-model", tiny_sd, "--resolution", "32",
+                 "--batch-size", "5", "--no-progress", *options]) == 0
+    return f"{out}/{{00000..00003}}.tar"
+
+
+@pytest.fixture(scope="session")
+def latent_shards(tmp_path_factory, tiny_sd, demo_shards):
+    """The demo shards encoded by tiny_sd's VAE at 32 px (no flipped view)."""
+    return _prep_latents(tmp_path_factory, tiny_sd, demo_shards)
+
+
+@pytest.fixture(scope="session")
+def flipped_latent_shards(tmp_path_factory, tiny_sd, demo_shards):
+    """As ``latent_shards``, with the flipped view stored too (``--flip``)."""
+    return _prep_latents(tmp_path_factory, tiny_sd, demo_shards, "--flip")

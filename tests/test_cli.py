@@ -73,7 +73,7 @@ def test_unknown_config_is_one_line_with_close_matches_and_exit_2():
     assert result.stderr.strip().splitlines() == [
         "diffengine: error: unknown config 'lavi_bridge_v15_lai': not a file and not a packaged "
         "config. Did you mean: lavi_bridge_v15_laion, lavi_bridge_llama2_v15_laion, "
-        "lavi_bridge_pixart_512_laion?"]
+        "lavi_bridge_v15_laion_latents?"]
     assert main(["copy-cfg", "nothing_like_it", "/tmp/x"]) == 2
 
 

@@ -12,8 +12,8 @@ CONFIGS = list_configs()
 
 def test_the_papers_three_combinations_demo_and_shapesbench_are_packaged():
     assert {"lavi_bridge_v15_laion", "lavi_bridge_llama2_v15_laion", "lavi_bridge_pixart_512_laion",
-            "lavi_bridge_demo", "lavi_bridge_minilm_shapes", "lavi_bridge_tinyllama_shapes",
-            "stable_diffusion_shapes_32", "autoencoder_kl_shapes_32"} <= set(CONFIGS)
+            "lavi_bridge_v15_laion_latents", "lavi_bridge_demo", "lavi_bridge_minilm_shapes",
+            "lavi_bridge_tinyllama_shapes", "stable_diffusion_shapes_32", "autoencoder_kl_shapes_32"} <= set(CONFIGS)
 
 
 def test_paper_config_keeps_the_papers_hyper_parameters():
@@ -86,7 +86,9 @@ def test_config_builds_with_tiny_stand_ins(name, request, demo_shards):
     paramwise = optim_cfg.pop("paramwise_cfg", None)
     optim_wrapper = constructor(optim_cfg, paramwise)(model)
     assert {g["name"] for g in optim_wrapper.optimizer.param_groups} == GROUPS[type(model).__name__]
-    loader_cfg = dict(cfg.train_dataloader, shards=demo_shards, num_workers=0,
+    # a config that trains from latent shards gets the demo shards encoded by the tiny VAE
+    shards = demo_shards if cfg.model.get("vae_encoder", True) else request.getfixturevalue("latent_shards")
+    loader_cfg = dict(cfg.train_dataloader, shards=shards, num_workers=0,
                       num_samples_per_epoch=64, batch_size=2, resolution=32)
     batch = next(iter(DiffEngineRunner.build_dataloader(loader_cfg)))
     losses = model(model.data_preprocessor(batch)["inputs"])

@@ -37,21 +37,33 @@ def _stack_into_memfd(images: list[torch.Tensor]) -> torch.Tensor:
     return torch.empty(0, dtype=images[0].dtype).set_(storage).view(len(images), *images[0].shape)
 
 
+def _tensor_key(samples: list[dict[str, Any]]) -> str:
+    """``pixel_values`` or ``latent_parameters``, whichever all samples hold; ValueError for a mix."""
+    latent = sum("latent_parameters" in s for s in samples)
+    if 0 < latent < len(samples):
+        raise ValueError(f"a batch mixes {latent} latent sample(s) (prep-latents shards) with "
+                         f"{len(samples) - latent} image sample(s): train from image shards or from "
+                         "latent shards, not both")
+    return "latent_parameters" if latent else "pixel_values"
+
+
 def collate_batch(samples: list[dict[str, Any]], memfd: bool = True) -> dict[str, dict[str, Any]]:
     """Stack samples into the batch layout the models consume; no other key passes through.
 
-    In a DataLoader worker, ``memfd=False`` leaves the pixels to torch's default_collate.
+    Image samples give ``pixel_values``, latent samples ``latent_parameters``. In a DataLoader
+    worker, ``memfd=False`` leaves the stacking to torch's default_collate.
     """
-    images = [s["pixel_values"] for s in samples]
+    key = _tensor_key(samples)
+    tensors = [s[key] for s in samples]
     if get_worker_info() is None:
         # numpy's stack is single-threaded: torch.stack's intra-op threads stall on a busy core
-        pixels = torch.from_numpy(np.stack([image.numpy() for image in images]))
+        stacked = torch.from_numpy(np.stack([tensor.numpy() for tensor in tensors]))
     elif memfd and _can_write_shared():
-        pixels = _stack_into_memfd(images)
+        stacked = _stack_into_memfd(tensors)
     else:
-        pixels = default_collate(images)  # stacks straight into shared memory
+        stacked = default_collate(tensors)  # stacks straight into shared memory
     return {
-        "inputs": {"pixel_values": pixels,
+        "inputs": {key: stacked,
                    "text": [s["text"] for s in samples]},
         # where this batch leaves its worker slot's stream, for resume_from
         "data_samples": {"keys": [s["__key__"] for s in samples],

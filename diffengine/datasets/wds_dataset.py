@@ -16,6 +16,7 @@ import webdataset as wds
 from PIL import Image, ImageOps
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD, read_latent
 from .metadata_filter import MetadataFilter
 from .shard_reader import ShardReader
 from .shards import draw_shards, slot_slice
@@ -54,7 +55,12 @@ class StreamSpec:
 
 
 class WebImageTextDataset(IterableDataset):
-    """Image-caption samples from webdataset shards; iterate it through build_wds_dataloader."""
+    """Image-caption samples from webdataset shards; iterate it through build_wds_dataloader.
+
+    Samples of latent shards (``diffengine prep-latents``) yield their stored ``latent_parameters``
+    instead of ``pixel_values``: the random flip then picks the stored flipped view, where there
+    is one, with the same draw an image sample makes, and there is no crop to draw.
+    """
 
     def __init__(self, spec: StreamSpec) -> None:
         super().__init__()
@@ -173,6 +179,22 @@ class WebImageTextDataset(IterableDataset):
                     f"no usable sample in {len(self._all_urls)} shard(s) (rank {spec.rank}, worker "
                     f"{worker}), e.g. {sorted(self._all_urls)[0]!r}; skipped so far: {counts}")
 
+    def shard_samples(self, url: str) -> Iterator[dict[str, Any]]:
+        """Each usable sample of one shard in stored order, transformed, with its ``meta``; skips counted.
+
+        No shuffle, no epoch quota: what ``diffengine prep-latents`` encodes. The transform's
+        random draws (none with center crop and no flip) are seeded by the shard and the key.
+        """
+        for raw in self.reader.samples(iter([{"url": url}]), visited=set(), shard_size=None):
+            item = self._parse(raw)
+            if item is None:
+                continue
+            item["__key__"] = raw["__key__"]
+            sample = self._decode(item, _rng("augment", self.spec.seed, url, raw["__key__"]))
+            if sample is not None:
+                sample["meta"] = item["meta"]
+                yield sample
+
     def _pass(self, epoch: int, pass_index: int, worker: int, num_workers: int,
               visited: set[str]) -> Iterator[dict[str, Any]]:
         """One pass over each source's shards for this rank and worker, mixed by weight."""
@@ -205,10 +227,12 @@ class WebImageTextDataset(IterableDataset):
         return iter(wds.DataPipeline(*stages))
 
     def _parse(self, sample: dict[str, Any]) -> dict[str, Any] | None:
-        """Pick image bytes and caption and apply the metadata filters; None skips the sample."""
+        """Pick image (or latent) bytes and caption and apply the metadata filters; None skips the sample."""
         key = f"{sample['__key__']} in {sample.get('__url__')}"
-        image = next((sample[ext] for ext in self.spec.image_keys if ext in sample), None)
-        if image is None:
+        latent = sample.get(LATENT_EXT)
+        image = None if latent is not None else next(
+            (sample[ext] for ext in self.spec.image_keys if ext in sample), None)
+        if image is None and latent is None:
             return self._skip("missing_image", key)
         meta: Any = {}
         if "json" in sample:
@@ -226,7 +250,20 @@ class WebImageTextDataset(IterableDataset):
         reason = self.spec.metadata_filter.reason(meta, caption)
         if reason is not None:
             return self._skip(f"filtered_{reason}", key)
-        return {"image": image, "text": caption, "where": key}
+        if latent is not None:
+            self._check_latent_resolution(meta, key)
+            return {"latent": latent, "latent_flip": sample.get(FLIPPED_LATENT_EXT), "text": caption,
+                    "where": key, "meta": meta}
+        return {"image": image, "text": caption, "where": key, "meta": meta}
+
+    def _check_latent_resolution(self, meta: dict[str, Any], key: str) -> None:
+        """Raise ValueError when a latent sample was encoded at another resolution than the loader's."""
+        record = meta.get(LATENTS_RECORD)
+        resolution = record.get("resolution") if isinstance(record, dict) else None
+        if resolution is not None and resolution != self.spec.transform.resolution:
+            raise ValueError(f"latent sample {key} was encoded at {resolution} px but the loader's "
+                             f"resolution is {self.spec.transform.resolution}: set resolution={resolution} "
+                             "or encode the image shards again with prep-latents --resolution")
 
     def _caption(self, sample: dict[str, Any], meta: dict[str, Any]) -> str | None:
         """Caption file first, then json fields; "" when all present ones are blank, None when none is."""
@@ -239,6 +276,8 @@ class WebImageTextDataset(IterableDataset):
 
     def _decode(self, item: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
         """Decode and transform the image; None (counted) when the bytes are not a readable image."""
+        if "latent" in item:
+            return self._decode_latent(item, rng)
         size = self.spec.transform.resolution
         try:
             with Image.open(io.BytesIO(item["image"])) as image:
@@ -248,6 +287,16 @@ class WebImageTextDataset(IterableDataset):
         except Exception as exn:  # noqa: BLE001 - PIL signals bad data with many exception types
             return self._skip("decode_error", f"{item['where']}: {exn!r}")
         return {"pixel_values": pixel_values, "text": item["text"], "__key__": item["__key__"]}
+
+    def _decode_latent(self, item: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
+        """The stored latent parameters, or their flipped view when the flip draw says so."""
+        # the draw ImageTransform makes with a center crop: a sample flips alike from either shard
+        flip = self.spec.transform.random_flip and rng.random() < 0.5 and item["latent_flip"] is not None
+        try:
+            parameters = read_latent(item["latent_flip"] if flip else item["latent"])
+        except (ValueError, EOFError, OSError) as exn:  # not a whole .npy of a float (2C, h, w) array
+            return self._skip("decode_error", f"{item['where']}: {exn!r}")
+        return {"latent_parameters": parameters, "text": item["text"], "__key__": item["__key__"]}
 
     def _skip(self, kind: str, detail: str) -> None:
         self.counter.add(kind, detail)

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .collate import collate_batch
+from .latent_shards import LATENT_EXT
 from .metadata_filter import MetadataFilter
 from .shards import count_samples, expand_shards, is_remote, mean_clean, repeat_warnings
 from .transforms import ImageTransform
@@ -66,7 +67,11 @@ def build_wds_dataloader(
     """Build a DataLoader of image-caption batches from webdataset shards.
 
     Batches are ``{"inputs": {"pixel_values": uint8[B, 3, R, R], "text": [str]},
-    "data_samples": {"keys": [str], "stream_position": int}}``. ``len(loader)`` is the per-rank
+    "data_samples": {"keys": [str], "stream_position": int}}``. Latent shards written by
+    ``diffengine prep-latents`` give ``"latent_parameters": float[B, 2C, R/f, R/f]`` (the VAE's
+    ``latent_dist.parameters``) instead of ``pixel_values``; ``resolution`` must be the one they were
+    encoded at, ``random_flip`` takes their stored flipped view (if any) half of the time, and a
+    batch that would mix image and latent samples raises ValueError. ``len(loader)`` is the per-rank
     number of batches per epoch, ``num_samples_per_epoch // (world_size * batch_size)`` (at least
     1), and every rank yields exactly that many. When ``num_samples_per_epoch`` is None it is
     counted from the tar headers of local shards (remote or ``pipe:`` shards then raise ValueError).
@@ -118,14 +123,15 @@ def build_wds_dataloader(
                 f"shards {spec!r}: {len(urls)} shard(s) cannot give each of world_size x num_workers = "
                 f"{slots} readers its own shards; add shards, lower num_workers or use resampled=True")
     keys = [k.strip().lower() for k in image_keys.split(";") if k.strip()]
+    data_keys = [*keys, LATENT_EXT]  # what makes a sample count: an image, or a latent
     shares = [1.0] if weights is None else [weight / sum(weights) for weight in weights]
     given = num_samples_per_epoch is not None
     if not given:
         counted: list[list[tuple[int, bool]] | None] = [
-            count_samples(urls, keys, fast_tar_reader=fast_tar_reader) for urls in sources]
+            count_samples(urls, data_keys, fast_tar_reader=fast_tar_reader) for urls in sources]
         num_samples_per_epoch = sum(count for counts in counted for count, _ in counts)
         if num_samples_per_epoch == 0:
-            raise RuntimeError(f"no usable sample: no shard of {shards!r} holds a {'/'.join(keys)} file")
+            raise RuntimeError(f"no usable sample: no shard of {shards!r} holds a {'/'.join(data_keys)} file")
     batches_per_rank = max(1, num_samples_per_epoch // (world_size * batch_size))
     epoch_samples = batches_per_rank * batch_size * world_size
     if given:
@@ -133,7 +139,7 @@ def build_wds_dataloader(
         # scanned at the start for a check that its size makes moot (each pass still reports
         # running out, see WebImageTextDataset.__iter__).
         counted = [None if any(is_remote(url) for url in urls)
-                   else count_samples(urls, keys, min(share * epoch_samples, _CHECK_SAMPLES),
+                   else count_samples(urls, data_keys, min(share * epoch_samples, _CHECK_SAMPLES),
                                       fast_tar_reader=fast_tar_reader)
                    for urls, share in zip(sources, shares, strict=True)]
     epoch = f"num_samples_per_epoch={num_samples_per_epoch}{'' if given else ' (counted)'}"

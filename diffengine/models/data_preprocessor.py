@@ -5,18 +5,24 @@ from mmengine.model import BaseDataPreprocessor
 from diffengine.registry import MODELS
 
 
+def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels to float32 in [-1, 1]; float pixels are taken to be there already."""
+    if pixels.dtype == torch.uint8:
+        return pixels.float().div_(127.5).sub_(1.0)
+    return pixels
+
+
 @MODELS.register_module()
 class DiffusionDataPreprocessor(BaseDataPreprocessor):
     """Loaders ship uint8 pixels (4x fewer bytes to collate and copy); normalise after the copy.
 
     Shared by every editor that trains on images. Float pixels are taken to be in [-1, 1]
-    already and pass unchanged.
+    already and pass unchanged, and so do the ``latent_parameters`` of latent shards.
     """
 
     def forward(self, data: dict, training: bool = False) -> dict:
         """Cast to the device, then scale uint8 ``pixel_values`` to float32 in [-1, 1]."""
         data = self.cast_data(data)
-        pixels = data["inputs"]["pixel_values"]
-        if pixels.dtype == torch.uint8:
-            data["inputs"]["pixel_values"] = pixels.float().div_(127.5).sub_(1.0)
+        if "pixel_values" in data["inputs"]:
+            data["inputs"]["pixel_values"] = normalize_pixels(data["inputs"]["pixel_values"])
         return data

@@ -35,7 +35,8 @@ def run_export(args: argparse.Namespace) -> Path:
 
     from diffengine.models import LaViBridgePipeline
 
-    model = load_bridge_model(args, bridge_dir).eval()
+    # a bridge trained from latent shards may record vae_encoder=False: the exported vae/ is whole
+    model = load_bridge_model(args, bridge_dir, vae_encoder=True).eval()
     pipeline = LaViBridgePipeline.from_model(model, args.scheduler)
     if args.merge_lora:
         pipeline.merge_lora()

@@ -39,13 +39,16 @@ def add_base_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local path of the base vision model, instead of the manifest's id")
 
 
-def load_bridge_model(args: argparse.Namespace, bridge_dir: Path):
-    """``LaViBridge.from_bridge`` with the base-model options of ``add_base_model_arguments``."""
+def load_bridge_model(args: argparse.Namespace, bridge_dir: Path, **overrides):
+    """``LaViBridge.from_bridge`` with the base-model options of ``add_base_model_arguments``.
+
+    ``overrides`` are further constructor arguments.
+    """
     from diffengine.models import LaViBridge
 
-    overrides = {k: v for k, v in (("text_encoder", args.text_encoder),
-                                   ("vision_model", args.vision_model),
-                                   ("weight_dtype", args.dtype)) if v is not None}
+    overrides.update({k: v for k, v in (("text_encoder", args.text_encoder),
+                                        ("vision_model", args.vision_model),
+                                        ("weight_dtype", args.dtype)) if v is not None})
     return LaViBridge.from_bridge(bridge_dir, **overrides)
 
 

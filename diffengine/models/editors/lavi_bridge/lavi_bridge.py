@@ -21,7 +21,7 @@ from ...language import FrozenLanguageModel, drop_captions
 from ...lora import inject_lora, load_lora_weights, save_lora
 from ...losses import diffusion_loss, noised_latents, training_scheduler
 from ...model_paths import looks_local, pretrained_location, vision_model_location
-from ...vision import encode_latents, find_vision_family
+from ...vision import drop_vae_encoder, encode_latents, find_vision_family, has_vae_encoder, latents_from_parameters
 from ...weights_file import load_checked_safetensors
 from .pipeline import LaViBridgePipeline
 from .text_adapter import LaViBridgeTextAdapter
@@ -78,6 +78,8 @@ class LaViBridge(BaseModel):
         weight_dtype: dtype of the frozen weights (``float32``/``bfloat16``/``float16``); LoRA and
             adapter always train in float32.
         gradient_checkpointing: recompute denoiser and LM activations in the backward pass.
+        vae_encoder: keep the VAE's encoder; ``False`` frees it after loading, for training from
+            latent shards (``diffengine prep-latents``) only. The decoder stays (sampling needs it).
         bridge_path: a bridge folder (see ``save_bridge``) to start from.
 
     Local model folders are recorded as absolute paths; ``bridge_config`` holds every argument
@@ -89,7 +91,7 @@ class LaViBridge(BaseModel):
                  pad_token: str | None = None, text_lora: dict | None = None, vision_lora: dict | None = None,
                  prediction_type: str | None = None, snr_gamma: float | None = None,
                  caption_dropout: float = 0.0, weight_dtype: str = "float32",
-                 gradient_checkpointing: bool = False, bridge_path: str | None = None,
+                 gradient_checkpointing: bool = False, vae_encoder: bool = True, bridge_path: str | None = None,
                  data_preprocessor: dict | None = None):
         super().__init__(data_preprocessor=data_preprocessor or DiffusionDataPreprocessor())
         if weight_dtype not in DTYPES:
@@ -120,6 +122,8 @@ class LaViBridge(BaseModel):
                                                  torch_dtype=self.weight_dtype)
         for frozen in (self.denoiser, self.vae):
             frozen.requires_grad_(False)
+        if not vae_encoder:
+            drop_vae_encoder(self.vae)
 
         context_dim = self.denoiser.config[self.vision_family.context_dim_key]
         adapter = self._adapter_dims(adapter or {}, context_dim)
@@ -143,7 +147,7 @@ class LaViBridge(BaseModel):
             "text_lora": text_lora, "vision_lora": vision_lora,
             "prediction_type": self.noise_scheduler.config.prediction_type, "snr_gamma": snr_gamma,
             "caption_dropout": caption_dropout, "weight_dtype": weight_dtype,
-            "gradient_checkpointing": gradient_checkpointing,
+            "gradient_checkpointing": gradient_checkpointing, "vae_encoder": vae_encoder,
         }
         if bridge_path is not None:
             self.load_bridge(bridge_path)
@@ -196,17 +200,31 @@ class LaViBridge(BaseModel):
         return context.to(self.weight_dtype), attention_mask
 
     def forward(self, inputs: dict, data_samples: dict | None = None, mode: str = "loss") -> dict:
-        """Training loss for a batch ``{"pixel_values": (B,3,H,W) in [-1,1], "text": [str]}``."""
+        """Training loss for a batch ``{"pixel_values": (B,3,H,W) in [-1,1], "text": [str]}``.
+
+        A batch of latent shards holds ``latent_parameters`` (the VAE's ``latent_dist.parameters``,
+        (B,2C,h,w)) instead of pixels: the latents are sampled from them as from an encoded image.
+        """
         if mode != "loss":
             raise NotImplementedError(f"LaViBridge.forward supports mode='loss' only, got '{mode}'; "
                                       "use infer() to generate images")
-        latents = encode_latents(self.vae, inputs["pixel_values"])
+        latents = self._latents(inputs)
         noisy_latents, timesteps, target = noised_latents(latents, self.noise_scheduler)
         context, context_mask = self.encode_text(drop_captions(inputs["text"], self.caption_dropout))
         model_pred = self.vision_family.predict(self.denoiser, noisy_latents.to(self.weight_dtype),
                                                 timesteps, context, context_mask)
         return {"loss": diffusion_loss(model_pred, target, timesteps, self.noise_scheduler,
                                        self.snr_gamma)}
+
+    def _latents(self, inputs: dict) -> torch.Tensor:
+        """Scaled latents sampled from the batch's latent parameters, or from its encoded pixels."""
+        if "latent_parameters" in inputs:
+            return latents_from_parameters(self.vae, inputs["latent_parameters"])
+        if not has_vae_encoder(self.vae):
+            raise ValueError("this LaViBridge was built with vae_encoder=False and cannot encode a batch "
+                             "of pixels: train it from latent shards (diffengine prep-latents), or "
+                             "set model.vae_encoder=True")
+        return encode_latents(self.vae, inputs["pixel_values"])
 
     @torch.no_grad()
     def infer(self, prompts: list[str] | str, negative_prompt: str = "",

@@ -1,0 +1,203 @@
+"""``diffengine prep-latents``: encode image shards with the frozen VAE into latent shards.
+
+Each image shard becomes a latent shard of the same name (layout in
+``diffengine/datasets/latent_shards.py``), holding the VAE's latent distribution parameters of
+the image as training would see it with a center crop and no flip (and, with ``--flip``, of its
+mirror image), the caption and the metadata. A shard is written under a temporary name and
+renamed when complete: a rerun skips the finished ones, and an interrupted run leaves no half shard.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import constants
+from .arguments import add_overwrite_argument, positive_int
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import AutoencoderKL
+
+    from diffengine.datasets.wds_dataset import WebImageTextDataset
+
+LATENT_DTYPES = ("float32", "float16")
+
+
+def add_prep_latents_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``prep-latents`` (argparse only: keeps ``--help`` free of heavy imports)."""
+    parser.add_argument("shards", nargs="+", metavar="SHARDS",
+                        help="image shards: paths, brace patterns or globs ('/data/laion/{00000..00099}.tar')")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for the latent shards (same file names); "
+                        "a rerun skips the shards already finished there, so an interrupted run resumes")
+    parser.add_argument("--vision-model", required=True,
+                        help="the diffusers base-model folder (or hub id) whose vae/ encodes the images: "
+                        "the model.vision_model you will train with")
+    parser.add_argument("--resolution", type=positive_int, required=True,
+                        help="image size in px, the train_dataloader.resolution you will train at")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per VAE call (default 32)")
+    parser.add_argument("--flip", action="store_true",
+                        help="also store the latents of the horizontally flipped image, so that "
+                        "random_flip still works in training")
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    parser.add_argument("--dtype", choices=constants.WEIGHT_DTYPE_NAMES, default="float32",
+                        help="dtype the VAE encodes in (default float32)")
+    parser.add_argument("--latent-dtype", choices=LATENT_DTYPES, default="float32",
+                        help="dtype the latent parameters are stored in (default float32)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    add_overwrite_argument(parser, "the latent shards in OUT_DIR")
+
+
+def output_name(url: str) -> str:
+    """The latent shard's file name for an image shard: its own name (compression suffix dropped)."""
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    stem, tar, _ = name.partition(".tar")
+    return f"{stem}.tar" if tar else name
+
+
+def run_prep_latents(args: argparse.Namespace) -> int:
+    """Encode every image shard whose latent shard is not finished yet; returns 0.
+
+    Raises ValueError / FileNotFoundError (one line for the CLI) for bad inputs, before the VAE loads.
+    """
+    import torch
+
+    from diffengine.datasets.shards import expand_shards
+    from diffengine.models.model_paths import vision_model_location
+
+    urls = expand_shards(args.shards)
+    if any(url.startswith("pipe:") for url in urls):
+        raise ValueError("prep-latents reads local or URL shards, not pipe: commands")
+    out_dir = Path(args.out_dir).expanduser()
+    outputs = [out_dir / output_name(url) for url in urls]
+    names: dict[Path, str] = {}
+    for url, path in zip(urls, outputs, strict=True):
+        if path in names:
+            raise ValueError(f"shards {names[path]!r} and {url!r} would both be written to {path}: "
+                             "encode them into different OUT_DIRs")
+        if os.path.exists(url) and path.resolve() == Path(url).resolve():
+            raise ValueError(f"OUT_DIR {out_dir} holds the image shards themselves: choose another folder")
+        names[path] = url
+    vision_model = vision_model_location(args.vision_model)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available here (use --device cpu)")
+    todo = [(url, path) for url, path in zip(urls, outputs, strict=True) if args.overwrite or not path.exists()]
+    done = len(urls) - len(todo)
+    if todo:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written, skipped = _encode_shards(todo, vision_model, device, args)
+    else:
+        written, skipped = 0, {}
+    again = "" if args.overwrite else " (--overwrite encodes them again)"
+    unusable = ", ".join(f"{kind} {count}" for kind, count in skipped.items()) or "none"
+    print(f"prep-latents: {len(urls)} image shard(s) -> {out_dir}\n"
+          f"  encoded:  {len(todo)} shard(s), {written} sample(s)\n"
+          f"  finished before, skipped: {done} shard(s){again}\n"
+          f"  unusable samples: {unusable}")
+    return 0
+
+
+def _encode_shards(todo: list[tuple[str, Path]], vision_model: str, device: str,
+                   args: argparse.Namespace) -> tuple[int, dict[str, int]]:
+    """Encode each (image shard, latent shard path); returns samples written and unusable ones by kind."""
+    import torch
+    from diffusers import AutoencoderKL
+    from tqdm import tqdm
+
+    from diffengine.datasets.shards import count_samples, is_remote
+
+    dataset = _image_dataset(args.resolution)
+    vae = AutoencoderKL.from_pretrained(vision_model, subfolder="vae", torch_dtype=getattr(torch, args.dtype))
+    vae = vae.to(device).eval().requires_grad_(False)
+    record = {"resolution": args.resolution, "crop": "center", "flipped_view": args.flip,
+              "vae": f"{vision_model}/vae", "scaling_factor": vae.config.scaling_factor,
+              "shift_factor": getattr(vae.config, "shift_factor", None), "vae_dtype": args.dtype,
+              "dtype": args.latent_dtype}
+    local = [url for url, _ in todo if not is_remote(url)]
+    total = (sum(count for count, _ in count_samples(local, dataset.spec.image_keys))
+             if len(local) == len(todo) else None)
+    written = 0
+    with tqdm(total=total, unit="img", desc="encoding", disable=args.no_progress) as progress:
+        for url, path in todo:
+            written += _encode_shard(dataset, vae, url, path, record, args, progress)
+    return written, {kind: count for kind, count in dataset.skip_counts.items() if count}
+
+
+def _image_dataset(resolution: int) -> WebImageTextDataset:
+    """The training loader's reader and decoding, with a center crop and no flip, for one shard at a time."""
+    from diffengine.datasets.metadata_filter import MetadataFilter
+    from diffengine.datasets.transforms import ImageTransform
+    from diffengine.datasets.wds_dataset import StreamSpec, WebImageTextDataset
+
+    # the loader's defaults for which files hold image and caption (build_wds_dataloader's)
+    return WebImageTextDataset(StreamSpec(
+        sources=(), weights=None, shard_sizes=(), batches_per_rank=1, batch_size=1, rank=0,
+        world_size=1, num_workers=0, resampled=False, seed=0, shuffle_buffer=0,
+        transform=ImageTransform(resolution, center_crop=True, random_flip=False),
+        image_keys=("jpg", "jpeg", "png", "webp"), caption_key="txt",
+        caption_json_fields=("caption", "text"), metadata_filter=MetadataFilter()))
+
+
+def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, path: Path,
+                  record: dict[str, Any], args: argparse.Namespace, progress) -> int:
+    """Write one latent shard under a temporary name, then rename it; returns its sample count."""
+    import torch
+    import webdataset as wds
+
+    from diffengine.datasets.latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD, latent_bytes
+    from diffengine.datasets.shard_writer import SHARD_MTIME
+
+    staging = path.with_name(f".{path.name}.tmp")  # no .tar suffix: shard globs never match it
+    count = 0
+    try:
+        with wds.TarWriter(str(staging), mtime=SHARD_MTIME) as writer:
+            for batch in _batches(dataset.shard_samples(url), args.batch_size):
+                if "latent_parameters" in batch[0]:
+                    raise ValueError(f"{url} is a latent shard already: prep-latents encodes image shards")
+                parameters = _latent_parameters(vae, torch.stack([s["pixel_values"] for s in batch]), args.flip)
+                parameters = parameters.to(getattr(torch, args.latent_dtype)).cpu()
+                for index, sample in enumerate(batch):
+                    meta = {**sample["meta"], LATENTS_RECORD: {**record, "source": url}}
+                    entry = {"__key__": sample["__key__"], "txt": sample["text"],
+                             LATENT_EXT: latent_bytes(parameters[index]),
+                             "json": json.dumps(meta, default=str).encode("utf-8")}
+                    if args.flip:
+                        entry[FLIPPED_LATENT_EXT] = latent_bytes(parameters[len(batch) + index])
+                    writer.write(entry)
+                count += len(batch)
+                progress.update(len(batch))
+    except BaseException:
+        staging.unlink(missing_ok=True)  # a killed run can still leave one: the next run rewrites it
+        raise
+    os.replace(staging, path)
+    return count
+
+
+def _latent_parameters(vae: AutoencoderKL, pixels: torch.Tensor, flip: bool) -> torch.Tensor:
+    """``latent_dist.parameters`` of uint8 images (then of their mirror images, with ``flip``)."""
+    import torch
+
+    from diffengine.models.data_preprocessor import normalize_pixels
+
+    pixels = normalize_pixels(pixels.to(vae.device))  # as the training data preprocessor does
+    if flip:
+        # flipping the cropped image is what ImageTransform's random flip does
+        pixels = torch.cat([pixels, pixels.flip(-1)])
+    with torch.no_grad():
+        return vae.encode(pixels.to(vae.dtype)).latent_dist.parameters
+
+
+def _batches(samples: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive lists of up to ``size`` samples."""
+    batch: list[dict[str, Any]] = []
+    for sample in samples:
+        batch.append(sample)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,61 @@
+"""Training from latent shards: the same loss as from the images, and without the VAE encoder."""
+import json
+
+import pytest
+import torch
+
+from diffengine.entry_point import build_parser
+from diffengine.models import LaViBridge
+from diffengine.tools.train import run
+from tests.helpers import demo_cfg_options, fixed_batch, load, seeded_loss
+
+
+def first_batch(tiny_bridge, shards: str) -> dict:
+    """The loader's first batch of 4 (32 px, no flip), through the model's data preprocessor."""
+    batch = next(iter(load(shards, batch_size=4, resolution=32, random_flip=False)))
+    return tiny_bridge.data_preprocessor(batch)
+
+
+def test_the_loss_from_a_latent_shard_equals_the_loss_from_its_image_shard(tiny_bridge, demo_shards,
+                                                                           latent_shards):
+    images, latents = first_batch(tiny_bridge, demo_shards), first_batch(tiny_bridge, latent_shards)
+    assert images["data_samples"]["keys"] == latents["data_samples"]["keys"]
+    # same random state: the same latent sample, noise and timesteps
+    torch.manual_seed(3)
+    from_pixels = tiny_bridge._latents(images["inputs"])
+    torch.manual_seed(3)
+    from_parameters = tiny_bridge._latents(latents["inputs"])
+    torch.testing.assert_close(from_parameters, from_pixels, atol=1e-5, rtol=1e-5)
+    loss = seeded_loss(tiny_bridge, images["inputs"])
+    assert seeded_loss(tiny_bridge, latents["inputs"]) == pytest.approx(loss, rel=1e-5)
+    assert seeded_loss(tiny_bridge, latents["inputs"], seed=8) != pytest.approx(loss, rel=1e-5)
+
+
+def test_without_the_vae_encoder_pixels_are_refused_and_decoding_works(tiny_t5, tiny_sd, tmp_path):
+    full = LaViBridge(tiny_t5, tiny_sd, max_length=16)
+    model = LaViBridge(tiny_t5, tiny_sd, max_length=16, vae_encoder=False)
+    assert model.vae.encoder is None and model.vae.quant_conv is None
+    assert sum(p.numel() for p in model.vae.parameters()) < sum(p.numel() for p in full.vae.parameters())
+    with pytest.raises(ValueError, match=r"vae_encoder=False and cannot encode a batch of pixels: train it "
+                       r"from latent shards \(diffengine prep-latents\)"):
+        model(fixed_batch())
+    assert model.infer("a red circle", num_inference_steps=2, height=32, width=32)[0].size == (32, 32)
+    # recorded in the bridge, rebuilt from it; export asks for the encoder back
+    bridge = model.save_bridge(tmp_path / "bridge")
+    assert json.loads((bridge / "bridge.json").read_text())["vae_encoder"] is False
+    assert LaViBridge.from_bridge(bridge).vae.encoder is None
+    assert LaViBridge.from_bridge(bridge, vae_encoder=True).vae.encoder is not None
+
+
+@pytest.mark.slow
+def test_a_bridge_without_vae_encoder_trains_from_latent_shards(tiny_t5, tiny_sd, latent_shards, tmp_path):
+    options = [*demo_cfg_options(tiny_t5, tiny_sd, latent_shards, max_iters=2, checkpoint_interval=2),
+               "model.vae_encoder=False"]
+    args = build_parser().parse_args(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path),
+                                      "--cfg-options", *options])
+    runner = run(args, wds=True)
+    assert runner.iter == 2 and runner.model.vae.encoder is None
+    assert torch.isfinite(torch.tensor(runner.message_hub.get_scalar("train/loss").current()))
+    manifest = json.loads((tmp_path / "bridge" / "iter_2" / "bridge.json").read_text())
+    assert manifest["vae_encoder"] is False
+    assert (tmp_path / "samples" / "iter_2.png").is_file()  # sampling decodes without the encoder

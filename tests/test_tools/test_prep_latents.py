@@ -1,0 +1,113 @@
+"""``prep-latents``: image shards -> latent shards the loader reads back; resumable; one-line errors."""
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffengine.datasets.latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD
+from diffengine.entry_point import main
+from tests.helpers import keys_of, load
+
+
+def members(path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def prep(*argv) -> int:
+    return main(["prep-latents", *map(str, argv), "--no-progress"])
+
+
+def test_latent_shards_hold_parameters_caption_and_metadata(latent_shards, demo_shards, tiny_sd):
+    folder, image_folder = Path(latent_shards).parent, Path(demo_shards).parent
+    assert sorted(p.name for p in folder.iterdir()) == [f"{i:05d}.tar" for i in range(4)]
+    stored, images = members(folder / "00000.tar"), members(image_folder / "00000.tar")
+    key = "000000"
+    assert {name for name in stored if name.startswith(key)} == {
+        f"{key}.{LATENT_EXT}", f"{key}.txt", f"{key}.json"}
+    assert stored[f"{key}.txt"] == images[f"{key}.txt"]
+    parameters = np.load(io.BytesIO(stored[f"{key}.{LATENT_EXT}"]))
+    assert parameters.dtype == np.float32 and parameters.shape == (8, 16, 16)  # mean + logvar, 32 px / 2
+    meta = json.loads(stored[f"{key}.json"])
+    assert {k: v for k, v in meta.items() if k != LATENTS_RECORD} == json.loads(images[f"{key}.json"])
+    record = meta[LATENTS_RECORD]
+    assert (record["resolution"], record["crop"], record["flipped_view"], record["dtype"]) == (
+        32, "center", False, "float32")
+    assert record["vae"] == f"{tiny_sd}/vae" and record["scaling_factor"] == pytest.approx(0.18215)
+    # the loader reads them back: same keys and captions as the image shards, in the same order
+    latents = next(iter(load(latent_shards, batch_size=4, resolution=32)))
+    pixels = next(iter(load(demo_shards, batch_size=4, resolution=32)))
+    assert latents["data_samples"]["keys"] == pixels["data_samples"]["keys"]
+    assert latents["inputs"]["text"] == pixels["inputs"]["text"]
+    assert set(latents["inputs"]) == {"latent_parameters", "text"}
+    assert latents["inputs"]["latent_parameters"].shape == (4, 8, 16, 16)
+    assert sorted(keys_of(load(latent_shards, resolution=32))) == sorted(keys_of(load(demo_shards, resolution=32)))
+
+
+def test_a_rerun_encodes_only_unfinished_shards(demo_shards, tiny_sd, tmp_path, capsys):
+    out = tmp_path / "latents"
+    assert prep(demo_shards.replace("00003", "00001"), out, "--vision-model", tiny_sd, "--resolution", 32) == 0
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    assert sorted(finished) == ["00000.tar", "00001.tar"]
+    (out / ".00002.tar.tmp").write_bytes(b"half a shard from a killed run")
+    capsys.readouterr()
+    assert prep(demo_shards, out, "--vision-model", tiny_sd, "--resolution", 32) == 0
+    report = capsys.readouterr().out
+    assert "encoded:  2 shard(s), 32 sample(s)" in report and "skipped: 2 shard(s)" in report
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("0000[01].tar")} == finished
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.tar" for i in range(4)]  # no temporary left
+    assert len(keys_of(load(f"{out}/{{00000..00003}}.tar", resolution=32))) == 64
+    assert prep(demo_shards, out, "--vision-model", tiny_sd, "--resolution", 32, "--overwrite") == 0
+    assert "encoded:  4 shard(s), 64 sample(s)" in capsys.readouterr().out
+
+
+def test_float16_storage(demo_shards, tiny_sd, tmp_path):
+    out = tmp_path / "half"
+    assert prep(demo_shards.replace("{00000..00003}", "00000"), out, "--vision-model", tiny_sd,
+                "--resolution", 32, "--latent-dtype", "float16") == 0
+    batch = next(iter(load(f"{out}/00000.tar", batch_size=2, resolution=32)))
+    assert batch["inputs"]["latent_parameters"].dtype.is_floating_point
+    assert str(batch["inputs"]["latent_parameters"].dtype) == "torch.float16"
+
+
+def test_bad_inputs_are_one_line_errors(demo_shards, latent_shards, tiny_sd, tmp_path, capsys):
+    def error(*argv) -> str:
+        assert prep(*argv) == 2
+        message = capsys.readouterr().err
+        assert message.count("\n") == 1 and message.startswith("diffengine: error: ")
+        return message
+
+    assert "matches no file" in error(tmp_path / "none_{0..3}.tar", tmp_path / "o", "--vision-model",
+                                      tiny_sd, "--resolution", 32)
+    no_vae = tmp_path / "no_vae"
+    shutil.copytree(tiny_sd, no_vae, ignore=shutil.ignore_patterns("vae"))
+    assert "has no vae/" in error(demo_shards, tmp_path / "o", "--vision-model", no_vae, "--resolution", 32)
+    assert "holds the image shards themselves" in error(demo_shards, Path(demo_shards).parent,
+                                                        "--vision-model", tiny_sd, "--resolution", 32)
+    assert "is a latent shard already" in error(latent_shards, tmp_path / "o", "--vision-model", tiny_sd,
+                                                "--resolution", 32)
+    assert not list((tmp_path / "o").glob("*"))  # the refused shard left nothing behind
+    with pytest.raises(SystemExit):  # argparse: --resolution is required
+        prep(demo_shards, tmp_path / "o", "--vision-model", tiny_sd)
+
+
+def test_flip_stores_the_mirror_images_latents(flipped_latent_shards, demo_shards, tiny_sd):
+    import torch
+    from diffusers import AutoencoderKL
+
+    from diffengine.datasets.latent_shards import read_latent
+    from diffengine.models.data_preprocessor import normalize_pixels
+
+    stored = members(Path(flipped_latent_shards).parent / "00001.tar")
+    pixels = next(iter(load(demo_shards.replace("{00000..00003}", "00001"), batch_size=2, resolution=32,
+                            random_flip=False)))
+    key = pixels["data_samples"]["keys"][0]
+    vae = AutoencoderKL.from_pretrained(tiny_sd, subfolder="vae")
+    with torch.no_grad():
+        mirrored = vae.encode(normalize_pixels(pixels["inputs"]["pixel_values"][:1].flip(-1))).latent_dist.parameters
+    assert json.loads(stored[f"{key}.json"])[LATENTS_RECORD]["flipped_view"] is True
+    torch.testing.assert_close(read_latent(stored[f"{key}.{FLIPPED_LATENT_EXT}"]), mirrored[0], atol=1e-5, rtol=1e-4)
