@@ -3,9 +3,12 @@
 The GPU smoke of the project: SD1.5 UNet + VAE and T5-Large architectures, built from their
 configs with random weights (no hub), saved with save_pretrained and loaded back through the
 model's from_pretrained path, then a few optimizer steps at 512 px. Prints samples/s and peak
-memory. ``--size tiny`` runs the same loop on the demo's tiny models (a CPU check of the script).
+memory. ``--latents`` trains from precomputed latent parameters, as from ``diffengine
+prep-latents`` shards, with the VAE encoder dropped. ``--size tiny`` runs the same loop on the
+demo's tiny models (a CPU check of the script).
 
     python tools/benchmark_train_step.py --device cuda --dtype bfloat16 --batch-size 4 16
+    python tools/benchmark_train_step.py --device cuda --dtype bfloat16 --batch-size 16 --latents
     python tools/benchmark_train_step.py --size tiny --device cpu --resolution 32 --iters 3
 """
 import argparse
@@ -54,6 +57,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--latents", action="store_true",
+                        help="batches of latent parameters (prep-latents shards) and no VAE encoder")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -65,14 +70,16 @@ def main() -> None:
         else:
             t5_dir, sd_dir = make_tiny_t5(Path(tmp) / "t5"), make_tiny_sd(Path(tmp) / "sd")
         model = LaViBridge(str(t5_dir), str(sd_dir), weight_dtype=args.dtype,
-                           gradient_checkpointing=args.gradient_checkpointing).to(device)
+                           gradient_checkpointing=args.gradient_checkpointing,
+                           vae_encoder=not args.latents).to(device)
         print(f"built and loaded in {time.perf_counter() - start:.0f} s")
     optim = ParamGroupsOptimWrapperConstructor(
         dict(type=OptimWrapper, optimizer=dict(type=AdamW, lr=1e-4, weight_decay=1e-2),
              clip_grad=dict(max_norm=1.0)),
         dict(group_lr=dict(vision_lora=1e-4, text_lora=5e-6, adapter=1e-4)))(model)
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
-          f"{args.size} size, dtype {args.dtype}, {args.resolution} px, trainable "
+          f"{args.size} size, dtype {args.dtype}, {args.resolution} px, "
+          f"{'precomputed latents' if args.latents else 'pixels'}, trainable "
           f"{sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f} M")
     for batch_size in args.batch_size:
         time_steps(model, optim, device, dtype, batch_size, args)
@@ -82,8 +89,7 @@ def time_steps(model: LaViBridge, optim: OptimWrapper, device: torch.device, dty
                batch_size: int, args: argparse.Namespace) -> None:
     """Warm up, then time ``args.iters`` optimizer steps at one batch size and print the figures."""
     batch = model.data_preprocessor({"inputs": {
-        "pixel_values": torch.randint(0, 256, (batch_size, 3, args.resolution, args.resolution),
-                                      dtype=torch.uint8),
+        **_images_or_latents(model, batch_size, args),
         "text": ["a photo of a cat wearing a red hat"] * batch_size}}, True)
 
     def step() -> None:
@@ -109,6 +115,17 @@ def time_steps(model: LaViBridge, optim: OptimWrapper, device: torch.device, dty
             if device.type == "cuda" else "")
     print(f"batch {batch_size}: {args.iters * batch_size / elapsed:.2f} samples/s, "
           f"{elapsed / args.iters * 1000:.0f} ms/step{peak}")
+
+
+def _images_or_latents(model: LaViBridge, batch_size: int, args: argparse.Namespace) -> dict:
+    """Random uint8 pixels, or with ``--latents`` random latent parameters (mean, logvar) of that size."""
+    if not args.latents:
+        return {"pixel_values": torch.randint(0, 256, (batch_size, 3, args.resolution, args.resolution),
+                                              dtype=torch.uint8)}
+    config = model.vae.config
+    side = args.resolution // 2 ** (len(config.block_out_channels) - 1)
+    mean = torch.randn(batch_size, config.latent_channels, side, side)
+    return {"latent_parameters": torch.cat([mean, torch.full_like(mean, -6.0)], dim=1)}
 
 
 if __name__ == "__main__":

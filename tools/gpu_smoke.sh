@@ -3,7 +3,8 @@
 # step (SD1.5 UNet + T5-Large, random weights, bf16, 512 px). Prints wall times, samples/s and
 # peak memory. Run from the repository root with diffengine importable:
 #     bash tools/gpu_smoke.sh [WORK_DIR [STEP ...]]
-# STEPs (default: all): demo demo_amp train_step_bf16_512 train_step_bf16_512_ckpt
+# STEPs (default: all): demo demo_amp train_step_bf16_512 train_step_bf16_512_latents
+#                       train_step_bf16_512_ckpt
 set -uo pipefail
 work=${1:-/tmp/diffengine_gpu_smoke}
 steps=" ${*:2} "
@@ -29,5 +30,7 @@ step demo_amp $py -m diffengine wds_train lavi_bridge_demo --amp --work-dir "$wo
     "train_dataloader.shards=$work/demo_data/shards/{00000..00003}.tar"
 step train_step_bf16_512 $py tools/benchmark_train_step.py --device cuda --dtype bfloat16 \
     --resolution 512 --batch-size 4 16 --iters 10
+step train_step_bf16_512_latents $py tools/benchmark_train_step.py --device cuda --dtype bfloat16 \
+    --resolution 512 --batch-size 16 --iters 10 --latents
 step train_step_bf16_512_ckpt $py tools/benchmark_train_step.py --device cuda --dtype bfloat16 \
     --resolution 512 --batch-size 16 --iters 5 --gradient-checkpointing
