@@ -47,7 +47,7 @@ def demo_shards(tmp_path_factory):
 
 @pytest.fixture
 def tiny_bridge(tiny_t5, tiny_sd):
-    """A LaViBridge on tiny T5 + tiny SD, LoRA dropout off so outputs are deterministic in train mode."""
+    """A LaViBridge on tiny T5 + tiny SD with LoRA dropout off (T5 and adapter dropout stay on in train mode)."""
     from diffengine.models import LaViBridge
     return LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(rank=4, dropout=0.0),
                       vision_lora=dict(rank=4, dropout=0.0))
