@@ -55,12 +55,16 @@ class ShapeSpec:
 
     def caption(self, phrasing: str) -> str:
         """The caption of this image in one phrasing (a ``str.format`` template), "an" before a vowel."""
-        text = phrasing.format(color=self.color, shape=self.shape, background=self.background)
-        return re.sub(r"\ba (?=[aeiou])", "an ", text)
+        return with_article(phrasing.format(color=self.color, shape=self.shape, background=self.background))
 
     def as_dict(self) -> dict[str, str]:
         """``{"color": ..., "shape": ..., "background": ...}``."""
         return {"color": self.color, "shape": self.shape, "background": self.background}
+
+
+def with_article(text: str) -> str:
+    """``text`` with "an" for each "a" before a vowel ("a orange circle" -> "an orange circle")."""
+    return re.sub(r"\ba (?=[aeiou])", "an ", text)
 
 
 def all_specs() -> list[ShapeSpec]:

@@ -21,6 +21,7 @@ from diffengine.datasets.shapes import (
     all_specs,
     caption_corpus,
     shape_samples,
+    with_article,
 )
 
 from .demo_assets import word_level_tokenizer
@@ -109,8 +110,13 @@ def latent_scaling_factor(vae, num_images: int = 512, seed: int = 1) -> float:
 def text_corpus(num_sentences: int, seed: int = 0) -> list[str]:
     """English-like sentences about colours and shapes: what a language model may have read.
 
-    Facts about everyday objects and the shapes' geometry, and image captions in the training
-    phrasings; never a held-out phrasing, and never an image.
+    Facts about everyday objects and the shapes' geometry, colour adjectives before the nouns they
+    describe ("a yellow banana", "a red circle is round and has no corners"), and image captions in
+    the training phrasings; never a held-out phrasing, and never an image. The adjective phrases
+    matter to a small decoder-only LM: a hidden state is trained only to predict the next word, and
+    in the captions the word after a colour never depends on it, so an LM that read captions alone
+    keeps little of the colour in its states (measured in docs/shapesbench.md). English is full of
+    words that a preceding adjective predicts; these sentences are that part of English.
     """
     rng = np.random.default_rng(seed)
     things = {"red": ["a tomato", "a fire truck", "a cherry"], "orange": ["a carrot", "a pumpkin"],
@@ -122,22 +128,29 @@ def text_corpus(num_sentences: int, seed: int = 0) -> list[str]:
                 "cross": "is two bars that meet in the middle"}
     colors = list({**FOREGROUND_COLORS, **BACKGROUND_COLORS})
     specs = all_specs()
+
+    def pick(options):
+        return options[int(rng.integers(len(options)))]
+
     sentences = []
     for _ in range(num_sentences):
-        kind = int(rng.integers(4))
+        kind = int(rng.integers(6))
+        color, shape = pick(colors), pick(SHAPES)
         if kind == 0:
-            color = colors[int(rng.integers(len(colors)))]
-            sentences.append(f"{things[color][int(rng.integers(len(things[color])))]} is {color}")
+            sentences.append(f"{pick(things[color])} is {color}")
         elif kind == 1:
-            shape = SHAPES[int(rng.integers(len(SHAPES)))]
             sentences.append(f"a {shape} {geometry[shape]}")
+        elif kind == 2:  # "a tomato" -> "a red tomato", "grass" -> "red grass"
+            *article, noun = pick(things[color]).split(" ", 1)
+            sentences.append(with_article(" ".join([*article, color, noun])))
+        elif kind == 3:
+            sentences.append(with_article(f"a {color} {shape} {geometry[shape]}"))
         else:
-            spec = specs[int(rng.integers(len(specs)))]
-            sentences.append(spec.caption(TRAIN_PHRASINGS[int(rng.integers(len(TRAIN_PHRASINGS)))]))
+            sentences.append(pick(specs).caption(pick(TRAIN_PHRASINGS)))
     return sentences
 
 
-def make_pretrained_tiny_llama(out_dir: str | Path, steps: int = 600, hidden_size: int = 64,
+def make_pretrained_tiny_llama(out_dir: str | Path, steps: int = 900, hidden_size: int = 64,
                                seed: int = 0, progress: bool = True) -> Path:
     """A 2-layer Llama with a word-level tokenizer, pretrained by next-token prediction on
     ``text_corpus`` (a decoder-only LM that read about colours and shapes but never saw one)."""
