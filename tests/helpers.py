@@ -51,6 +51,18 @@ class KeyRecorderHook(Hook):
             file.writelines(f"{key}\n" for key in data_batch["data_samples"]["keys"])
 
 
+class FailOnRankHook(Hook):
+    """Raises RuntimeError on global rank ``rank`` after training iteration ``iteration``."""
+
+    def __init__(self, rank: int, iteration: int) -> None:
+        self.rank = rank
+        self.iteration = iteration
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.rank == self.rank and runner.iter + 1 == self.iteration:
+            raise RuntimeError(f"injected failure on rank {self.rank} at iteration {self.iteration}")
+
+
 def free_port() -> int:
     """A TCP port free on this machine now (fixed ports collide with runs still closing)."""
     import socket
