@@ -54,6 +54,8 @@ BAD_INPUTS = [
      "no_vae has no vae/, no scheduler/"),
     ("no shard file", DEMO, [], ["train_dataloader.shards={assets}/nothing/{{00000..00003}}.tar"],
      "train_dataloader.shards: shard spec"),
+    ("image shards without the VAE encoder", DEMO, [], ["model.vae_encoder=False"],
+     "model.vae_encoder=False trains from latent shards, but "),
     ("unknown optimizer group", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adaptr=0.1"],
      "group_lr names unknown parameter groups ['adaptr']"),
     ("missing resume checkpoint", DEMO, ["--resume", "{assets}/nothing.pth"], [],

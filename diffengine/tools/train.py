@@ -179,16 +179,31 @@ def _add_tensorboard_if_installed(cfg) -> None:
 
 
 def _check_shards(cfg) -> None:
-    """Local shard specs must match files now, not after the models have loaded."""
+    """Local shard specs must match files, of the kind the model trains from, now, not after the models have loaded."""
     from diffengine.datasets.shards import expand_shards
 
     loader = cfg.get("train_dataloader")
     shards = loader.get("shards") if isinstance(loader, dict) else None
     if shards is not None:
         try:
-            expand_shards(shards)
+            urls = expand_shards(shards)
         except FileNotFoundError as error:
             raise ConfigError(f"train_dataloader.shards: {error}") from None
+        model = cfg.get("model")
+        if isinstance(model, dict) and model.get("vae_encoder", True) is False:
+            _check_latent_shards(urls)
+
+
+def _check_latent_shards(urls: list[str]) -> None:
+    """A model without its VAE encoder cannot encode images: the first local shard must hold latents."""
+    from diffengine.datasets.latent_shards import LATENT_EXT
+    from diffengine.datasets.shards import count_samples, is_remote
+
+    first = next((url for url in urls if not is_remote(url)), None)
+    if first is not None and count_samples([first], [LATENT_EXT])[0][0] == 0:
+        raise ConfigError(f"model.vae_encoder=False trains from latent shards, but {first} holds no "
+                          f"*.{LATENT_EXT}: encode the image shards with `diffengine prep-latents`, "
+                          "or set model.vae_encoder=True")
 
 
 def _registries() -> dict:
