@@ -15,18 +15,27 @@ from .tools.shapesbench import add_shapesbench_arguments
 from .tools.train import WORK_DIR_CHECKED_ENV, add_train_arguments
 
 
+def torchrun_command(argv: list[str], nproc: int, env: dict[str, str]) -> list[str]:
+    """The torchrun command line of a training command, from ``NNODES``, ``NODE_RANK``,
+    ``MASTER_ADDR`` and ``MASTER_PORT`` in ``env``.
+
+    One node without a ``MASTER_PORT`` runs standalone (torchrun picks a free port), so that
+    two jobs on one machine do not collide on a fixed port.
+    """
+    if env.get("NNODES", "1").strip() in ("", "1") and "MASTER_PORT" not in env:
+        rendezvous = ["--standalone"]
+    else:
+        rendezvous = [f"--nnodes={env.get('NNODES', '1')}", f"--node_rank={env.get('NODE_RANK', '0')}",
+                      f"--master_addr={env.get('MASTER_ADDR', '127.0.0.1')}",
+                      f"--master_port={env.get('MASTER_PORT', '29500')}"]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *rendezvous,
+            "-m", "diffengine.tools.train", *argv, "--launcher", "pytorch"]
+
+
 def _launch_workers(argv: list[str], nproc: int) -> int:
     """Re-run this training command under torchrun with one process per device."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run",
-        f"--nproc_per_node={nproc}",
-        f"--nnodes={os.environ.get('NNODES', '1')}",
-        f"--node_rank={os.environ.get('NODE_RANK', '0')}",
-        f"--master_addr={os.environ.get('MASTER_ADDR', '127.0.0.1')}",
-        f"--master_port={os.environ.get('MASTER_PORT', '29500')}",
-        "-m", "diffengine.tools.train", *argv, "--launcher", "pytorch",
-    ]
-    return subprocess.call(command, env={**os.environ, WORK_DIR_CHECKED_ENV: "1"})
+    return subprocess.call(torchrun_command(argv, nproc, dict(os.environ)),
+                           env={**os.environ, WORK_DIR_CHECKED_ENV: "1"})
 
 
 def _processes_per_node() -> int:

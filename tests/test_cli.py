@@ -8,7 +8,7 @@ from mmengine.config import Config
 
 from diffengine.entry_point import build_parser, main
 from diffengine.version import __version__
-from tests.helpers import demo_cfg_options, free_port
+from tests.helpers import demo_cfg_options
 
 
 def diffengine(*args, env=None, timeout=600):
@@ -91,6 +91,21 @@ def test_multi_process_launch_checks_the_config_first(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("diffengine: error: map_style.py: ")
 
 
+def test_torchrun_runs_one_node_standalone_unless_given_a_rendezvous():
+    from diffengine.entry_point import torchrun_command
+
+    def flags(env):
+        command = torchrun_command(["lavi_bridge_demo"], 2, env)
+        return command[command.index("--nproc_per_node=2") + 1:command.index("-m", 3)]
+
+    # two jobs on one machine must not meet on a fixed port
+    assert flags({}) == flags({"NNODES": "1"}) == ["--standalone"]
+    assert flags({"MASTER_PORT": "4000"}) == ["--nnodes=1", "--node_rank=0", "--master_addr=127.0.0.1",
+                                              "--master_port=4000"]
+    assert flags({"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1"}) == [
+        "--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.1", "--master_port=29500"]
+
+
 def test_an_earlier_hidden_layer_makes_ddp_look_for_unused_parameters():
     from diffengine.tools.train import build_config
 
@@ -155,7 +170,7 @@ def test_two_cpu_processes_read_disjoint_shards_covering_the_epoch(tiny_t5, tiny
     work_dir = tmp_path / "work"
     result = diffengine("wds_train", str(config), "--work-dir", str(work_dir),
                         "--cfg-options", *options,
-                        env={"NPROC_PER_NODE": "2", "MASTER_PORT": str(free_port())})
+                        env={"NPROC_PER_NODE": "2"})  # standalone: torchrun picks the port
     assert result.returncode == 0, result.stderr[-3000:]
     assert (work_dir / "iter_8.pth").is_file()
     keys = [(work_dir / f"keys_rank{rank}.txt").read_text().split() for rank in (0, 1)]
@@ -169,7 +184,7 @@ def test_two_cpu_processes_read_disjoint_shards_covering_the_epoch(tiny_t5, tiny
     resumed_dir = tmp_path / "resumed"
     result = diffengine("wds_train", str(config), "--work-dir", str(resumed_dir),
                         "--resume", str(work_dir / "iter_6.pth"), "--cfg-options", *options,
-                        env={"NPROC_PER_NODE": "2", "MASTER_PORT": str(free_port())})
+                        env={"NPROC_PER_NODE": "2"})  # standalone: torchrun picks the port
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fast-forwarded without decoding" in result.stdout + result.stderr
     assert [(resumed_dir / f"keys_rank{rank}.txt").read_text().split() for rank in (0, 1)] == [

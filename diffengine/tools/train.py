@@ -144,6 +144,12 @@ def previous_run_outputs(work_dir: str | Path) -> list[Path]:
     return found
 
 
+def _ignore_vanished(function, path: str, exc_info) -> None:
+    """``shutil.rmtree``'s error handler: a file deleted meanwhile is fine, any other error raises."""
+    if not issubclass(exc_info[0], FileNotFoundError):
+        raise exc_info[1]
+
+
 def prepare_work_dir(work_dir: str | Path, resume: bool, overwrite: bool) -> None:
     """Refuse a work dir holding another run unless resuming it or ``--overwrite``; check it is writable."""
     work_dir = Path(work_dir)
@@ -154,8 +160,13 @@ def prepare_work_dir(work_dir: str | Path, resume: bool, overwrite: bool) -> Non
             raise ConfigError(f"work dir {work_dir} holds a previous run ({names}): add --resume to "
                               "continue it, --overwrite to start over (deletes its checkpoints, "
                               "bridges and samples), or choose another --work-dir")
+        # on a work dir shared by several nodes, each node's launcher deletes the same files:
+        # whatever another one deleted first is gone already, not an error
         for path in [*previous, *(work_dir / SAMPLES_FOLDER).glob("iter_*.png")]:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path, onerror=_ignore_vanished)
+            else:
+                path.unlink(missing_ok=True)
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=work_dir):

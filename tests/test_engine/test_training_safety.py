@@ -244,3 +244,21 @@ def test_overwrite_deletes_only_what_a_run_wrote(tmp_path):
     prepare_work_dir(tmp_path, resume=False, overwrite=True)
     assert not (tmp_path / "bridge" / "iter_5").exists() and not (tmp_path / "samples" / "iter_5.png").exists()
     assert (tmp_path / "pretrained" / "my_models").is_dir() and (tmp_path / "samples" / "notes.txt").is_file()
+
+
+def test_overwrite_tolerates_outputs_another_node_deleted_first(tmp_path, monkeypatch):
+    from diffengine.tools import train
+
+    (tmp_path / "bridge" / "iter_5").mkdir(parents=True)
+    (tmp_path / "iter_5.pth").write_bytes(b"checkpoint")
+    listed = train.previous_run_outputs(tmp_path)
+    assert len(listed) == 2
+    # both listed outputs vanish between listing and deleting (another launcher's --overwrite)
+    monkeypatch.setattr(train, "previous_run_outputs", lambda work_dir: [*listed, tmp_path / "bridge" / "iter_9"])
+    (tmp_path / "iter_5.pth").unlink()
+    train.prepare_work_dir(tmp_path, resume=False, overwrite=True)
+    assert not (tmp_path / "bridge" / "iter_5").exists()
+    train._ignore_vanished(None, "x", (FileNotFoundError, FileNotFoundError("gone"), None))
+    # an error other than a vanished file still raises
+    with pytest.raises(PermissionError):
+        train._ignore_vanished(None, "x", (PermissionError, PermissionError("denied"), None))
