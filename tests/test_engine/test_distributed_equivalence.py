@@ -27,6 +27,7 @@ from diffengine.engine import DeviceAgnosticDDP, GuardedOptimWrapper, ParamGroup
 from diffengine.models import LaViBridge
 from diffengine.models.editors.lavi_bridge import lavi_bridge as lavi_bridge_module
 from diffengine.models.losses import noised_latents
+from diffengine.models.vision import batch_latents
 
 pytestmark = pytest.mark.slow
 
@@ -50,25 +51,25 @@ class KeyedDrawsBridge(LaViBridge):
 
     Training draws a latent from the VAE's distribution, the noise and the timestep for a whole
     batch from the global generator, so a sample gets other draws when the batch is split over
-    ranks or micro-batches. Here the production functions (``_latents``, ``noised_latents``) run
+    ranks or micro-batches. Here the production functions (``batch_latents``, ``noised_latents``) run
     on each sample alone, with the generator seeded by its key; the rest of ``forward`` is as is.
     """
 
     def forward(self, inputs: dict, data_samples: dict | None = None, mode: str = "loss") -> dict:
         self._seeds = [int(key) for key in data_samples["keys"]]
 
+        def keyed_batch_latents(vae, batch):
+            return torch.cat([_seeded(2 * seed, batch_latents, vae, {"pixel_values": batch["pixel_values"][i:i + 1]})
+                              for i, seed in enumerate(self._seeds)])
+
         def keyed_noised_latents(latents, noise_scheduler):
             draws = [_seeded(2 * seed + 1, noised_latents, latents[i:i + 1], noise_scheduler)
                      for i, seed in enumerate(self._seeds)]
             return tuple(torch.cat(parts) for parts in zip(*draws, strict=True))
 
-        with mock.patch.object(lavi_bridge_module, "noised_latents", keyed_noised_latents):
+        with mock.patch.object(lavi_bridge_module, "batch_latents", keyed_batch_latents), \
+                mock.patch.object(lavi_bridge_module, "noised_latents", keyed_noised_latents):
             return super().forward(inputs, data_samples, mode)
-
-    def _latents(self, inputs: dict) -> torch.Tensor:
-        latents = super()._latents
-        return torch.cat([_seeded(2 * seed, latents, {"pixel_values": inputs["pixel_values"][i:i + 1]})
-                          for i, seed in enumerate(self._seeds)])
 
 
 def _t5_without_dropout(tiny_t5: str, folder: Path) -> str:

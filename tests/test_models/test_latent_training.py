@@ -6,6 +6,7 @@ import torch
 
 from diffengine.entry_point import build_parser
 from diffengine.models import LaViBridge
+from diffengine.models.vision import batch_latents
 from diffengine.tools.train import run
 from tests.helpers import demo_cfg_options, fixed_batch, load, seeded_loss
 
@@ -22,9 +23,9 @@ def test_the_loss_from_a_latent_shard_equals_the_loss_from_its_image_shard(tiny_
     assert images["data_samples"]["keys"] == latents["data_samples"]["keys"]
     # same random state: the same latent sample, noise and timesteps
     torch.manual_seed(3)
-    from_pixels = tiny_bridge._latents(images["inputs"])
+    from_pixels = batch_latents(tiny_bridge.vae, images["inputs"])
     torch.manual_seed(3)
-    from_parameters = tiny_bridge._latents(latents["inputs"])
+    from_parameters = batch_latents(tiny_bridge.vae, latents["inputs"])
     torch.testing.assert_close(from_parameters, from_pixels, atol=1e-5, rtol=1e-5)
     loss = seeded_loss(tiny_bridge, images["inputs"])
     assert seeded_loss(tiny_bridge, latents["inputs"]) == pytest.approx(loss, rel=1e-5)

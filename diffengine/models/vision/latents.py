@@ -34,6 +34,21 @@ def latents_from_parameters(vae: AutoencoderKL, parameters: torch.Tensor) -> tor
     return scaled_sample(DiagonalGaussianDistribution(parameters.float()), vae.config.scaling_factor)
 
 
+def batch_latents(vae: AutoencoderKL, inputs: dict) -> torch.Tensor:
+    """The training latents of a batch: sampled from its ``latent_parameters`` (latent shards of
+    ``diffengine prep-latents``), or from its encoded ``pixel_values`` in [-1, 1].
+
+    Raises ValueError for pixels when ``drop_vae_encoder`` freed the encoder.
+    """
+    if "latent_parameters" in inputs:
+        return latents_from_parameters(vae, inputs["latent_parameters"])
+    if not has_vae_encoder(vae):
+        raise ValueError("this model was built with vae_encoder=False and cannot encode a batch of "
+                         "pixels: train it from latent shards (diffengine prep-latents), or set "
+                         "model.vae_encoder=True")
+    return encode_latents(vae, inputs["pixel_values"])
+
+
 def drop_vae_encoder(vae: AutoencoderKL) -> None:
     """Free the encoder half of ``vae`` (encoder and quant_conv); decoding still works."""
     vae.encoder = None

@@ -21,7 +21,7 @@ from ...language import FrozenLanguageModel, drop_captions
 from ...lora import inject_lora, load_lora_weights, save_lora
 from ...losses import diffusion_loss, noised_latents, training_scheduler
 from ...model_paths import looks_local, pretrained_location, vision_model_location
-from ...vision import drop_vae_encoder, encode_latents, find_vision_family, has_vae_encoder, latents_from_parameters
+from ...vision import batch_latents, drop_vae_encoder, find_vision_family
 from ...weights_file import load_checked_safetensors
 from .pipeline import LaViBridgePipeline
 from .text_adapter import LaViBridgeTextAdapter
@@ -208,23 +208,13 @@ class LaViBridge(BaseModel):
         if mode != "loss":
             raise NotImplementedError(f"LaViBridge.forward supports mode='loss' only, got '{mode}'; "
                                       "use infer() to generate images")
-        latents = self._latents(inputs)
+        latents = batch_latents(self.vae, inputs)
         noisy_latents, timesteps, target = noised_latents(latents, self.noise_scheduler)
         context, context_mask = self.encode_text(drop_captions(inputs["text"], self.caption_dropout))
         model_pred = self.vision_family.predict(self.denoiser, noisy_latents.to(self.weight_dtype),
                                                 timesteps, context, context_mask)
         return {"loss": diffusion_loss(model_pred, target, timesteps, self.noise_scheduler,
                                        self.snr_gamma)}
-
-    def _latents(self, inputs: dict) -> torch.Tensor:
-        """Scaled latents sampled from the batch's latent parameters, or from its encoded pixels."""
-        if "latent_parameters" in inputs:
-            return latents_from_parameters(self.vae, inputs["latent_parameters"])
-        if not has_vae_encoder(self.vae):
-            raise ValueError("this LaViBridge was built with vae_encoder=False and cannot encode a batch "
-                             "of pixels: train it from latent shards (diffengine prep-latents), or "
-                             "set model.vae_encoder=True")
-        return encode_latents(self.vae, inputs["pixel_values"])
 
     @torch.no_grad()
     def infer(self, prompts: list[str] | str, negative_prompt: str = "",

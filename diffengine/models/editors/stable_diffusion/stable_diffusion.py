@@ -13,7 +13,7 @@ from ...eval_mode import eval_mode
 from ...language import FrozenLanguageModel, drop_captions
 from ...losses import diffusion_loss, noised_latents, training_scheduler
 from ...model_paths import pretrained_location, vision_model_location
-from ...vision import UNetFamily, encode_latents, find_vision_family, inference_scheduler
+from ...vision import UNetFamily, batch_latents, find_vision_family, inference_scheduler
 from ...vision.families import diffusers_pipeline_class
 
 
@@ -92,11 +92,12 @@ class StableDiffusion(BaseModel):
                 "text_encoder": [p for p in self.language.model.parameters() if p.requires_grad]}
 
     def forward(self, inputs: dict, data_samples: dict | None = None, mode: str = "loss") -> dict:
-        """Training loss for a batch ``{"pixel_values": (B,3,H,W) in [-1,1], "text": [str]}``."""
+        """Training loss for a batch ``{"pixel_values": (B,3,H,W) in [-1,1], "text": [str]}``
+        (or ``latent_parameters`` of latent shards instead of the pixels)."""
         if mode != "loss":
             raise NotImplementedError(f"StableDiffusion.forward supports mode='loss' only, got "
                                       f"'{mode}'; use infer() to generate images")
-        latents = encode_latents(self.vae, inputs["pixel_values"])
+        latents = batch_latents(self.vae, inputs)
         noisy_latents, timesteps, target = noised_latents(latents, self.noise_scheduler)
         input_ids, mask = self.language.tokenize(drop_captions(inputs["text"], self.caption_dropout),
                                                  self.device)
