@@ -22,6 +22,12 @@ from .wds_dataset import StreamSpec, WebImageTextDataset
 _CHECK_SAMPLES = 10_000
 
 
+# which files of a sample hold its image and caption (img2dataset's layout), by default
+IMAGE_KEYS = "jpg;jpeg;png;webp"
+CAPTION_KEY = "txt"
+CAPTION_JSON_FIELDS = ("caption", "text")
+
+
 def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """Explicit values, else torch.distributed when initialised, else env RANK/WORLD_SIZE, else 0/1."""
     if (rank is None) != (world_size is None):
@@ -36,6 +42,11 @@ def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return rank, world_size
 
 
+def parse_image_keys(image_keys: str) -> list[str]:
+    """``"jpg;PNG"`` -> ``["jpg", "png"]``: the image extensions of ``image_keys``."""
+    return [k.strip().lower() for k in image_keys.split(";") if k.strip()]
+
+
 def build_wds_dataloader(
     shards: str | Sequence[str] | Sequence[str | Sequence[str]],
     batch_size: int,
@@ -47,9 +58,9 @@ def build_wds_dataloader(
     shuffle_buffer: int = 1000,
     center_crop: bool = True,
     random_flip: bool = True,
-    image_keys: str = "jpg;jpeg;png;webp",
-    caption_key: str = "txt",
-    caption_json_fields: Sequence[str] = ("caption", "text"),
+    image_keys: str = IMAGE_KEYS,
+    caption_key: str = CAPTION_KEY,
+    caption_json_fields: Sequence[str] = CAPTION_JSON_FIELDS,
     min_original_size: int | None = None,
     max_pwatermark: float | None = None,
     max_punsafe: float | None = None,
@@ -122,7 +133,7 @@ def build_wds_dataloader(
             raise ValueError(
                 f"shards {spec!r}: {len(urls)} shard(s) cannot give each of world_size x num_workers = "
                 f"{slots} readers its own shards; add shards, lower num_workers or use resampled=True")
-    keys = [k.strip().lower() for k in image_keys.split(";") if k.strip()]
+    keys = parse_image_keys(image_keys)
     data_keys = [*keys, LATENT_EXT]  # what makes a sample count: an image, or a latent
     shares = [1.0] if weights is None else [weight / sum(weights) for weight in weights]
     given = num_samples_per_epoch is not None

@@ -132,14 +132,14 @@ def _image_dataset(resolution: int) -> WebImageTextDataset:
     from diffengine.datasets.metadata_filter import MetadataFilter
     from diffengine.datasets.transforms import ImageTransform
     from diffengine.datasets.wds_dataset import StreamSpec, WebImageTextDataset
+    from diffengine.datasets.wds_loader import CAPTION_JSON_FIELDS, CAPTION_KEY, IMAGE_KEYS, parse_image_keys
 
-    # the loader's defaults for which files hold image and caption (build_wds_dataloader's)
     return WebImageTextDataset(StreamSpec(
         sources=(), weights=None, shard_sizes=(), batches_per_rank=1, batch_size=1, rank=0,
         world_size=1, num_workers=0, resampled=False, seed=0, shuffle_buffer=0,
         transform=ImageTransform(resolution, center_crop=True, random_flip=False),
-        image_keys=("jpg", "jpeg", "png", "webp"), caption_key="txt",
-        caption_json_fields=("caption", "text"), metadata_filter=MetadataFilter()))
+        image_keys=tuple(parse_image_keys(IMAGE_KEYS)), caption_key=CAPTION_KEY,
+        caption_json_fields=CAPTION_JSON_FIELDS, metadata_filter=MetadataFilter()))
 
 
 def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, path: Path,
