@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+from .tools.bench import add_bench_arguments
 from .tools.convert_official import add_convert_official_arguments
 from .tools.eval import add_eval_arguments
 from .tools.export import add_export_arguments
@@ -173,6 +174,12 @@ def _prep_latents(args: argparse.Namespace) -> int:
     return run_prep_latents(args)
 
 
+def _bench(args: argparse.Namespace, argv: list[str]) -> int:
+    from .tools.bench import run_bench
+
+    return run_bench(args, ["diffengine", *argv])
+
+
 def _shapesbench(args: argparse.Namespace) -> int:
     from .tools.shapesbench import run_shapesbench
 
@@ -226,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep_latents = command("prep-latents", help="encode image shards with the frozen VAE into latent "
                            "shards, to train without the VAE encoder")
     add_prep_latents_arguments(prep_latents)
+    bench = command("bench", help="training speed: diffengine vs a plain PyTorch loop (cpu), FLOPs per "
+                    "sample (flops), samples/s, memory and MFU (gpu); a table and a JSON file")
+    add_bench_arguments(bench)
     shapesbench = command("shapesbench", help="measure whether trained bridges follow the "
                           "text (ShapesBench), or train its stage-1 model")
     add_shapesbench_arguments(shapesbench)
@@ -264,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": (_eval, input_errors),
         "convert-official": (_convert_official, input_errors), "prep-wds": (_prep_wds, input_errors),
         "prep-latents": (_prep_latents, input_errors),
-        "shapesbench": (_shapesbench, input_errors),
+        "shapesbench": (_shapesbench, input_errors), "bench": (lambda a: _bench(a, argv), input_errors),
         "list-cfg": (_list_cfg, ()), "copy-cfg": (_copy_cfg, ()), "version": (_version, ()),
     }
     command, user_errors = commands[args.command]

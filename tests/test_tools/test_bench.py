@@ -1,0 +1,127 @@
+"""``diffengine bench``: the CPU comparison is fair and reported, the batch finder, the FLOP counter, the GPU path."""
+import json
+
+import pytest
+import torch
+
+from diffengine.entry_point import main
+from diffengine.tools import bench
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """The demo's assets with 64 images in 2 shards (the demo writes 2048)."""
+    from diffengine.tools.demo_assets import make_demo_assets
+    return make_demo_assets(tmp_path_factory.mktemp("demo"), num_images=64, images_per_shard=32, progress=False)
+
+
+def test_cpu_mode_writes_every_figure(demo_data, tmp_path):
+    out = tmp_path / "cpu.json"
+    argv = ["bench", "cpu", "--rounds", "2", "--iters-per-round", "1", "--warmup", "1", "--batch-size", "2",
+            "--no-startup", "--data-dir", str(demo_data), "--work-dir", str(tmp_path), "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "cpu" and report["command"] == ["diffengine", *argv]
+    assert {"platform", "cpu_count", "versions"} <= set(report["machine"])
+    assert report["machine"]["versions"]["torch"] == torch.__version__
+    cpu = report["cpu"]
+    assert cpu["batch_size"] == 2 and len(cpu["per_round"]) == 2
+    assert [r["first"] for r in cpu["per_round"]] == ["diffengine", "plain"]  # alternating
+    for side in ("diffengine_s_per_iter", "plain_s_per_iter", "ratio"):
+        assert cpu[side]["median"] > 0 and cpu[side]["ci95_of_median"] is None  # 2 rounds: too few
+    assert cpu["ratio"]["goal"] == 1.05 and "in memory" in cpu["data"] and "startup" not in cpu
+
+
+@pytest.mark.slow
+def test_time_to_first_iteration_of_a_real_training_command(demo_data, tmp_path):
+    startup = bench.time_to_first_iteration(demo_data / "t5", demo_data / "stage1", demo_data / "shards", tmp_path)
+    assert startup["command"][1:4] == ["-m", "diffengine", "wds_train"]
+    assert 0 < startup["config_logged_s"] < startup["runner_built_s"] < startup["first_iteration_s"]
+
+
+def test_plain_loop_and_diffengine_make_the_same_update(demo_data, tmp_path):
+    from mmengine.hooks import Hook
+
+    class Capture(Hook):
+        priority = "LOWEST"
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            self.rng, self.inputs = torch.get_rng_state(), data_batch["inputs"]
+
+    runner, cfg = bench.build_cpu_runner(demo_data / "t5", demo_data / "stage1", demo_data / "shards",
+                                         str(tmp_path), max_iters=1, batch_size=4)
+    plain = bench.PlainLoop(demo_data / "t5", demo_data / "stage1", bench._model_kwargs(cfg),
+                            *bench._optimizer_settings(cfg))
+    plain.copy_trainable_from(runner.model)
+    before = plain.trainable_state()
+    capture = Capture()
+    runner.register_hook(capture, capture.priority)
+    runner.train()  # one iteration of the real loop, hooks, GuardedOptimWrapper and train_step
+
+    torch.set_rng_state(capture.rng)  # the same VAE sample, noise, timesteps, caption dropout, dropout
+    plain.step(capture.inputs)
+    after = plain.trainable_state()
+    theirs = {f"{part}.{name}": p.detach() for part, model in
+              (("text", runner.model.language.model), ("unet", runner.model.denoiser),
+               ("adapter", runner.model.adapter)) for name, p in model.named_parameters() if p.requires_grad}
+    assert after.keys() == theirs.keys() and len(after) > 100
+    assert sum(not torch.equal(after[k], before[k]) for k in after) == len(after)  # every weight moved
+    for name, value in after.items():
+        torch.testing.assert_close(value, theirs[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_largest_batch_search_doubles_then_bisects_and_frees_between_tries():
+    tried, freed = [], []
+
+    def try_batch(batch_size):
+        tried.append(batch_size)
+        if batch_size > 37:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    fits = bench.memory_probe(try_batch, lambda: freed.append(tried[-1]))
+    assert bench.find_largest_batch(fits, limit=1024) == 37
+    assert tried == [1, 2, 4, 8, 16, 32, 64, 48, 40, 36, 38, 37]
+    assert freed == tried
+    assert bench.find_largest_batch(bench.memory_probe(lambda b: None, lambda: None), limit=100) == 100
+    assert bench.find_largest_batch(bench.memory_probe(try_batch, lambda: None), limit=20) == 20
+
+    def never(batch_size):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    assert bench.find_largest_batch(bench.memory_probe(never, lambda: None), limit=8) == 0
+
+
+def test_flop_count_is_positive_adds_up_and_is_linear_in_batch(demo_data):
+    architecture = bench._architecture("tiny", demo_data)
+    kwargs = bench._model_kwargs(bench.packaged_config("tiny"))
+    one = bench.count_training_flops(architecture, kwargs, resolution=32, batch_size=1)
+    two = bench.count_training_flops(architecture, kwargs, resolution=32, batch_size=2)
+    parts = ("vae_encoder_forward", "lm_forward_backward", "adapter_forward_backward", "denoiser_forward_backward")
+    for part in parts:
+        assert one[part] > 0
+        assert two[part] == pytest.approx(one[part])  # per sample: the total doubles with the batch
+    assert one["step_total"] == pytest.approx(sum(one[p] for p in parts))
+    assert one["step_counted"] == pytest.approx(one["step_total"])
+    assert one["step_total_from_latents"] == pytest.approx(one["step_total"] - one["vae_encoder_forward"])
+
+
+def test_median_interval_uses_order_statistics():
+    values = [float(v) for v in range(10, 0, -1)]
+    assert bench.median_interval(values) == (2.0, 9.0)  # 97.9 % coverage; (3, 8) would be 89 %
+    assert bench.median_interval(values[:5]) is None
+
+
+@pytest.mark.slow
+def test_gpu_mode_runs_on_cpu_with_the_tiny_models(demo_data, tmp_path):
+    out = tmp_path / "gpu.json"
+    assert main(["bench", "gpu", "--size", "tiny", "--device", "cpu", "--batch-sizes", "2", "max",
+                 "--max-batch", "4", "--iters", "1", "--warmup", "1", "--peak-tflops", "1",
+                 "--data-dir", str(demo_data), "--out", str(out)]) == 0
+    gpu = json.loads(out.read_text())["gpu"]
+    rows = [(r["loop"], r["inputs"], r["batch_size"]) for r in gpu["rows"]]
+    assert rows == [("paper loop", "pixels", 1), *[("diffengine fast defaults", inputs, b)
+                                                  for inputs in ("pixels", "latents") for b in (2, 4)]]
+    flops = gpu["flops_per_sample"]
+    for row in gpu["rows"]:
+        per_sample = flops["step_total"] if row["inputs"] == "pixels" else flops["step_total_from_latents"]
+        assert row["mfu"] == pytest.approx(row["samples_per_s"] * per_sample / 1e12)
