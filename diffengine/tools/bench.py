@@ -366,6 +366,7 @@ class PairedRounds:
         self._count = 0
         self._mark = 0.0
         self._inputs: dict | None = None
+        self._reported = 0
 
     def _length(self, index: int) -> int:
         return self.lengths.get(index, self.per_round)
@@ -391,7 +392,16 @@ class PairedRounds:
                 self.plain_step(self._inputs)
             self.seconds["plain"][index] = time.perf_counter() - start
             self._position += 1
-        self._mark = time.perf_counter()
+        self._report_finished_rounds()
+        self._mark = time.perf_counter()  # after the progress line: it is in neither side's time
+
+    def _report_finished_rounds(self) -> None:
+        finished = [index for index in self.seconds["plain"] if index in self.seconds["diffengine"] and index >= 0]
+        for index in finished[self._reported:]:
+            diffengine, plain = (self.seconds[side][index] / self.per_round for side in ("diffengine", "plain"))
+            print(f"  round {index + 1}: diffengine {diffengine:.4f} s/iter, plain {plain:.4f} s/iter, "
+                  f"ratio {diffengine / plain:.3f}", flush=True)
+        self._reported = len(finished)
 
     def rounds(self) -> list[dict[str, Any]]:
         """Seconds per iteration of each side and their ratio, per round (warm-up excluded)."""
@@ -862,6 +872,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":  # what `diffengine train --amp` builds
         wrapper.update(type=GuardedAmpOptimWrapper, dtype="bfloat16")
     else:  # MMEngine's AmpOptimWrapper refuses a CPU: autocast by hand (the CPU check of this path)
+        wrapper = {key: value for key, value in wrapper.items() if key not in ("dtype", "loss_scale")}
         wrapper.update(type=GuardedOptimWrapper)
     optim = ParamGroupsOptimWrapperConstructor(wrapper, cfg.optim_wrapper.get("paramwise_cfg"))(model)
     autocast = (contextlib.nullcontext if device.type == "cuda"

@@ -111,7 +111,6 @@ def test_median_interval_uses_order_statistics():
     assert bench.median_interval(values[:5]) is None
 
 
-@pytest.mark.slow
 def test_gpu_mode_runs_on_cpu_with_the_tiny_models(demo_data, tmp_path):
     out = tmp_path / "gpu.json"
     assert main(["bench", "gpu", "--size", "tiny", "--device", "cpu", "--batch-sizes", "2", "max",
