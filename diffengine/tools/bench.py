@@ -105,15 +105,18 @@ def run_bench(args: argparse.Namespace, command: list[str]) -> int:
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()
     figures = {"cpu": run_cpu, "flops": run_flops, "gpu": run_gpu}[args.mode](args)
     report = {"mode": args.mode, "command": command,
               "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_info(),
+              # other work on the machine slows both sides of a comparison, unevenly
+              "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
               "wall_s": round(time.perf_counter() - started, 1), **figures}
     out = Path(args.out or Path(args.work_dir) / f"bench_{args.mode}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"figures written to {out}")
+    print(f"load average (1 min) at start / end: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} CPUs; figures written to {out}")
     return 0
 
 
