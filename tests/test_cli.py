@@ -130,11 +130,19 @@ def test_wds_train_rejects_a_config_without_a_streaming_loader(tmp_path, capsys)
     assert "iteration-based" in capsys.readouterr().err
 
 
-def test_amp_without_gpu_is_a_clear_error(tiny_t5, tiny_sd, demo_shards, tmp_path, capsys):
+def test_mixed_precision_without_gpu_is_a_clear_error(tiny_t5, tiny_sd, demo_shards, tmp_path, capsys):
     options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards)
     code = main(["train", "lavi_bridge_demo", "--amp", "--work-dir", str(tmp_path),
                  "--cfg-options", *options])
-    assert code == 2 and "--amp needs a GPU" in capsys.readouterr().err
+    assert code == 2 and "--amp trains in mixed precision, which needs a GPU" in capsys.readouterr().err
+    # the LAION configs train in mixed precision by default; on a CPU the message says how not to
+    code = main(["train", "lavi_bridge_v15_laion", "--work-dir", str(tmp_path), "--cfg-options",
+                 f"model.text_encoder={tiny_t5}", f"model.vision_model={tiny_sd}",
+                 f"train_dataloader.shards={demo_shards}"])
+    err = capsys.readouterr().err
+    assert code == 2 and ("lavi_bridge_v15_laion (optim_wrapper.type=GuardedAmpOptimWrapper) trains in mixed "
+                          "precision, which needs a GPU") in err
+    assert "--cfg-options optim_wrapper.type=GuardedOptimWrapper" in err
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ from .checkpoint import FiniteWeightsHook, PlainMessageHubHook, load_local_check
 from .hooks import (
                     BridgeCheckpointHook,
                     DataSkipLogHook,
+                    DeferredRuntimeInfoHook,
                     ModelFolderCheckpointHook,
                     ShapesBenchHook,
                     ThroughputHook,
@@ -16,7 +17,7 @@ from .runner import DiffEngineRunner
 
 __all__ = [
     "FiniteWeightsHook", "PlainMessageHubHook", "load_local_checkpoint", "BridgeCheckpointHook",
-    "DataSkipLogHook", "ModelFolderCheckpointHook", "ShapesBenchHook", "unwrap_model",
+    "DataSkipLogHook", "DeferredRuntimeInfoHook", "ModelFolderCheckpointHook", "ShapesBenchHook", "unwrap_model",
     "StreamingIterBasedTrainLoop", "ThroughputHook", "VisualizationHook", "DeviceAgnosticDDP",
     "ParamGroupsOptimWrapperConstructor", "GuardedAmpOptimWrapper", "GuardedOptimWrapper",
     "DiffEngineRunner",

@@ -17,8 +17,13 @@ class DiffusionDataPreprocessor(BaseDataPreprocessor):
     """Loaders ship uint8 pixels (4x fewer bytes to collate and copy); normalise after the copy.
 
     Shared by every editor that trains on images. Float pixels are taken to be in [-1, 1]
-    already and pass unchanged, and so do the ``latent_parameters`` of latent shards.
+    already and pass unchanged, and so do the ``latent_parameters`` of latent shards. The copy to
+    the GPU does not wait for it (``non_blocking``): from a loader's pinned memory
+    (``pin_memory=True``, as the LAION configs set) it overlaps the previous step's work.
     """
+
+    def __init__(self, non_blocking: bool = True) -> None:
+        super().__init__(non_blocking=non_blocking)
 
     def forward(self, data: dict, training: bool = False) -> dict:
         """Cast to the device, then scale uint8 ``pixel_values`` to float32 in [-1, 1]."""

@@ -26,7 +26,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start afresh in a work dir that holds a previous run (its checkpoints, "
                         "bridges and samples are deleted)")
     parser.add_argument("--amp", action="store_true",
-                        help="bfloat16 automatic mixed precision (GPU)")
+                        help="automatic mixed precision on a GPU: bfloat16, or float16 with loss "
+                        "scaling where the GPU lacks bfloat16")
     parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                         help="override config entries, MMEngine DictAction syntax, e.g. "
                         "train_cfg.max_iters=10 model.vision_lora.rank=16")
@@ -90,7 +91,7 @@ def build_config(args: argparse.Namespace, wds: bool):
     if args.amp:
         # a scoped name: the config holds no class object added after loading (see below)
         cfg.optim_wrapper.type = "diffengine.GuardedAmpOptimWrapper"
-        cfg.optim_wrapper.dtype = "bfloat16"
+        cfg.optim_wrapper.dtype = "auto"
     if wds:
         _check_wds_config(cfg, config_path)
     _add_tensorboard_if_installed(cfg)
@@ -231,6 +232,13 @@ def _registries() -> dict:
             "vis_backend": registry.VISBACKENDS}
 
 
+def _mixed_precision(cfg) -> str | None:
+    """The name of the config's optimizer wrapper if it is MMEngine's AmpOptimWrapper or ours."""
+    wrapper = cfg.get("optim_wrapper", {}).get("type")
+    name = (wrapper if isinstance(wrapper, str) else getattr(wrapper, "__name__", "")).split(".")[-1]
+    return name if name in ("AmpOptimWrapper", "GuardedAmpOptimWrapper") else None
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -258,8 +266,11 @@ def prepare_config(args: argparse.Namespace, wds: bool):
     cfg = build_config(args, wds)
     check_config(cfg, _registries())
     _check_shards(cfg)
-    if args.amp and not _cuda_available():
-        raise ConfigError("--amp needs a GPU (MMEngine's AmpOptimWrapper); none is available")
+    if _mixed_precision(cfg) and not _cuda_available():
+        how = "--amp" if args.amp else f"{args.config} (optim_wrapper.type={_mixed_precision(cfg)})"
+        raise ConfigError(f"{how} trains in mixed precision, which needs a GPU (MMEngine's "
+                          "AmpOptimWrapper); none is available. On a CPU: drop --amp, or add "
+                          "--cfg-options optim_wrapper.type=GuardedOptimWrapper")
     # once per job: by the process that launches the workers, else by global rank 0 (slurm, mpi,
     # torchrun started by hand)
     rank = next((os.environ[k] for k in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK") if k in os.environ), "0")

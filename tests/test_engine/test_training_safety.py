@@ -19,10 +19,10 @@ from tests.helpers import demo_cfg_options, train_killed
 _hubs = itertools.count()
 
 
-def toy_wrapper(cls=GuardedOptimWrapper, **kwargs):
+def toy_wrapper(cls=GuardedOptimWrapper, fused: bool = False, **kwargs):
     MessageHub.get_instance(f"toy_wrapper_{next(_hubs)}")  # a fresh hub: no count from another test
     weight = torch.nn.Parameter(torch.ones(3))
-    optimizer = torch.optim.AdamW([{"params": [weight], "name": "adapter", "lr": 0.1}], lr=1.0)
+    optimizer = torch.optim.AdamW([{"params": [weight], "name": "adapter", "lr": 0.1}], lr=1.0, fused=fused)
     return weight, cls(optimizer=optimizer, **kwargs)
 
 
@@ -62,6 +62,52 @@ def test_the_mixed_precision_wrapper_skips_alike(monkeypatch):
     assert not torch.equal(weight.detach(), torch.ones(3))
 
 
+def test_with_a_host_read_interval_steps_are_skipped_on_the_device_and_counted_at_the_read():
+    weight, wrapper = toy_wrapper(fused=True, host_read_interval=4, max_consecutive_nonfinite=3,
+                                  clip_grad=dict(max_norm=10.0))
+    hub = MessageHub.get_current_instance()
+    step(wrapper, weight, 1.0)
+    after_good_step = weight.detach().clone()
+    state = {k: v.clone() for k, v in wrapper.optimizer.state[weight].items()}
+    step(wrapper, weight, float("nan"))
+    step(wrapper, weight, float("inf"))
+    # skipped on the device (weights, moments and step count untouched); not yet read by the host
+    assert torch.equal(weight.detach(), after_good_step)
+    for key, value in wrapper.optimizer.state[weight].items():
+        assert torch.equal(value, state[key]), key
+    assert wrapper.skipped_steps == 0 and "train/grad_norm" not in hub.log_scalars
+    step(wrapper, weight, 1.0)  # the 4th step reads all four norms at once
+    assert (wrapper.skipped_steps, wrapper.consecutive_nonfinite) == (2, 0)
+    assert hub.get_scalar("train/skipped_steps").current() == 2
+    assert len(hub.get_scalar("train/grad_norm").data[0]) == 2  # the norms of the two finite steps
+    step(wrapper, weight, float("nan"))
+    wrapper.state_dict()  # a checkpoint reads what is pending, so its counts are exact
+    assert wrapper.skipped_steps == 3
+    for _ in range(3):  # the streak reaches 3 on the 2nd of these and stops the run at the next read
+        step(wrapper, weight, float("nan"))
+    with pytest.raises(NonFiniteTrainingError, match="3 optimizer steps in a row"):
+        step(wrapper, weight, float("nan"))
+
+
+def test_the_device_side_skip_trains_exactly_like_the_host_side_one():
+    scales = [1.0, float("nan"), 0.5, float("inf"), float("nan"), 2.0, 1.0, -1.0]
+    weights = []
+    for interval in (1, 3):
+        weight, wrapper = toy_wrapper(fused=True, host_read_interval=interval, clip_grad=dict(max_norm=1.0))
+        for scale in scales:
+            step(wrapper, weight, scale)
+        wrapper.read_device_norms()
+        weights.append(weight.detach().clone())
+        assert wrapper.skipped_steps == 3
+    assert torch.equal(*weights) and not torch.equal(weights[0], torch.ones(3))
+
+
+def test_a_host_read_interval_needs_a_fused_optimizer():
+    with pytest.raises(ValueError, match=r"host_read_interval=50 needs an optimizer that skips a step on the "
+                                         r"device: set optim_wrapper.optimizer.fused=True"):
+        toy_wrapper(host_read_interval=50)
+
+
 def test_learning_rates_are_logged_by_group_name():
     groups = [{"params": [torch.nn.Parameter(torch.ones(1))], "name": name, "lr": lr}
               for name, lr in (("adapter", 0.1), ("text_lora", 0.01))]
@@ -73,9 +119,10 @@ def test_learning_rates_are_logged_by_group_name():
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, True])
-def test_the_streak_length_is_checked(value):
-    with pytest.raises(ValueError, match="max_consecutive_nonfinite"):
-        toy_wrapper(max_consecutive_nonfinite=value)
+@pytest.mark.parametrize("name", ["max_consecutive_nonfinite", "host_read_interval"])
+def test_the_streak_length_and_read_interval_are_checked(name, value):
+    with pytest.raises(ValueError, match=f"optim_wrapper.{name} must be an integer >= 1"):
+        toy_wrapper(fused=True, **{name: value})
 
 
 def test_non_finite_weights_are_never_saved():

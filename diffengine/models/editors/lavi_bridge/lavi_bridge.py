@@ -12,6 +12,7 @@ from peft import LoraConfig
 from PIL import Image
 
 from diffengine.constants import BRIDGE_MANIFEST, WEIGHT_DTYPE_NAMES
+from diffengine.precision import AUTO, weight_dtype_name
 from diffengine.registry import MODELS
 from diffengine.version import __version__
 
@@ -75,11 +76,19 @@ class LaViBridge(BaseModel):
             bridge records the one it trained with).
         snr_gamma: min-SNR-gamma loss weighting; None for plain MSE.
         caption_dropout: probability of replacing a caption with "" (for classifier-free guidance).
-        weight_dtype: dtype of the frozen weights (``float32``/``bfloat16``/``float16``); LoRA and
-            adapter always train in float32.
+        weight_dtype: dtype of the frozen weights (``float32``/``bfloat16``/``float16``, or ``auto``:
+            bfloat16 on a GPU that has it, float16 on an older one, float32 on a CPU; the bridge
+            records the one chosen); LoRA and adapter always train in float32.
         gradient_checkpointing: recompute denoiser and LM activations in the backward pass.
         vae_encoder: keep the VAE's encoder; ``False`` frees it after loading, for training from
             latent shards (``diffengine prep-latents``) only. The decoder stays (sampling needs it).
+        channels_last: store the denoiser's and VAE's convolution weights channels-last (NHWC),
+            the layout GPU tensor cores convolve fastest; a convolution with such weights runs,
+            and returns its output, in that layout whatever its input's.
+        torch_compile: ``torch.compile`` the denoiser and the language model in place (``True``, or
+            a dict of ``torch.compile`` arguments such as ``dict(mode="max-autotune")``).
+            ``channels_last`` and ``torch_compile`` change speed, not results: ``bridge_config``
+            records neither, so a bridge loads for inference and export in the plain layout.
         bridge_path: a bridge folder (see ``save_bridge``) to start from.
 
     Local model folders are recorded as absolute paths; ``bridge_config`` holds every argument
@@ -91,11 +100,13 @@ class LaViBridge(BaseModel):
                  pad_token: str | None = None, text_lora: dict | None = None, vision_lora: dict | None = None,
                  prediction_type: str | None = None, snr_gamma: float | None = None,
                  caption_dropout: float = 0.0, weight_dtype: str = "float32",
-                 gradient_checkpointing: bool = False, vae_encoder: bool = True, bridge_path: str | None = None,
-                 data_preprocessor: dict | None = None):
+                 gradient_checkpointing: bool = False, vae_encoder: bool = True,
+                 channels_last: bool = False, torch_compile: bool | dict = False,
+                 bridge_path: str | None = None, data_preprocessor: dict | None = None):
         super().__init__(data_preprocessor=data_preprocessor or DiffusionDataPreprocessor())
-        if weight_dtype not in DTYPES:
-            raise ValueError(f"weight_dtype must be one of {', '.join(DTYPES)}, got {weight_dtype!r}")
+        if weight_dtype not in (*DTYPES, AUTO):
+            raise ValueError(f"weight_dtype must be one of {', '.join(DTYPES)} or {AUTO}, got {weight_dtype!r}")
+        weight_dtype = weight_dtype_name(weight_dtype)
         if not 0.0 <= caption_dropout <= 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
         text_lora, vision_lora = _lora_settings(text_lora, "text_lora"), _lora_settings(vision_lora, "vision_lora")
@@ -124,6 +135,9 @@ class LaViBridge(BaseModel):
             frozen.requires_grad_(False)
         if not vae_encoder:
             drop_vae_encoder(self.vae)
+        if channels_last:
+            for convolutional in (self.denoiser, self.vae):
+                convolutional.to(memory_format=torch.channels_last)
 
         context_dim = self.denoiser.config[self.vision_family.context_dim_key]
         adapter = self._adapter_dims(adapter or {}, context_dim)
@@ -151,6 +165,11 @@ class LaViBridge(BaseModel):
         }
         if bridge_path is not None:
             self.load_bridge(bridge_path)
+        if torch_compile:
+            # in place (nn.Module.compile): parameter names, checkpoints and LoRA saving are unchanged
+            options = {} if torch_compile is True else dict(torch_compile)
+            for module in (self.denoiser, self.language.model):
+                module.compile(**options)
 
         # checkpoints hold only what training changes: the LoRA and adapter parameters
         self._trainable_keys = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
