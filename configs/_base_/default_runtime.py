@@ -1,7 +1,7 @@
 from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
 from mmengine.visualization import LocalVisBackend, Visualizer
 
-from diffengine.engine import BridgeCheckpointHook, DataSkipLogHook, ThroughputHook
+from diffengine.engine import BridgeCheckpointHook, DataSkipLogHook, DeferredRuntimeInfoHook, ThroughputHook
 
 default_scope = "diffengine"
 
@@ -12,6 +12,8 @@ env_cfg = dict(
 )
 
 default_hooks = dict(
+    # losses stay on the device until a log or checkpoint iteration reads them (no per-step sync)
+    runtime_info=dict(type=DeferredRuntimeInfoHook),
     timer=dict(type=IterTimerHook),
     logger=dict(type=LoggerHook, interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type=ParamSchedulerHook),

@@ -11,6 +11,7 @@ model = dict(
     text_lora=dict(rank=32, alpha=32, dropout=0.1),
     vision_lora=dict(rank=32, alpha=32, dropout=0.1),
     caption_dropout=0.0,
-    weight_dtype="float32",
+    weight_dtype="auto",  # frozen weights in the autocast format on a GPU (bf16 or fp16), float32 on a CPU
     gradient_checkpointing=False,
+    channels_last=True,  # the same computation in the NHWC layout of the GPU's tensor cores
 )
