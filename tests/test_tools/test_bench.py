@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from diffengine.entry_point import main
-from diffengine.tools import bench
+from diffengine.tools.bench.cpu import build_cpu_runner, median_interval
+from diffengine.tools.bench.flops import count_training_flops
+from diffengine.tools.bench.gpu import find_largest_batch, memory_probe
+from diffengine.tools.bench.models import _architecture, _model_kwargs, _optimizer_settings, packaged_config
+from diffengine.tools.bench.plain_loop import PlainLoop
+from diffengine.tools.bench.startup import time_to_first_iteration
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +39,7 @@ def test_cpu_mode_writes_every_figure(demo_data, tmp_path):
 
 @pytest.mark.slow
 def test_time_to_first_iteration_of_a_real_training_command(demo_data, tmp_path):
-    startup = bench.time_to_first_iteration(demo_data / "t5", demo_data / "stage1", demo_data / "shards", tmp_path)
+    startup = time_to_first_iteration(demo_data / "t5", demo_data / "stage1", demo_data / "shards", tmp_path)
     assert startup["command"][1:4] == ["-m", "diffengine", "wds_train"]
     assert 0 < startup["config_logged_s"] < startup["runner_built_s"] < startup["first_iteration_s"]
 
@@ -48,10 +53,9 @@ def test_plain_loop_and_diffengine_make_the_same_update(demo_data, tmp_path):
         def before_train_iter(self, runner, batch_idx, data_batch=None):
             self.rng, self.inputs = torch.get_rng_state(), data_batch["inputs"]
 
-    runner, cfg = bench.build_cpu_runner(demo_data / "t5", demo_data / "stage1", demo_data / "shards",
-                                         str(tmp_path), max_iters=1, batch_size=4)
-    plain = bench.PlainLoop(demo_data / "t5", demo_data / "stage1", bench._model_kwargs(cfg),
-                            *bench._optimizer_settings(cfg))
+    runner, cfg = build_cpu_runner(demo_data / "t5", demo_data / "stage1", demo_data / "shards",
+                                   str(tmp_path), max_iters=1, batch_size=4)
+    plain = PlainLoop(demo_data / "t5", demo_data / "stage1", _model_kwargs(cfg), *_optimizer_settings(cfg))
     plain.copy_trainable_from(runner.model)
     before = plain.trainable_state()
     capture = Capture()
@@ -78,24 +82,24 @@ def test_largest_batch_search_doubles_then_bisects_and_frees_between_tries():
         if batch_size > 37:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    fits = bench.memory_probe(try_batch, lambda: freed.append(tried[-1]))
-    assert bench.find_largest_batch(fits, limit=1024) == 37
+    fits = memory_probe(try_batch, lambda: freed.append(tried[-1]))
+    assert find_largest_batch(fits, limit=1024) == 37
     assert tried == [1, 2, 4, 8, 16, 32, 64, 48, 40, 36, 38, 37]
     assert freed == tried
-    assert bench.find_largest_batch(bench.memory_probe(lambda b: None, lambda: None), limit=100) == 100
-    assert bench.find_largest_batch(bench.memory_probe(try_batch, lambda: None), limit=20) == 20
+    assert find_largest_batch(memory_probe(lambda b: None, lambda: None), limit=100) == 100
+    assert find_largest_batch(memory_probe(try_batch, lambda: None), limit=20) == 20
 
     def never(batch_size):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    assert bench.find_largest_batch(bench.memory_probe(never, lambda: None), limit=8) == 0
+    assert find_largest_batch(memory_probe(never, lambda: None), limit=8) == 0
 
 
 def test_flop_count_is_positive_adds_up_and_is_linear_in_batch(demo_data):
-    architecture = bench._architecture("tiny", demo_data)
-    kwargs = bench._model_kwargs(bench.packaged_config("tiny"))
-    one = bench.count_training_flops(architecture, kwargs, resolution=32, batch_size=1)
-    two = bench.count_training_flops(architecture, kwargs, resolution=32, batch_size=2)
+    architecture = _architecture("tiny", demo_data)
+    kwargs = _model_kwargs(packaged_config("tiny"))
+    one = count_training_flops(architecture, kwargs, resolution=32, batch_size=1)
+    two = count_training_flops(architecture, kwargs, resolution=32, batch_size=2)
     parts = ("vae_encoder_forward", "lm_forward_backward", "adapter_forward_backward", "denoiser_forward_backward")
     for part in parts:
         assert one[part] > 0
@@ -107,8 +111,8 @@ def test_flop_count_is_positive_adds_up_and_is_linear_in_batch(demo_data):
 
 def test_median_interval_uses_order_statistics():
     values = [float(v) for v in range(10, 0, -1)]
-    assert bench.median_interval(values) == (2.0, 9.0)  # 97.9 % coverage; (3, 8) would be 89 %
-    assert bench.median_interval(values[:5]) is None
+    assert median_interval(values) == (2.0, 9.0)  # 97.9 % coverage; (3, 8) would be 89 %
+    assert median_interval(values[:5]) is None
 
 
 def test_gpu_mode_runs_on_cpu_with_the_tiny_models(demo_data, tmp_path):

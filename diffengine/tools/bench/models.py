@@ -1,0 +1,120 @@
+"""The models each size of ``diffengine bench`` trains, and the config settings they train with.
+
+tiny: the demo's models (built once, as ``diffengine demo`` does); full: T5-Large + SD1.5 UNet +
+SD VAE with random weights. Every mode reads its sequence length, LoRA, adapter and optimizer
+settings from the packaged config of its size.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# the configs whose model settings (sequence length, LoRA, learning rates) each size trains with
+CONFIG_BY_SIZE = {"tiny": "lavi_bridge_demo", "full": "lavi_bridge_v15_laion"}
+
+
+def default_resolution(size: str, resolution: int | None) -> int:
+    """``--resolution``, or the size's own: 512 px full, 32 px tiny."""
+    return resolution or (512 if size == "full" else 32)
+
+
+def full_size_configs() -> dict[str, Any]:
+    """Configs of the full-size architectures: T5-Large, the SD1.5 UNet, the SD VAE and scheduler."""
+    from transformers import T5Config
+
+    return {
+        "text": T5Config(d_model=1024, d_ff=4096, d_kv=64, num_heads=16, num_layers=24, vocab_size=32128),
+        "unet": {"cross_attention_dim": 768},  # every other UNet2DConditionModel default is SD1.5's
+        "vae": {"block_out_channels": (128, 256, 512, 512), "latent_channels": 4, "layers_per_block": 2,
+                "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+                "sample_size": 512},
+        "scheduler": {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                      "num_train_timesteps": 1000},
+    }
+
+
+def make_full_size_assets(root: Path) -> tuple[Path, Path]:
+    """Random-weight T5-Large encoder (with a tiny tokenizer) and an SD1.5-shaped base-model folder."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import T5EncoderModel
+
+    from ..demo_assets import make_tiny_t5
+
+    configs = full_size_configs()
+    t5_dir = make_tiny_t5(root / "t5")  # for its tokenizer; the model is replaced below
+    T5EncoderModel(configs["text"]).save_pretrained(t5_dir)
+    sd_dir = root / "sd"
+    UNet2DConditionModel(**configs["unet"]).save_pretrained(sd_dir / "unet")
+    AutoencoderKL(**configs["vae"]).save_pretrained(sd_dir / "vae")
+    DDPMScheduler(**configs["scheduler"]).save_pretrained(sd_dir / "scheduler")
+    return t5_dir, sd_dir
+
+
+def demo_models(data_dir: str | Path) -> tuple[Path, Path, Path]:
+    """The demo's assets (built once, as ``diffengine demo`` does): T5 folder, stage-1 folder, shards."""
+    from ..demo_assets import make_demo_assets
+
+    with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
+        data = make_demo_assets(data_dir, progress=False).resolve()
+    return data / "t5", data / "stage1", data / "shards"
+
+
+def packaged_config(size: str, *options: str):
+    """The packaged config a size trains with, with ``--cfg-options``-style overrides applied."""
+    from ..train import build_config, train_arguments
+
+    with tempfile.TemporaryDirectory() as work_dir:
+        return build_config(train_arguments(CONFIG_BY_SIZE[size], "--work-dir", work_dir,
+                                            *(["--cfg-options", *options] if options else [])), wds=True)
+
+
+def _model_kwargs(cfg) -> dict[str, Any]:
+    """A config's model settings: ``cfg.model`` without its ``type``."""
+    return {key: value for key, value in cfg.model.items() if key != "type"}
+
+
+def _optimizer_settings(cfg) -> tuple[dict, dict[str, float], float]:
+    """(AdamW keyword arguments, learning rate by group, clip max norm) of a config's optim_wrapper."""
+    wrapper = cfg.optim_wrapper
+    optimizer = {key: value for key, value in wrapper.optimizer.items() if key != "type"}
+    group_lr = dict(wrapper.get("paramwise_cfg", {}).get("group_lr", {}))
+    return optimizer, group_lr, wrapper.clip_grad["max_norm"]
+
+
+def _architecture(size: str, data_dir: str | Path) -> dict[str, Any]:
+    """The configs of a size's text encoder, UNet, VAE and scheduler (tiny: read from the demo's folders)."""
+    if size == "full":
+        return full_size_configs()
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import AutoConfig
+
+    t5_dir, sd_dir, _ = demo_models(data_dir)
+    return {"text": AutoConfig.from_pretrained(t5_dir),
+            "unet": dict(UNet2DConditionModel.load_config(sd_dir, subfolder="unet")),
+            "vae": dict(AutoencoderKL.load_config(sd_dir, subfolder="vae")),
+            "scheduler": dict(DDPMScheduler.load_config(sd_dir, subfolder="scheduler"))}
+
+
+def demo_overrides(t5_dir: Path, sd_dir: Path, shards: Path) -> list[str]:
+    """``--cfg-options`` that point the demo config at the demo's models and its first two shards."""
+    return [f"model.text_encoder={t5_dir}", f"model.vision_model={sd_dir}",
+            f"train_dataloader.shards={shards}/{{00000..00001}}.tar"]
+
+
+def lora_settings(model_kwargs: dict, side: str) -> dict[str, Any]:
+    """A side's LoRA (``text_lora`` or ``vision_lora``): the paper's rank 32, dropout 0.1, updated by the config."""
+    return {"rank": 32, "alpha": None, "dropout": 0.1, **(model_kwargs.get(side) or {})}
+
+
+def adapter_dims(hidden: int, context: int, model_kwargs: dict) -> dict[str, int]:
+    """The adapter's dims: LM hidden size -> halfway -> denoiser context size, updated by the config."""
+    return {"in_dim": hidden, "out_dim": context, "int_dim": (hidden + context) // 2,
+            **(model_kwargs.get("adapter") or {})}
+
+
+def latent_side(resolution: int, vae_config) -> int:
+    """The side of the latents a VAE encodes a ``resolution`` px image into."""
+    return resolution // 2 ** (len(vae_config.block_out_channels) - 1)
