@@ -5,7 +5,10 @@
 # batch 16 with gradient checkpointing. Prints wall times and the bench tables (samples/s, peak
 # memory, MFU); the JSON files land in WORK_DIR. Run from the repository root with diffengine importable:
 #     bash tools/gpu_smoke.sh [WORK_DIR [STEP ...]]
-# STEPs (default: all): demo demo_amp bench_gpu bench_gpu_ckpt
+# batch 16 with gradient checkpointing, then host syncs: the demo trained on the LAION configs' fast
+# path under torch.cuda.set_sync_debug_mode("warn"), listing the places that synchronized
+# (expected: only the reads at log intervals, DeferredRuntimeInfoHook and the optimizer wrapper).
+# STEPs (default: all): demo demo_amp bench_gpu bench_gpu_ckpt sync_check
 set -uo pipefail
 work=${1:-/tmp/diffengine_gpu_smoke}
 steps=" ${*:2} "
@@ -32,3 +35,12 @@ step demo_amp $py -m diffengine wds_train lavi_bridge_demo --amp --work-dir "$wo
 step bench_gpu $py -m diffengine bench gpu --out "$work/bench_gpu.json"
 step bench_gpu_ckpt $py -m diffengine bench gpu --gradient-checkpointing --no-paper --inputs pixels \
     --batch-sizes 16 --iters 5 --out "$work/bench_gpu_ckpt.json"
+step sync_check $py -c "import sys, torch; torch.cuda.set_sync_debug_mode('warn'); \
+from diffengine.entry_point import main; sys.exit(main(sys.argv[1:]))" \
+    wds_train lavi_bridge_demo --amp --work-dir "$work/sync_check" --overwrite --cfg-options \
+    "model.text_encoder=$work/demo_data/t5" "model.vision_model=$work/demo_data/stage1" \
+    "train_dataloader.shards=$work/demo_data/shards/{00000..00001}.tar" train_cfg.max_iters=30 \
+    default_hooks.logger.interval=10 "custom_hooks=[]" model.channels_last=True \
+    optim_wrapper.optimizer.fused=True optim_wrapper.host_read_interval=50
+[[ -f "$work/sync_check.log" ]] && echo "places that synchronized (Python shows each once):" && \
+    grep "called a synchronizing" "$work/sync_check.log" | sed 's/: UserWarning.*//' | sort -u | head -20
