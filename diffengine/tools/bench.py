@@ -617,7 +617,7 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
     from diffengine.models.editors.lavi_bridge.text_adapter import LaViBridgeTextAdapter
     from diffengine.models.language import language_family_of, lm_hidden_states
     from diffengine.models.lora import inject_lora
-    from diffengine.models.vision import VISION_FAMILIES
+    from diffengine.models.vision import VISION_FAMILIES, TextConditioning
 
     text_config = architecture["text"]
     family = language_family_of(text_config.model_type)
@@ -656,7 +656,7 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
         return lm_hidden_states(language, ids, mask, *lm_args)
 
     def denoise(context: torch.Tensor) -> torch.Tensor:
-        prediction = vision.predict(unet, latents, timesteps, context, mask)
+        prediction = vision.predict(unet, latents, timesteps, TextConditioning(context, mask))
         return F.mse_loss(prediction.float(), latents.float())
 
     def encode() -> None:
