@@ -16,6 +16,7 @@ from diffengine.models import LaViBridge, LaViBridgePipeline
 from diffengine.models.editors.lavi_bridge.text_adapter import LaViBridgeTextAdapter
 from diffengine.models.lora import inject_lora, lora_target_names
 from diffengine.models.vision import VISION_FAMILIES, find_vision_family, vision_family_of
+from diffengine.tools.bench import count_training_flops, full_size_configs
 from tests.helpers import fixed_batch, image_bytes, load, sample, train_briefly, write_tar
 from tests.test_models.test_lora_full_size import SD_UNET_LORA, lora_parameter_count
 from tests.test_tools.test_export import export
@@ -159,3 +160,16 @@ def test_sdxl_config_adapter_count():
         adapter = LaViBridgeTextAdapter(1024, 1536, 2048, pooled_dim=1280)
     head = sum(p.numel() for p in adapter.pooled_proj.parameters())
     assert (sum(p.numel() for p in adapter.parameters()), head) == (48_789_248, 2048 * 1280 + 1280)
+
+
+@pytest.mark.slow  # ~30 s: a 1024 px SDXL step traced on the meta device
+def test_training_flops_per_1024_px_sample():
+    architecture = dict(full_size_configs(), unet=SDXL_BASE_UNET)
+    kwargs = dict(max_length=77, adapter=dict(in_dim=1024, int_dim=1536, out_dim=2048, pooled_dim=1280))
+    flops = count_training_flops(architecture, kwargs, resolution=1024)
+    assert flops["step_counted"] == pytest.approx(flops["step_total"])  # the parts add up to the step
+    # the figures configs/lavi_bridge/README.md gives, in GFLOP
+    assert {k: round(v / 1e9) for k, v in flops.items()} == {
+        "vae_encoder_forward": 4879, "lm_forward_backward": 97, "adapter_forward_backward": 21,
+        "denoiser_forward_backward": 14961, "step_total": 19958, "step_counted": 19958,
+        "step_total_from_latents": 15079}
