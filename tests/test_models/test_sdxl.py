@@ -1,4 +1,5 @@
 """SDXL bridges by config alone: family, pooled head, time ids from the loader, infer/export, full size."""
+import io
 import json
 import random
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from accelerate import init_empty_weights
 from diffusers import UNet2DConditionModel
-from PIL import Image
+from PIL import ExifTags, Image
 from torch import nn
 
 from diffengine.datasets import ImageTransform
@@ -105,14 +106,26 @@ def test_sdxl_refuses_latent_shards_in_one_line(sdxl_bridge, latent_shards):
     assert "\n" not in str(error.value)
 
 
+def rotated_jpeg(size: tuple[int, int]) -> bytes:
+    """A JPEG stored ``size`` (width, height) whose EXIF orientation 6 turns it a quarter."""
+    image = Image.open(io.BytesIO(image_bytes(size=size)))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    return buffer.getvalue()
+
+
 def test_loader_records_original_size_and_crop(tmp_path):
     # 20 x 14 px images resized to 8 px high: 11 px wide, so a center crop starts 1 px in (3 spare)
     write_tar(tmp_path / "s.tar", [
         sample("img2dataset", meta={"original_width": 640, "original_height": 448, "width": 20}),
-        sample("decoded", image=image_bytes(size=(20, 14)))])
-    batch = next(iter(load(str(tmp_path / "s.tar"), batch_size=2, random_flip=False)))
-    assert batch["inputs"]["original_size"].tolist() == [[448, 640], [14, 20]]  # (height, width)
-    assert batch["inputs"]["crop_top_left"].tolist() == [[0, 1], [0, 1]]
+        sample("decoded", image=image_bytes(size=(20, 14))),
+        # stored 14 x 20, shown (and trained) 20 x 14 once EXIF turns it upright
+        sample("rotated", image=rotated_jpeg((14, 20)))])
+    batch = next(iter(load(str(tmp_path / "s.tar"), batch_size=3, random_flip=False)))
+    assert batch["inputs"]["original_size"].tolist() == [[448, 640], [14, 20], [14, 20]]  # (height, width)
+    assert batch["inputs"]["crop_top_left"].tolist() == [[0, 1], [0, 1], [0, 1]]
     assert batch["inputs"]["original_size"].dtype == torch.long
 
 
