@@ -255,7 +255,7 @@ def vision_family_of(class_name: str, config: Mapping) -> VisionFamily:
 
 
 def find_vision_family(vision_model: str) -> VisionFamily:
-    """The family of the denoiser in a diffusers base-model folder (or hub id), by its subfolder."""
+    """The family of the denoiser in a diffusers base-model folder (or hub id), by its subfolder and config."""
     subfolders = dict.fromkeys(f.subfolder for f in VISION_FAMILIES.values())
     errors = []
     for subfolder in subfolders:
