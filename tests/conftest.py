@@ -65,6 +65,12 @@ def bridge_dir(tiny_bridge, tmp_path):
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory):
+    from diffengine.tools.demo_assets import make_tiny_sdxl
+    return str(make_tiny_sdxl(tmp_path_factory.mktemp("sdxl")))
+
+
+@pytest.fixture(scope="session")
 def tiny_pixart(tmp_path_factory):
     from diffengine.tools.demo_assets import make_tiny_pixart
     return str(make_tiny_pixart(tmp_path_factory.mktemp("pixart")))

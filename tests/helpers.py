@@ -132,10 +132,14 @@ TWO_CAPTIONS = ("a red circle on a white background", "a blue square on a black 
 
 
 def fixed_batch(captions: tuple[str, ...] = TWO_CAPTIONS, size: int = 32) -> dict:
-    """A model input batch: random pixels in [-1, 1] (always the same) with ``captions``."""
+    """A model input batch: random pixels in [-1, 1] (always the same) with ``captions``, and the
+    original sizes and crop offsets the loader records (SDXL's time ids), distinct per sample."""
     generator = torch.Generator().manual_seed(0)
-    return {"pixel_values": torch.rand(len(captions), 3, size, size, generator=generator) * 2 - 1,
-            "text": list(captions)}
+    count = len(captions)
+    return {"pixel_values": torch.rand(count, 3, size, size, generator=generator) * 2 - 1,
+            "text": list(captions),
+            "original_size": torch.tensor([[3 * size + i, 2 * size - i] for i in range(count)]),
+            "crop_top_left": torch.tensor([[i, size // 2 + i] for i in range(count)])}
 
 
 def seeded_loss(model, batch: dict, seed: int = 7) -> float:

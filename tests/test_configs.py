@@ -46,6 +46,7 @@ STAND_INS = {
     "data/shapes/untrained/stage1": "tiny_sd",
     "data/shapes/untrained/vae": ("tiny_sd", "vae"),
     "PixArt-alpha/PixArt-XL-2-512x512": "tiny_pixart",
+    "stabilityai/stable-diffusion-xl-base-1.0": "tiny_sdxl",
 }
 # the optimizer groups of each editor
 GROUPS = {"LaViBridge": {"vision_lora", "text_lora", "adapter"},
@@ -66,6 +67,18 @@ def test_paper_combination_configs_keep_their_hyper_parameters():
     for model in (llama, pixart.model):
         for lora in (model.text_lora, model.vision_lora):
             assert (lora.rank, lora.alpha, lora.dropout) == (32, 32, 0.1)
+
+
+def test_sdxl_config_is_t5_large_to_sdxl_base_at_1024_px_on_the_fast_path():
+    cfg = Config.fromfile(str(CONFIGS["lavi_bridge_t5_sdxl_laion"]))
+    model = cfg.model
+    assert (model.text_encoder, model.vision_model) == ("google-t5/t5-large",
+                                                        "stabilityai/stable-diffusion-xl-base-1.0")
+    assert dict(model.adapter) == dict(in_dim=1024, int_dim=1536, out_dim=2048, pooled_dim=1280)
+    assert (model.weight_dtype, model.channels_last, model.gradient_checkpointing) == ("auto", True, True)
+    assert cfg.optim_wrapper.dtype == "auto" and cfg.train_dataloader.resolution == 1024
+    samplers = [h for h in cfg.custom_hooks if "prompts" in h]
+    assert samplers and all((h.height, h.width) == (1024, 1024) for h in samplers)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

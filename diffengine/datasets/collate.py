@@ -10,6 +10,9 @@ from torch.utils.data import default_collate, get_worker_info
 
 from diffengine.contracts import STREAM_POSITION_KEY
 
+# each image's (height, width) before resizing and its crop's (top, left): SDXL's time ids
+SIZE_KEYS = ("original_size", "crop_top_left")
+
 
 def _can_write_shared() -> bool:
     """Linux, and torch passes tensors between processes as file descriptors (its default there)."""
@@ -50,7 +53,8 @@ def _tensor_key(samples: list[dict[str, Any]]) -> str:
 def collate_batch(samples: list[dict[str, Any]], memfd: bool = True) -> dict[str, dict[str, Any]]:
     """Stack samples into the batch layout the models consume; no other key passes through.
 
-    Image samples give ``pixel_values``, latent samples ``latent_parameters``. In a DataLoader
+    Image samples give ``pixel_values`` and (B, 2) int ``original_size`` / ``crop_top_left``,
+    latent samples ``latent_parameters``. In a DataLoader
     worker, ``memfd=False`` leaves the stacking to torch's default_collate.
     """
     key = _tensor_key(samples)
@@ -62,9 +66,12 @@ def collate_batch(samples: list[dict[str, Any]], memfd: bool = True) -> dict[str
         stacked = _stack_into_memfd(tensors)
     else:
         stacked = default_collate(tensors)  # stacks straight into shared memory
+    inputs = {key: stacked, "text": [s["text"] for s in samples]}
+    for size_key in SIZE_KEYS:  # image samples have them; latent samples do not
+        if all(size_key in s for s in samples):
+            inputs[size_key] = torch.tensor([s[size_key] for s in samples], dtype=torch.long)
     return {
-        "inputs": {key: stacked,
-                   "text": [s["text"] for s in samples]},
+        "inputs": inputs,
         # where this batch leaves its worker slot's stream, for resume_from
         "data_samples": {"keys": [s["__key__"] for s in samples],
                          STREAM_POSITION_KEY: samples[-1]["__position__"]},

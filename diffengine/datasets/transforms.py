@@ -37,10 +37,21 @@ class ImageTransform:
         self.random_flip = random_flip
 
     def __call__(self, image: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
-        """Return a uint8 tensor of shape (3, resolution, resolution).
+        """Return a uint8 tensor of shape (3, resolution, resolution) (see ``crop_and_flip``)."""
+        return self.crop_and_flip(image, rng)[0]
+
+    def crop_and_flip(self, image: Image.Image,
+                      rng: random.Random | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Return the uint8 (3, resolution, resolution) tensor and the crop's (top, left) offset in
+        the resized image, as SDXL's crop time ids want it.
 
         Pixels stay uint8 until the model's data preprocessor normalises them on the device: a
         float32 batch is 4x the bytes to stack, pass between processes and copy to the GPU.
+        The offset is that of the image as trained, so after a flip it is measured in the mirrored
+        image (``left`` becomes the margin right of the crop). That is what diffusers' SDXL training
+        example records: it flips the resized image first and then crops, so its offsets always
+        describe the pixels the model sees. Cropping first and flipping the crop (cheaper: a
+        smaller image to flip) gives the same pixels, and the mirrored offset keeps the same meaning.
         """
         rng = rng if rng is not None else random  # the module-level RNG, seeded per DataLoader worker
         size = self.resolution
@@ -64,7 +75,9 @@ class ImageTransform:
             image = image.resize((size, size), Image.Resampling.BILINEAR, box=window)
         if self.random_flip and rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return torch.from_numpy(np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)))
+            left = slack_x - left
+        pixels = torch.from_numpy(np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)))
+        return pixels, (top, left)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(resolution={self.resolution}, "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import webdataset as wds
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD, read_latent
@@ -281,12 +281,16 @@ class WebImageTextDataset(IterableDataset):
         size = self.spec.transform.resolution
         try:
             with Image.open(io.BytesIO(item["image"])) as image:
+                decoded_size = _upright_size(image)  # before draft shrinks it
                 image.draft(None, (size, size))  # JPEG: decode at a reduced scale still >= size
                 ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when upright
-                pixel_values = self.spec.transform(image, rng)
+                pixel_values, crop_top_left = self.spec.transform.crop_and_flip(image, rng)
         except Exception as exn:  # noqa: BLE001 - PIL signals bad data with many exception types
             return self._skip("decode_error", f"{item['where']}: {exn!r}")
-        return {"pixel_values": pixel_values, "text": item["text"], "__key__": item["__key__"]}
+        # SDXL's size and crop micro-conditions, recorded for every family (two int pairs)
+        return {"pixel_values": pixel_values, "text": item["text"], "__key__": item["__key__"],
+                "original_size": _original_size(item["meta"], decoded_size),
+                "crop_top_left": crop_top_left}
 
     def _decode_latent(self, item: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
         """The stored latent parameters, or their flipped view when the flip draw says so."""
@@ -301,6 +305,28 @@ class WebImageTextDataset(IterableDataset):
     def _skip(self, kind: str, detail: str) -> None:
         self.counter.add(kind, detail)
         return None
+
+
+# EXIF orientations that turn the stored image by 90 degrees (exif_transpose swaps its sides)
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    """The (height, width) of the image as ``exif_transpose`` will stand it up."""
+    width, height = image.size
+    if image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
+        return width, height
+    return height, width
+
+
+def _original_size(meta: dict[str, Any], decoded_size: tuple[int, int]) -> tuple[int, int]:
+    """The image's (height, width) before any resizing: img2dataset's ``original_height`` /
+    ``original_width`` when the shard's json has them (img2dataset resizes and records the
+    source's size there), else the decoded image's size."""
+    original = meta.get("original_height"), meta.get("original_width")
+    if all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in original):
+        return original
+    return decoded_size
 
 
 def _rng(*parts: object) -> random.Random:

@@ -77,10 +77,13 @@ def build_wds_dataloader(
 ) -> DataLoader:
     """Build a DataLoader of image-caption batches from webdataset shards.
 
-    Batches are ``{"inputs": {"pixel_values": uint8[B, 3, R, R], "text": [str]},
-    "data_samples": {"keys": [str], "stream_position": int}}``. Latent shards written by
+    Batches are ``{"inputs": {"pixel_values": uint8[B, 3, R, R], "text": [str],
+    "original_size": int[B, 2], "crop_top_left": int[B, 2]}, "data_samples": {"keys": [str],
+    "stream_position": int}}``: each image's (height, width) before resizing (img2dataset's
+    ``original_height`` / ``original_width`` when its json has them) and the (top, left) of its
+    crop in the resized, possibly flipped image (SDXL's time ids). Latent shards written by
     ``diffengine prep-latents`` give ``"latent_parameters": float[B, 2C, R/f, R/f]`` (the VAE's
-    ``latent_dist.parameters``) instead of ``pixel_values``; ``resolution`` must be the one they were
+    ``latent_dist.parameters``) instead of ``pixel_values`` and no sizes; ``resolution`` must be the one they were
     encoded at, ``random_flip`` takes their stored flipped view (if any) half of the time, and a
     batch that would mix image and latent samples raises ValueError. ``len(loader)`` is the per-rank
     number of batches per epoch, ``num_samples_per_epoch // (world_size * batch_size)`` (at least

@@ -142,6 +142,33 @@ def make_tiny_sd(out_dir: str | Path, cross_attention_dim: int = 32, sample_size
     return out_dir
 
 
+def make_tiny_sdxl(out_dir: str | Path, cross_attention_dim: int = 32, pooled_dim: int = 16,
+                   addition_time_embed_dim: int = 8, sample_size: int = 16, seed: int = 0) -> Path:
+    """A tiny SDXL-style base model folder: a ``text_time`` ``unet/`` (pooled text + six time ids),
+    ``vae/`` (downscale 2) and SDXL's ``scheduler/``."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    # SDXL base's layout at toy width: no attention in the first block, linear projections
+    UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), norm_num_groups=8, attention_head_dim=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), use_linear_projection=True,
+        cross_attention_dim=cross_attention_dim, addition_embed_type="text_time",
+        addition_time_embed_dim=addition_time_embed_dim,
+        projection_class_embeddings_input_dim=pooled_dim + 6 * addition_time_embed_dim,
+    ).save_pretrained(out_dir / "unet")
+    _save_tiny_vae(out_dir / "vae", 2 * sample_size)
+    # SDXL base's scheduler config (its training schedule is SD1.x's)
+    EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                           beta_schedule="scaled_linear", prediction_type="epsilon",
+                           steps_offset=1, timestep_spacing="leading").save_pretrained(out_dir / "scheduler")
+    return out_dir
+
+
 def make_tiny_pixart(out_dir: str | Path, caption_channels: int = 32, sample_size: int = 16,
                      seed: int = 0) -> Path:
     """A tiny PixArt-alpha base model folder: ``transformer/`` (learned sigma), ``vae/``, ``scheduler/``."""

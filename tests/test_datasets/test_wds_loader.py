@@ -28,7 +28,8 @@ def test_batch_structure_length_and_mmengine_attributes(tmp_path):
     assert len(batches) == 3
     for batch in batches:
         assert set(batch) == {"inputs", "data_samples"}
-        assert set(batch["inputs"]) == {"pixel_values", "text"}
+        assert set(batch["inputs"]) == {"pixel_values", "text", "original_size", "crop_top_left"}
+        assert all(batch["inputs"][k].shape == (4, 2) for k in ("original_size", "crop_top_left"))
         assert set(batch["data_samples"]) == {"keys", STREAM_POSITION_KEY}
         pixels = batch["inputs"]["pixel_values"]
         assert pixels.shape == (4, 3, LOADER_RES, LOADER_RES) and pixels.dtype == torch.uint8
@@ -85,7 +86,7 @@ def test_resume_from_continues_the_epoch_exactly_without_decoding(tmp_path, monk
     loader.dataset.set_epoch(1)
     full = list(loader)
     slots = max(1, num_workers)
-    transform = ImageTransform.__call__
+    transform = ImageTransform.crop_and_flip
     assert len(full) == 7
     for trained in range(1, 7):
         positions = [0] * slots
@@ -93,7 +94,7 @@ def test_resume_from_continues_the_epoch_exactly_without_decoding(tmp_path, monk
             positions[index % slots] = batch["data_samples"]["stream_position"]
         resumed = load(f"{tmp_path}/s*.tar", **kwargs)
         transformed = []
-        monkeypatch.setattr(ImageTransform, "__call__", lambda self, image, rng=None, seen=transformed:
+        monkeypatch.setattr(ImageTransform, "crop_and_flip", lambda self, image, rng=None, seen=transformed:
                             seen.append(1) or transform(self, image, rng))
         resumed.dataset.set_epoch(1)
         resumed.dataset.resume_from(1, trained, positions)

@@ -39,8 +39,9 @@ def test_encode_prompt_is_the_training_text_path(request, tiny_sd, language_mode
         expected = model.encode_text(PROMPTS)
         # a reloaded tokenizer may pad on the left: the pipeline pads right, as training does
         model.language.tokenizer.padding_side = "left"
-        context, mask = LaViBridgePipeline.from_model(model).encode_prompt(PROMPTS)
-        assert torch.equal(context, expected[0]) and torch.equal(mask, expected[1])
+        text = LaViBridgePipeline.from_model(model).encode_prompt(PROMPTS)
+        assert torch.equal(text.context, expected.context) and torch.equal(text.mask, expected.mask)
+        assert text.pooled is expected.pooled is None
 
 
 def test_merged_lora_matches_unmerged(tiny_bridge, bridge_dir, tiny_sd):

@@ -11,7 +11,7 @@ from torch import nn
 
 from diffengine.models import LaViBridge, LaViBridgePipeline
 from diffengine.models.lora import inject_lora
-from diffengine.models.vision import VISION_FAMILIES, find_vision_family, vision_family_of
+from diffengine.models.vision import VISION_FAMILIES, TextConditioning, find_vision_family, vision_family_of
 from diffengine.tools.demo_assets import make_tiny_sd
 from tests.helpers import train_briefly
 
@@ -44,15 +44,17 @@ def test_pixart_trains_and_infers(pixart_bridge):
 @torch.no_grad()
 def test_pixart_gets_the_text_mask_and_predicts_epsilon_half(pixart_bridge):
     model = pixart_bridge.eval()
-    context, mask = model.encode_text(["a red circle", "a blue square"])
-    assert (mask == 0).any()
+    text = model.encode_text(["a red circle", "a blue square"])
+    context, mask = text.context, text.mask
+    assert (mask == 0).any() and text.pooled is None
     latents, timesteps = torch.randn(2, 4, 16, 16), torch.tensor([10, 500])
-    prediction = model.vision_family.predict(model.transformer, latents, timesteps, context, mask)
+    prediction = model.vision_family.predict(model.transformer, latents, timesteps, text)
     # learned sigma: the transformer outputs epsilon and variance; the loss and sampler use epsilon
     assert model.transformer.config.out_channels == 8 and prediction.shape == latents.shape
     noisy_padding = torch.where(mask[..., None] == 1, context, torch.randn_like(context))
     torch.testing.assert_close(
-        model.vision_family.predict(model.transformer, latents, timesteps, noisy_padding, mask),
+        model.vision_family.predict(model.transformer, latents, timesteps,
+                                    TextConditioning(noisy_padding, mask)),
         prediction)
 
 
@@ -93,11 +95,11 @@ def test_families_are_found_by_subfolder_and_unknown_ones_are_clear_errors(tiny_
     assert find_vision_family(tiny_sd) is VISION_FAMILIES["sd_unet"]
     assert find_vision_family(tiny_pixart) is VISION_FAMILIES["pixart"]
     # PixArt-alpha's hub checkpoints name the generic class
-    assert vision_family_of("Transformer2DModel") is VISION_FAMILIES["pixart"]
+    assert vision_family_of("Transformer2DModel", {}) is VISION_FAMILIES["pixart"]
     with pytest.raises(ValueError, match="holds no denoiser config in any of unet/, transformer/"):
         find_vision_family(str(tmp_path))
     with pytest.raises(ValueError, match="'SD3Transformer2DModel' has no LaVi-Bridge family"):
-        vision_family_of("SD3Transformer2DModel")
+        vision_family_of("SD3Transformer2DModel", {})
 
 
 def test_pixart_xl_2_512_lora_targets_and_count():

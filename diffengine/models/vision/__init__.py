@@ -1,7 +1,18 @@
 """Vision side of a bridge: one entry per generative vision model family."""
-from .families import VISION_FAMILIES, PixArtFamily, UNetFamily, VisionFamily, find_vision_family, vision_family_of
+from .families import (
+    VISION_FAMILIES,
+    PixArtFamily,
+    SDXLFamily,
+    SizeConditioning,
+    TextConditioning,
+    UNetFamily,
+    VisionFamily,
+    find_vision_family,
+    vision_family_of,
+)
 from .latents import batch_latents, drop_vae_encoder
 from .samplers import INFERENCE_SCHEDULERS, inference_scheduler
 
-__all__ = ["INFERENCE_SCHEDULERS", "VISION_FAMILIES", "PixArtFamily", "UNetFamily", "VisionFamily",
+__all__ = ["INFERENCE_SCHEDULERS", "VISION_FAMILIES", "PixArtFamily", "SDXLFamily", "SizeConditioning",
+           "TextConditioning", "UNetFamily", "VisionFamily",
            "batch_latents", "drop_vae_encoder", "find_vision_family", "inference_scheduler", "vision_family_of"]

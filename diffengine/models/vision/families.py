@@ -3,8 +3,11 @@
 A family says which diffusers class loads the denoiser and from which subfolder of a base-model
 folder, where its LoRA goes, which config key gives the width the text adapter must output, how to
 call it for a noise (or velocity) prediction, and which diffusers pipeline's denoising loop
-generates with it. Nothing outside this module branches on the family.
+generates with it. Nothing outside this module branches on the family: a bridge hands every
+family the same ``TextConditioning`` (context, mask, pooled) and ``SizeConditioning`` (each
+sample's original size, crop and target size), and each family takes what it needs.
 """
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import diffusers
@@ -30,6 +33,37 @@ def diffusers_pipeline_class(name: str) -> type[DiffusionPipeline]:
 
 
 @dataclass(frozen=True)
+class TextConditioning:
+    """What a bridge makes of a batch of prompts for the denoiser."""
+
+    context: torch.Tensor  # (B, L, D): the adapter's output, the denoiser's text sequence
+    mask: torch.Tensor  # (B, L): 1 for real tokens, 0 for padding
+    pooled: torch.Tensor | None = None  # (B, P): one vector per prompt, for families that take one
+
+
+@dataclass(frozen=True)
+class SizeConditioning:
+    """Each sample's image geometry as (height, width) / (top, left) int rows, for micro-conditioning.
+
+    ``original_size`` is the image's size before resizing, ``crop_top_left`` the crop's offset in
+    the resized image, ``target_size`` the trained image size; all (B, 2).
+    """
+
+    original_size: torch.Tensor
+    crop_top_left: torch.Tensor
+    target_size: torch.Tensor
+
+    @classmethod
+    def of_batch(cls, inputs: dict, target_size: tuple[int, int]) -> "SizeConditioning | None":
+        """The sizes the loader recorded in a batch's ``inputs`` (None when it recorded none)."""
+        if "original_size" not in inputs or "crop_top_left" not in inputs:
+            return None
+        original = inputs["original_size"]
+        target = torch.tensor(target_size, device=original.device).expand_as(original)
+        return cls(original, inputs["crop_top_left"], target)
+
+
+@dataclass(frozen=True)
 class VisionFamily:
     """How a family of denoisers plugs into a bridge (subclasses say how to call and sample it)."""
 
@@ -39,6 +73,17 @@ class VisionFamily:
     lora_target_classes: tuple[str, ...]  # the paper's VIS_REPLACE_MODULES
     context_dim_key: str  # config key giving the width the adapter must output
     pipeline_class: str  # the diffusers pipeline whose denoising loop generates with it
+    # a UNet's config value that tells SD (none) from SDXL ("text_time"); None for transformers
+    addition_embed_type: str | None = None
+
+    def matches(self, class_name: str, config: Mapping) -> bool:
+        """Whether a denoiser of this class and config belongs to this family."""
+        return (class_name in self.class_names
+                and config.get("addition_embed_type") == self.addition_embed_type)
+
+    def pooled_dim(self, config: Mapping) -> int | None:
+        """Width of the pooled text embedding the denoiser takes (None: it takes none)."""
+        return None
 
     def load(self, vision_model: str, dtype: torch.dtype) -> nn.Module:
         """The denoiser of a base-model folder (or hub id), in ``dtype``."""
@@ -46,15 +91,14 @@ class VisionFamily:
             vision_model, subfolder=self.subfolder, torch_dtype=dtype)
 
     def predict(self, denoiser: nn.Module, latents: torch.Tensor, timesteps: torch.Tensor,
-                context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+                text: TextConditioning, sizes: SizeConditioning | None = None) -> torch.Tensor:
         """The denoiser's prediction (noise or velocity) for noisy ``latents``."""
         raise NotImplementedError
 
     def generate(self, denoiser: nn.Module, vae: AutoencoderKL, scheduler: SchedulerMixin,
-                 embeds: tuple[torch.Tensor, torch.Tensor],
-                 negative_embeds: tuple[torch.Tensor, torch.Tensor],
+                 embeds: TextConditioning, negative_embeds: TextConditioning,
                  progress_bar_config: dict, **kwargs) -> list | object:
-        """Images from (context, mask) embeddings with diffusers' own denoising loop."""
+        """Images from prompt and negative-prompt conditionings with diffusers' own denoising loop."""
         pipeline = self._pipeline(denoiser, vae, scheduler)
         pipeline.set_progress_bar_config(**progress_bar_config)
         return pipeline(**self._embedding_kwargs(embeds, negative_embeds), **kwargs).images
@@ -63,8 +107,7 @@ class VisionFamily:
                   scheduler: SchedulerMixin) -> DiffusionPipeline:
         raise NotImplementedError
 
-    def _embedding_kwargs(self, embeds: tuple[torch.Tensor, torch.Tensor],
-                          negative_embeds: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    def _embedding_kwargs(self, embeds: TextConditioning, negative_embeds: TextConditioning) -> dict:
         raise NotImplementedError
 
 
@@ -72,9 +115,9 @@ class VisionFamily:
 class UNetFamily(VisionFamily):
     """SD 1.x/2.x-style ``UNet2DConditionModel``: no text mask, output is the prediction."""
 
-    def predict(self, denoiser, latents, timesteps, context, context_mask):
+    def predict(self, denoiser, latents, timesteps, text, sizes=None):
         """``unet(latents, t, encoder_hidden_states=context).sample`` (SD UNets take no text mask)."""
-        return denoiser(latents, timesteps, encoder_hidden_states=context).sample
+        return denoiser(latents, timesteps, encoder_hidden_states=text.context).sample
 
     def _pipeline(self, denoiser, vae, scheduler):
         return diffusers_pipeline_class(self.pipeline_class)(
@@ -82,22 +125,64 @@ class UNetFamily(VisionFamily):
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
     def _embedding_kwargs(self, embeds, negative_embeds):
-        return {"prompt_embeds": embeds[0], "negative_prompt_embeds": negative_embeds[0]}
+        return {"prompt_embeds": embeds.context, "negative_prompt_embeds": negative_embeds.context}
+
+
+# SDXL's micro-conditions: original size, crop top-left and target size, two numbers each
+SDXL_TIME_IDS = 6
+
+
+@dataclass(frozen=True)
+class SDXLFamily(VisionFamily):
+    """SDXL base ``UNet2DConditionModel`` (``addition_embed_type="text_time"``): it also takes a
+    pooled text embedding and six size/crop time ids (``added_cond_kwargs``)."""
+
+    def pooled_dim(self, config):
+        """The pooled width: the added embedding's input less the time ids' sinusoidal embeddings."""
+        return (config["projection_class_embeddings_input_dim"]
+                - SDXL_TIME_IDS * config["addition_time_embed_dim"])
+
+    def predict(self, denoiser, latents, timesteps, text, sizes=None):
+        """The UNet's prediction with ``time_ids = original_size + crop_top_left + target_size``.
+
+        As in diffusers' SDXL training example and pipeline (``_get_add_time_ids``), per sample.
+        The ids stay float32: the UNet embeds them sinusoidally in float32 anyway, and bfloat16
+        would round odd sizes such as 1023.
+        """
+        if sizes is None:
+            raise ValueError("SDXL needs each image's original size and crop (the batch's original_size "
+                             "and crop_top_left), which image shards give and latent shards of "
+                             "prep-latents do not record: train SDXL from image shards")
+        time_ids = torch.cat([sizes.original_size, sizes.crop_top_left, sizes.target_size], dim=1)
+        return denoiser(latents, timesteps, encoder_hidden_states=text.context,
+                        added_cond_kwargs={"text_embeds": text.pooled,
+                                           "time_ids": time_ids.float()}).sample
+
+    def _pipeline(self, denoiser, vae, scheduler):
+        return diffusers_pipeline_class(self.pipeline_class)(
+            vae=vae, text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None,
+            unet=denoiser, scheduler=scheduler, add_watermarker=False)
+
+    def _embedding_kwargs(self, embeds, negative_embeds):
+        # the pipeline's time ids: original and target size = (height, width), crop (0, 0)
+        return {"prompt_embeds": embeds.context, "pooled_prompt_embeds": embeds.pooled,
+                "negative_prompt_embeds": negative_embeds.context,
+                "negative_pooled_prompt_embeds": negative_embeds.pooled}
 
 
 @dataclass(frozen=True)
 class PixArtFamily(VisionFamily):
     """PixArt-alpha transformers: the text mask goes in, and the output may carry learned sigma."""
 
-    def predict(self, denoiser, latents, timesteps, context, context_mask):
+    def predict(self, denoiser, latents, timesteps, text, sizes=None):
         """The transformer's prediction; of a learned-sigma output only the first (epsilon) half."""
         if denoiser.use_additional_conditions:
             raise NotImplementedError(
                 "PixArt transformers conditioned on resolution and aspect ratio (sample_size 128, "
                 "the 1024-MS models) are not supported yet; the 512 px model is")
         # the 512 px model has no micro-conditions, but its forward still expects the dict
-        output = denoiser(latents, encoder_hidden_states=context, timestep=timesteps,
-                          encoder_attention_mask=context_mask,
+        output = denoiser(latents, encoder_hidden_states=text.context, timestep=timesteps,
+                          encoder_attention_mask=text.mask,
                           added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
         return _without_learned_sigma(denoiser, output)
 
@@ -109,9 +194,9 @@ class PixArtFamily(VisionFamily):
         # the pipeline drops the learned-sigma half itself; negative_prompt=None because it refuses
         # a negative prompt next to negative embeddings. Binning would resize to its own sizes
         # (and rejects tiny models); height/width are used as given, as on the UNet path
-        return {"prompt_embeds": embeds[0], "prompt_attention_mask": embeds[1],
-                "negative_prompt_embeds": negative_embeds[0],
-                "negative_prompt_attention_mask": negative_embeds[1], "negative_prompt": None,
+        return {"prompt_embeds": embeds.context, "prompt_attention_mask": embeds.mask,
+                "negative_prompt_embeds": negative_embeds.context,
+                "negative_prompt_attention_mask": negative_embeds.mask, "negative_prompt": None,
                 "use_resolution_binning": False}
 
 
@@ -130,6 +215,15 @@ VISION_FAMILIES: dict[str, VisionFamily] = {
         lora_target_classes=("ResnetBlock2D", "CrossAttention", "Attention", "GEGLU"),
         context_dim_key="cross_attention_dim",
         pipeline_class="StableDiffusionPipeline"),
+    "sdxl": SDXLFamily(
+        class_names=("UNet2DConditionModel",),
+        model_class="UNet2DConditionModel",
+        subfolder="unet",
+        # the paper's SD set: SDXL's blocks are the same ResnetBlock2D / Attention / GEGLU classes
+        lora_target_classes=("ResnetBlock2D", "CrossAttention", "Attention", "GEGLU"),
+        context_dim_key="cross_attention_dim",
+        pipeline_class="StableDiffusionXLPipeline",
+        addition_embed_type="text_time"),
     "pixart": PixArtFamily(
         # PixArt-alpha's hub checkpoints name the generic Transformer2DModel, which diffusers
         # loads as PixArtTransformer2DModel for their norm_type "ada_norm_single"
@@ -145,18 +239,23 @@ VISION_FAMILIES: dict[str, VisionFamily] = {
 }
 
 
-def vision_family_of(class_name: str) -> VisionFamily:
-    """Return the family of a diffusers denoiser class name or raise a clear error."""
+def vision_family_of(class_name: str, config: Mapping) -> VisionFamily:
+    """Return the family of a diffusers denoiser (its class name and config) or raise a clear error."""
     for family in VISION_FAMILIES.values():
-        if class_name in family.class_names:
+        if family.matches(class_name, config):
             return family
-    known = sorted(n for f in VISION_FAMILIES.values() for n in f.class_names)
+    supported = {f.addition_embed_type for f in VISION_FAMILIES.values() if class_name in f.class_names}
+    if supported:
+        raise ValueError(f"{class_name} with addition_embed_type={config.get('addition_embed_type')!r} "
+                         "has no LaVi-Bridge family (supported: "
+                         f"{', '.join(sorted(map(repr, supported)))}); add one to VISION_FAMILIES.")
+    known = sorted({n for f in VISION_FAMILIES.values() for n in f.class_names})
     raise ValueError(f"Vision model class '{class_name}' has no LaVi-Bridge family "
                      f"(known: {', '.join(known)}); add one to VISION_FAMILIES.")
 
 
 def find_vision_family(vision_model: str) -> VisionFamily:
-    """The family of the denoiser in a diffusers base-model folder (or hub id), by its subfolder."""
+    """The family of the denoiser in a diffusers base-model folder (or hub id), by its subfolder and config."""
     subfolders = dict.fromkeys(f.subfolder for f in VISION_FAMILIES.values())
     errors = []
     for subfolder in subfolders:
@@ -165,7 +264,7 @@ def find_vision_family(vision_model: str) -> VisionFamily:
         except OSError as err:
             errors.append(f"{subfolder}/: {err}")
             continue
-        return vision_family_of(config["_class_name"])
+        return vision_family_of(config["_class_name"], config)
     raise ValueError(f"{vision_model} holds no denoiser config in any of "
                      f"{', '.join(f'{s}/' for s in subfolders)}: not a diffusers base-model folder "
                      f"of a supported family? ({'; '.join(errors)})")

@@ -43,7 +43,7 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
     from diffengine.models.editors.lavi_bridge.text_adapter import LaViBridgeTextAdapter
     from diffengine.models.language import language_family_of, lm_hidden_states
     from diffengine.models.lora import inject_lora
-    from diffengine.models.vision import VISION_FAMILIES
+    from diffengine.models.vision import SizeConditioning, TextConditioning, vision_family_of
 
     text_config = architecture["text"]
     family = language_family_of(text_config.model_type)
@@ -53,11 +53,13 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
         unet = UNet2DConditionModel.from_config(architecture["unet"])
         vae = AutoencoderKL.from_config(architecture["vae"])
         hidden = getattr(text_config, "hidden_size", None) or text_config.d_model
+        # SD or SDXL, from the UNet's config as a bridge finds it
+        vision = vision_family_of(type(unet).__name__, unet.config)
         context_dim = unet.config.cross_attention_dim
-        adapter = LaViBridgeTextAdapter(**adapter_dims(hidden, context_dim, model_kwargs))
+        pooled_dim = vision.pooled_dim(unet.config)
+        adapter = LaViBridgeTextAdapter(**{"pooled_dim": pooled_dim, **adapter_dims(hidden, context_dim, model_kwargs)})
     for model in (language, unet, vae):
         model.requires_grad_(False)
-    vision = VISION_FAMILIES["sd_unet"]
     for model, classes, side in ((language, family.lora_target_classes, "text_lora"),
                                  (unet, vision.lora_target_classes, "vision_lora")):
         lora = lora_settings(model_kwargs, side)
@@ -74,14 +76,28 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
     side = latent_side(resolution, vae.config)
     latents = torch.empty(batch_size, unet.config.in_channels, side, side, **meta)
     timesteps = torch.zeros(batch_size, dtype=torch.long, **meta)
+    # SDXL's time ids: an image of the trained size, uncropped (the other families ignore them)
+    size_ids = torch.zeros(batch_size, 2, dtype=torch.long, **meta)
+    sizes = SizeConditioning(size_ids, size_ids, size_ids)
     lm_args = (model_kwargs.get("hidden_layer", -1), model_kwargs.get("text_attention_mask", False))
 
     def lm() -> torch.Tensor:
         return lm_hidden_states(language, ids, mask, *lm_args)
 
-    def denoise(context: torch.Tensor) -> torch.Tensor:
-        prediction = vision.predict(unet, latents, timesteps, context, mask)
+    def adapt(hidden_states: torch.Tensor) -> TextConditioning:
+        return adapter.conditioning(hidden_states, mask, hidden_states.dtype)
+
+    def denoise(text: TextConditioning) -> torch.Tensor:
+        prediction = vision.predict(unet, latents, timesteps, text, sizes)
         return F.mse_loss(prediction.float(), latents.float())
+
+    def adapter_loss() -> torch.Tensor:
+        text = adapt(upstream((batch_size, length, hidden)))
+        return text.context.sum() + (0 if text.pooled is None else text.pooled.sum())
+
+    def denoiser_loss() -> torch.Tensor:
+        pooled = None if pooled_dim is None else upstream((batch_size, pooled_dim))
+        return denoise(TextConditioning(upstream((batch_size, length, context_dim)), mask, pooled))
 
     def encode() -> None:
         with torch.no_grad():
@@ -89,7 +105,7 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
 
     def step() -> None:
         encode()
-        denoise(adapter(lm())).backward()
+        denoise(adapt(lm())).backward()
 
     def counted(function: Callable[[], Any]) -> float:
         with FlopCounterMode(display=False) as counter:
@@ -102,8 +118,8 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
     parts = {
         "vae_encoder_forward": counted(encode),
         "lm_forward_backward": counted(lambda: lm().sum().backward()),
-        "adapter_forward_backward": counted(lambda: adapter(upstream((batch_size, length, hidden))).sum().backward()),
-        "denoiser_forward_backward": counted(lambda: denoise(upstream((batch_size, length, context_dim))).backward()),
+        "adapter_forward_backward": counted(lambda: adapter_loss().backward()),
+        "denoiser_forward_backward": counted(lambda: denoiser_loss().backward()),
     }
     return {**parts, "step_total": sum(parts.values()), "step_counted": counted(step),
             "step_total_from_latents": sum(parts.values()) - parts["vae_encoder_forward"]}

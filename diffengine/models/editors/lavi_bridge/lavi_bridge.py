@@ -22,7 +22,7 @@ from ...language import FrozenLanguageModel, drop_captions
 from ...lora import inject_lora, load_lora_weights, save_lora
 from ...losses import diffusion_loss, noised_latents, training_scheduler
 from ...model_paths import looks_local, pretrained_location, vision_model_location
-from ...vision import batch_latents, drop_vae_encoder, find_vision_family
+from ...vision import SizeConditioning, TextConditioning, batch_latents, drop_vae_encoder, find_vision_family
 from ...weights_file import load_checked_safetensors
 from .pipeline import LaViBridgePipeline
 from .text_adapter import LaViBridgeTextAdapter
@@ -62,8 +62,10 @@ class LaViBridge(BaseModel):
             denoiser (``unet/`` or ``transformer/``, see ``VISION_FAMILIES``), ``vae/`` and
             ``scheduler/`` (SD1.5 by default in the configs). The denoiser is the attribute named
             like its subfolder (``model.unet``, ``model.transformer``), also ``model.denoiser``.
-        adapter: ``dict(in_dim, int_dim, out_dim)``; missing dims default to the LM hidden size,
-            ``(in + out) // 2`` (the rule behind the paper's 896/2432/2560) and the vision context width.
+        adapter: ``dict(in_dim, int_dim, out_dim[, pooled_dim])``; missing dims default to the LM
+            hidden size, ``(in + out) // 2`` (the rule behind the paper's 896/2432/2560), the vision
+            context width and the pooled text width the denoiser takes (SDXL: 1280; none for SD1.5
+            and PixArt, which have no pooled head).
         max_length: tokenizer max length (77 for SD1.x, 120 for PixArt).
         hidden_layer: which LM hidden layer to bridge (-1: the final normed one).
         text_attention_mask: pass the padding mask to the LM (the paper's UNet runs do not, its
@@ -140,7 +142,8 @@ class LaViBridge(BaseModel):
                 convolutional.to(memory_format=torch.channels_last)
 
         context_dim = self.denoiser.config[self.vision_family.context_dim_key]
-        adapter = self._adapter_dims(adapter or {}, context_dim)
+        adapter = self._adapter_dims(adapter or {}, context_dim,
+                                     self.vision_family.pooled_dim(self.denoiser.config))
         self.adapter = LaViBridgeTextAdapter(**adapter)
 
         self.text_lora_config = _inject_lora_unless_rank_0(
@@ -176,7 +179,7 @@ class LaViBridge(BaseModel):
         self.register_state_dict_post_hook(_drop_frozen_from_state_dict)
         self.register_load_state_dict_post_hook(_ignore_missing_frozen_keys)
 
-    def _adapter_dims(self, adapter: dict, context_dim: int | None) -> dict:
+    def _adapter_dims(self, adapter: dict, context_dim: int | None, pooled_dim: int | None) -> dict:
         if context_dim is None:
             raise ValueError(f"{self.vision_model_path}'s denoiser has no "
                              f"{self.vision_family.context_dim_key}: it is not text-conditioned")
@@ -191,6 +194,11 @@ class LaViBridge(BaseModel):
             raise ValueError(f"adapter out_dim={dims['out_dim']} does not match the vision model's "
                              f"{self.vision_family.context_dim_key}={context_dim} "
                              f"({self.vision_model_path})")
+        if dims.setdefault("pooled_dim", pooled_dim) != pooled_dim:
+            raise ValueError(f"adapter pooled_dim={dims['pooled_dim']} does not match the pooled text "
+                             f"width {pooled_dim} the vision model takes ({self.vision_model_path})")
+        if pooled_dim is None:  # no pooled head: the adapter (and its manifest entry) of the paper
+            del dims["pooled_dim"]
         return dims
 
     @property
@@ -211,27 +219,31 @@ class LaViBridge(BaseModel):
             "adapter": list(self.adapter.parameters()),
         }
 
-    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts -> LM hidden states -> adapter: the vision model's context and its padding mask."""
+    def encode_text(self, texts: list[str]) -> TextConditioning:
+        """Prompts -> LM hidden states -> adapter: the vision model's context, padding mask and
+        (with a pooled head) pooled embedding."""
         input_ids, attention_mask = self.language.tokenize(texts, self.device)
         hidden = self.language(input_ids, attention_mask)
-        context = self.adapter(hidden.to(self.adapter.dtype))
-        return context.to(self.weight_dtype), attention_mask
+        return self.adapter.conditioning(hidden, attention_mask, self.weight_dtype)
 
     def forward(self, inputs: dict, data_samples: dict | None = None, mode: str = "loss") -> dict:
         """Training loss for a batch ``{"pixel_values": (B,3,H,W) in [-1,1], "text": [str]}``.
 
         A batch of latent shards holds ``latent_parameters`` (the VAE's ``latent_dist.parameters``,
         (B,2C,h,w)) instead of pixels: the latents are sampled from them as from an encoded image.
+        The loader's ``original_size`` and ``crop_top_left`` ((B,2) ints), where present, go to
+        the denoiser's family with the trained size (latent size x VAE scale) as its target size.
         """
         if mode != "loss":
             raise NotImplementedError(f"LaViBridge.forward supports mode='loss' only, got '{mode}'; "
                                       "use infer() to generate images")
         latents = batch_latents(self.vae, inputs)
         noisy_latents, timesteps, target = noised_latents(latents, self.noise_scheduler)
-        context, context_mask = self.encode_text(drop_captions(inputs["text"], self.caption_dropout))
+        text = self.encode_text(drop_captions(inputs["text"], self.caption_dropout))
+        vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        sizes = SizeConditioning.of_batch(inputs, tuple(vae_scale * n for n in latents.shape[-2:]))
         model_pred = self.vision_family.predict(self.denoiser, noisy_latents.to(self.weight_dtype),
-                                                timesteps, context, context_mask)
+                                                timesteps, text, sizes)
         return {"loss": diffusion_loss(model_pred, target, timesteps, self.noise_scheduler,
                                        self.snr_gamma)}
 

@@ -1,7 +1,7 @@
 """``LaViBridgePipeline``: text-to-image with a LaVi-Bridge as a diffusers ``DiffusionPipeline``.
 
 Saved layout (``save_pretrained`` / ``diffengine export``): the standard diffusers folders
-``tokenizer/``, ``text_encoder/``, ``adapter/``, the denoiser's ``unet/`` (SD) or
+``tokenizer/``, ``text_encoder/``, ``adapter/``, the denoiser's ``unet/`` (SD, SDXL) or
 ``transformer/`` (PixArt), ``vae/``, ``scheduler/`` and ``model_index.json``. ``text_encoder/``
 and the denoiser always hold plain transformers/diffusers models. A component that still carries
 its LoRA is saved as its *base* weights plus the LoRA beside it in ``text_encoder_lora/`` /
@@ -38,7 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...language import lm_hidden_states, tokenize_prompts
 from ...lora import base_layers_only, load_lora, lora_layers, merge_lora_layers, save_lora
-from ...vision import VisionFamily, inference_scheduler, vision_family_of
+from ...vision import TextConditioning, VisionFamily, inference_scheduler, vision_family_of
 from .text_adapter import LaViBridgeTextAdapter
 
 if TYPE_CHECKING:  # the model imports this module to generate; no import cycle at run time
@@ -83,7 +83,7 @@ class LaViBridgePipeline(DiffusionPipeline):
     @property
     def vision_family(self) -> VisionFamily:
         """The denoiser's family: how to call it and which diffusers loop samples with it."""
-        return vision_family_of(type(self.denoiser).__name__)
+        return vision_family_of(type(self.denoiser).__name__, self.denoiser.config)
 
     @classmethod
     def from_model(cls, model: "LaViBridge", scheduler: str = "unipc") -> "LaViBridgePipeline":
@@ -136,14 +136,15 @@ class LaViBridgePipeline(DiffusionPipeline):
         for _, component in self._lora_components():
             merge_lora_layers(component)
 
-    def encode_prompt(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts -> LM hidden states -> adapter: the denoiser's context (in its dtype) and mask."""
+    def encode_prompt(self, prompts: list[str]) -> TextConditioning:
+        """Prompts -> LM hidden states -> adapter: the denoiser's context, mask and (with a pooled
+        head) pooled embedding, in the denoiser's dtype."""
         device = self._execution_device
         tokens = tokenize_prompts(self.tokenizer, prompts, self.config.max_length)
         mask = tokens.attention_mask.to(device)
         hidden = lm_hidden_states(self.text_encoder, tokens.input_ids.to(device), mask,
                                   self.config.hidden_layer, self.config.use_attention_mask)
-        return self.adapter(hidden.to(self.adapter.dtype)).to(self.denoiser.dtype), mask
+        return self.adapter.conditioning(hidden, mask, self.denoiser.dtype)
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] = "",

@@ -51,7 +51,7 @@ class StableDiffusion(BaseModel):
         family = find_vision_family(vision_model)
         if not isinstance(family, UNetFamily):
             raise ValueError(f"{vision_model}: StableDiffusion trains SD-style UNets "
-                             f"(unet/), not {family.model_class}")
+                             f"(unet/), not {type(family).__name__}'s {family.model_class}")
         # loaded frozen like a bridge's LM; trained fully when train_text_encoder
         # read before any weights load: a bad prediction_type fails in a second, not after minutes
         self.noise_scheduler = training_scheduler(vision_model, prediction_type)
