@@ -59,7 +59,10 @@ class SizeConditioning:
         if "original_size" not in inputs or "crop_top_left" not in inputs:
             return None
         original = inputs["original_size"]
-        target = torch.tensor(target_size, device=original.device).expand_as(original)
+        # filled on the device: a tensor built from Python numbers would be a copy to the GPU
+        # that waits for it every step
+        target = torch.empty_like(original)
+        target[:, 0], target[:, 1] = target_size
         return cls(original, inputs["crop_top_left"], target)
 
 
