@@ -12,14 +12,15 @@ from PIL import ExifTags, Image
 from torch import nn
 
 from diffengine.datasets import ImageTransform
-from diffengine.entry_point import main
+from diffengine.entry_point import build_parser, main
 from diffengine.models import LaViBridge, LaViBridgePipeline
 from diffengine.models.editors.lavi_bridge.text_adapter import LaViBridgeTextAdapter
 from diffengine.models.lora import inject_lora, lora_target_names
 from diffengine.models.vision import VISION_FAMILIES, find_vision_family, vision_family_of
 from diffengine.tools.bench.flops import count_training_flops
 from diffengine.tools.bench.models import full_size_configs
-from tests.helpers import fixed_batch, image_bytes, load, sample, train_briefly, write_tar
+from diffengine.tools.train import run
+from tests.helpers import demo_cfg_options, fixed_batch, image_bytes, load, sample, train_briefly, write_tar
 from tests.test_models.test_lora_full_size import SD_UNET_LORA, lora_parameter_count
 from tests.test_tools.test_export import export
 
@@ -187,3 +188,20 @@ def test_training_flops_per_1024_px_sample():
         "vae_encoder_forward": 4879, "lm_forward_backward": 97, "adapter_forward_backward": 21,
         "denoiser_forward_backward": 14961, "step_total": 19958, "step_counted": 19958,
         "step_total_from_latents": 15079}
+
+
+@pytest.mark.slow
+def test_an_sdxl_bridge_trains_end_to_end_with_wds_train(tiny_t5, tiny_sdxl, demo_shards, tmp_path):
+    """The real command on image shards: loader sizes -> time ids, hooks sampling with SDXL's
+    pipeline, checkpoints and a bridge folder that reloads with its pooled head."""
+    options = [*demo_cfg_options(tiny_t5, tiny_sdxl, demo_shards, max_iters=4, checkpoint_interval=2),
+               "model.adapter=None"]
+    runner = run(build_parser().parse_args(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path),
+                                            "--cfg-options", *options]), wds=True)
+    assert runner.iter == 4 and runner.model.vision_family is VISION_FAMILIES["sdxl"]
+    losses = runner.message_hub.get_scalar("train/loss").data[0]
+    assert len(losses) == 4 and np.isfinite(losses).all()
+    assert (tmp_path / "samples" / "iter_4.png").is_file()
+    bridge = LaViBridge.from_bridge(tmp_path / "bridge" / "iter_4")
+    assert bridge.adapter.config.pooled_dim == 16
+    torch.testing.assert_close(bridge.adapter.pooled_proj.weight, runner.model.adapter.pooled_proj.weight)
