@@ -14,7 +14,9 @@ import torch
 
 LATENT_EXT = "latent.npy"
 FLIPPED_LATENT_EXT = "latent_flip.npy"
-# the metadata entry that records resolution, crop, VAE folder and factors, flipped view, dtype
+# the metadata entry that records resolution, crop, VAE folder and factors, flipped view, dtype,
+# and under "sizes" the image's original size and the crop's (top, left) in the stored view (and
+# in the flipped one): SDXL's time ids
 LATENTS_RECORD = "latents"
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,6 +27,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+class CropOffset(NamedTuple):
+    """Where a square crop sits in the resized image: its top margin, and its left and right margins.
+
+    SDXL's crop time ids are ``(top, left)``; the image mirrored left to right has the crop at
+    ``(top, right)``, which is what a stored flipped view (``prep-latents --flip``) records.
+    """
+
+    top: int
+    left: int
+    right: int
+
+
 class ImageTransform:
     """Resize the shorter side, crop to a square, optionally flip; uint8 CHW output."""
 
@@ -41,9 +54,9 @@ class ImageTransform:
         return self.crop_and_flip(image, rng)[0]
 
     def crop_and_flip(self, image: Image.Image,
-                      rng: random.Random | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Return the uint8 (3, resolution, resolution) tensor and the crop's (top, left) offset in
-        the resized image, as SDXL's crop time ids want it.
+                      rng: random.Random | None = None) -> tuple[torch.Tensor, CropOffset]:
+        """Return the uint8 (3, resolution, resolution) tensor and the crop's offset in the resized
+        image (its ``(top, left)`` is what SDXL's crop time ids want).
 
         Pixels stay uint8 until the model's data preprocessor normalises them on the device: a
         float32 batch is 4x the bytes to stack, pass between processes and copy to the GPU.
@@ -73,11 +86,12 @@ class ImageTransform:
             x_scale, y_scale = width / new_width, height / new_height
             window = (left * x_scale, top * y_scale, (left + size) * x_scale, (top + size) * y_scale)
             image = image.resize((size, size), Image.Resampling.BILINEAR, box=window)
+        crop = CropOffset(top, left, slack_x - left)
         if self.random_flip and rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            left = slack_x - left
+            crop = CropOffset(top, crop.right, crop.left)
         pixels = torch.from_numpy(np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)))
-        return pixels, (top, left)
+        return pixels, crop
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(resolution={self.resolution}, "

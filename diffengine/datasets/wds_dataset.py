@@ -284,13 +284,14 @@ class WebImageTextDataset(IterableDataset):
                 decoded_size = _upright_size(image)  # before draft shrinks it
                 image.draft(None, (size, size))  # JPEG: decode at a reduced scale still >= size
                 ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when upright
-                pixel_values, crop_top_left = self.spec.transform.crop_and_flip(image, rng)
+                pixel_values, crop = self.spec.transform.crop_and_flip(image, rng)
         except Exception as exn:  # noqa: BLE001 - PIL signals bad data with many exception types
             return self._skip("decode_error", f"{item['where']}: {exn!r}")
-        # SDXL's size and crop micro-conditions, recorded for every family (two int pairs)
+        # SDXL's size and crop micro-conditions, recorded for every family (two int pairs); the
+        # whole crop offset is for prep-latents, which also records the mirrored view's
         return {"pixel_values": pixel_values, "text": item["text"], "__key__": item["__key__"],
                 "original_size": _original_size(item["meta"], decoded_size),
-                "crop_top_left": crop_top_left}
+                "crop_top_left": (crop.top, crop.left), "crop": crop}
 
     def _decode_latent(self, item: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
         """The stored latent parameters, or their flipped view when the flip draw says so."""
@@ -300,7 +301,14 @@ class WebImageTextDataset(IterableDataset):
             parameters = read_latent(item["latent_flip"] if flip else item["latent"])
         except (ValueError, EOFError, OSError) as exn:  # not a whole .npy of a float (2C, h, w) array
             return self._skip("decode_error", f"{item['where']}: {exn!r}")
-        return {"latent_parameters": parameters, "text": item["text"], "__key__": item["__key__"]}
+        sample = {"latent_parameters": parameters, "text": item["text"], "__key__": item["__key__"]}
+        record = item["meta"].get(LATENTS_RECORD)
+        # the sizes of the encoded view (prep-latents from 2026-12 on), for SDXL's time ids
+        sizes = record.get("sizes") if isinstance(record, dict) else None
+        if isinstance(sizes, dict):
+            sample["original_size"] = tuple(sizes["original_size"])
+            sample["crop_top_left"] = tuple(sizes["flipped_crop_top_left" if flip else "crop_top_left"])
+        return sample
 
     def _skip(self, kind: str, detail: str) -> None:
         self.counter.add(kind, detail)

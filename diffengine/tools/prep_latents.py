@@ -161,7 +161,8 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
                 parameters = _latent_parameters(vae, torch.stack([s["pixel_values"] for s in batch]), args.flip)
                 parameters = parameters.to(getattr(torch, args.latent_dtype)).cpu()
                 for index, sample in enumerate(batch):
-                    meta = {**sample["meta"], LATENTS_RECORD: {**record, "source": url}}
+                    meta = {**sample["meta"], LATENTS_RECORD: {**record, "source": url,
+                                                               "sizes": _sizes(sample, args.flip)}}
                     entry = {"__key__": sample["__key__"], "txt": sample["text"],
                              LATENT_EXT: latent_bytes(parameters[index]),
                              "json": json.dumps(meta, default=str).encode("utf-8")}
@@ -175,6 +176,16 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
         raise
     os.replace(staging, path)
     return count
+
+
+def _sizes(sample: dict[str, Any], flip: bool) -> dict[str, list[int]]:
+    """The image's original size and the crop's (top, left) in the stored view (and in the flipped
+    one, where the crop's right margin becomes its left): SDXL's time ids, as from image shards."""
+    crop = sample["crop"]
+    sizes = {"original_size": list(sample["original_size"]), "crop_top_left": [crop.top, crop.left]}
+    if flip:
+        sizes["flipped_crop_top_left"] = [crop.top, crop.right]
+    return sizes
 
 
 def _latent_parameters(vae: AutoencoderKL, pixels: torch.Tensor, flip: bool) -> torch.Tensor:

@@ -73,8 +73,8 @@ def test_time_ids_are_the_batchs_original_size_crop_and_target_size(sdxl_bridge)
     expected = torch.cat([batch["original_size"], batch["crop_top_left"], torch.tensor([[32, 32]] * 2)], 1)
     assert torch.equal(added["time_ids"], expected.float())
     assert added["text_embeds"].shape == (2, 16)
-    with pytest.raises(ValueError, match="train SDXL from image shards"):
-        sdxl_bridge({k: batch[k] for k in ("pixel_values", "text")})  # what a latent shard gives
+    with pytest.raises(ValueError, match="run prep-latents again, or train from image shards"):
+        sdxl_bridge({k: batch[k] for k in ("pixel_values", "text")})  # a batch without sizes
 
 
 def test_infer_export_and_from_bridge_keep_the_pooled_head(sdxl_bridge, tmp_path):
@@ -100,11 +100,14 @@ def test_infer_export_and_from_bridge_keep_the_pooled_head(sdxl_bridge, tmp_path
     np.testing.assert_array_equal(np.asarray(Image.open(png)), (images[0] * 255).round().astype(np.uint8))
 
 
-def test_sdxl_refuses_latent_shards_in_one_line(sdxl_bridge, latent_shards):
-    batch = next(iter(load(latent_shards, batch_size=2, resolution=32)))
-    assert "latent_parameters" in batch["inputs"] and "original_size" not in batch["inputs"]
+def test_sdxl_trains_from_latent_shards_and_refuses_ones_without_sizes(sdxl_bridge, latent_shards):
+    batch = sdxl_bridge.data_preprocessor(next(iter(load(latent_shards, batch_size=2, resolution=32))))["inputs"]
+    assert "latent_parameters" in batch and batch["original_size"].shape == (2, 2)
+    assert torch.isfinite(sdxl_bridge(batch)["loss"])
+    # latent shards of an earlier prep-latents recorded no sizes
+    old = {k: v for k, v in batch.items() if k not in ("original_size", "crop_top_left")}
     with pytest.raises(ValueError, match="^SDXL needs each image's original size and crop") as error:
-        sdxl_bridge(sdxl_bridge.data_preprocessor(batch)["inputs"])
+        sdxl_bridge(old)
     assert "\n" not in str(error.value)
 
 
@@ -146,8 +149,8 @@ def test_crop_offsets_describe_the_pixels_as_trained_flip_included(center_crop):
         if not center_crop:
             draws.randint(0, 0)  # top: no vertical slack
         flipped = draws.random() < 0.5
-        pixels, (top, crop_left) = transform.crop_and_flip(image, random.Random(seed))
-        assert (top, crop_left) == (0, 47 - left if flipped else left)
+        pixels, (top, crop_left, crop_right) = transform.crop_and_flip(image, random.Random(seed))
+        assert (top, crop_left, crop_right) == ((0, 47 - left, left) if flipped else (0, left, 47 - left))
         seen = columns[:, ::-1] if flipped else columns
         assert np.array_equal(pixels[0].numpy(), seen[:, crop_left:crop_left + 16])
         flips.add(flipped)

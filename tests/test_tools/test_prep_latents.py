@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from diffengine.datasets.latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD
 from diffengine.entry_point import main
-from tests.helpers import keys_of, load
+from tests.helpers import image_bytes, keys_of, load, sample, write_tar
 
 
 def members(path) -> dict[str, bytes]:
@@ -43,7 +44,12 @@ def test_latent_shards_hold_parameters_caption_and_metadata(latent_shards, demo_
     pixels = next(iter(load(demo_shards, batch_size=4, resolution=32)))
     assert latents["data_samples"]["keys"] == pixels["data_samples"]["keys"]
     assert latents["inputs"]["text"] == pixels["inputs"]["text"]
-    assert set(latents["inputs"]) == {"latent_parameters", "text"}
+    # with SDXL's sizes of each sample's image, as an image batch carries them
+    assert set(latents["inputs"]) == {"latent_parameters", "text", "original_size", "crop_top_left"}
+    for size_key in ("original_size", "crop_top_left"):
+        assert torch.equal(latents["inputs"][size_key], pixels["inputs"][size_key]), size_key
+    assert record["sizes"] == {"original_size": pixels["inputs"]["original_size"][0].tolist(),
+                               "crop_top_left": pixels["inputs"]["crop_top_left"][0].tolist()}
     assert latents["inputs"]["latent_parameters"].shape == (4, 8, 16, 16)
     assert sorted(keys_of(load(latent_shards, resolution=32))) == sorted(keys_of(load(demo_shards, resolution=32)))
 
@@ -96,7 +102,6 @@ def test_bad_inputs_are_one_line_errors(demo_shards, latent_shards, tiny_sd, tmp
 
 
 def test_flip_stores_the_mirror_images_latents(flipped_latent_shards, demo_shards, tiny_sd):
-    import torch
     from diffusers import AutoencoderKL
 
     from diffengine.datasets.latent_shards import read_latent
@@ -111,3 +116,24 @@ def test_flip_stores_the_mirror_images_latents(flipped_latent_shards, demo_shard
         mirrored = vae.encode(normalize_pixels(pixels["inputs"]["pixel_values"][:1].flip(-1))).latent_dist.parameters
     assert json.loads(stored[f"{key}.json"])[LATENTS_RECORD]["flipped_view"] is True
     torch.testing.assert_close(read_latent(stored[f"{key}.{FLIPPED_LATENT_EXT}"]), mirrored[0], atol=1e-5, rtol=1e-4)
+    # a sample flips alike from either shard, and its crop offset is that of the view trained on
+    flipping = [next(iter(load(shards, batch_size=8, resolution=32, random_flip=True)))["inputs"]
+                for shards in (demo_shards, flipped_latent_shards)]
+    assert torch.equal(flipping[0]["crop_top_left"], flipping[1]["crop_top_left"])
+    assert torch.equal(flipping[0]["original_size"], flipping[1]["original_size"])
+
+
+def test_latent_samples_carry_the_crop_of_the_view_they_store(tiny_sd, tmp_path):
+    """Landscape images leave an odd margin (20 x 14 px resized to 8 px high: 11 wide, 3 spare), so
+    the center crop is 1 px from the left and 2 from the right, and the flipped view's crop 2 from
+    the left: latent samples give the offset of the view the flip draw picked, as image samples do."""
+    images = write_tar(tmp_path / "images.tar",
+                       [sample(f"k{i}", f"caption {i}", image_bytes(seed=i)) for i in range(12)])
+    assert prep(images, tmp_path / "latents", "--vision-model", tiny_sd, "--resolution", 8, "--flip") == 0
+    batches = [next(iter(load(shards, batch_size=12, resolution=8, random_flip=True)))
+               for shards in (images, str(tmp_path / "latents" / "images.tar"))]
+    assert batches[0]["data_samples"]["keys"] == batches[1]["data_samples"]["keys"]
+    crops = batches[1]["inputs"]["crop_top_left"]
+    assert torch.equal(crops, batches[0]["inputs"]["crop_top_left"])
+    assert set(crops[:, 1].tolist()) == {1, 2}  # both views were drawn
+    assert torch.equal(batches[1]["inputs"]["original_size"], torch.tensor([[14, 20]] * 12))

@@ -154,8 +154,9 @@ class SDXLFamily(VisionFamily):
         """
         if sizes is None:
             raise ValueError("SDXL needs each image's original size and crop (the batch's original_size "
-                             "and crop_top_left), which image shards give and latent shards of "
-                             "prep-latents do not record: train SDXL from image shards")
+                             "and crop_top_left), which image shards give and latent shards record "
+                             "since prep-latents writes them: run prep-latents again, or train from "
+                             "image shards")
         time_ids = torch.cat([sizes.original_size, sizes.crop_top_left, sizes.target_size], dim=1)
         return denoiser(latents, timesteps, encoder_hidden_states=text.context,
                         added_cond_kwargs={"text_embeds": text.pooled,
