@@ -17,8 +17,8 @@ from diffengine.models import LaViBridge, LaViBridgePipeline
 from diffengine.models.editors.lavi_bridge.text_adapter import LaViBridgeTextAdapter
 from diffengine.models.lora import inject_lora, lora_target_names
 from diffengine.models.vision import VISION_FAMILIES, find_vision_family, vision_family_of
-from diffengine.tools.bench.flops import count_training_flops
-from diffengine.tools.bench.models import full_size_configs
+from diffengine.tools.bench.flops import size_flops
+from diffengine.tools.bench.models import SDXL_BASE_UNET
 from diffengine.tools.train import run
 from tests.helpers import demo_cfg_options, fixed_batch, image_bytes, load, sample, train_briefly, write_tar
 from tests.test_models.test_lora_full_size import SD_UNET_LORA, lora_parameter_count
@@ -27,13 +27,6 @@ from tests.test_tools.test_export import export
 LORA = dict(rank=4, dropout=0.0)
 SAMPLE = dict(num_inference_steps=2, height=32, width=32, output_type="np", seed=3)
 PROMPT = "a red circle on a white background"
-# stabilityai/stable-diffusion-xl-base-1.0's unet/config.json (the values that differ from the defaults)
-SDXL_BASE_UNET = dict(
-    addition_embed_type="text_time", addition_embed_type_num_heads=64, addition_time_embed_dim=256,
-    attention_head_dim=[5, 10, 20], block_out_channels=[320, 640, 1280], cross_attention_dim=2048,
-    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    projection_class_embeddings_input_dim=2816, sample_size=128, transformer_layers_per_block=[1, 2, 10],
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], use_linear_projection=True)
 SDXL_LORA_RANK_32 = 82_749_440  # the figure configs/lavi_bridge/README.md states
 
 
@@ -182,9 +175,8 @@ def test_sdxl_config_adapter_count():
 
 @pytest.mark.slow  # ~30 s: a 1024 px SDXL step traced on the meta device
 def test_training_flops_per_1024_px_sample():
-    architecture = dict(full_size_configs(), unet=SDXL_BASE_UNET)
-    kwargs = dict(max_length=77, adapter=dict(in_dim=1024, int_dim=1536, out_dim=2048, pooled_dim=1280))
-    flops = count_training_flops(architecture, kwargs, resolution=1024)
+    # what `diffengine bench flops --size sdxl` counts: lavi_bridge_t5_sdxl_laion's settings at 1024 px
+    flops = size_flops("sdxl", None, 1024)["per_sample"]
     assert flops["step_counted"] == pytest.approx(flops["step_total"])  # the parts add up to the step
     # the figures configs/lavi_bridge/README.md gives, in GFLOP
     assert {k: round(v / 1e9) for k, v in flops.items()} == {

@@ -33,7 +33,7 @@ from ..arguments import positive_int
 from .cpu import run_cpu
 from .flops import run_flops
 from .gpu import PEAK_FLOPS, run_gpu
-from .models import CONFIG_BY_SIZE
+from .models import CONFIG_BY_SIZE, WEIGHTED_SIZES
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,11 +61,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
     flops = mode("flops", "training FLOPs per sample by part, counted on the meta device")
     flops.add_argument("--size", choices=sorted(CONFIG_BY_SIZE), default="full",
-                       help="full: T5-Large + SD1.5 UNet + SD VAE; tiny: the demo's models")
-    flops.add_argument("--resolution", type=positive_int, help="px (default: 512 full, 32 tiny)")
+                       help="full: T5-Large + SD1.5 UNet + SD VAE; sdxl: T5-Large + SDXL base UNet + SD VAE "
+                       "(lavi_bridge_t5_sdxl_laion); tiny: the demo's models")
+    flops.add_argument("--resolution", type=positive_int, help="px (default: 512 full, 1024 sdxl, 32 tiny)")
 
     gpu = mode("gpu", "samples/s, peak memory and MFU of the paper's loop and diffengine's fast defaults")
-    gpu.add_argument("--size", choices=sorted(CONFIG_BY_SIZE), default="full",
+    gpu.add_argument("--size", choices=WEIGHTED_SIZES, default="full",
                      help="full: T5-Large + SD1.5 UNet + SD VAE (random weights); tiny: the demo's models "
                      "(a CPU check of this mode: --size tiny --device cpu)")
     gpu.add_argument("--device", default=None, help="default: cuda when available, else cpu")

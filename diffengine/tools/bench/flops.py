@@ -133,7 +133,7 @@ ISSUE_FLOPS_GFLOP = {"vae_encoder_forward": 1117, "lm_forward_backward": 97, "ad
 def run_flops(args: argparse.Namespace) -> dict[str, Any]:
     """Count the training FLOPs per sample of a size and print them by part."""
     resolution = default_resolution(args.size, args.resolution)
-    flops = _flops_for(args.size, args.data_dir, resolution)
+    flops = size_flops(args.size, args.data_dir, resolution)
     print(f"\ndiffengine bench flops: {args.size} size at {resolution} px, per sample "
           "(FlopCounterMode on the meta device; matmul, conv, attention; 2 FLOPs per multiply-add)")
     compare = args.size == "full" and resolution == 512
@@ -143,17 +143,24 @@ def run_flops(args: argparse.Namespace) -> dict[str, Any]:
         if name in ("step_counted", "step_total_from_latents"):
             continue
         issue = f" {ISSUE_FLOPS_GFLOP[name]} |" if compare else ""
-        print(f"| {name} | {value / 1e9:.4g} | {100 * value / flops['per_sample']['step_total']:.1f} % |{issue}")
+        print(f"| {name} | {_gflop(value)} | {100 * value / flops['per_sample']['step_total']:.1f} % |{issue}")
     per_sample = flops["per_sample"]
-    print(f"whole step counted in one pass: {per_sample['step_counted'] / 1e9:.4g} GFLOP "
-          f"(parts add up to {per_sample['step_total'] / 1e9:.4g}); from precomputed latents: "
-          f"{per_sample['step_total_from_latents'] / 1e9:.4g}")
+    print(f"whole step counted in one pass: {_gflop(per_sample['step_counted'])} GFLOP "
+          f"(parts add up to {_gflop(per_sample['step_total'])}); from precomputed latents: "
+          f"{_gflop(per_sample['step_total_from_latents'])}")
     if compare:
         flops["issue_12_gflop"] = ISSUE_FLOPS_GFLOP
     return {"flops": flops}
 
 
-def _flops_for(size: str, data_dir: str | Path, resolution: int) -> dict[str, Any]:
+def _gflop(flops: float) -> str:
+    """FLOPs as GFLOP for the table: 4 significant digits, whole numbers from 1000 on."""
+    gflop = flops / 1e9
+    return f"{gflop:.4g}" if gflop < 1000 else f"{gflop:,.0f}"
+
+
+def size_flops(size: str, data_dir: str | Path | None, resolution: int) -> dict[str, Any]:
+    """The training FLOPs per sample of a bench size with its packaged config's settings, and how counted."""
     cfg = packaged_config(size)
     per_sample = count_training_flops(_architecture(size, data_dir), _model_kwargs(cfg), resolution)
     return {"size": size, "config": CONFIG_BY_SIZE[size], "resolution": resolution, "per_sample": per_sample,

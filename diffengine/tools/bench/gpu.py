@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .flops import _flops_for
+from .flops import size_flops
 from .models import (
     CONFIG_BY_SIZE,
     _model_kwargs,
@@ -153,7 +153,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--batch-sizes: expected whole numbers >= 1 or max, got {value!r}")
     cfg = packaged_config(args.size)
     model_kwargs = _model_kwargs(cfg)
-    flops = _flops_for(args.size, args.data_dir, resolution)["per_sample"]
+    flops = size_flops(args.size, args.data_dir, resolution)["per_sample"]
     flops_by_input = {"pixels": flops["step_total"], "latents": flops["step_total_from_latents"]}
     peak, peak_source = peak_flops(device, args.peak_tflops)
     rows: list[dict[str, Any]] = []

@@ -1,8 +1,9 @@
 """The models each size of ``diffengine bench`` trains, and the config settings they train with.
 
 tiny: the demo's models (built once, as ``diffengine demo`` does); full: T5-Large + SD1.5 UNet +
-SD VAE with random weights. Every mode reads its sequence length, LoRA, adapter and optimizer
-settings from the packaged config of its size.
+SD VAE with random weights; sdxl (FLOP counts only): T5-Large + the SDXL base UNet + SD VAE.
+Every mode reads its sequence length, LoRA, adapter and optimizer settings from the packaged
+config of its size.
 """
 from __future__ import annotations
 
@@ -13,12 +14,22 @@ from pathlib import Path
 from typing import Any
 
 # the configs whose model settings (sequence length, LoRA, learning rates) each size trains with
-CONFIG_BY_SIZE = {"tiny": "lavi_bridge_demo", "full": "lavi_bridge_v15_laion"}
+CONFIG_BY_SIZE = {"tiny": "lavi_bridge_demo", "full": "lavi_bridge_v15_laion", "sdxl": "lavi_bridge_t5_sdxl_laion"}
+# the sizes whose models the gpu mode builds with weights (sdxl is counted on the meta device only)
+WEIGHTED_SIZES = ("full", "tiny")
+DEFAULT_RESOLUTION = {"tiny": 32, "full": 512, "sdxl": 1024}
+# stabilityai/stable-diffusion-xl-base-1.0's unet/config.json: the values that differ from the defaults
+SDXL_BASE_UNET = dict(
+    addition_embed_type="text_time", addition_embed_type_num_heads=64, addition_time_embed_dim=256,
+    attention_head_dim=[5, 10, 20], block_out_channels=[320, 640, 1280], cross_attention_dim=2048,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    projection_class_embeddings_input_dim=2816, sample_size=128, transformer_layers_per_block=[1, 2, 10],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], use_linear_projection=True)
 
 
 def default_resolution(size: str, resolution: int | None) -> int:
-    """``--resolution``, or the size's own: 512 px full, 32 px tiny."""
-    return resolution or (512 if size == "full" else 32)
+    """``--resolution``, or the size's own: 32 px tiny, 512 px full, 1024 px sdxl."""
+    return resolution or DEFAULT_RESOLUTION[size]
 
 
 def full_size_configs() -> dict[str, Any]:
@@ -88,6 +99,8 @@ def _architecture(size: str, data_dir: str | Path) -> dict[str, Any]:
     """The configs of a size's text encoder, UNet, VAE and scheduler (tiny: read from the demo's folders)."""
     if size == "full":
         return full_size_configs()
+    if size == "sdxl":
+        return dict(full_size_configs(), unet=SDXL_BASE_UNET)
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import AutoConfig
 
