@@ -10,9 +10,10 @@ from .families import (
     find_vision_family,
     vision_family_of,
 )
-from .latents import batch_latents, drop_vae_encoder
+from .latents import batch_latents, drop_vae_encoder, vae_scale_factor
 from .samplers import INFERENCE_SCHEDULERS, inference_scheduler
 
 __all__ = ["INFERENCE_SCHEDULERS", "VISION_FAMILIES", "PixArtFamily", "SDXLFamily", "SizeConditioning",
            "TextConditioning", "UNetFamily", "VisionFamily",
-           "batch_latents", "drop_vae_encoder", "find_vision_family", "inference_scheduler", "vision_family_of"]
+           "batch_latents", "drop_vae_encoder", "find_vision_family", "inference_scheduler", "vae_scale_factor",
+           "vision_family_of"]

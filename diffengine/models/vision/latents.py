@@ -4,6 +4,11 @@ from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 
+def vae_scale_factor(vae_config) -> int:
+    """Pixels per latent along a side: 2 for each downsampling stage of the VAE (8 for SD's)."""
+    return 2 ** (len(vae_config.block_out_channels) - 1)
+
+
 def scaled_sample(distribution: DiagonalGaussianDistribution, scaling_factor: float) -> torch.Tensor:
     """A sample of a VAE latent distribution, scaled by the VAE's ``scaling_factor``, in float32 NCHW.
 

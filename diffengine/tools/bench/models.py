@@ -118,16 +118,21 @@ def demo_overrides(t5_dir: Path, sd_dir: Path, shards: Path) -> list[str]:
 
 
 def lora_settings(model_kwargs: dict, side: str) -> dict[str, Any]:
-    """A side's LoRA (``text_lora`` or ``vision_lora``): the paper's rank 32, dropout 0.1, updated by the config."""
-    return {"rank": 32, "alpha": None, "dropout": 0.1, **(model_kwargs.get(side) or {})}
+    """A side's LoRA (``text_lora`` or ``vision_lora``) as ``LaViBridge`` resolves the config's."""
+    from diffengine.models.editors.lavi_bridge.lavi_bridge import lora_settings as resolved
+
+    return resolved(model_kwargs.get(side), side)
 
 
 def adapter_dims(hidden: int, context: int, model_kwargs: dict) -> dict[str, int]:
-    """The adapter's dims: LM hidden size -> halfway -> denoiser context size, updated by the config."""
-    return {"in_dim": hidden, "out_dim": context, "int_dim": (hidden + context) // 2,
-            **(model_kwargs.get("adapter") or {})}
+    """The adapter's dims for an LM and denoiser of these widths, as ``LaViBridge`` sets them from the config."""
+    from diffengine.models.editors.lavi_bridge.text_adapter import adapter_dims as resolved
+
+    return resolved(hidden, context, model_kwargs.get("adapter"))
 
 
 def latent_side(resolution: int, vae_config) -> int:
     """The side of the latents a VAE encodes a ``resolution`` px image into."""
-    return resolution // 2 ** (len(vae_config.block_out_channels) - 1)
+    from diffengine.models.vision import vae_scale_factor
+
+    return resolution // vae_scale_factor(vae_config)

@@ -22,15 +22,22 @@ from ...language import FrozenLanguageModel, drop_captions
 from ...lora import inject_lora, load_lora_weights, save_lora
 from ...losses import diffusion_loss, noised_latents, training_scheduler
 from ...model_paths import looks_local, pretrained_location, vision_model_location
-from ...vision import SizeConditioning, TextConditioning, batch_latents, drop_vae_encoder, find_vision_family
+from ...vision import (
+    SizeConditioning,
+    TextConditioning,
+    batch_latents,
+    drop_vae_encoder,
+    find_vision_family,
+    vae_scale_factor,
+)
 from ...weights_file import load_checked_safetensors
 from .pipeline import LaViBridgePipeline
-from .text_adapter import LaViBridgeTextAdapter
+from .text_adapter import LaViBridgeTextAdapter, adapter_dims
 
 DTYPES = {name: getattr(torch, name) for name in WEIGHT_DTYPE_NAMES}
 
 
-def _lora_settings(cfg: dict | None, side: str) -> dict:
+def lora_settings(cfg: dict | None, side: str) -> dict:
     """The paper's LoRA (rank 32, scale 1 as alpha = rank, dropout 0.1) updated by ``cfg``."""
     settings = {"rank": 32, "alpha": None, "dropout": 0.1, **(cfg or {})}
     unknown = set(settings) - {"rank", "alpha", "dropout"}
@@ -46,7 +53,7 @@ def _lora_settings(cfg: dict | None, side: str) -> dict:
 
 def _inject_lora_unless_rank_0(model: torch.nn.Module, target_classes: tuple[str, ...],
                                settings: dict) -> LoraConfig | None:
-    """Inject LoRA with ``_lora_settings``; rank 0 means none (the paper's adapter-only ablation)."""
+    """Inject LoRA with ``lora_settings``; rank 0 means none (the paper's adapter-only ablation)."""
     if settings["rank"] == 0:
         return None
     return inject_lora(model, target_classes, **settings)
@@ -111,7 +118,7 @@ class LaViBridge(BaseModel):
         weight_dtype = weight_dtype_name(weight_dtype)
         if not 0.0 <= caption_dropout <= 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
-        text_lora, vision_lora = _lora_settings(text_lora, "text_lora"), _lora_settings(vision_lora, "vision_lora")
+        text_lora, vision_lora = lora_settings(text_lora, "text_lora"), lora_settings(vision_lora, "vision_lora")
         text_encoder = pretrained_location(text_encoder, "text_encoder")
         vision_model = vision_model_location(vision_model)
         self.text_encoder_path = text_encoder
@@ -183,10 +190,7 @@ class LaViBridge(BaseModel):
         if context_dim is None:
             raise ValueError(f"{self.vision_model_path}'s denoiser has no "
                              f"{self.vision_family.context_dim_key}: it is not text-conditioned")
-        dims = dict(adapter)
-        dims.setdefault("in_dim", self.language.hidden_size)
-        dims.setdefault("out_dim", context_dim)
-        dims.setdefault("int_dim", (dims["in_dim"] + dims["out_dim"]) // 2)
+        dims = adapter_dims(self.language.hidden_size, context_dim, adapter)
         if dims["in_dim"] != self.language.hidden_size:
             raise ValueError(f"adapter in_dim={dims['in_dim']} does not match the language model's "
                              f"hidden size {self.language.hidden_size} ({self.text_encoder_path})")
@@ -240,8 +244,8 @@ class LaViBridge(BaseModel):
         latents = batch_latents(self.vae, inputs)
         noisy_latents, timesteps, target = noised_latents(latents, self.noise_scheduler)
         text = self.encode_text(drop_captions(inputs["text"], self.caption_dropout))
-        vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        sizes = SizeConditioning.of_batch(inputs, tuple(vae_scale * n for n in latents.shape[-2:]))
+        scale = vae_scale_factor(self.vae.config)
+        sizes = SizeConditioning.of_batch(inputs, tuple(scale * n for n in latents.shape[-2:]))
         model_pred = self.vision_family.predict(self.denoiser, noisy_latents.to(self.weight_dtype),
                                                 timesteps, text, sizes)
         return {"loss": diffusion_loss(model_pred, target, timesteps, self.noise_scheduler,

@@ -8,6 +8,14 @@ from torch import nn
 from ...vision import TextConditioning
 
 
+def adapter_dims(lm_width: int, context_width: int, overrides: dict | None = None) -> dict:
+    """The adapter's (in, int, out) dims by the paper's rule, LM width -> (LM + context) // 2 ->
+    context width (its 896 / 2432 / 2560), with any of them given in ``overrides``."""
+    dims = {"in_dim": lm_width, "out_dim": context_width, **(overrides or {})}
+    dims.setdefault("int_dim", (dims["in_dim"] + dims["out_dim"]) // 2)
+    return dims
+
+
 class LaViBridgeTextAdapter(ModelMixin, ConfigMixin):
     """LayerNorm -> FeedForward(GEGLU) -> LayerNorm -> FeedForward, as in the paper.
 
