@@ -95,3 +95,15 @@ def latent_shards(tmp_path_factory, tiny_sd, demo_shards):
 def flipped_latent_shards(tmp_path_factory, tiny_sd, demo_shards):
     """As ``latent_shards``, with the flipped view stored too (``--flip``)."""
     return _prep_latents(tmp_path_factory, tiny_sd, demo_shards, "--flip")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory):
+    from diffengine.tools.demo_assets import make_tiny_sd3
+    return str(make_tiny_sd3(tmp_path_factory.mktemp("sd3")))
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory):
+    from diffengine.tools.demo_assets import make_tiny_flux
+    return str(make_tiny_flux(tmp_path_factory.mktemp("flux")))

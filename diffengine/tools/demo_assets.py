@@ -107,14 +107,15 @@ def make_tiny_bert(out_dir: str | Path, corpus: list[str] | None = None, hidden_
     return out_dir
 
 
-def _save_tiny_vae(out_dir: Path, image_size: int) -> None:
-    """A tiny ``AutoencoderKL`` with 4 latent channels and downscale 2, saved to ``out_dir``."""
+def _save_tiny_vae(out_dir: Path, image_size: int, **latent_space: float) -> None:
+    """A tiny ``AutoencoderKL`` with 4 latent channels and downscale 2, saved to ``out_dir``
+    (``latent_space``: its ``scaling_factor`` and ``shift_factor``, as SD3's and Flux's VAEs set)."""
     from diffusers import AutoencoderKL
 
     AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=8, layers_per_block=1, sample_size=image_size).save_pretrained(out_dir)
+        norm_num_groups=8, layers_per_block=1, sample_size=image_size, **latent_space).save_pretrained(out_dir)
 
 
 def make_tiny_sd(out_dir: str | Path, cross_attention_dim: int = 32, sample_size: int = 16,
@@ -187,6 +188,47 @@ def make_tiny_pixart(out_dir: str | Path, caption_channels: int = 32, sample_siz
     DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
                                 beta_schedule="linear",
                                 prediction_type="epsilon").save_pretrained(out_dir / "scheduler")
+    return out_dir
+
+
+def make_tiny_sd3(out_dir: str | Path, joint_attention_dim: int = 32, pooled_dim: int = 16,
+                  sample_size: int = 16, seed: int = 0) -> Path:
+    """A tiny SD3.5-style base model folder: an MMDiT ``transformer/`` (one dual-attention layer,
+    RMS qk-norm), a ``vae/`` with a shift factor and SD3's flow-matching ``scheduler/``."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    SD3Transformer2DModel(
+        sample_size=sample_size, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=joint_attention_dim,
+        caption_projection_dim=16, pooled_projection_dim=pooled_dim, pos_embed_max_size=sample_size,
+        dual_attention_layers=(0,), qk_norm="rms_norm").save_pretrained(out_dir / "transformer")
+    _save_tiny_vae(out_dir / "vae", 2 * sample_size, scaling_factor=1.5305, shift_factor=0.0609)
+    FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0).save_pretrained(out_dir / "scheduler")
+    return out_dir
+
+
+def make_tiny_flux(out_dir: str | Path, joint_attention_dim: int = 32, pooled_dim: int = 16,
+                   sample_size: int = 16, seed: int = 0) -> Path:
+    """A tiny FLUX.1-dev-style base model folder: a guidance-distilled ``transformer/`` (one
+    double- and one single-stream block), a ``vae/`` with a shift factor and Flux's ``scheduler/``."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    # in_channels: 4 latent channels packed in 2 x 2 patches; the rotary axes add up to the head width
+    FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=joint_attention_dim, pooled_projection_dim=pooled_dim,
+        guidance_embeds=True, axes_dims_rope=(2, 2, 4)).save_pretrained(out_dir / "transformer")
+    _save_tiny_vae(out_dir / "vae", 2 * sample_size, scaling_factor=0.3611, shift_factor=0.1159)
+    # FLUX.1-dev's scheduler config: its shift depends on the image's token count at inference
+    FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
+                                    base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+                                    max_image_seq_len=4096).save_pretrained(out_dir / "scheduler")
     return out_dir
 
 

@@ -14,8 +14,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge-lora", action="store_true",
                         help="fold the LoRA into the LM and UNet weights: a plain diffusers folder "
                         "(default: base weights + the LoRA beside them in <component>_lora/, bit-exact)")
-    parser.add_argument("--scheduler", choices=constants.INFERENCE_SCHEDULER_NAMES, default="unipc",
-                        help="the pipeline's sampler (default unipc, as infer)")
+    parser.add_argument("--scheduler", choices=constants.INFERENCE_SCHEDULER_NAMES, default=None,
+                        help="the pipeline's sampler (default as infer: unipc, flow_euler for SD3 and Flux)")
     add_base_model_arguments(parser)
 
 

@@ -22,7 +22,8 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=positive_int, default=None)
     parser.add_argument("--seed", type=int, default=0, help="same seed, same image (default 0)")
     parser.add_argument("--scheduler", choices=constants.INFERENCE_SCHEDULER_NAMES,
-                        default="unipc", help="sampler (default unipc, as the paper)")
+                        default=None, help="sampler (default: unipc, as the paper; flow_euler for SD3 "
+                        "and Flux, whose flow-matching schedules only it samples)")
     parser.add_argument("--out", default="outputs", help="output folder (default ./outputs)")
     add_overwrite_argument(parser, "images in --out")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")

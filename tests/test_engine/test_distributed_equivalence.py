@@ -12,6 +12,7 @@ import itertools
 import json
 import shutil
 import time
+from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
 from unittest import mock
@@ -26,7 +27,7 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 from diffengine.engine import DeviceAgnosticDDP, GuardedOptimWrapper, ParamGroupsOptimWrapperConstructor
 from diffengine.models import LaViBridge
 from diffengine.models.editors.lavi_bridge import lavi_bridge as lavi_bridge_module
-from diffengine.models.losses import noised_latents
+from diffengine.models.losses import NoisedLatents
 from diffengine.models.vision import batch_latents
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ class KeyedDrawsBridge(LaViBridge):
 
     Training draws a latent from the VAE's distribution, the noise and the timestep for a whole
     batch from the global generator, so a sample gets other draws when the batch is split over
-    ranks or micro-batches. Here the production functions (``batch_latents``, ``noised_latents``) run
+    ranks or micro-batches. Here the production functions (``batch_latents``, the objective's ``noised``) run
     on each sample alone, with the generator seeded by its key; the rest of ``forward`` is as is.
     """
 
@@ -62,13 +63,15 @@ class KeyedDrawsBridge(LaViBridge):
             return torch.cat([_seeded(2 * seed, batch_latents, vae, {"pixel_values": batch["pixel_values"][i:i + 1]})
                               for i, seed in enumerate(self._seeds)])
 
-        def keyed_noised_latents(latents, noise_scheduler):
-            draws = [_seeded(2 * seed + 1, noised_latents, latents[i:i + 1], noise_scheduler)
-                     for i, seed in enumerate(self._seeds)]
-            return tuple(torch.cat(parts) for parts in zip(*draws, strict=True))
+        noised = self.objective.noised
+
+        def keyed_noised(latents):
+            draws = [_seeded(2 * seed + 1, noised, latents[i:i + 1]) for i, seed in enumerate(self._seeds)]
+            parts = ([getattr(draw, field.name) for draw in draws] for field in fields(NoisedLatents))
+            return NoisedLatents(*(None if part[0] is None else torch.cat(part) for part in parts))
 
         with mock.patch.object(lavi_bridge_module, "batch_latents", keyed_batch_latents), \
-                mock.patch.object(lavi_bridge_module, "noised_latents", keyed_noised_latents):
+                mock.patch.object(self.objective, "noised", keyed_noised):
             return super().forward(inputs, data_samples, mode)
 
 

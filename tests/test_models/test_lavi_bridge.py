@@ -180,7 +180,7 @@ def test_min_snr_weighting_changes_the_loss(tiny_t5, tiny_sd):
     plain = LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(dropout=0.0),
                        vision_lora=dict(dropout=0.0))
     weighted = copy.deepcopy(plain)
-    weighted.snr_gamma = 1.0
+    weighted.objective.snr_gamma = 1.0
     batch = fixed_batch()
     assert seeded_loss(plain, batch) != pytest.approx(seeded_loss(weighted, batch))
 

@@ -98,8 +98,8 @@ def test_families_are_found_by_subfolder_and_unknown_ones_are_clear_errors(tiny_
     assert vision_family_of("Transformer2DModel", {}) is VISION_FAMILIES["pixart"]
     with pytest.raises(ValueError, match="holds no denoiser config in any of unet/, transformer/"):
         find_vision_family(str(tmp_path))
-    with pytest.raises(ValueError, match="'SD3Transformer2DModel' has no LaVi-Bridge family"):
-        vision_family_of("SD3Transformer2DModel", {})
+    with pytest.raises(ValueError, match="'HunyuanDiT2DModel' has no LaVi-Bridge family"):
+        vision_family_of("HunyuanDiT2DModel", {})
 
 
 def test_pixart_xl_2_512_lora_targets_and_count():

@@ -33,7 +33,7 @@ class VisualizationHook(Hook):
     def __init__(self, prompts: list[str], interval: int = 1000, negative_prompt: str = "",
                  num_inference_steps: int = 50, guidance_scale: float = 7.5,
                  height: int | None = None, width: int | None = None, seed: int = 0,
-                 scheduler: str = "unipc"):
+                 scheduler: str | None = None):
         if not prompts:
             raise ValueError("VisualizationHook needs at least one prompt")
         self.prompts = list(prompts)

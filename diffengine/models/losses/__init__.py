@@ -1,4 +1,8 @@
-"""Diffusion training losses."""
-from .diffusion_loss import diffusion_loss, noised_latents, training_scheduler
+"""Training objectives: how latents are noised, what the denoiser predicts, and the loss."""
+from .build import training_objective
+from .ddpm import DDPMObjective, ddpm_training_scheduler
+from .flow_matching import WEIGHTING_SCHEMES, FlowMatchingObjective
+from .objective import NoisedLatents, TrainingObjective
 
-__all__ = ["diffusion_loss", "noised_latents", "training_scheduler"]
+__all__ = ["WEIGHTING_SCHEMES", "DDPMObjective", "FlowMatchingObjective", "NoisedLatents", "TrainingObjective",
+           "ddpm_training_scheduler", "training_objective"]

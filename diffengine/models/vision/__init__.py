@@ -1,7 +1,9 @@
 """Vision side of a bridge: one entry per generative vision model family."""
 from .families import (
     VISION_FAMILIES,
+    FluxFamily,
     PixArtFamily,
+    SD3Family,
     SDXLFamily,
     SizeConditioning,
     TextConditioning,
@@ -13,7 +15,7 @@ from .families import (
 from .latents import batch_latents, drop_vae_encoder, vae_scale_factor
 from .samplers import INFERENCE_SCHEDULERS, inference_scheduler
 
-__all__ = ["INFERENCE_SCHEDULERS", "VISION_FAMILIES", "PixArtFamily", "SDXLFamily", "SizeConditioning",
-           "TextConditioning", "UNetFamily", "VisionFamily",
+__all__ = ["INFERENCE_SCHEDULERS", "VISION_FAMILIES", "FluxFamily", "PixArtFamily", "SD3Family", "SDXLFamily",
+           "SizeConditioning", "TextConditioning", "UNetFamily", "VisionFamily",
            "batch_latents", "drop_vae_encoder", "find_vision_family", "inference_scheduler", "vae_scale_factor",
            "vision_family_of"]

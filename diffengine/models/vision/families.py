@@ -204,6 +204,88 @@ class PixArtFamily(VisionFamily):
                 "use_resolution_binning": False}
 
 
+@dataclass(frozen=True)
+class SD3Family(VisionFamily):
+    """SD3 / SD3.5 MMDiT (``SD3Transformer2DModel``): a text sequence and a pooled embedding in,
+    the flow-matching velocity out; the timestep on the schedule's 0-1000 scale."""
+
+    def pooled_dim(self, config):
+        """The width of ``pooled_projections`` (SD3: 2048, the two CLIPs' pooled outputs)."""
+        return config["pooled_projection_dim"]
+
+    def predict(self, denoiser, latents, timesteps, text, sizes=None):
+        """``transformer(latents, context, pooled, t).sample``, as SD3's pipeline calls it (no text mask)."""
+        return denoiser(hidden_states=latents, encoder_hidden_states=text.context,
+                        pooled_projections=text.pooled, timestep=timesteps).sample
+
+    def _pipeline(self, denoiser, vae, scheduler):
+        return diffusers_pipeline_class(self.pipeline_class)(
+            transformer=denoiser, scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None,
+            text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None)
+
+    def _embedding_kwargs(self, embeds, negative_embeds):
+        return {"prompt_embeds": embeds.context, "pooled_prompt_embeds": embeds.pooled,
+                "negative_prompt_embeds": negative_embeds.context,
+                "negative_pooled_prompt_embeds": negative_embeds.pooled}
+
+
+# the guidance FLUX.1-dev's guidance embedding is given, in training as at inference: FluxPipeline's
+# default, which diffusers' and kohya's Flux LoRA trainers also train with
+FLUX_DISTILLED_GUIDANCE = 3.5
+
+
+@dataclass(frozen=True)
+class FluxFamily(VisionFamily):
+    """FLUX.1 (``FluxTransformer2DModel``): latents packed into 2x2 patches with position ids, a
+    pooled embedding, the timestep as a fraction of 1000 and, for guidance-distilled models (dev),
+    the guidance embedding's value."""
+
+    def pooled_dim(self, config):
+        """The width of ``pooled_projections`` (FLUX.1: 768, CLIP-L's pooled output)."""
+        return config["pooled_projection_dim"]
+
+    def predict(self, denoiser, latents, timesteps, text, sizes=None):
+        """The velocity for (B, C, h, w) ``latents``, packed and unpacked as FluxPipeline does."""
+        batch, channels, height, width = latents.shape
+        pipeline = diffusers_pipeline_class(self.pipeline_class)
+        packed = pipeline._pack_latents(latents, batch, channels, height, width)
+        guidance = (torch.full((batch,), FLUX_DISTILLED_GUIDANCE, device=latents.device)
+                    if denoiser.config.guidance_embeds else None)
+        output = denoiser(hidden_states=packed, encoder_hidden_states=text.context,
+                          pooled_projections=text.pooled, timestep=timesteps / 1000, guidance=guidance,
+                          txt_ids=latents.new_zeros(text.context.shape[1], 3),
+                          img_ids=flux_image_ids(height // 2, width // 2, latents)).sample
+        # unpacked at latent size: FluxPipeline's helper takes pixels and the VAE's scale, here 1
+        return pipeline._unpack_latents(output, height, width, 1)
+
+    def generate(self, denoiser, vae, scheduler, embeds, negative_embeds, progress_bar_config, **kwargs):
+        """FluxPipeline's loop; ``guidance_scale`` is classifier-free guidance with the negative
+        prompt (FluxPipeline's ``true_cfg_scale``), as for every family, and a guidance-distilled
+        model's embedding gets the value it was trained with."""
+        kwargs["true_cfg_scale"] = kwargs.pop("guidance_scale")
+        return super().generate(denoiser, vae, scheduler, embeds, negative_embeds, progress_bar_config,
+                                guidance_scale=FLUX_DISTILLED_GUIDANCE, **kwargs)
+
+    def _pipeline(self, denoiser, vae, scheduler):
+        return diffusers_pipeline_class(self.pipeline_class)(
+            scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=None,
+            tokenizer_2=None, transformer=denoiser)
+
+    def _embedding_kwargs(self, embeds, negative_embeds):
+        return {"prompt_embeds": embeds.context, "pooled_prompt_embeds": embeds.pooled,
+                "negative_prompt_embeds": negative_embeds.context,
+                "negative_pooled_prompt_embeds": negative_embeds.pooled,
+                "max_sequence_length": embeds.context.shape[1]}
+
+
+def flux_image_ids(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """Flux's (height * width, 3) position ids of packed latents, (0, row, column), made on
+    ``like``'s device (FluxPipeline builds them on the host: a copy to the GPU every step)."""
+    rows = torch.arange(height, device=like.device).repeat_interleave(width)
+    columns = torch.arange(width, device=like.device).repeat(height)
+    return torch.stack([torch.zeros_like(rows), rows, columns], dim=1).to(like.dtype)
+
+
 def _without_learned_sigma(denoiser: nn.Module, output: torch.Tensor) -> torch.Tensor:
     """The first half of the channels when the model also predicts its variance (out = 2 x in)."""
     if denoiser.config.out_channels == 2 * denoiser.config.in_channels:
@@ -240,6 +322,29 @@ VISION_FAMILIES: dict[str, VisionFamily] = {
         # the adapter feeds the transformer's caption projection (T5-XXL width, 4096)
         context_dim_key="caption_channels",
         pipeline_class="PixArtAlphaPipeline"),
+    "sd3": SD3Family(
+        class_names=("SD3Transformer2DModel",),
+        model_class="SD3Transformer2DModel",
+        subfolder="transformer",
+        # every Linear of each Attention: in joint attention the image stream's to_q/k/v/out and
+        # the text stream's add_q/k/v_proj/to_add_out (where the bridged text meets the image), and
+        # SD3.5's extra image self-attention (attn2); the feed-forwards (GELU) are left alone, as
+        # on PixArt. diffusers' SD3 LoRA example takes the same joint projections, without attn2.
+        # The last block's add_q_proj LoRA never trains: that block drops its text stream's output
+        lora_target_classes=("Attention",),
+        # the adapter feeds the context embedder (T5-XXL width, 4096)
+        context_dim_key="joint_attention_dim",
+        pipeline_class="StableDiffusion3Pipeline"),
+    "flux": FluxFamily(
+        class_names=("FluxTransformer2DModel",),
+        model_class="FluxTransformer2DModel",
+        subfolder="transformer",
+        # every Linear of each FluxAttention: the double-stream blocks' joint projections of both
+        # streams, and the single-stream blocks' to_q/k/v over text and image tokens together
+        # (their proj_mlp/proj_out are the feed-forward, as ff/ff_context are in double blocks)
+        lora_target_classes=("FluxAttention",),
+        context_dim_key="joint_attention_dim",
+        pipeline_class="FluxPipeline"),
 }
 
 

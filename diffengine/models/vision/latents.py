@@ -9,24 +9,30 @@ def vae_scale_factor(vae_config) -> int:
     return 2 ** (len(vae_config.block_out_channels) - 1)
 
 
-def scaled_sample(distribution: DiagonalGaussianDistribution, scaling_factor: float) -> torch.Tensor:
-    """A sample of a VAE latent distribution, scaled by the VAE's ``scaling_factor``, in float32 NCHW.
+def scaled_sample(distribution: DiagonalGaussianDistribution, vae_config) -> torch.Tensor:
+    """A sample of a VAE latent distribution in the denoiser's latent space, in float32 NCHW:
+    shifted by the VAE's ``shift_factor`` (SD3's and Flux's VAEs have one) and scaled by its
+    ``scaling_factor``, as their pipelines undo before decoding.
 
     Contiguous: a CPU convolution returns channels-last moments, and the training noise
     (``randn_like``) follows the latents' memory layout, so the same random state would noise
     latents from images and from stored parameters (contiguous) differently.
     """
-    return (distribution.sample().float() * scaling_factor).contiguous()
+    latents = distribution.sample().float()
+    shift = getattr(vae_config, "shift_factor", None)
+    if shift is not None:
+        latents = latents - shift
+    return (latents * vae_config.scaling_factor).contiguous()
 
 
 @torch.no_grad()
 def encode_latents(vae: AutoencoderKL, pixel_values: torch.Tensor) -> torch.Tensor:
-    """A sample of the frozen VAE's latent distribution, scaled by its ``scaling_factor``, in float32.
+    """A sample of the frozen VAE's latent distribution, shifted and scaled (``scaled_sample``), in float32.
 
     ``pixel_values`` are in [-1, 1]; they are cast to the VAE's dtype. The result is float32 so
     that noising happens in full precision.
     """
-    return scaled_sample(vae.encode(pixel_values.to(vae.dtype)).latent_dist, vae.config.scaling_factor)
+    return scaled_sample(vae.encode(pixel_values.to(vae.dtype)).latent_dist, vae.config)
 
 
 @torch.no_grad()
@@ -36,7 +42,7 @@ def latents_from_parameters(vae: AutoencoderKL, parameters: torch.Tensor) -> tor
     Sampled in float32 (stored float16 parameters are widened first): with a float32 VAE and the
     same random state this is the latent ``encode_latents`` draws from the image.
     """
-    return scaled_sample(DiagonalGaussianDistribution(parameters.float()), vae.config.scaling_factor)
+    return scaled_sample(DiagonalGaussianDistribution(parameters.float()), vae.config)
 
 
 def batch_latents(vae: AutoencoderKL, inputs: dict) -> torch.Tensor:

@@ -1,16 +1,40 @@
 """The samplers inference may use, by the names the CLI and configs give them."""
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-# the CLI's choices are INFERENCE_SCHEDULER_NAMES (import-free, for --help); a test keeps the two equal
-INFERENCE_SCHEDULERS: dict[str, type[SchedulerMixin]] = {
-    "unipc": UniPCMultistepScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler,
-    "ddpm": DDPMScheduler,
+# the CLI's choices are INFERENCE_SCHEDULER_NAMES (import-free, for --help); a test keeps the two equal.
+# Each kind of training schedule has its own samplers, the first being its default: unipc (as the
+# paper) for DDPM schedules, and for flow-matching ones (SD3, Flux) the Euler sampler their
+# diffusers pipelines ship
+SAMPLERS_BY_SCHEDULE: dict[str, dict[str, type[SchedulerMixin]]] = {
+    "ddpm": {"unipc": UniPCMultistepScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler,
+             "ddpm": DDPMScheduler},
+    "flow_matching": {"flow_euler": FlowMatchEulerDiscreteScheduler},
 }
+INFERENCE_SCHEDULERS: dict[str, type[SchedulerMixin]] = {
+    name: sampler for samplers in SAMPLERS_BY_SCHEDULE.values() for name, sampler in samplers.items()}
 
 
-def inference_scheduler(name: str, training_config) -> SchedulerMixin:
-    """The sampler ``name`` (``unipc``, ``ddim``, ``dpm``, ``ddpm``) built from a training schedule's config."""
-    if name not in INFERENCE_SCHEDULERS:
-        raise ValueError(f"scheduler must be one of {sorted(INFERENCE_SCHEDULERS)}, got '{name}'")
-    return INFERENCE_SCHEDULERS[name].from_config(training_config)
+def schedule_kind(training_config) -> str:
+    """``flow_matching`` for a ``FlowMatchEulerDiscreteScheduler`` training schedule, else ``ddpm``."""
+    return ("flow_matching" if training_config.get("_class_name") == FlowMatchEulerDiscreteScheduler.__name__
+            else "ddpm")
+
+
+def inference_scheduler(name: str | None, training_config) -> SchedulerMixin:
+    """The sampler ``name`` built from a training schedule's config; None: that schedule's default
+    (``unipc`` for DDPM schedules, ``flow_euler`` for flow-matching ones)."""
+    kind = schedule_kind(training_config)
+    samplers = SAMPLERS_BY_SCHEDULE[kind]
+    if name is None:
+        name = next(iter(samplers))
+    if name not in samplers:
+        raise ValueError(f"scheduler {name!r} does not sample this model's {kind.replace('_', '-')} "
+                         f"schedule: choose {', '.join(samplers)}")
+    return samplers[name].from_config(training_config)

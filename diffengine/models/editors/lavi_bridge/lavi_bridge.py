@@ -20,7 +20,7 @@ from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
 from ...language import FrozenLanguageModel, drop_captions
 from ...lora import inject_lora, load_lora_weights, save_lora
-from ...losses import diffusion_loss, noised_latents, training_scheduler
+from ...losses import training_objective
 from ...model_paths import looks_local, pretrained_location, vision_model_location
 from ...vision import (
     SizeConditioning,
@@ -82,8 +82,12 @@ class LaViBridge(BaseModel):
         text_lora, vision_lora: ``dict(rank, alpha, dropout)``; alpha defaults to rank (scale 1);
             ``rank=0`` trains without LoRA on that side (adapter only when both are 0).
         prediction_type: ``epsilon`` or ``v_prediction``; None keeps the scheduler's (the
-            bridge records the one it trained with).
-        snr_gamma: min-SNR-gamma loss weighting; None for plain MSE.
+            bridge records the one it trained with). DDPM schedules only.
+        snr_gamma: min-SNR-gamma loss weighting; None for plain MSE. DDPM schedules only.
+        flow_matching: for base models that train by flow matching (SD3, Flux: their
+            ``scheduler/`` is a ``FlowMatchEulerDiscreteScheduler``), ``dict(weighting_scheme,
+            logit_mean, logit_std, mode_scale)`` of ``FlowMatchingObjective``; None: its defaults
+            (SD3's logit-normal timesteps). The bridge records the resolved options.
         caption_dropout: probability of replacing a caption with "" (for classifier-free guidance).
         weight_dtype: dtype of the frozen weights (``float32``/``bfloat16``/``float16``, or ``auto``:
             bfloat16 on a GPU that has it, float16 on an older one, float32 on a CPU; the bridge
@@ -108,7 +112,7 @@ class LaViBridge(BaseModel):
                  max_length: int = 77, hidden_layer: int = -1, text_attention_mask: bool = False,
                  pad_token: str | None = None, text_lora: dict | None = None, vision_lora: dict | None = None,
                  prediction_type: str | None = None, snr_gamma: float | None = None,
-                 caption_dropout: float = 0.0, weight_dtype: str = "float32",
+                 flow_matching: dict | None = None, caption_dropout: float = 0.0, weight_dtype: str = "float32",
                  gradient_checkpointing: bool = False, vae_encoder: bool = True,
                  channels_last: bool = False, torch_compile: bool | dict = False,
                  bridge_path: str | None = None, data_preprocessor: dict | None = None):
@@ -124,11 +128,10 @@ class LaViBridge(BaseModel):
         self.text_encoder_path = text_encoder
         self.vision_model_path = vision_model
         self.weight_dtype = DTYPES[weight_dtype]
-        self.snr_gamma = snr_gamma
         self.caption_dropout = caption_dropout
 
         # read before any weights load: a bad prediction_type fails in a second, not after minutes
-        self.noise_scheduler = training_scheduler(vision_model, prediction_type)
+        self.objective = training_objective(vision_model, prediction_type, snr_gamma, flow_matching)
         # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
         self.language = FrozenLanguageModel(text_encoder, max_length=max_length,
                                             hidden_layer=hidden_layer,
@@ -169,7 +172,7 @@ class LaViBridge(BaseModel):
             "max_length": max_length, "hidden_layer": hidden_layer,
             "text_attention_mask": text_attention_mask, "pad_token": pad_token,
             "text_lora": text_lora, "vision_lora": vision_lora,
-            "prediction_type": self.noise_scheduler.config.prediction_type, "snr_gamma": snr_gamma,
+            "prediction_type": None, "snr_gamma": None, "flow_matching": None, **self.objective.record(),
             "caption_dropout": caption_dropout, "weight_dtype": weight_dtype,
             "gradient_checkpointing": gradient_checkpointing, "vae_encoder": vae_encoder,
         }
@@ -211,6 +214,11 @@ class LaViBridge(BaseModel):
         return getattr(self, self.vision_family.subfolder)
 
     @property
+    def noise_scheduler(self):
+        """The base model's training schedule (inference samplers are built from its config)."""
+        return self.objective.scheduler
+
+    @property
     def device(self) -> torch.device:
         """Device of the trainable weights."""
         return next(self.adapter.parameters()).device
@@ -242,20 +250,19 @@ class LaViBridge(BaseModel):
             raise NotImplementedError(f"LaViBridge.forward supports mode='loss' only, got '{mode}'; "
                                       "use infer() to generate images")
         latents = batch_latents(self.vae, inputs)
-        noisy_latents, timesteps, target = noised_latents(latents, self.noise_scheduler)
+        noised = self.objective.noised(latents)
         text = self.encode_text(drop_captions(inputs["text"], self.caption_dropout))
         scale = vae_scale_factor(self.vae.config)
         sizes = SizeConditioning.of_batch(inputs, tuple(scale * n for n in latents.shape[-2:]))
-        model_pred = self.vision_family.predict(self.denoiser, noisy_latents.to(self.weight_dtype),
-                                                timesteps, text, sizes)
-        return {"loss": diffusion_loss(model_pred, target, timesteps, self.noise_scheduler,
-                                       self.snr_gamma)}
+        model_pred = self.vision_family.predict(self.denoiser, noised.noisy.to(self.weight_dtype),
+                                                noised.timesteps, text, sizes)
+        return {"loss": self.objective.loss(model_pred, noised)}
 
     @torch.no_grad()
     def infer(self, prompts: list[str] | str, negative_prompt: str = "",
               num_inference_steps: int = 50, guidance_scale: float = 7.5,
               height: int | None = None, width: int | None = None, seed: int | None = 0,
-              scheduler: str = "unipc", output_type: str = "pil",
+              scheduler: str | None = None, output_type: str = "pil",
               show_progress: bool = False) -> list[Image.Image]:
         """Generate one image per prompt with classifier-free guidance (via ``LaViBridgePipeline``).
 

@@ -2,7 +2,7 @@
 
 Saved layout (``save_pretrained`` / ``diffengine export``): the standard diffusers folders
 ``tokenizer/``, ``text_encoder/``, ``adapter/``, the denoiser's ``unet/`` (SD, SDXL) or
-``transformer/`` (PixArt), ``vae/``, ``scheduler/`` and ``model_index.json``. ``text_encoder/``
+``transformer/`` (PixArt, SD3, Flux), ``vae/``, ``scheduler/`` and ``model_index.json``. ``text_encoder/``
 and the denoiser always hold plain transformers/diffusers models. A component that still carries
 its LoRA is saved as its *base* weights plus the LoRA beside it in ``text_encoder_lora/`` /
 ``unet_lora/`` / ``transformer_lora/`` (peft's ``adapter_config.json`` +
@@ -25,13 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    DiffusionPipeline,
-    ImagePipelineOutput,
-    PixArtTransformer2DModel,
-    UNet2DConditionModel,
-)
+from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput, ModelMixin, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -52,7 +46,7 @@ LORA_FOLDER_SUFFIX = "_lora"
 class LaViBridgePipeline(DiffusionPipeline):
     """Frozen LM (+ LoRA) -> text adapter -> denoiser (+ LoRA), with classifier-free guidance.
 
-    The denoiser is ``unet`` (SD-style UNets) or ``transformer`` (PixArt); the other one is None.
+    The denoiser is ``unet`` (SD-style UNets) or ``transformer`` (PixArt, SD3, Flux); the other one is None.
     Its vision family (``VISION_FAMILIES``) says how to call it and which diffusers pipeline's
     denoising loop to run. ``max_length``, ``hidden_layer`` and ``use_attention_mask`` are how the
     bridge was trained to read the LM (see ``FrozenLanguageModel``); they are saved in
@@ -65,7 +59,7 @@ class LaViBridgePipeline(DiffusionPipeline):
     def __init__(self, tokenizer: PreTrainedTokenizerBase, text_encoder: PreTrainedModel,
                  adapter: LaViBridgeTextAdapter, vae: AutoencoderKL, scheduler: SchedulerMixin,
                  unet: UNet2DConditionModel | None = None,
-                 transformer: PixArtTransformer2DModel | None = None, max_length: int = 77,
+                 transformer: ModelMixin | None = None, max_length: int = 77,
                  hidden_layer: int = -1, use_attention_mask: bool = False):
         super().__init__()
         if (unet is None) == (transformer is None):
@@ -86,8 +80,9 @@ class LaViBridgePipeline(DiffusionPipeline):
         return vision_family_of(type(self.denoiser).__name__, self.denoiser.config)
 
     @classmethod
-    def from_model(cls, model: "LaViBridge", scheduler: str = "unipc") -> "LaViBridgePipeline":
-        """A pipeline sharing ``model``'s modules (no copy), sampling with the named scheduler."""
+    def from_model(cls, model: "LaViBridge", scheduler: str | None = None) -> "LaViBridgePipeline":
+        """A pipeline sharing ``model``'s modules (no copy), sampling with the named scheduler
+        (None: the default for the model's schedule, see ``inference_scheduler``)."""
         language = model.language
         return cls(tokenizer=language.tokenizer, text_encoder=language.model, adapter=model.adapter,
                    vae=model.vae, **{model.vision_family.subfolder: model.denoiser},

@@ -11,7 +11,7 @@ from diffengine.registry import MODELS
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
 from ...language import FrozenLanguageModel, drop_captions
-from ...losses import diffusion_loss, noised_latents, training_scheduler
+from ...losses import training_objective
 from ...model_paths import pretrained_location, vision_model_location
 from ...vision import UNetFamily, batch_latents, find_vision_family, inference_scheduler
 from ...vision.families import diffusers_pipeline_class
@@ -54,7 +54,7 @@ class StableDiffusion(BaseModel):
                              f"(unet/), not {type(family).__name__}'s {family.model_class}")
         # loaded frozen like a bridge's LM; trained fully when train_text_encoder
         # read before any weights load: a bad prediction_type fails in a second, not after minutes
-        self.noise_scheduler = training_scheduler(vision_model, prediction_type)
+        self.objective = training_objective(vision_model, prediction_type, snr_gamma)
         self.language = FrozenLanguageModel(text_encoder, max_length=max_length, tokenizer=tokenizer)
         self.language.model.requires_grad_(train_text_encoder)
         self.unet = family.load(vision_model, torch.float32)
@@ -63,7 +63,6 @@ class StableDiffusion(BaseModel):
             raise ValueError(f"the UNet's cross_attention_dim {self.unet.config.cross_attention_dim} "
                              f"does not match the text encoder's hidden size "
                              f"{self.language.hidden_size} ({text_encoder})")
-        self.snr_gamma = snr_gamma
         self.caption_dropout = caption_dropout
 
     @classmethod
@@ -82,6 +81,11 @@ class StableDiffusion(BaseModel):
         return cls(**kwargs)
 
     @property
+    def noise_scheduler(self):
+        """The training schedule (``pipeline(scheduler=None)`` samples with it)."""
+        return self.objective.scheduler
+
+    @property
     def device(self) -> torch.device:
         """Device of the UNet."""
         return next(self.unet.parameters()).device
@@ -98,13 +102,12 @@ class StableDiffusion(BaseModel):
             raise NotImplementedError(f"StableDiffusion.forward supports mode='loss' only, got "
                                       f"'{mode}'; use infer() to generate images")
         latents = batch_latents(self.vae, inputs)
-        noisy_latents, timesteps, target = noised_latents(latents, self.noise_scheduler)
+        noised = self.objective.noised(latents)
         input_ids, mask = self.language.tokenize(drop_captions(inputs["text"], self.caption_dropout),
                                                  self.device)
         context = self.language(input_ids, mask)
-        model_pred = self.unet(noisy_latents, timesteps, encoder_hidden_states=context).sample
-        return {"loss": diffusion_loss(model_pred, target, timesteps, self.noise_scheduler,
-                                       self.snr_gamma)}
+        model_pred = self.unet(noised.noisy, noised.timesteps, encoder_hidden_states=context).sample
+        return {"loss": self.objective.loss(model_pred, noised)}
 
     def pipeline(self, scheduler: str | None = "unipc") -> DiffusionPipeline:
         """A ``StableDiffusionPipeline`` sharing this model's modules; ``scheduler=None`` keeps

@@ -1,0 +1,82 @@
+"""The flow-matching objective of SD3 and Flux, as diffusers' training examples for them define it.
+
+``x_t = (1 - sigma) x_0 + sigma noise`` at a sigma of the base model's
+``FlowMatchEulerDiscreteScheduler`` (SD3's table is shifted by its ``shift=3``; Flux's, which
+shifts per resolution at inference, is not), drawn by the SD3 paper's timestep densities; the
+denoiser predicts the velocity ``noise - x_0``.
+
+The examples' ``--precondition_outputs`` (an x_0 loss, on by default in the SD3 LoRA example,
+absent from the Flux one) is not offered: it equals this loss weighted by sigma^2, which neither
+the SD3 paper nor Flux trains with.
+"""
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
+
+from .objective import NoisedLatents, TrainingObjective
+
+# diffusers' names: logit_normal and mode draw timesteps non-uniformly; sigma_sqrt and cosmap draw
+# them uniformly and weight the loss instead; none is uniform and unweighted
+WEIGHTING_SCHEMES = ("logit_normal", "mode", "none", "sigma_sqrt", "cosmap")
+LOSS_WEIGHTED_SCHEMES = ("sigma_sqrt", "cosmap")
+
+
+class FlowMatchingObjective(TrainingObjective):
+    """Rectified flow over a ``FlowMatchEulerDiscreteScheduler``'s training table.
+
+    Args:
+        scheduler: the base model's training schedule (its ``timesteps`` and ``sigmas``).
+        weighting_scheme: one of ``WEIGHTING_SCHEMES`` (SD3's example: ``logit_normal``; Flux's:
+            ``none``).
+        logit_mean, logit_std: the logit-normal density's parameters (SD3: 0 and 1).
+        mode_scale: the ``mode`` density's scale (SD3: 1.29).
+    """
+
+    def __init__(self, scheduler: FlowMatchEulerDiscreteScheduler, weighting_scheme: str = "logit_normal",
+                 logit_mean: float = 0.0, logit_std: float = 1.0, mode_scale: float = 1.29):
+        if weighting_scheme not in WEIGHTING_SCHEMES:
+            raise ValueError(f"flow_matching.weighting_scheme must be one of {', '.join(WEIGHTING_SCHEMES)}, "
+                             f"got {weighting_scheme!r}")
+        if not logit_std > 0:
+            raise ValueError(f"flow_matching.logit_std must be > 0, got {logit_std!r}")
+        self.scheduler = scheduler
+        self.options = {"weighting_scheme": weighting_scheme, "logit_mean": float(logit_mean),
+                        "logit_std": float(logit_std), "mode_scale": float(mode_scale)}
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _table(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The schedule's (timesteps, sigmas), copied to ``device`` once rather than every step."""
+        if device not in self._tables:
+            self._tables[device] = (self.scheduler.timesteps.to(device, torch.float32),
+                                    self.scheduler.sigmas[:len(self.scheduler.timesteps)].to(device, torch.float32))
+        return self._tables[device]
+
+    def timestep_indices(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """Indices into the training table, drawn from the weighting scheme's density on ``device``."""
+        options = self.options
+        u = compute_density_for_timestep_sampling(options["weighting_scheme"], batch_size,
+                                                  logit_mean=options["logit_mean"],
+                                                  logit_std=options["logit_std"],
+                                                  mode_scale=options["mode_scale"], device=device)
+        steps = self.scheduler.config.num_train_timesteps
+        # a logit-normal draw far in the tail rounds to u = 1.0 in float32: one past the table
+        return (u * steps).long().clamp(0, steps - 1)
+
+    def noised(self, latents: torch.Tensor) -> NoisedLatents:
+        """Noise and timesteps drawn on the latents' device (no host sync)."""
+        noise = torch.randn_like(latents)
+        return self.noised_at(latents, noise, self.timestep_indices(latents.shape[0], latents.device))
+
+    def noised_at(self, latents: torch.Tensor, noise: torch.Tensor, indices: torch.Tensor) -> NoisedLatents:
+        """``latents`` noised with ``noise`` at the table's entries ``indices``; the target is the velocity."""
+        timesteps, sigmas = self._table(latents.device)
+        sigma = sigmas[indices]
+        broadcast = sigma.view(-1, *[1] * (latents.ndim - 1)).to(latents.dtype)
+        noisy = (1.0 - broadcast) * latents + broadcast * noise
+        weights = (compute_loss_weighting_for_sd3(self.options["weighting_scheme"], sigma)
+                   if self.options["weighting_scheme"] in LOSS_WEIGHTED_SCHEMES else None)
+        return NoisedLatents(noisy, timesteps[indices], noise - latents, weights)
+
+    def record(self) -> dict:
+        """``flow_matching``: the resolved options."""
+        return {"flow_matching": dict(self.options)}
