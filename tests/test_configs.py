@@ -47,6 +47,8 @@ STAND_INS = {
     "data/shapes/untrained/vae": ("tiny_sd", "vae"),
     "PixArt-alpha/PixArt-XL-2-512x512": "tiny_pixart",
     "stabilityai/stable-diffusion-xl-base-1.0": "tiny_sdxl",
+    "stabilityai/stable-diffusion-3.5-medium": "tiny_sd3",
+    "black-forest-labs/FLUX.1-dev": "tiny_flux",
 }
 # the optimizer groups of each editor
 GROUPS = {"LaViBridge": {"vision_lora", "text_lora", "adapter"},
@@ -79,6 +81,23 @@ def test_sdxl_config_is_t5_large_to_sdxl_base_at_1024_px_on_the_fast_path():
     assert cfg.optim_wrapper.dtype == "auto" and cfg.train_dataloader.resolution == 1024
     samplers = [h for h in cfg.custom_hooks if "prompts" in h]
     assert samplers and all((h.height, h.width) == (1024, 1024) for h in samplers)
+
+
+@pytest.mark.parametrize(("name", "vision_model", "pooled_dim", "weighting_scheme"), [
+    ("lavi_bridge_llama2_sd35_medium_laion", "stabilityai/stable-diffusion-3.5-medium", 2048, "logit_normal"),
+    ("lavi_bridge_llama2_flux_dev_laion", "black-forest-labs/FLUX.1-dev", 768, "none")])
+def test_flow_matching_configs_bridge_llama_2_at_1024_px(name, vision_model, pooled_dim, weighting_scheme):
+    cfg = Config.fromfile(str(CONFIGS[name]))
+    model = cfg.model
+    assert (model.text_encoder, model.vision_model, model.pad_token) == ("meta-llama/Llama-2-7b-hf", vision_model,
+                                                                         "<unk>")
+    # the adapter rule: 4096 -> (4096 + 4096) // 2 -> joint_attention_dim 4096, and the pooled width
+    assert dict(model.adapter) == dict(in_dim=4096, int_dim=4096, out_dim=4096, pooled_dim=pooled_dim)
+    assert model.flow_matching.weighting_scheme == weighting_scheme
+    assert (model.weight_dtype, model.gradient_checkpointing) == ("bfloat16", True)
+    assert cfg.optim_wrapper.dtype == "auto" and cfg.train_dataloader.resolution == 1024
+    samplers = [h for h in cfg.custom_hooks if "prompts" in h]
+    assert samplers and all((h.height, h.width, h.get("scheduler")) == (1024, 1024, None) for h in samplers)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

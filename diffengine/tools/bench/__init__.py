@@ -62,8 +62,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     flops = mode("flops", "training FLOPs per sample by part, counted on the meta device")
     flops.add_argument("--size", choices=sorted(CONFIG_BY_SIZE), default="full",
                        help="full: T5-Large + SD1.5 UNet + SD VAE; sdxl: T5-Large + SDXL base UNet + SD VAE "
-                       "(lavi_bridge_t5_sdxl_laion); tiny: the demo's models")
-    flops.add_argument("--resolution", type=positive_int, help="px (default: 512 full, 1024 sdxl, 32 tiny)")
+                       "(lavi_bridge_t5_sdxl_laion); sd35_medium / flux_dev: Llama-2-7B + SD3.5-medium / "
+                       "FLUX.1-dev (lavi_bridge_llama2_sd35_medium_laion / _flux_dev_laion); tiny: the demo's models")
+    flops.add_argument("--resolution", type=positive_int,
+                       help="px (default: 512 full, 32 tiny, 1024 the others)")
 
     gpu = mode("gpu", "samples/s, peak memory and MFU of the paper's loop and diffengine's fast defaults")
     gpu.add_argument("--size", choices=WEIGHTED_SIZES, default="full",

@@ -34,10 +34,11 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
     trains); ``step_counted`` is the whole step in one pass, to check that the parts add up.
     On real CPU tensors SDPA's default kernel is not counted; on the meta device it is.
     """
+    import diffusers
     import torch
     import torch.nn.functional as F
     import transformers
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL
     from torch.utils.flop_counter import FlopCounterMode
 
     from diffengine.models.editors.lavi_bridge.text_adapter import LaViBridgeTextAdapter
@@ -50,12 +51,13 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
     with torch.device("meta"):
         language = (transformers.AutoModel.from_config(text_config) if family.model_class is None
                     else getattr(transformers, family.model_class)(text_config))
-        unet = UNet2DConditionModel.from_config(architecture["unet"])
+        denoiser_class = architecture["unet"].get("_class_name", "UNet2DConditionModel")
+        unet = getattr(diffusers, denoiser_class).from_config(architecture["unet"])
         vae = AutoencoderKL.from_config(architecture["vae"])
         hidden = getattr(text_config, "hidden_size", None) or text_config.d_model
-        # SD or SDXL, from the UNet's config as a bridge finds it
+        # the family from the denoiser's class and config, as a bridge finds it
         vision = vision_family_of(type(unet).__name__, unet.config)
-        context_dim = unet.config.cross_attention_dim
+        context_dim = unet.config[vision.context_dim_key]
         pooled_dim = vision.pooled_dim(unet.config)
         adapter = LaViBridgeTextAdapter(**{"pooled_dim": pooled_dim, **adapter_dims(hidden, context_dim, model_kwargs)})
     for model in (language, unet, vae):
@@ -74,8 +76,8 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
     mask = torch.ones(batch_size, length, dtype=torch.long, **meta)
     pixels = torch.empty(batch_size, 3, resolution, resolution, **meta)
     side = latent_side(resolution, vae.config)
-    latents = torch.empty(batch_size, unet.config.in_channels, side, side, **meta)
-    timesteps = torch.zeros(batch_size, dtype=torch.long, **meta)
+    latents = torch.empty(batch_size, vae.config.latent_channels, side, side, **meta)
+    timesteps = torch.zeros(batch_size, **meta)
     # SDXL's time ids: an image of the trained size, uncropped (the other families ignore them)
     size_ids = torch.zeros(batch_size, 2, dtype=torch.long, **meta)
     sizes = SizeConditioning(size_ids, size_ids, size_ids)

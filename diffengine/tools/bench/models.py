@@ -1,7 +1,9 @@
 """The models each size of ``diffengine bench`` trains, and the config settings they train with.
 
 tiny: the demo's models (built once, as ``diffengine demo`` does); full: T5-Large + SD1.5 UNet +
-SD VAE with random weights; sdxl (FLOP counts only): T5-Large + the SDXL base UNet + SD VAE.
+SD VAE with random weights; FLOP counts only: sdxl (T5-Large + the SDXL base UNet + SD VAE),
+sd35_medium and flux_dev (Llama-2-7B + that transformer + their 16-channel VAE). The denoiser's
+config is ``unet`` whatever its class (``_class_name``, UNet2DConditionModel when absent).
 Every mode reads its sequence length, LoRA, adapter and optimizer settings from the packaged
 config of its size.
 """
@@ -14,10 +16,29 @@ from pathlib import Path
 from typing import Any
 
 # the configs whose model settings (sequence length, LoRA, learning rates) each size trains with
-CONFIG_BY_SIZE = {"tiny": "lavi_bridge_demo", "full": "lavi_bridge_v15_laion", "sdxl": "lavi_bridge_t5_sdxl_laion"}
-# the sizes whose models the gpu mode builds with weights (sdxl is counted on the meta device only)
+CONFIG_BY_SIZE = {"tiny": "lavi_bridge_demo", "full": "lavi_bridge_v15_laion", "sdxl": "lavi_bridge_t5_sdxl_laion",
+                  "sd35_medium": "lavi_bridge_llama2_sd35_medium_laion",
+                  "flux_dev": "lavi_bridge_llama2_flux_dev_laion"}
+# the sizes whose models the gpu mode builds with weights (the others are counted on the meta device only)
 WEIGHTED_SIZES = ("full", "tiny")
-DEFAULT_RESOLUTION = {"tiny": 32, "full": 512, "sdxl": 1024}
+DEFAULT_RESOLUTION = {"tiny": 32, "full": 512, "sdxl": 1024, "sd35_medium": 1024, "flux_dev": 1024}
+# meta-llama/Llama-2-7b-hf's config.json: the values that differ from LlamaConfig's defaults
+LLAMA2_7B = dict(vocab_size=32000, rms_norm_eps=1e-5)
+# stabilityai/stable-diffusion-3.5-medium's transformer/config.json (2.24 B parameters)
+SD35_MEDIUM_TRANSFORMER = dict(
+    _class_name="SD3Transformer2DModel", attention_head_dim=64, caption_projection_dim=1536, in_channels=16,
+    joint_attention_dim=4096, num_attention_heads=24, num_layers=24, out_channels=16, patch_size=2,
+    pooled_projection_dim=2048, pos_embed_max_size=384, qk_norm="rms_norm", sample_size=128,
+    dual_attention_layers=tuple(range(13)))
+# black-forest-labs/FLUX.1-dev's transformer/config.json (11.9 B parameters)
+FLUX_DEV_TRANSFORMER = dict(
+    _class_name="FluxTransformer2DModel", attention_head_dim=128, guidance_embeds=True, in_channels=64,
+    joint_attention_dim=4096, num_attention_heads=24, num_layers=19, num_single_layers=38, patch_size=1,
+    pooled_projection_dim=768, axes_dims_rope=(16, 56, 56))
+# the 16-channel VAE SD3 and FLUX.1 share (their scaling and shift factors differ, not their FLOPs)
+SD3_VAE = dict(block_out_channels=(128, 256, 512, 512), latent_channels=16, layers_per_block=2,
+               down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+               sample_size=1024, use_quant_conv=False, use_post_quant_conv=False)
 # stabilityai/stable-diffusion-xl-base-1.0's unet/config.json: the values that differ from the defaults
 SDXL_BASE_UNET = dict(
     addition_embed_type="text_time", addition_embed_type_num_heads=64, addition_time_embed_dim=256,
@@ -101,6 +122,11 @@ def _architecture(size: str, data_dir: str | Path) -> dict[str, Any]:
         return full_size_configs()
     if size == "sdxl":
         return dict(full_size_configs(), unet=SDXL_BASE_UNET)
+    if size in ("sd35_medium", "flux_dev"):
+        from transformers import LlamaConfig
+
+        transformer = SD35_MEDIUM_TRANSFORMER if size == "sd35_medium" else FLUX_DEV_TRANSFORMER
+        return dict(full_size_configs(), text=LlamaConfig(**LLAMA2_7B), unet=transformer, vae=SD3_VAE)
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import AutoConfig
 
