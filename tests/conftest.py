@@ -107,3 +107,9 @@ def tiny_sd3(tmp_path_factory):
 def tiny_flux(tmp_path_factory):
     from diffengine.tools.demo_assets import make_tiny_flux
     return str(make_tiny_flux(tmp_path_factory.mktemp("flux")))
+
+
+@pytest.fixture(scope="session")
+def flux_latent_shards(tmp_path_factory, tiny_flux, demo_shards):
+    """The demo shards encoded by tiny_flux's VAE (which has a shift factor) at 32 px."""
+    return _prep_latents(tmp_path_factory, tiny_flux, demo_shards)

@@ -17,7 +17,8 @@ from diffengine.models.vision import VISION_FAMILIES, find_vision_family
 from diffengine.tools.bench.flops import size_flops
 from diffengine.tools.bench.models import FLUX_DEV_TRANSFORMER, SD35_MEDIUM_TRANSFORMER
 from diffengine.tools.train import run
-from tests.helpers import demo_cfg_options, train_briefly
+from tests.helpers import demo_cfg_options, seeded_loss, train_briefly
+from tests.test_models.test_latent_training import first_batch
 from tests.test_models.test_lora_full_size import lora_parameter_count
 from tests.test_tools.test_export import export
 
@@ -86,6 +87,17 @@ def test_infer_export_and_from_bridge_reproduce_the_same_images(family_bridge, t
                  "--seed", "3", "--out", str(tmp_path / "png")]) == 0
     (png,) = (tmp_path / "png").glob("*.png")
     np.testing.assert_array_equal(np.asarray(Image.open(png)), (images[0] * 255).round().astype(np.uint8))
+
+
+def test_the_loss_from_latent_shards_equals_the_loss_from_images(tiny_t5, tiny_flux, demo_shards,
+                                                                   flux_latent_shards):
+    """prep-latents stores the raw latent distribution; the VAE's shift and scale apply when sampling."""
+    bridge = LaViBridge(tiny_t5, tiny_flux, max_length=16, text_lora=LORA, vision_lora=LORA)
+    images, latents = first_batch(bridge, demo_shards), first_batch(bridge, flux_latent_shards)
+    assert images["data_samples"]["keys"] == latents["data_samples"]["keys"]
+    loss = seeded_loss(bridge, images["inputs"])
+    assert seeded_loss(bridge, latents["inputs"]) == pytest.approx(loss, rel=1e-5)
+    assert seeded_loss(bridge, latents["inputs"], seed=8) != pytest.approx(loss, rel=1e-5)
 
 
 # which Linears the class rule must pick, by name, derived here from diffusers' module layout
