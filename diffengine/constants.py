@@ -3,7 +3,7 @@
 # unipc, ddim, dpm and ddpm sample DDPM schedules (SD, SDXL, PixArt), flow_euler flow-matching ones (SD3, Flux)
 INFERENCE_SCHEDULER_NAMES = ("unipc", "ddim", "dpm", "ddpm", "flow_euler")
 WEIGHT_DTYPE_NAMES = ("float32", "bfloat16", "float16")
-# the training targets noised_latents implements (diffusers' "sample" is not one of them)
+# the training targets DDPMObjective implements (diffusers' "sample" is not one of them)
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 # the paper authors' released pairings that `convert-official` understands
 OFFICIAL_COMBO_NAMES = ("t5_unet", "llama2_unet", "t5_transformer")

@@ -149,10 +149,10 @@ def seeded_loss(model, batch: dict, seed: int = 7) -> float:
         return model(batch)["loss"].item()
 
 
-def train_briefly(model, steps: int = 15, lr: float = 2e-3) -> tuple[float, float]:
-    """``steps`` AdamW updates on ``fixed_batch()``; returns the seeded loss before and after."""
+def train_briefly(model, steps: int = 15, lr: float = 2e-3, batch: dict | None = None) -> tuple[float, float]:
+    """``steps`` AdamW updates on ``batch`` (default ``fixed_batch()``); returns the seeded loss before and after."""
     optim = ParamGroupsOptimWrapperConstructor(dict(type=OptimWrapper, optimizer=dict(type=AdamW, lr=lr)), {})(model)
-    batch = fixed_batch()
+    batch = fixed_batch() if batch is None else batch
     before = seeded_loss(model, batch)
     torch.manual_seed(0)
     for _ in range(steps):

@@ -12,7 +12,7 @@ from diffengine.engine.resume import find_resume_checkpoint
 from diffengine.entry_point import build_parser, main
 from diffengine.errors import NonFiniteTrainingError
 from diffengine.models import LaViBridge
-from diffengine.models.editors.lavi_bridge import lavi_bridge
+from diffengine.models.losses import TrainingObjective
 from diffengine.tools.train import run
 from tests.helpers import demo_cfg_options, train_killed
 
@@ -141,13 +141,13 @@ def train(work_dir, options, *extra):
 def test_a_diverging_run_stops_with_one_line_and_keeps_finite_checkpoints(
         tmp_path, tiny_t5, tiny_sd, demo_shards, monkeypatch, capsys):
     calls = {"n": 0}
-    loss = lavi_bridge.diffusion_loss
+    loss = TrainingObjective.loss
 
     def diverging_loss(*args, **kwargs):
         calls["n"] += 1
         return loss(*args, **kwargs) * (float("nan") if calls["n"] > 5 else 1.0)
 
-    monkeypatch.setattr(lavi_bridge, "diffusion_loss", diverging_loss)
+    monkeypatch.setattr(TrainingObjective, "loss", staticmethod(diverging_loss))
     options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=12)
     status = main(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path), "--cfg-options",
                    *options, "optim_wrapper.max_consecutive_nonfinite=3"])

@@ -145,7 +145,7 @@ def test_infer_is_seeded_and_uses_cfg(tiny_bridge):
                                scheduler="ddim")
     assert images[0].size == (32, 32)
     assert tiny_bridge.training  # infer restores the mode
-    with pytest.raises(ValueError, match="scheduler must be one of"):
+    with pytest.raises(ValueError, match="'euler' does not sample this model's ddpm schedule: choose unipc, ddim"):
         tiny_bridge.infer("x", scheduler="euler")
 
 

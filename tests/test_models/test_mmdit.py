@@ -45,10 +45,11 @@ def test_the_family_and_the_adapters_widths_come_from_the_transformer(tiny_sd3, 
     assert bridge.bridge_config["flow_matching"]["weighting_scheme"] == "logit_normal"
 
 
-def test_a_flow_bridge_trains_only_its_lora_adapter_and_pooled_head(family_bridge):
+def test_a_flow_bridge_trains_only_its_lora_adapter_and_pooled_head(family_bridge, demo_shards):
     name, bridge = family_bridge
     before_weights = {n: p.detach().clone() for n, p in bridge.named_parameters()}
-    before, after = train_briefly(bridge)
+    # four ShapesBench images of the demo shards, with their captions
+    before, after = train_briefly(bridge, batch=first_batch(bridge, demo_shards)["inputs"])
     assert after < before
     changed = {n for n, p in bridge.named_parameters() if not torch.equal(p, before_weights[n])}
     trainable = {n for n, p in bridge.named_parameters() if p.requires_grad}
