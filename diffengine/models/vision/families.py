@@ -135,6 +135,13 @@ class UNetFamily(VisionFamily):
 SDXL_TIME_IDS = 6
 
 
+def _pooled_embedding_kwargs(embeds: TextConditioning, negative_embeds: TextConditioning) -> dict:
+    """The embedding arguments of the diffusers pipelines that take a pooled embedding (SDXL, SD3, Flux)."""
+    return {"prompt_embeds": embeds.context, "pooled_prompt_embeds": embeds.pooled,
+            "negative_prompt_embeds": negative_embeds.context,
+            "negative_pooled_prompt_embeds": negative_embeds.pooled}
+
+
 @dataclass(frozen=True)
 class SDXLFamily(VisionFamily):
     """SDXL base ``UNet2DConditionModel`` (``addition_embed_type="text_time"``): it also takes a
@@ -169,9 +176,7 @@ class SDXLFamily(VisionFamily):
 
     def _embedding_kwargs(self, embeds, negative_embeds):
         # the pipeline's time ids: original and target size = (height, width), crop (0, 0)
-        return {"prompt_embeds": embeds.context, "pooled_prompt_embeds": embeds.pooled,
-                "negative_prompt_embeds": negative_embeds.context,
-                "negative_pooled_prompt_embeds": negative_embeds.pooled}
+        return _pooled_embedding_kwargs(embeds, negative_embeds)
 
 
 @dataclass(frozen=True)
@@ -224,9 +229,7 @@ class SD3Family(VisionFamily):
             text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None)
 
     def _embedding_kwargs(self, embeds, negative_embeds):
-        return {"prompt_embeds": embeds.context, "pooled_prompt_embeds": embeds.pooled,
-                "negative_prompt_embeds": negative_embeds.context,
-                "negative_pooled_prompt_embeds": negative_embeds.pooled}
+        return _pooled_embedding_kwargs(embeds, negative_embeds)
 
 
 # the guidance FLUX.1-dev's guidance embedding is given, in training as at inference: FluxPipeline's
@@ -272,9 +275,7 @@ class FluxFamily(VisionFamily):
             tokenizer_2=None, transformer=denoiser)
 
     def _embedding_kwargs(self, embeds, negative_embeds):
-        return {"prompt_embeds": embeds.context, "pooled_prompt_embeds": embeds.pooled,
-                "negative_prompt_embeds": negative_embeds.context,
-                "negative_pooled_prompt_embeds": negative_embeds.pooled,
+        return {**_pooled_embedding_kwargs(embeds, negative_embeds),
                 "max_sequence_length": embeds.context.shape[1]}
 
 
