@@ -17,7 +17,7 @@ from diffengine.models.vision import VISION_FAMILIES, find_vision_family
 from diffengine.tools.bench.flops import size_flops
 from diffengine.tools.bench.models import FLUX_DEV_TRANSFORMER, SD35_MEDIUM_TRANSFORMER
 from diffengine.tools.train import run
-from tests.helpers import demo_cfg_options, seeded_loss, train_briefly
+from tests.helpers import demo_cfg_options, fixed_batch, seeded_loss, train_briefly
 from tests.test_models.test_latent_training import first_batch
 from tests.test_models.test_lora_full_size import lora_parameter_count
 from tests.test_tools.test_export import export
@@ -99,6 +99,21 @@ def test_the_loss_from_latent_shards_equals_the_loss_from_images(tiny_t5, tiny_f
     loss = seeded_loss(bridge, images["inputs"])
     assert seeded_loss(bridge, latents["inputs"]) == pytest.approx(loss, rel=1e-5)
     assert seeded_loss(bridge, latents["inputs"], seed=8) != pytest.approx(loss, rel=1e-5)
+
+
+def test_an_image_size_the_transformer_cannot_patch_and_foreign_latents_are_one_line_errors(family_bridge):
+    _, bridge = family_bridge
+    # 34 px: 17 x 17 latents, which neither SD3's 2 x 2 patches nor Flux's packing divide
+    batch = dict(fixed_batch(size=34))
+    with pytest.raises(ValueError, match="whose sides are multiples of 4 px .* got 34 x 34 px: set "
+                                         "train_dataloader.resolution to a multiple of 4") as error:
+        bridge(batch)
+    assert "\n" not in str(error.value)
+    # latent shards of a VAE with another channel count (6 parameters: 3-channel latents)
+    foreign = {"latent_parameters": torch.zeros(2, 6, 16, 16), "text": batch["text"]}
+    with pytest.raises(ValueError, match="hold 3-channel latents and this model's VAE makes 4") as error:
+        bridge(foreign)
+    assert "\n" not in str(error.value)
 
 
 # which Linears the class rule must pick, by name, derived here from diffusers' module layout

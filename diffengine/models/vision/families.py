@@ -88,6 +88,11 @@ class VisionFamily:
         """Width of the pooled text embedding the denoiser takes (None: it takes none)."""
         return None
 
+    def latent_multiple(self, config: Mapping) -> int:
+        """What the latents' sides must be a multiple of: a transformer's patch size (1: any size,
+        as UNets pass odd sizes to their upsamplers)."""
+        return config.get("patch_size") or 1
+
     def load(self, vision_model: str, dtype: torch.dtype) -> nn.Module:
         """The denoiser of a base-model folder (or hub id), in ``dtype``."""
         return getattr(diffusers, self.model_class).from_pretrained(
@@ -246,6 +251,10 @@ class FluxFamily(VisionFamily):
     def pooled_dim(self, config):
         """The width of ``pooled_projections`` (FLUX.1: 768, CLIP-L's pooled output)."""
         return config["pooled_projection_dim"]
+
+    def latent_multiple(self, config):
+        """2: latents are packed into 2 x 2 patches (the transformer's own patch_size is 1)."""
+        return 2
 
     def predict(self, denoiser, latents, timesteps, text, sizes=None):
         """The velocity for (B, C, h, w) ``latents``, packed and unpacked as FluxPipeline does."""

@@ -49,9 +49,15 @@ def batch_latents(vae: AutoencoderKL, inputs: dict) -> torch.Tensor:
     """The training latents of a batch: sampled from its ``latent_parameters`` (latent shards of
     ``diffengine prep-latents``), or from its encoded ``pixel_values`` in [-1, 1].
 
-    Raises ValueError for pixels when ``drop_vae_encoder`` freed the encoder.
+    Raises ValueError for pixels when ``drop_vae_encoder`` freed the encoder, and for latents of
+    another VAE's channel count.
     """
     if "latent_parameters" in inputs:
+        stored = inputs["latent_parameters"].shape[1] // 2
+        if stored != vae.config.latent_channels:
+            raise ValueError(f"the latent shards hold {stored}-channel latents and this model's VAE makes "
+                             f"{vae.config.latent_channels}: they were encoded by another base model's VAE; run "
+                             "prep-latents again with --vision-model set to this model's vision_model")
         return latents_from_parameters(vae, inputs["latent_parameters"])
     if not has_vae_encoder(vae):
         raise ValueError("this model was built with vae_encoder=False and cannot encode a batch of "

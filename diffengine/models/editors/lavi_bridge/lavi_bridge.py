@@ -250,6 +250,7 @@ class LaViBridge(BaseModel):
             raise NotImplementedError(f"LaViBridge.forward supports mode='loss' only, got '{mode}'; "
                                       "use infer() to generate images")
         latents = batch_latents(self.vae, inputs)
+        self._check_latent_size(latents)
         noised = self.objective.noised(latents)
         text = self.encode_text(drop_captions(inputs["text"], self.caption_dropout))
         scale = vae_scale_factor(self.vae.config)
@@ -257,6 +258,16 @@ class LaViBridge(BaseModel):
         model_pred = self.vision_family.predict(self.denoiser, noised.noisy.to(self.weight_dtype),
                                                 noised.timesteps, text, sizes)
         return {"loss": self.objective.loss(model_pred, noised)}
+
+    def _check_latent_size(self, latents: torch.Tensor) -> None:
+        """A one-line error for an image size the denoiser cannot patch (rather than a shape error deep inside)."""
+        multiple = self.vision_family.latent_multiple(self.denoiser.config)
+        if any(side % multiple for side in latents.shape[-2:]):
+            scale = vae_scale_factor(self.vae.config)
+            pixels = " x ".join(str(side * scale) for side in latents.shape[-2:])
+            raise ValueError(f"{self.vision_family.model_class} takes images whose sides are multiples of "
+                             f"{multiple * scale} px ({multiple}-latent patches, VAE scale {scale}), got {pixels} "
+                             f"px: set train_dataloader.resolution to a multiple of {multiple * scale}")
 
     @torch.no_grad()
     def infer(self, prompts: list[str] | str, negative_prompt: str = "",
