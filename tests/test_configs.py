@@ -83,10 +83,12 @@ def test_sdxl_config_is_t5_large_to_sdxl_base_at_1024_px_on_the_fast_path():
     assert samplers and all((h.height, h.width) == (1024, 1024) for h in samplers)
 
 
-@pytest.mark.parametrize(("name", "vision_model", "pooled_dim", "weighting_scheme"), [
-    ("lavi_bridge_llama2_sd35_medium_laion", "stabilityai/stable-diffusion-3.5-medium", 2048, "logit_normal"),
-    ("lavi_bridge_llama2_flux_dev_laion", "black-forest-labs/FLUX.1-dev", 768, "none")])
-def test_flow_matching_configs_bridge_llama_2_at_1024_px(name, vision_model, pooled_dim, weighting_scheme):
+@pytest.mark.parametrize(("name", "vision_model", "pooled_dim", "weighting_scheme", "sampling"), [
+    ("lavi_bridge_llama2_sd35_medium_laion", "stabilityai/stable-diffusion-3.5-medium", 2048, "logit_normal",
+     (40, 4.5)),
+    ("lavi_bridge_llama2_flux_dev_laion", "black-forest-labs/FLUX.1-dev", 768, "none", (28, 1.0))])
+def test_flow_matching_configs_bridge_llama_2_at_1024_px(name, vision_model, pooled_dim, weighting_scheme,
+                                                         sampling):
     cfg = Config.fromfile(str(CONFIGS[name]))
     model = cfg.model
     assert (model.text_encoder, model.vision_model, model.pad_token) == ("meta-llama/Llama-2-7b-hf", vision_model,
@@ -98,6 +100,7 @@ def test_flow_matching_configs_bridge_llama_2_at_1024_px(name, vision_model, poo
     assert cfg.optim_wrapper.dtype == "auto" and cfg.train_dataloader.resolution == 1024
     samplers = [h for h in cfg.custom_hooks if "prompts" in h]
     assert samplers and all((h.height, h.width, h.get("scheduler")) == (1024, 1024, None) for h in samplers)
+    assert all((h.num_inference_steps, h.guidance_scale) == sampling for h in samplers)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
