@@ -47,15 +47,21 @@ class HostReadCounterHook(Hook):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("vision", "model_options"), [
+    ("tiny_sd", []),
+    # flow matching, Flux's packing and guidance, and a weighted scheme (its weights are tensors too)
+    ("tiny_flux", ["model.adapter=None", "model.flow_matching.weighting_scheme=cosmap"]),
+    ("tiny_sd3", ["model.adapter=None"])])
 def test_a_training_step_reads_the_device_only_at_log_and_checkpoint_iterations(
-        tmp_path, tiny_t5, tiny_sd, demo_shards, monkeypatch):
+        tmp_path, tiny_t5, demo_shards, monkeypatch, request, vision, model_options):
+    tiny_sd = request.getfixturevalue(vision)
     counter = HostReadCounterHook()
     counter.patch(monkeypatch)
     train = DiffEngineRunner.train
     monkeypatch.setattr(DiffEngineRunner, "train", lambda self: (self.register_hook(counter), train(self))[1])
     options = [*demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=8, checkpoint_interval=100),
                "default_hooks.logger.interval=4", "custom_hooks=[]", "model.caption_dropout=0.0",
-               "optim_wrapper.optimizer.fused=True", "optim_wrapper.host_read_interval=50"]
+               "optim_wrapper.optimizer.fused=True", "optim_wrapper.host_read_interval=50", *model_options]
     args = build_parser().parse_args(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path),
                                       "--cfg-options", *options])
     runner = run(args, wds=True)
