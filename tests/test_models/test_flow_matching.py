@@ -110,6 +110,7 @@ def test_the_loss_equals_the_diffusers_examples_on_a_fixed_batch(base_models, na
 def test_sd3_samples_the_shifted_table_and_flux_the_plain_one(tiny_sd3, tiny_flux):
     sd3, flux = (training_objective(path) for path in (tiny_sd3, tiny_flux))
     middle = torch.tensor([500])
+    sd3.scheduler.set_timesteps(4)  # an inference schedule set on it leaves the training table alone
     # shift 3: sigma = 3 s / (1 + 2 s) at s = 0.5 -> 0.75; Flux shifts per resolution at inference only
     assert sd3.noised_at(torch.zeros(1, 4, 2, 2), torch.ones(1, 4, 2, 2), middle).noisy.mean().item() == \
         pytest.approx(0.75, abs=1e-3)
@@ -138,7 +139,9 @@ def test_options_of_the_other_objective_are_refused_in_one_line(tiny_sd, tiny_sd
     for kwargs, match in ((dict(prediction_type="epsilon"), "prediction_type apply to DDPM schedules"),
                           (dict(snr_gamma=5.0), "snr_gamma apply to DDPM schedules"),
                           (dict(flow_matching=dict(weighting_scheme="uniform")), "weighting_scheme must be one of"),
-                          (dict(flow_matching=dict(shift=2.0)), "unknown: shift")):
+                          (dict(flow_matching=dict(shift=2.0)), "unknown: shift"),
+                          (dict(flow_matching=dict(weighting_scheme="mode", mode_scale=2.0)),
+                           r"mode_scale must be in \[-1, 1.752\]")):
         with pytest.raises(ValueError, match=match) as error:
             LaViBridge(tiny_t5, tiny_sd3, **kwargs)
         assert "\n" not in str(error.value)

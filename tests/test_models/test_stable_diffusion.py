@@ -39,7 +39,10 @@ def test_saves_a_stable_diffusion_folder_that_diffusers_runs_the_same(tiny_bert,
     folder = model.save_pretrained(tmp_path / "sd")
     expected = model.infer(list(CAPTIONS), num_inference_steps=4, guidance_scale=3.0, seed=5,
                            output_type="np")
+    # sampling defaults to UniPC (the hooks pass scheduler=None); the folder keeps the training schedule
+    assert isinstance(model.pipeline(None).scheduler, UniPCMultistepScheduler)
     pipeline = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
+    assert type(pipeline.scheduler).__name__ == "DDPMScheduler"
     pipeline.scheduler = UniPCMultistepScheduler.from_config(pipeline.scheduler.config)
     pipeline.set_progress_bar_config(disable=True)
     images = pipeline(list(CAPTIONS), negative_prompt=["", ""], num_inference_steps=4, guidance_scale=3.0,

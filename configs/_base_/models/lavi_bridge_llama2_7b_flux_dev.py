@@ -18,6 +18,6 @@ model = dict(
     vision_lora=dict(rank=32, alpha=32, dropout=0.1),
     flow_matching=dict(weighting_scheme="none"),
     caption_dropout=0.0,
-    weight_dtype="bfloat16",  # both frozen models in bf16: 13.5 GB + 23.8 GB
+    weight_dtype="bfloat16",  # both frozen models in bf16: 13.2 GB + 23.8 GB
     gradient_checkpointing=True,  # 4096 image tokens a sample at 1024 px, 57 blocks
 )

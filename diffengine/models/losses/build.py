@@ -4,6 +4,7 @@ import inspect
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.configuration_utils import ConfigMixin
 
+from ..vision.samplers import schedule_kind
 from .ddpm import DDPMObjective, ddpm_training_scheduler
 from .flow_matching import FlowMatchingObjective
 from .objective import TrainingObjective
@@ -24,8 +25,7 @@ def training_objective(vision_model: str, prediction_type: str | None = None,
     ``FlowMatchingObjective``'s options) the flow one's; each is refused for the other kind.
     """
     config = _SchedulerConfig.load_config(vision_model, subfolder="scheduler")
-    scheduler_class = config.get("_class_name")
-    if scheduler_class == FlowMatchEulerDiscreteScheduler.__name__:
+    if schedule_kind(config) == "flow_matching":
         given = [name for name, value in (("prediction_type", prediction_type), ("snr_gamma", snr_gamma))
                  if value is not None]
         if given:
@@ -39,5 +39,5 @@ def training_objective(vision_model: str, prediction_type: str | None = None,
         return FlowMatchingObjective(FlowMatchEulerDiscreteScheduler.from_config(config), **options)
     if flow_matching is not None:
         raise ValueError(f"flow_matching applies to flow-matching schedules (SD3, Flux); {vision_model}'s "
-                         f"scheduler is {scheduler_class}: use prediction_type and snr_gamma")
+                         f"scheduler is {config.get('_class_name')}: use prediction_type and snr_gamma")
     return DDPMObjective(ddpm_training_scheduler(vision_model, prediction_type), snr_gamma)

@@ -9,6 +9,8 @@ The examples' ``--precondition_outputs`` (an x_0 loss, on by default in the SD3 
 absent from the Flux one) is not offered: it equals this loss weighted by sigma^2, which neither
 the SD3 paper nor Flux trains with.
 """
+import math
+
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
@@ -19,6 +21,8 @@ from .objective import NoisedLatents, TrainingObjective
 # them uniformly and weight the loss instead; none is uniform and unweighted
 WEIGHTING_SCHEMES = ("logit_normal", "mode", "none", "sigma_sqrt", "cosmap")
 LOSS_WEIGHTED_SCHEMES = ("sigma_sqrt", "cosmap")
+# the largest mode_scale whose density u = 1 - x - s (cos^2(pi x / 2) - 1 + x) stays monotonic in [0, 1]
+MAX_MODE_SCALE = 2 / (math.pi - 2)
 
 
 class FlowMatchingObjective(TrainingObjective):
@@ -39,16 +43,22 @@ class FlowMatchingObjective(TrainingObjective):
                              f"got {weighting_scheme!r}")
         if not logit_std > 0:
             raise ValueError(f"flow_matching.logit_std must be > 0, got {logit_std!r}")
+        if not -1.0 <= mode_scale <= MAX_MODE_SCALE:
+            raise ValueError(f"flow_matching.mode_scale must be in [-1, {MAX_MODE_SCALE:.3f}] (beyond, the mode "
+                             f"density leaves [0, 1]), got {mode_scale!r}")
         self.scheduler = scheduler
+        # the training table as built, kept apart: set_timesteps on the scheduler replaces its own
+        self._timesteps = scheduler.timesteps.clone()
+        self._sigmas = scheduler.sigmas[:len(scheduler.timesteps)].clone()
         self.options = {"weighting_scheme": weighting_scheme, "logit_mean": float(logit_mean),
                         "logit_std": float(logit_std), "mode_scale": float(mode_scale)}
         self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _table(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The schedule's (timesteps, sigmas), copied to ``device`` once rather than every step."""
+        """The training table's (timesteps, sigmas), copied to ``device`` once rather than every step."""
         if device not in self._tables:
-            self._tables[device] = (self.scheduler.timesteps.to(device, torch.float32),
-                                    self.scheduler.sigmas[:len(self.scheduler.timesteps)].to(device, torch.float32))
+            self._tables[device] = (self._timesteps.to(device, torch.float32),
+                                    self._sigmas.to(device, torch.float32))
         return self._tables[device]
 
     def timestep_indices(self, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -59,7 +69,8 @@ class FlowMatchingObjective(TrainingObjective):
                                                   logit_std=options["logit_std"],
                                                   mode_scale=options["mode_scale"], device=device)
         steps = self.scheduler.config.num_train_timesteps
-        # a logit-normal draw far in the tail rounds to u = 1.0 in float32: one past the table
+        # u = 1.0 (a logit-normal draw far in the tail rounds to it in float32, a mode draw of 0
+        # maps to it) would index one past the table
         return (u * steps).long().clamp(0, steps - 1)
 
     def noised(self, latents: torch.Tensor) -> NoisedLatents:

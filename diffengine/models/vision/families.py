@@ -284,8 +284,7 @@ class FluxFamily(VisionFamily):
             tokenizer_2=None, transformer=denoiser)
 
     def _embedding_kwargs(self, embeds, negative_embeds):
-        return {**_pooled_embedding_kwargs(embeds, negative_embeds),
-                "max_sequence_length": embeds.context.shape[1]}
+        return _pooled_embedding_kwargs(embeds, negative_embeds)
 
 
 def flux_image_ids(height: int, width: int, like: torch.Tensor) -> torch.Tensor:

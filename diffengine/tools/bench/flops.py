@@ -51,23 +51,23 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
     with torch.device("meta"):
         language = (transformers.AutoModel.from_config(text_config) if family.model_class is None
                     else getattr(transformers, family.model_class)(text_config))
-        denoiser_class = architecture["unet"].get("_class_name", "UNet2DConditionModel")
-        unet = getattr(diffusers, denoiser_class).from_config(architecture["unet"])
+        denoiser_class = architecture["denoiser"].get("_class_name", "UNet2DConditionModel")
+        denoiser = getattr(diffusers, denoiser_class).from_config(architecture["denoiser"])
         vae = AutoencoderKL.from_config(architecture["vae"])
         hidden = getattr(text_config, "hidden_size", None) or text_config.d_model
         # the family from the denoiser's class and config, as a bridge finds it
-        vision = vision_family_of(type(unet).__name__, unet.config)
-        context_dim = unet.config[vision.context_dim_key]
-        pooled_dim = vision.pooled_dim(unet.config)
+        vision = vision_family_of(type(denoiser).__name__, denoiser.config)
+        context_dim = denoiser.config[vision.context_dim_key]
+        pooled_dim = vision.pooled_dim(denoiser.config)
         adapter = LaViBridgeTextAdapter(**{"pooled_dim": pooled_dim, **adapter_dims(hidden, context_dim, model_kwargs)})
-    for model in (language, unet, vae):
+    for model in (language, denoiser, vae):
         model.requires_grad_(False)
     for model, classes, side in ((language, family.lora_target_classes, "text_lora"),
-                                 (unet, vision.lora_target_classes, "vision_lora")):
+                                 (denoiser, vision.lora_target_classes, "vision_lora")):
         lora = lora_settings(model_kwargs, side)
         if lora["rank"]:
             inject_lora(model, classes, lora["rank"], lora["alpha"], lora["dropout"])
-    for model in (language, unet, vae, adapter):
+    for model in (language, denoiser, vae, adapter):
         model.train()
 
     meta = {"device": "meta"}
@@ -90,7 +90,7 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
         return adapter.conditioning(hidden_states, mask, hidden_states.dtype)
 
     def denoise(text: TextConditioning) -> torch.Tensor:
-        prediction = vision.predict(unet, latents, timesteps, text, sizes)
+        prediction = vision.predict(denoiser, latents, timesteps, text, sizes)
         return F.mse_loss(prediction.float(), latents.float())
 
     def adapter_loss() -> torch.Tensor:

@@ -3,7 +3,7 @@
 tiny: the demo's models (built once, as ``diffengine demo`` does); full: T5-Large + SD1.5 UNet +
 SD VAE with random weights; FLOP counts only: sdxl (T5-Large + the SDXL base UNet + SD VAE),
 sd35_medium and flux_dev (Llama-2-7B + that transformer + their 16-channel VAE). The denoiser's
-config is ``unet`` whatever its class (``_class_name``, UNet2DConditionModel when absent).
+config is ``denoiser`` whatever its class (``_class_name``, UNet2DConditionModel when absent).
 Every mode reads its sequence length, LoRA, adapter and optimizer settings from the packaged
 config of its size.
 """
@@ -59,7 +59,7 @@ def full_size_configs() -> dict[str, Any]:
 
     return {
         "text": T5Config(d_model=1024, d_ff=4096, d_kv=64, num_heads=16, num_layers=24, vocab_size=32128),
-        "unet": {"cross_attention_dim": 768},  # every other UNet2DConditionModel default is SD1.5's
+        "denoiser": {"cross_attention_dim": 768},  # every other UNet2DConditionModel default is SD1.5's
         "vae": {"block_out_channels": (128, 256, 512, 512), "latent_channels": 4, "layers_per_block": 2,
                 "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
                 "sample_size": 512},
@@ -79,7 +79,7 @@ def make_full_size_assets(root: Path) -> tuple[Path, Path]:
     t5_dir = make_tiny_t5(root / "t5")  # for its tokenizer; the model is replaced below
     T5EncoderModel(configs["text"]).save_pretrained(t5_dir)
     sd_dir = root / "sd"
-    UNet2DConditionModel(**configs["unet"]).save_pretrained(sd_dir / "unet")
+    UNet2DConditionModel(**configs["denoiser"]).save_pretrained(sd_dir / "unet")
     AutoencoderKL(**configs["vae"]).save_pretrained(sd_dir / "vae")
     DDPMScheduler(**configs["scheduler"]).save_pretrained(sd_dir / "scheduler")
     return t5_dir, sd_dir
@@ -121,18 +121,18 @@ def _architecture(size: str, data_dir: str | Path) -> dict[str, Any]:
     if size == "full":
         return full_size_configs()
     if size == "sdxl":
-        return dict(full_size_configs(), unet=SDXL_BASE_UNET)
+        return dict(full_size_configs(), denoiser=SDXL_BASE_UNET)
     if size in ("sd35_medium", "flux_dev"):
         from transformers import LlamaConfig
 
         transformer = SD35_MEDIUM_TRANSFORMER if size == "sd35_medium" else FLUX_DEV_TRANSFORMER
-        return dict(full_size_configs(), text=LlamaConfig(**LLAMA2_7B), unet=transformer, vae=SD3_VAE)
+        return dict(full_size_configs(), text=LlamaConfig(**LLAMA2_7B), denoiser=transformer, vae=SD3_VAE)
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import AutoConfig
 
     t5_dir, sd_dir, _ = demo_models(data_dir)
     return {"text": AutoConfig.from_pretrained(t5_dir),
-            "unet": dict(UNet2DConditionModel.load_config(sd_dir, subfolder="unet")),
+            "denoiser": dict(UNet2DConditionModel.load_config(sd_dir, subfolder="unet")),
             "vae": dict(AutoencoderKL.load_config(sd_dir, subfolder="vae")),
             "scheduler": dict(DDPMScheduler.load_config(sd_dir, subfolder="scheduler"))}
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.training_utils import cast_training_params
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from mmengine.model import BaseModel
@@ -214,7 +215,7 @@ class LaViBridge(BaseModel):
         return getattr(self, self.vision_family.subfolder)
 
     @property
-    def noise_scheduler(self):
+    def noise_scheduler(self) -> SchedulerMixin:
         """The base model's training schedule (inference samplers are built from its config)."""
         return self.objective.scheduler
 

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from mmengine.model import BaseModel
 from PIL import Image
 
@@ -81,7 +82,7 @@ class StableDiffusion(BaseModel):
         return cls(**kwargs)
 
     @property
-    def noise_scheduler(self):
+    def noise_scheduler(self) -> SchedulerMixin:
         """The training schedule (``pipeline(scheduler=None)`` samples with it)."""
         return self.objective.scheduler
 
@@ -109,15 +110,17 @@ class StableDiffusion(BaseModel):
         model_pred = self.unet(noised.noisy, noised.timesteps, encoder_hidden_states=context).sample
         return {"loss": self.objective.loss(model_pred, noised)}
 
-    def pipeline(self, scheduler: str | None = "unipc") -> DiffusionPipeline:
-        """A ``StableDiffusionPipeline`` sharing this model's modules; ``scheduler=None`` keeps
-        the training schedule (what ``save_pretrained`` stores)."""
+    def pipeline(self, scheduler: str | None = None,
+                 training_schedule: bool = False) -> DiffusionPipeline:
+        """A ``StableDiffusionPipeline`` sharing this model's modules, sampling with ``scheduler``
+        (None: unipc, see ``inference_scheduler``); ``training_schedule=True`` keeps the training
+        schedule instead (what ``save_pretrained`` stores)."""
         tokenizer = self.language.tokenizer
         # the pipeline pads to model_max_length: the length the UNet was trained with
         tokenizer.model_max_length = self.language.max_length
         return diffusers_pipeline_class("StableDiffusionPipeline")(
             vae=self.vae, text_encoder=self.language.model, tokenizer=tokenizer, unet=self.unet,
-            scheduler=(self.noise_scheduler if scheduler is None
+            scheduler=(self.noise_scheduler if training_schedule
                        else inference_scheduler(scheduler, self.noise_scheduler.config)),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
@@ -125,9 +128,9 @@ class StableDiffusion(BaseModel):
     def infer(self, prompts: list[str] | str, negative_prompt: str = "",
               num_inference_steps: int = 50, guidance_scale: float = 7.5,
               height: int | None = None, width: int | None = None, seed: int | None = 0,
-              scheduler: str = "unipc", output_type: str = "pil",
+              scheduler: str | None = None, output_type: str = "pil",
               show_progress: bool = False) -> list[Image.Image]:
-        """Generate one image per prompt with diffusers' ``StableDiffusionPipeline``."""
+        """Generate one image per prompt with diffusers' ``StableDiffusionPipeline`` (UniPC by default)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         pipeline = self.pipeline(scheduler)
         pipeline.set_progress_bar_config(disable=not show_progress)
@@ -140,5 +143,5 @@ class StableDiffusion(BaseModel):
 
     def save_pretrained(self, directory: str | Path, **_) -> Path:
         """Write the model as a diffusers ``StableDiffusionPipeline`` folder (safetensors)."""
-        self.pipeline(scheduler=None).save_pretrained(directory, safe_serialization=True)
+        self.pipeline(training_schedule=True).save_pretrained(directory, safe_serialization=True)
         return Path(directory)
