@@ -10,7 +10,7 @@ from .hooks import (
                     VisualizationHook,
 )
 from .loops import StreamingIterBasedTrainLoop
-from .model_wrapper import DeviceAgnosticDDP, unwrap_model
+from .model_wrapper import DeviceAgnosticDDP, ShardedLanguageModelDDP, unwrap_model
 from .optim_constructor import ParamGroupsOptimWrapperConstructor
 from .optim_wrapper import GuardedAmpOptimWrapper, GuardedOptimWrapper
 from .runner import DiffEngineRunner
@@ -19,6 +19,6 @@ __all__ = [
     "FiniteWeightsHook", "PlainMessageHubHook", "load_local_checkpoint", "BridgeCheckpointHook",
     "DataSkipLogHook", "DeferredRuntimeInfoHook", "ModelFolderCheckpointHook", "ShapesBenchHook", "unwrap_model",
     "StreamingIterBasedTrainLoop", "ThroughputHook", "VisualizationHook", "DeviceAgnosticDDP",
-    "ParamGroupsOptimWrapperConstructor", "GuardedAmpOptimWrapper", "GuardedOptimWrapper",
+    "ShardedLanguageModelDDP", "ParamGroupsOptimWrapperConstructor", "GuardedAmpOptimWrapper", "GuardedOptimWrapper",
     "DiffEngineRunner",
 ]

@@ -1,6 +1,9 @@
-"""DDP that also runs on CPU (gloo), where MMEngine's device ids would be rejected; unwrapping."""
+"""DDP that also runs on CPU (gloo), where MMEngine's device ids would be rejected; DDP with the
+frozen language model sharded over the ranks (FSDP2); unwrapping."""
 from mmengine.model import MMDistributedDataParallel, is_model_wrapper
 from torch import nn
+from torch.distributed.fsdp import fully_shard
+from torch.nn.parallel import DistributedDataParallel
 
 from diffengine.contracts import TextToImageModel
 from diffengine.registry import MODEL_WRAPPERS
@@ -18,6 +21,49 @@ class DeviceAgnosticDDP(MMDistributedDataParallel):
         if next(module.parameters()).device.type == "cpu":
             device_ids = None
         super().__init__(module=module, device_ids=device_ids, **kwargs)
+
+
+@MODEL_WRAPPERS.register_module()
+class ShardedLanguageModelDDP(DeviceAgnosticDDP):
+    """DDP over a bridge whose frozen language model is sharded across the ranks with FSDP2.
+
+    For language models too large to copy to every GPU: each rank keeps 1/world of the LM's
+    weights, and its forward gathers one decoder layer (the model's ``_no_split_modules``) at a
+    time. The adapter and the vision side stay replicated, their gradients all-reduced by DDP as
+    usual. A sharded forward needs every rank, so the sampling and scoring hooks run inference on
+    all ranks (``collective_inference``) and only rank 0 writes. The LM must train nothing
+    (``model.text_lora.rank=0``): sharded trainable weights would need gathering for bridges and
+    checkpoints and a gradient norm over sharded tensors, which this wrapper does not do.
+    """
+
+    def __init__(self, module, device_ids=None, **kwargs):
+        language = module.language.model
+        trainable = sum(p.numel() for p in language.parameters() if p.requires_grad)
+        if trainable:
+            raise ValueError(f"ShardedLanguageModelDDP shards a frozen language model, and this one trains "
+                             f"{trainable} parameters (its LoRA): set model.text_lora.rank=0")
+        layer_classes = set(getattr(language, "_no_split_modules", None) or ())
+        for layer in [m for m in language.modules() if type(m).__name__ in layer_classes]:
+            fully_shard(layer)
+        fully_shard(language)
+        # FSDP2 keeps the root's weights gathered after its forward, for the backward that a frozen
+        # LM never runs; rank 0's checkpoint (state_dict) would reshard them on rank 0 alone, and
+        # the ranks' next all-gathers would no longer match. Reshard after every forward instead
+        language.register_forward_hook(_reshard_after_forward)
+        prefix = next(name for name, child in module.named_modules() if child is language)
+        ignored = [f"{prefix}.{name}" for name, _ in [*language.named_parameters(), *language.named_buffers()]]
+        # DDP neither broadcasts nor all-reduces the sharded weights: FSDP2 owns them
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ignored)
+        super().__init__(module=module, device_ids=device_ids, **kwargs)
+
+
+def _reshard_after_forward(module: nn.Module, args: tuple, output: object) -> None:
+    module.reshard()
+
+
+def collective_inference(model: nn.Module) -> bool:
+    """Whether generating with ``model`` needs every rank (its language model is sharded)."""
+    return isinstance(model, ShardedLanguageModelDDP)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

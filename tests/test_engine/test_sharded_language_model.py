@@ -1,13 +1,18 @@
-"""The building block for language models too large to copy per GPU, as far as a CPU tests it.
+"""Language models too large to copy per GPU, as far as a CPU tests it.
 
 PyTorch's FSDP2 (``torch.distributed.fsdp.fully_shard``) shards the frozen LM that this project
 loads (``FrozenLanguageModel``) with the LoRA it injects (``inject_lora``), per decoder layer (the
 model's ``_no_split_modules``): 2 gloo ranks each hold half of the LM's weights, and give the
-hidden states and LoRA gradients of the unsharded model on the whole batch. Training does not use
-it yet (README, "Language models too large for one GPU" says what is missing).
+hidden states and LoRA gradients of the unsharded model on the whole batch. Training uses it for
+a frozen LM (``ShardedLanguageModelDDP``, text LoRA rank 0): the real ``wds_train`` on 2 ranks,
+hooks sampling and scoring on both, ends with the bridge of plain DDP, bit for bit.
 """
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +20,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.distributed.fsdp import fully_shard
 
+from diffengine.engine import ShardedLanguageModelDDP
+from diffengine.models import LaViBridge
 from diffengine.models.language import FrozenLanguageModel
 from diffengine.models.lora import inject_lora
+from tests.helpers import demo_cfg_options
 
 pytestmark = pytest.mark.slow
 
@@ -76,3 +84,36 @@ def test_a_frozen_lm_with_lora_sharded_over_two_ranks_computes_what_the_whole_on
             torch.testing.assert_close(grad, expected["grads"][name], atol=1e-6, rtol=1e-4)
     whole_count = sum(p.numel() for p in whole.model.parameters())
     assert all(r["local_parameters"] <= whole_count // 2 + 64 for r in ranks)
+
+
+def _train_on_two_ranks(work_dir: Path, options: list[str]) -> None:
+    """``NPROC_PER_NODE=2 diffengine wds_train lavi_bridge_demo`` with ``options``; asserts it ends well."""
+    env = {**os.environ, "NPROC_PER_NODE": "2", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "diffengine", "wds_train", "lavi_bridge_demo", "--work-dir",
+                             str(work_dir), "--cfg-options", *options], env=env, capture_output=True, text=True,
+                            timeout=240, cwd=Path(__file__).parents[2])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_training_with_the_lm_sharded_equals_plain_ddp(tiny_llama, tiny_sd, demo_shards, tmp_path):
+    # a frozen decoder LM (text LoRA rank 0); the sample grid every 2 iterations and the ShapesBench
+    # scores before and after run a sharded forward on both ranks
+    options = [*demo_cfg_options(tiny_llama, tiny_sd, demo_shards, max_iters=4, checkpoint_interval=2),
+               "model.text_lora.rank=0", "model.adapter=None", "custom_hooks.3.interval=2"]
+    _train_on_two_ranks(tmp_path / "sharded", [*options, "model_wrapper_cfg.type=diffengine.ShardedLanguageModelDDP"])
+    _train_on_two_ranks(tmp_path / "ddp", options)
+    for run in ("sharded", "ddp"):
+        assert sorted(p.name for p in (tmp_path / run / "samples").glob("*.png")) == [
+            "iter_0.png", "iter_2.png", "iter_4.png"]
+    sharded, ddp = (LaViBridge.from_bridge(tmp_path / run / "bridge" / "iter_4") for run in ("sharded", "ddp"))
+    trainable = [n for n, p in sharded.named_parameters() if p.requires_grad]  # vision LoRA and adapter
+    assert trainable and all(torch.equal(sharded.get_parameter(n), ddp.get_parameter(n)) for n in trainable)
+    earlier = LaViBridge.from_bridge(tmp_path / "sharded" / "bridge" / "iter_2")
+    assert not all(torch.equal(earlier.get_parameter(n), sharded.get_parameter(n)) for n in trainable)
+
+
+def test_a_sharded_lm_must_be_frozen(tiny_llama, tiny_sd):
+    with pytest.raises(ValueError, match="shards a frozen language model, and this one trains .* set "
+                                         "model.text_lora.rank=0") as error:
+        ShardedLanguageModelDDP(LaViBridge(tiny_llama, tiny_sd, max_length=16))
+    assert "\n" not in str(error.value)

@@ -4,7 +4,7 @@ from mmengine.hooks import Hook
 
 from diffengine.registry import HOOKS
 
-from ..model_wrapper import text_to_image_model
+from ..model_wrapper import collective_inference, text_to_image_model
 
 
 @HOOKS.register_module()
@@ -32,13 +32,15 @@ class ShapesBenchHook(Hook):
         self._last_step = -1
 
     def _score(self, runner, step: int) -> None:
-        if step == self._last_step or not is_main_process():
+        if step == self._last_step or not (is_main_process() or collective_inference(runner.model)):
             return
         from diffengine.evaluation.shapes_benchmark import evaluate_shapes, model_generator
 
         self._last_step = step
         model = text_to_image_model(runner.model, type(self).__name__)
         result = evaluate_shapes(model_generator(model, **self.sampler), self.images_per_prompt)
+        if not is_main_process():  # it took part in a sharded forward; rank 0 reports
+            return
         del result["records"]
         for set_name, summary in result.items():
             for score, value in summary.items():

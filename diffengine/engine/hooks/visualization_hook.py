@@ -9,7 +9,7 @@ from PIL import Image
 from diffengine.constants import SAMPLES_FOLDER
 from diffengine.registry import HOOKS
 
-from ..model_wrapper import text_to_image_model
+from ..model_wrapper import collective_inference, text_to_image_model
 
 
 def image_grid(images: list[Image.Image]) -> Image.Image:
@@ -45,11 +45,13 @@ class VisualizationHook(Hook):
         self._last_step = -1
 
     def _render(self, runner, step: int) -> None:
-        if step == self._last_step or not is_main_process():
+        if step == self._last_step or not (is_main_process() or collective_inference(runner.model)):
             return
         self._last_step = step
         model = text_to_image_model(runner.model, type(self).__name__)
         grid = image_grid(model.infer(self.prompts, **self.infer_kwargs))
+        if not is_main_process():  # it took part in a sharded forward; rank 0 writes
+            return
         out_dir = Path(runner.work_dir) / SAMPLES_FOLDER
         out_dir.mkdir(parents=True, exist_ok=True)
         grid.save(out_dir / f"iter_{step}.png")
