@@ -32,6 +32,9 @@ BAD_INPUTS = [
     ("config that raises", "{assets}/raises.py", [], [], "raises.py: ZeroDivisionError: division by zero"),
     ("unknown model type", DEMO, [], ["model.type=LaViBrige"],
      "model.type: unknown type 'LaViBrige' (did you mean 'LaViBridge'?)"),
+    ("model wrapper without its scope", DEMO, [], ["model_wrapper_cfg.type=ShardedLanguageModelDDP"],
+     "model_wrapper_cfg.type: MMEngine finds 'ShardedLanguageModelDDP' only by its scoped name: write "
+     "'diffengine.ShardedLanguageModelDDP'"),
     ("misspelt top-level key", DEMO, [], ["trian_cfg.max_iters=3"],
      "the config has no 'trian_cfg' (did you mean 'train_cfg'"),
     ("misspelt model option", DEMO, [], ["model.prediciton_type=epsilon"],

@@ -65,6 +65,17 @@ def check_config(cfg, registries: dict[str, Any]) -> None:
             _check_value(f"{where}.{key}", value, hints.get(key), target)
 
 
+def check_model_wrapper_scope(cfg) -> None:
+    """MMEngine's Runner looks a model wrapper's ``type`` up in MMEngine's own registry, where a
+    diffengine wrapper is found only by its scoped name: say so in one line, not as a TypeError later."""
+    from mmengine.registry import MODEL_WRAPPERS
+
+    kind = (cfg.get("model_wrapper_cfg") or {}).get("type")
+    if isinstance(kind, str) and "." not in kind and MODEL_WRAPPERS.get(kind) is None:
+        raise ConfigError(f"model_wrapper_cfg.type: MMEngine finds {kind!r} only by its scoped name: "
+                          f"write 'diffengine.{kind}'")
+
+
 def _typed_sections(cfg, registries: dict[str, Any]) -> Iterator[tuple[str, dict, Any, str]]:
     """``(key path, dict with a type, registry, registry name)`` for each section MMEngine builds."""
     def typed(where: str, node: Any, registry_name: str):
