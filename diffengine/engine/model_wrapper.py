@@ -1,5 +1,6 @@
 """DDP that also runs on CPU (gloo), where MMEngine's device ids would be rejected; DDP with the
 frozen language model sharded over the ranks (FSDP2); unwrapping."""
+from mmengine.dist import is_main_process
 from mmengine.model import MMDistributedDataParallel, is_model_wrapper
 from torch import nn
 from torch.distributed.fsdp import fully_shard
@@ -31,7 +32,7 @@ class ShardedLanguageModelDDP(DeviceAgnosticDDP):
     weights, and its forward gathers one decoder layer (the model's ``_no_split_modules``) at a
     time. The adapter and the vision side stay replicated, their gradients all-reduced by DDP as
     usual. A sharded forward needs every rank, so the sampling and scoring hooks run inference on
-    all ranks (``collective_inference``) and only rank 0 writes. The LM must train nothing
+    all ranks (``infers_on_this_rank``) and only rank 0 writes. The LM must train nothing
     (``model.text_lora.rank=0``): sharded trainable weights would need gathering for bridges and
     checkpoints and a gradient norm over sharded tensors, which this wrapper does not do.
     """
@@ -61,9 +62,10 @@ def _reshard_after_forward(module: nn.Module, args: tuple, output: object) -> No
     module.reshard()
 
 
-def collective_inference(model: nn.Module) -> bool:
-    """Whether generating with ``model`` needs every rank (its language model is sharded)."""
-    return isinstance(model, ShardedLanguageModelDDP)
+def infers_on_this_rank(model: nn.Module) -> bool:
+    """Whether this rank generates with ``model`` for a hook: rank 0, and every rank when the
+    language model is sharded (its forward needs them all; rank 0 still writes alone)."""
+    return is_main_process() or isinstance(model, ShardedLanguageModelDDP)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -4,7 +4,7 @@ from mmengine.hooks import Hook
 
 from diffengine.registry import HOOKS
 
-from ..model_wrapper import collective_inference, text_to_image_model
+from ..model_wrapper import infers_on_this_rank, text_to_image_model
 
 
 @HOOKS.register_module()
@@ -32,7 +32,7 @@ class ShapesBenchHook(Hook):
         self._last_step = -1
 
     def _score(self, runner, step: int) -> None:
-        if step == self._last_step or not (is_main_process() or collective_inference(runner.model)):
+        if step == self._last_step or not infers_on_this_rank(runner.model):
             return
         from diffengine.evaluation.shapes_benchmark import evaluate_shapes, model_generator
 

@@ -9,7 +9,7 @@ from PIL import Image
 from diffengine.constants import SAMPLES_FOLDER
 from diffengine.registry import HOOKS
 
-from ..model_wrapper import collective_inference, text_to_image_model
+from ..model_wrapper import infers_on_this_rank, text_to_image_model
 
 
 def image_grid(images: list[Image.Image]) -> Image.Image:
@@ -45,7 +45,7 @@ class VisualizationHook(Hook):
         self._last_step = -1
 
     def _render(self, runner, step: int) -> None:
-        if step == self._last_step or not (is_main_process() or collective_inference(runner.model)):
+        if step == self._last_step or not infers_on_this_rank(runner.model):
             return
         self._last_step = step
         model = text_to_image_model(runner.model, type(self).__name__)

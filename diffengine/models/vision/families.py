@@ -7,6 +7,7 @@ generates with it. Nothing outside this module branches on the family: a bridge 
 family the same ``TextConditioning`` (context, mask, pooled) and ``SizeConditioning`` (each
 sample's original size, crop and target size), and each family takes what it needs.
 """
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 
 
+@functools.cache  # Flux's training step asks for its pipeline's packing helpers every step
 def diffusers_pipeline_class(name: str) -> type[DiffusionPipeline]:
     """A diffusers pipeline class, imported without transformers' import-time noise."""
     from transformers.utils import logging as transformers_logging
