@@ -1,4 +1,5 @@
 """Every user mistake on the training path: one line on stderr, exit status 2, before any compute."""
+import json
 import shutil
 
 import pytest
@@ -9,9 +10,14 @@ from tests.helpers import demo_cfg_options
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory, tiny_t5, tiny_sd, demo_shards):
-    """Bad inputs to point at: broken configs and checkpoints, a vision folder without vae/."""
+def assets(tmp_path_factory, tiny_t5, tiny_sd, demo_shards, latent_shards):
+    """Bad inputs to point at: broken configs and checkpoints, a vision folder without vae/, and
+    tiny_sd's latent shard beside a copy of tiny_sd whose VAE scales latents otherwise."""
     root = tmp_path_factory.mktemp("bad_inputs")
+    shutil.copy(latent_shards.replace("{00000..00003}", "00000"), root / "latents.tar")
+    shutil.copytree(tiny_sd, root / "rescaled_vae")
+    vae_config = root / "rescaled_vae" / "vae" / "config.json"
+    vae_config.write_text(json.dumps({**json.loads(vae_config.read_text()), "scaling_factor": 0.5}))
     (root / "syntax.py").write_text("model = dict(\n  type='LaViBridge',\n")
     (root / "raises.py").write_text("max_iters = 1 / 0\n")
     shutil.copytree(f"{tiny_sd}/unet", root / "no_vae" / "unet")
@@ -59,6 +65,13 @@ BAD_INPUTS = [
      "train_dataloader.shards: shard spec"),
     ("image shards without the VAE encoder", DEMO, [], ["model.vae_encoder=False"],
      "model.vae_encoder=False trains from latent shards, but "),
+    ("latent shards of another VAE", DEMO, [],
+     ["train_dataloader.shards={assets}/latents.tar", "model.vision_model={assets}/rescaled_vae"],
+     "model.vision_model's VAE differs (scaling_factor 0.18215 vs 0.5): encode the image shards again "
+     "with `diffengine prep-latents --vision-model "),
+    ("latent shards of another resolution", DEMO, [],
+     ["train_dataloader.shards={assets}/latents.tar", "train_dataloader.resolution=64"],
+     "latents.tar holds latents encoded at 32 px but train_dataloader.resolution is 64"),
     ("unknown optimizer group", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adaptr=0.1"],
      "group_lr names unknown parameter groups ['adaptr']"),
     ("missing resume checkpoint", DEMO, ["--resume", "{assets}/nothing.pth"], [],

@@ -8,6 +8,8 @@ shard's metadata, plus under ``LATENTS_RECORD`` how the latents were made).
 from __future__ import annotations
 
 import io
+import json
+import math
 
 import numpy as np
 import torch
@@ -33,3 +35,43 @@ def read_latent(data: bytes) -> torch.Tensor:
     if array.dtype.kind != "f" or array.ndim != 3:
         raise ValueError(f"expected a float (2C, h, w) array, got {array.dtype} {array.shape}")
     return torch.from_numpy(array)
+
+
+def first_latent_sample(path: str) -> tuple[dict, torch.Tensor] | None:
+    """The latents record (from the json) and the latent parameters of a local shard's first sample;
+    None when that sample holds no latent (an image shard) or the shard is not a plain tar."""
+    from .tar_reader import is_plain_tar, iter_tar_samples
+
+    try:
+        with open(path, "rb") as stream:
+            if not is_plain_tar(stream):
+                return None
+            sample = next(iter_tar_samples(stream, path), None)
+        if sample is None or LATENT_EXT not in sample:
+            return None
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        parameters = read_latent(sample[LATENT_EXT])
+    except (OSError, EOFError, ValueError):  # a corrupt sample: the loader counts and skips it
+        return None
+    record = meta.get(LATENTS_RECORD) if isinstance(meta, dict) else None
+    return (record if isinstance(record, dict) else {}), parameters
+
+
+def vae_mismatch(record: dict, parameters: torch.Tensor, vae_config: dict) -> str | None:
+    """How the VAE that made these latents (their record and parameters) differs from the VAE of
+    ``vae_config`` (a ``vae/config.json``), as "what stored vs expected", or None. Another VAE's
+    latents may have the right channel count and still another scale and offset (SD3's and
+    Flux's VAEs both have 16 channels)."""
+    differences = []
+    # a config.json without a key means AutoencoderKL's default: 4 channels, 0.18215, no shift
+    vae_config = {"latent_channels": 4, "scaling_factor": 0.18215, "shift_factor": None, **vae_config}
+    channels, expected_channels = parameters.shape[0] // 2, vae_config["latent_channels"]
+    if channels != expected_channels:
+        differences.append(f"latent channels {channels} vs {expected_channels}")
+    for factor in ("scaling_factor", "shift_factor"):
+        stored, expected = record.get(factor), vae_config.get(factor)
+        # an older prep-latents recorded no shift_factor: only recorded factors are compared
+        if factor in record and not (stored == expected or (
+                stored is not None and expected is not None and math.isclose(stored, expected, rel_tol=1e-6))):
+            differences.append(f"{factor} {stored} vs {expected}")
+    return "; ".join(differences) or None

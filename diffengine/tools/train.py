@@ -4,11 +4,13 @@ Run as a module (``python -m diffengine.tools.train``) for torchrun's worker pro
 """
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from diffengine.constants import BRIDGE_FOLDER, LAST_CHECKPOINT, PRETRAINED_FOLDER, SAMPLES_FOLDER
 from diffengine.errors import ConfigError
@@ -192,30 +194,49 @@ def _add_tensorboard_if_installed(cfg) -> None:
 
 def _check_shards(cfg) -> None:
     """Local shard specs must match files, of the kind the model trains from, now, not after the models have loaded."""
-    from diffengine.datasets.shards import expand_shards
+    from diffengine.datasets.shards import expand_shards, is_remote
 
     loader = cfg.get("train_dataloader")
     shards = loader.get("shards") if isinstance(loader, dict) else None
-    if shards is not None:
-        try:
-            urls = expand_shards(shards)
-        except FileNotFoundError as error:
-            raise ConfigError(f"train_dataloader.shards: {error}") from None
-        model = cfg.get("model")
-        if isinstance(model, dict) and model.get("vae_encoder", True) is False:
-            _check_latent_shards(urls)
-
-
-def _check_latent_shards(urls: list[str]) -> None:
-    """A model without its VAE encoder cannot encode images: the first local shard must hold latents."""
-    from diffengine.datasets.latent_shards import LATENT_EXT
-    from diffengine.datasets.shards import count_samples, is_remote
-
+    if shards is None:
+        return
+    try:
+        urls = expand_shards(shards)
+    except FileNotFoundError as error:
+        raise ConfigError(f"train_dataloader.shards: {error}") from None
     first = next((url for url in urls if not is_remote(url)), None)
-    if first is not None and count_samples([first], [LATENT_EXT])[0][0] == 0:
-        raise ConfigError(f"model.vae_encoder=False trains from latent shards, but {first} holds no "
-                          f"*.{LATENT_EXT}: encode the image shards with `diffengine prep-latents`, "
-                          "or set model.vae_encoder=True")
+    model = cfg.get("model")
+    if first is not None and isinstance(model, dict):
+        _check_latent_shard(first, model, loader.get("resolution"))
+
+
+def _check_latent_shard(path: str, model: dict, resolution: Any) -> None:
+    """The first local shard must hold latents when the model has no VAE encoder, and latents
+    made by this model's VAE at the loader's resolution: another VAE's latents (another scale,
+    offset or channel count) would train without error and teach the bridge nothing usable."""
+    from diffengine.datasets.latent_shards import LATENT_EXT, first_latent_sample, vae_mismatch
+    from diffengine.datasets.shards import count_samples
+
+    latent = first_latent_sample(path)
+    if latent is None:
+        if model.get("vae_encoder", True) is False and count_samples([path], [LATENT_EXT])[0][0] == 0:
+            raise ConfigError(f"model.vae_encoder=False trains from latent shards, but {path} holds no "
+                              f"*.{LATENT_EXT}: encode the image shards with `diffengine prep-latents`, "
+                              "or set model.vae_encoder=True")
+        return
+    record, parameters = latent
+    vision_model = model.get("vision_model")
+    vae_config = Path(str(vision_model)).expanduser() / "vae" / "config.json"
+    mismatch = vae_mismatch(record, parameters, json.loads(vae_config.read_text())) if vae_config.is_file() else None
+    if mismatch is not None:
+        raise ConfigError(f"train_dataloader.shards: {path} holds latents of the VAE {record.get('vae', '?')} "
+                          f"and model.vision_model's VAE differs ({mismatch}): encode the image shards again "
+                          f"with `diffengine prep-latents --vision-model {vision_model}`")
+    if isinstance(resolution, int) and record.get("resolution", resolution) != resolution:
+        raise ConfigError(f"train_dataloader.shards: {path} holds latents encoded at {record['resolution']} px "
+                          f"but train_dataloader.resolution is {resolution}: set "
+                          f"train_dataloader.resolution={record['resolution']} or encode the image shards "
+                          "again with prep-latents --resolution")
 
 
 def _registries() -> dict:

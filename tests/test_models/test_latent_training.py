@@ -1,9 +1,11 @@
 """Training from latent shards: the same loss as from the images, and without the VAE encoder."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from diffengine.datasets.latent_shards import first_latent_sample, vae_mismatch
 from diffengine.entry_point import build_parser
 from diffengine.models import LaViBridge
 from diffengine.models.vision import batch_latents
@@ -60,3 +62,18 @@ def test_a_bridge_without_vae_encoder_trains_from_latent_shards(tiny_t5, tiny_sd
     manifest = json.loads((tmp_path / "bridge" / "iter_2" / "bridge.json").read_text())
     assert manifest["vae_encoder"] is False
     assert (tmp_path / "samples" / "iter_2.png").is_file()  # sampling decodes without the encoder
+
+
+def test_latents_of_another_vae_with_as_many_channels_are_told_apart(flux_latent_shards, tiny_flux, tiny_sd3):
+    # Flux's and SD3's VAEs both make 16 channels (the tiny ones 4): only their recorded factors
+    # tell them apart
+    record, parameters = first_latent_sample(flux_latent_shards.replace("{00000..00003}", "00000"))
+    assert record["vae"] == f"{tiny_flux}/vae" and parameters.shape[0] == 2 * 4
+
+    def vae_config(base_model: str) -> dict:
+        return json.loads((Path(base_model) / "vae" / "config.json").read_text())
+
+    assert vae_mismatch(record, parameters, vae_config(tiny_flux)) is None
+    assert vae_mismatch(record, parameters, vae_config(tiny_sd3)) == (
+        "scaling_factor 0.3611 vs 1.5305; shift_factor 0.1159 vs 0.0609")
+    assert vae_mismatch({}, parameters[:2], vae_config(tiny_flux)) == "latent channels 1 vs 4"
