@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    from .errors import ConfigError, NonFiniteTrainingError
+    from .errors import ConfigError, NonFiniteTrainingError, NoUsableSampleError
     from .tools.config_lookup import UnknownConfigError
 
     # training: ConfigError covers its user mistakes (train.run turns setup errors into it), so a
@@ -280,11 +280,20 @@ def main(argv: list[str] | None = None) -> int:
     command, user_errors = commands[args.command]
     try:
         return command(args)
-    except (UnknownConfigError, ConfigError, NonFiniteTrainingError, *user_errors) as error:
+    except (UnknownConfigError, ConfigError, NonFiniteTrainingError, NoUsableSampleError, *user_errors) as error:
         if args.debug:
             raise
-        print(f"diffengine: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"diffengine: error: {_one_line(error)}", file=sys.stderr)
         return 1 if isinstance(error, NonFiniteTrainingError) else 2
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line; one re-raised from a DataLoader worker (its message
+    holds the worker's traceback) gives the original last line, without the type name."""
+    message = str(error)
+    if "Original Traceback" in message:
+        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(message.split())
 
 
 def cli() -> None:

@@ -22,6 +22,7 @@ def assets(tmp_path_factory, tiny_t5, tiny_sd, demo_shards, latent_shards):
     (root / "raises.py").write_text("max_iters = 1 / 0\n")
     shutil.copytree(f"{tiny_sd}/unet", root / "no_vae" / "unet")
     (root / "truncated.pth").write_bytes(b"PK\x03\x04 cut short")
+    (root / "empty.tar").write_bytes(b"")
 
     class Payload:
         def __reduce__(self):
@@ -72,6 +73,17 @@ BAD_INPUTS = [
     ("latent shards of another resolution", DEMO, [],
      ["train_dataloader.shards={assets}/latents.tar", "train_dataloader.resolution=64"],
      "latents.tar holds latents encoded at 32 px but train_dataloader.resolution is 64"),
+    ("negative learning rate", DEMO, [], ["optim_wrapper.optimizer.lr=-1"],
+     "optim_wrapper.optimizer.lr must be a number > 0, got -1"),
+    ("negative group learning rate", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adapter=-1e-4"],
+     "optim_wrapper.paramwise_cfg.group_lr.adapter must be a number > 0, got -0.0001"),
+    ("resolution not a multiple of 8", DEMO, [], ["train_dataloader.resolution=30"],
+     "train_dataloader.resolution must be a multiple of 8 pixels, got 30"),
+    ("only an empty shard", DEMO, [], ["train_dataloader.shards={assets}/empty.tar"],
+     "no usable sample in 1 shard(s) (rank 0, worker 0), e.g. "),
+    ("only an empty shard, read by a loader worker", DEMO, [],
+     ["train_dataloader.shards={assets}/empty.tar", "train_dataloader.num_workers=1"],
+     "no usable sample in 1 shard(s) (rank 0, worker 0), e.g. "),
     ("unknown optimizer group", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adaptr=0.1"],
      "group_lr names unknown parameter groups ['adaptr']"),
     ("missing resume checkpoint", DEMO, ["--resume", "{assets}/nothing.pth"], [],
@@ -118,6 +130,14 @@ def test_infer_refuses_a_step_count_below_one(steps, capsys):
         main(["infer", "some_bridge", "a prompt", "--steps", steps])
     assert exit_info.value.code == 2
     assert "--steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["infer", "some_bridge", "a prompt", "--height", "30"],
+                                     ["prep-latents", "shards.tar", "out", "--vision-model", "m", "--resolution", "500"]])
+def test_image_sides_must_be_multiples_of_8(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert exit_info.value.code == 2 and "must be a multiple of 8 pixels" in capsys.readouterr().err
 
 
 def test_options_mmengine_reads_itself_are_accepted():

@@ -16,6 +16,7 @@ import webdataset as wds
 from PIL import ExifTags, Image, ImageOps
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..errors import NoUsableSampleError
 from .latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD, read_latent
 from .metadata_filter import MetadataFilter
 from .shard_reader import ShardReader
@@ -175,7 +176,7 @@ class WebImageTextDataset(IterableDataset):
             # usable sample once every shard has been read since the last sample.
             if visited >= self._all_urls:
                 counts = {k: v for k, v in self.skip_counts.items() if v}
-                raise RuntimeError(
+                raise NoUsableSampleError(
                     f"no usable sample in {len(self._all_urls)} shard(s) (rank {spec.rank}, worker "
                     f"{worker}), e.g. {sorted(self._all_urls)[0]!r}; skipped so far: {counts}")
 

@@ -15,6 +15,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+# the multiple every diffusers pipeline asks of an image side (SD's VAE downsamples 8x)
+PIXEL_MULTIPLE = 8
+
+
+def image_side(text: str) -> int:
+    """An image side in pixels: a whole number >= 1 that is a multiple of ``PIXEL_MULTIPLE``."""
+    value = positive_int(text)
+    if value % PIXEL_MULTIPLE:
+        raise argparse.ArgumentTypeError(f"must be a multiple of {PIXEL_MULTIPLE} pixels, got {value}")
+    return value
+
+
 def add_overwrite_argument(parser: argparse.ArgumentParser, what: str) -> None:
     """``--overwrite``: replace ``what`` where it already exists."""
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what} that already exist(s)")

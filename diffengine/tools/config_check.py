@@ -7,6 +7,7 @@ not when the hook first uses it an interval of compute later; a value of the wro
 """
 import difflib
 import inspect
+import math
 import types
 import typing
 from collections.abc import Iterator
@@ -63,6 +64,26 @@ def check_config(cfg, registries: dict[str, Any]) -> None:
                                   f"{_did_you_mean(key, sorted(accepted))}; it takes "
                                   f"{', '.join(sorted(accepted)) or 'no options'}")
             _check_value(f"{where}.{key}", value, hints.get(key), target)
+
+
+def check_training_values(cfg) -> None:
+    """Learning rates must be positive finite numbers (a negative one trains uphill without an
+    error), and the training resolution a multiple of 8, which every pipeline asks to sample at."""
+    from .arguments import PIXEL_MULTIPLE
+
+    optim = cfg.get("optim_wrapper") or {}
+    group_lr = (optim.get("paramwise_cfg") or {}).get("group_lr") or {}
+    rates = {"optim_wrapper.optimizer.lr": (optim.get("optimizer") or {}).get("lr"),
+             **{f"optim_wrapper.paramwise_cfg.group_lr.{name}": rate for name, rate in group_lr.items()}}
+    for where, rate in rates.items():
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
+                                 or not math.isfinite(rate) or rate <= 0):
+            raise ConfigError(f"{where} must be a number > 0, got {rate!r}")
+    loader = cfg.get("train_dataloader") or {}
+    resolution = loader.get("resolution") if isinstance(loader, dict) else None
+    if isinstance(resolution, int) and resolution % PIXEL_MULTIPLE:
+        raise ConfigError(f"train_dataloader.resolution must be a multiple of {PIXEL_MULTIPLE} pixels, "
+                          f"got {resolution}: a bridge trained at it could not sample at its own size")
 
 
 def check_model_wrapper_scope(cfg) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .. import constants
 from ..constants import BRIDGE_FOLDER, BRIDGE_MANIFEST
-from .arguments import add_overwrite_argument, positive_int, refuse_to_overwrite
+from .arguments import add_overwrite_argument, image_side, positive_int, refuse_to_overwrite
 
 
 def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,9 +17,9 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps (default 50)")
     parser.add_argument("--guidance", type=float, default=7.5,
                         help="classifier-free guidance scale (default 7.5)")
-    parser.add_argument("--height", type=positive_int, default=None,
-                        help="image height (default: the denoiser's native size)")
-    parser.add_argument("--width", type=positive_int, default=None)
+    parser.add_argument("--height", type=image_side, default=None,
+                        help="image height, a multiple of 8 (default: the denoiser's native size)")
+    parser.add_argument("--width", type=image_side, default=None, help="image width, a multiple of 8")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same image (default 0)")
     parser.add_argument("--scheduler", choices=constants.INFERENCE_SCHEDULER_NAMES,
                         default=None, help="sampler (default: unipc, as the paper; flow_euler for SD3 "

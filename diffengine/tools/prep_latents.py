@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import constants
-from .arguments import add_overwrite_argument, positive_int
+from .arguments import add_overwrite_argument, image_side, positive_int
 
 if TYPE_CHECKING:
     import torch
@@ -36,8 +37,8 @@ def add_prep_latents_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vision-model", required=True,
                         help="the diffusers base-model folder (or hub id) whose vae/ encodes the images: "
                         "the model.vision_model you will train with")
-    parser.add_argument("--resolution", type=positive_int, required=True,
-                        help="image size in px, the train_dataloader.resolution you will train at")
+    parser.add_argument("--resolution", type=image_side, required=True,
+                        help="image size in px (a multiple of 8), the train_dataloader.resolution you will train at")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per VAE call (default 32)")
     parser.add_argument("--flip", action="store_true",
                         help="also store the latents of the horizontally flipped image, so that "
@@ -59,7 +60,8 @@ def output_name(url: str) -> str:
 
 
 def run_prep_latents(args: argparse.Namespace) -> int:
-    """Encode every image shard whose latent shard is not finished yet; returns 0.
+    """Encode every image shard whose latent shard is not finished yet; returns 0, or 1 when
+    no shard had a usable sample.
 
     Raises ValueError / FileNotFoundError (one line for the CLI) for bad inputs, before the VAE loads.
     """
@@ -89,21 +91,28 @@ def run_prep_latents(args: argparse.Namespace) -> int:
     done = len(urls) - len(todo)
     if todo:
         out_dir.mkdir(parents=True, exist_ok=True)
-        written, skipped = _encode_shards(todo, vision_model, device, args)
+        written, skipped, empty = _encode_shards(todo, vision_model, device, args)
     else:
-        written, skipped = 0, {}
+        written, skipped, empty = 0, {}, []
     again = "" if args.overwrite else " (--overwrite encodes them again)"
     unusable = ", ".join(f"{kind} {count}" for kind, count in skipped.items()) or "none"
     print(f"prep-latents: {len(urls)} image shard(s) -> {out_dir}\n"
           f"  encoded:  {len(todo)} shard(s), {written} sample(s)\n"
           f"  finished before, skipped: {done} shard(s){again}\n"
           f"  unusable samples: {unusable}")
+    if empty:
+        print(f"  no usable sample, not written: {len(empty)} shard(s), e.g. {empty[0]}")
+    if todo and written == 0:
+        print(f"diffengine: error: no sample encoded from {len(todo)} shard(s): no latent shard "
+              "written", file=sys.stderr)
+        return 1
     return 0
 
 
 def _encode_shards(todo: list[tuple[str, Path]], vision_model: str, device: str,
-                   args: argparse.Namespace) -> tuple[int, dict[str, int]]:
-    """Encode each (image shard, latent shard path); returns samples written and unusable ones by kind."""
+                   args: argparse.Namespace) -> tuple[int, dict[str, int], list[str]]:
+    """Encode each (image shard, latent shard path); returns samples written, unusable ones by
+    kind, and the image shards without a usable sample (no latent shard written for them)."""
     import torch
     from diffusers import AutoencoderKL
     from tqdm import tqdm
@@ -120,11 +129,13 @@ def _encode_shards(todo: list[tuple[str, Path]], vision_model: str, device: str,
     local = [url for url, _ in todo if not is_remote(url)]
     total = (sum(count for count, _ in count_samples(local, dataset.spec.image_keys))
              if len(local) == len(todo) else None)
-    written = 0
+    written, empty = 0, []
     with tqdm(total=total, unit="img", desc="encoding", disable=args.no_progress) as progress:
         for url, path in todo:
-            written += _encode_shard(dataset, vae, url, path, record, args, progress)
-    return written, {kind: count for kind, count in dataset.skip_counts.items() if count}
+            count = _encode_shard(dataset, vae, url, path, record, args, progress)
+            written += count
+            empty += [] if count else [url]
+    return written, {kind: count for kind, count in dataset.skip_counts.items() if count}, empty
 
 
 def _image_dataset(resolution: int) -> WebImageTextDataset:
@@ -144,7 +155,8 @@ def _image_dataset(resolution: int) -> WebImageTextDataset:
 
 def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, path: Path,
                   record: dict[str, Any], args: argparse.Namespace, progress) -> int:
-    """Write one latent shard under a temporary name, then rename it; returns its sample count."""
+    """Write one latent shard under a temporary name, then rename it; returns its sample count
+    (0: the image shard had no usable sample and nothing was written)."""
     import torch
     import webdataset as wds
 
@@ -174,6 +186,9 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
     except BaseException:
         staging.unlink(missing_ok=True)  # a killed run can still leave one: the next run rewrites it
         raise
+    if count == 0:  # an empty latent shard would only fail the training loader later
+        staging.unlink()
+        return 0
     os.replace(staging, path)
     return count
 

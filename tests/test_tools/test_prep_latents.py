@@ -137,3 +137,18 @@ def test_latent_samples_carry_the_crop_of_the_view_they_store(tiny_sd, tmp_path)
     assert torch.equal(crops, batches[0]["inputs"]["crop_top_left"])
     assert set(crops[:, 1].tolist()) == {1, 2}  # both views were drawn
     assert torch.equal(batches[1]["inputs"]["original_size"], torch.tensor([[14, 20]] * 12))
+
+
+def test_a_shard_without_usable_samples_writes_nothing(demo_shards, tiny_sd, tmp_path, capsys):
+    empty = tmp_path / "images" / "empty.tar"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    out = tmp_path / "latents"
+    assert prep(empty, out, "--vision-model", tiny_sd, "--resolution", 32) == 1
+    assert capsys.readouterr().err == "diffengine: error: no sample encoded from 1 shard(s): no latent shard written\n"
+    assert not list(out.iterdir())
+    # beside a usable shard: that one is written, the empty one named and left out
+    first = demo_shards.replace("{00000..00003}", "00000")
+    assert prep(f"{{{first},{empty}}}", out, "--vision-model", tiny_sd, "--resolution", 32) == 0
+    assert f"no usable sample, not written: 1 shard(s), e.g. {empty}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["00000.tar"]
