@@ -132,12 +132,16 @@ def test_infer_refuses_a_step_count_below_one(steps, capsys):
     assert "--steps" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["infer", "some_bridge", "a prompt", "--height", "30"],
-                                     ["prep-latents", "shards.tar", "out", "--vision-model", "m", "--resolution", "500"]])
-def test_image_sides_must_be_multiples_of_8(command, capsys):
+@pytest.mark.parametrize("command, expected", [
+    (["infer", "some_bridge", "a prompt", "--height", "30"], "--height: must be a multiple of 8 pixels, got 30"),
+    (["prep-latents", "shards.tar", "out", "--vision-model", "m", "--resolution", "500"],
+     "--resolution: must be a multiple of 8 pixels, got 500"),
+    (["infer", "some_bridge", "a prompt", "--guidance", "-5"], "--guidance: must be >= 0, got -5"),
+    (["infer", "some_bridge", "a prompt", "--guidance", "nan"], "--guidance: must be >= 0, got nan")])
+def test_image_sides_and_guidance_are_checked_by_the_parser(command, expected, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(command)
-    assert exit_info.value.code == 2 and "must be a multiple of 8 pixels" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err
 
 
 def test_options_mmengine_reads_itself_are_accepted():

@@ -15,6 +15,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A number >= 0 (a guidance scale: a negative one would steer away from the prompt)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 # the multiple every diffusers pipeline asks of an image side (SD's VAE downsamples 8x)
 PIXEL_MULTIPLE = 8
 

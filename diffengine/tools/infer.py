@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .. import constants
 from ..constants import BRIDGE_FOLDER, BRIDGE_MANIFEST
-from .arguments import add_overwrite_argument, image_side, positive_int, refuse_to_overwrite
+from .arguments import add_overwrite_argument, image_side, non_negative_float, positive_int, refuse_to_overwrite
 
 
 def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +15,7 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompts", nargs="+", metavar="PROMPT")
     parser.add_argument("--negative-prompt", default="")
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps (default 50)")
-    parser.add_argument("--guidance", type=float, default=7.5,
+    parser.add_argument("--guidance", type=non_negative_float, default=7.5,
                         help="classifier-free guidance scale (default 7.5)")
     parser.add_argument("--height", type=image_side, default=None,
                         help="image height, a multiple of 8 (default: the denoiser's native size)")

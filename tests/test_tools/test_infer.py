@@ -5,6 +5,7 @@ from PIL import Image
 
 from diffengine.entry_point import main
 from diffengine.models import LaViBridge
+from diffengine.models.language import tokenize_prompts
 
 
 def pixels(path):
@@ -60,3 +61,16 @@ def test_infer_accepts_a_moved_work_dir_and_rejects_other_folders(bridge_dir, tm
     (moved / "bridge" / "last_bridge").write_text("iter_9")  # stale: that bridge was pruned
     assert main(["infer", str(moved), "x"]) == 2
     assert "iter_9 is neither a bridge folder" in capsys.readouterr().err
+
+
+def test_a_prompt_past_max_length_is_named_with_the_part_left_out(tiny_bridge, caplog):
+    kwargs = dict(num_inference_steps=1, height=32, width=32, output_type="np")
+    long_prompt = " ".join(["red"] * 15 + ["blue", "square"])
+    with caplog.at_level("WARNING"):
+        tiny_bridge.infer(["a red circle", long_prompt], **kwargs)
+    warnings = [r for r in caplog.records if "max_length" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].args[0] == 16 and warnings[0].args[2] == long_prompt
+    # what the LM reads, then the part named as ignored: the whole prompt
+    tokenizer = tiny_bridge.language.tokenizer
+    kept = tokenizer.decode(tokenize_prompts(tokenizer, [long_prompt], 16).input_ids[0], skip_special_tokens=True)
+    assert kept != long_prompt and f"{kept} {warnings[0].args[1]}" == long_prompt

@@ -14,6 +14,17 @@ def tokenize_prompts(tokenizer, texts: list[str], max_length: int):
                      padding_side="right", return_tensors="pt")
 
 
+def truncated_parts(tokenizer, texts: list[str], max_length: int) -> list[str]:
+    """The words of each text that ``tokenize_prompts`` cuts off at ``max_length`` tokens ("" when
+    it fits): special tokens are added after truncation, so they take room from the text."""
+    parts = []
+    for text in texts:
+        text_ids = tokenizer(text, add_special_tokens=False).input_ids
+        room = max_length - (len(tokenizer(text).input_ids) - len(text_ids))
+        parts.append(tokenizer.decode(text_ids[room:]).strip() if len(text_ids) > room else "")
+    return parts
+
+
 def drop_captions(texts: list[str], probability: float) -> list[str]:
     """Each caption replaced by "" with ``probability`` (trains the unconditional branch of CFG)."""
     if probability == 0.0:

@@ -18,6 +18,7 @@ its keys carry no ``unet.`` prefix, so pass ``prefix=None``, and pass the saved 
     unet.load_lora_adapter(folder, weight_name="adapter_model.safetensors", prefix=None,
                            metadata=LoraConfig.from_pretrained(folder).to_dict())
 """
+import logging
 import os
 import shutil
 from contextlib import ExitStack
@@ -30,10 +31,12 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...language import lm_hidden_states, tokenize_prompts
+from ...language import lm_hidden_states, tokenize_prompts, truncated_parts
 from ...lora import base_layers_only, load_lora, lora_layers, merge_lora_layers, save_lora
 from ...vision import TextConditioning, VisionFamily, inference_scheduler, vision_family_of
 from .text_adapter import LaViBridgeTextAdapter
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the model imports this module to generate; no import cycle at run time
     from .lavi_bridge import LaViBridge
@@ -135,6 +138,10 @@ class LaViBridgePipeline(DiffusionPipeline):
         """Prompts -> LM hidden states -> adapter: the denoiser's context, mask and (with a pooled
         head) pooled embedding, in the denoiser's dtype."""
         device = self._execution_device
+        for prompt, cut in zip(prompts, truncated_parts(self.tokenizer, prompts, self.config.max_length), strict=True):
+            if cut:  # as diffusers' pipelines say of CLIP's 77 tokens
+                logger.warning("prompt longer than the bridge's max_length of %d tokens; this part is "
+                               "ignored: %r (of %r)", self.config.max_length, cut, prompt)
         tokens = tokenize_prompts(self.tokenizer, prompts, self.config.max_length)
         mask = tokens.attention_mask.to(device)
         hidden = lm_hidden_states(self.text_encoder, tokens.input_ids.to(device), mask,
