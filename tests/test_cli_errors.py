@@ -60,6 +60,8 @@ BAD_INPUTS = [
      "prediction_type must be one of epsilon, v_prediction (or None: the scheduler's own), got 'v-prediction'"),
     ("missing model path", DEMO, [], ["model.text_encoder={assets}/no_such_model"],
      "no_such_model' does not exist"),
+    ("vision folder as the language model", DEMO, [], ["model.text_encoder={assets}/no_vae"],
+     "no_vae has no config.json: it is a diffusers base-model folder, not a transformers language model folder"),
     ("vision folder without vae/", DEMO, [], ["model.vision_model={assets}/no_vae"],
      "no_vae has no vae/, no scheduler/"),
     ("no shard file", DEMO, [], ["train_dataloader.shards={assets}/nothing/{{00000..00003}}.tar"],

@@ -37,3 +37,18 @@ def vision_model_location(path: str, role: str = "vision_model") -> str:
                                     "diffusers base-model folder with unet/ or transformer/, vae/ "
                                     "and scheduler/")
     return location
+
+
+def language_model_location(path: str, role: str = "text_encoder") -> str:
+    """``pretrained_location`` of a transformers model folder, checked to hold its ``config.json``
+    (a diffusers base-model folder given instead is named as such)."""
+    location = pretrained_location(path, role)
+    folder = Path(location)
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        diffusers_folder = (folder / "model_index.json").is_file() or any(
+            (folder / name).is_dir() for name in DENOISER_SUBFOLDERS)
+        kind = "a diffusers base-model folder" if diffusers_folder else "a folder"
+        inner = " (its text_encoder/ subfolder is one)" if (folder / "text_encoder" / "config.json").is_file() else ""
+        raise FileNotFoundError(f"{role} {path} has no config.json: it is {kind}, not a transformers "
+                                f"language model folder{inner}")
+    return location

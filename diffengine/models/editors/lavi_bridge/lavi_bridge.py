@@ -22,7 +22,7 @@ from ...eval_mode import eval_mode
 from ...language import FrozenLanguageModel, drop_captions
 from ...lora import inject_lora, load_lora_weights, save_lora
 from ...losses import training_objective
-from ...model_paths import looks_local, pretrained_location, vision_model_location
+from ...model_paths import language_model_location, looks_local, vision_model_location
 from ...vision import (
     SizeConditioning,
     TextConditioning,
@@ -124,7 +124,7 @@ class LaViBridge(BaseModel):
         if not 0.0 <= caption_dropout <= 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
         text_lora, vision_lora = lora_settings(text_lora, "text_lora"), lora_settings(vision_lora, "vision_lora")
-        text_encoder = pretrained_location(text_encoder, "text_encoder")
+        text_encoder = language_model_location(text_encoder)
         vision_model = vision_model_location(vision_model)
         self.text_encoder_path = text_encoder
         self.vision_model_path = vision_model

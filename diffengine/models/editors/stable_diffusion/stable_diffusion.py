@@ -13,7 +13,7 @@ from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
 from ...language import FrozenLanguageModel, drop_captions
 from ...losses import training_objective
-from ...model_paths import pretrained_location, vision_model_location
+from ...model_paths import language_model_location, vision_model_location
 from ...vision import UNetFamily, batch_latents, find_vision_family, inference_scheduler
 from ...vision.families import diffusers_pipeline_class
 
@@ -47,7 +47,7 @@ class StableDiffusion(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor or DiffusionDataPreprocessor())
         if not 0.0 <= caption_dropout <= 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
-        text_encoder = pretrained_location(text_encoder, "text_encoder")
+        text_encoder = language_model_location(text_encoder)
         vision_model = vision_model_location(vision_model)
         family = find_vision_family(vision_model)
         if not isinstance(family, UNetFamily):
