@@ -3,7 +3,8 @@
 ``stage1`` trains the small "pretrained" text-to-image model (VAE, then UNet + its own text
 encoder) with the configs ``autoencoder_kl_shapes_32`` and ``stable_diffusion_shapes_32``.
 ``run`` bridges language models that never saw the world to that frozen model with the LaVi-Bridge
-configs, and scores every row on the held-out prompts.
+configs, and scores every row on the held-out prompts. ``probe`` reads the attributes back from
+each language model's frozen states, layer by layer, with no image involved.
 """
 from __future__ import annotations
 
@@ -26,13 +27,17 @@ LANGUAGE_MODELS = {
     "tinyllama": ("tiny Llama (pretrained here on text)", "lavi_bridge_tinyllama_shapes"),
 }
 README_START, README_END = "<!-- shapesbench:start -->", "<!-- shapesbench:end -->"
+# the bridge configs' caption length, and readouts fit per layer and set
+PROBE_MAX_LENGTH = 16
+PROBE_SEEDS = 3
 
 
 def add_shapesbench_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``diffengine shapesbench`` (argparse only: keeps ``--help`` fast)."""
-    parser.add_argument("stage", choices=("stage1", "run"),
+    parser.add_argument("stage", choices=("stage1", "run", "probe"),
                         help="stage1: train the small text-to-image model the bridges use; "
-                        "run: the benchmark (bridges, scores, docs)")
+                        "run: the benchmark (bridges, scores, docs); probe: how well the "
+                        "attributes read back from each language model's frozen states")
     parser.add_argument("--data-dir", default="data/shapes",
                         help="shards and untrained models are written here (default data/shapes)")
     parser.add_argument("--work-dir", default="work_dirs/shapesbench",
@@ -49,8 +54,15 @@ def add_shapesbench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run: images scored per held-out prompt (default 4)")
     parser.add_argument("--iters", type=positive_int, default=None,
                         help="run: bridge training iterations instead of the configs' own")
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="run: config options for every bridge (floor, adapter only, full), "
+                        "e.g. model.hidden_layer=1")
+    parser.add_argument("--layers", nargs="+", type=int, default=None,
+                        help="probe: the hidden layers to read (0: the token embeddings; -1, the "
+                        "bridges' default: the final normed states); default every layer")
     parser.add_argument("--docs", default="docs",
-                        help="run: where shapesbench.md/.json/.png are written (default docs)")
+                        help="run: where shapesbench.md/.json/.png are written, probe: "
+                        "shapesbench_probe.md/.json (default docs)")
     parser.add_argument("--readme", default=None, metavar="README.md",
                         help="run: also replace the table between the shapesbench markers there")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -233,7 +245,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         lm = language_model_folder(key, data, progress=not args.no_progress)
         options = [f"model.text_encoder={lm}", f"model.vision_model={stage1}",
                    f"train_dataloader.shards={shards}",
-                   *([f"train_cfg.max_iters={args.iters}"] if args.iters else [])]
+                   *([f"train_cfg.max_iters={args.iters}"] if args.iters else []), *args.cfg_options]
         score(f"{label}: floor (untrained adapter)", _build_untrained(config, *options))
         for variant, extra in (("adapter only", ["model.text_lora.rank=0",
                                                  "model.vision_lora.rank=0"]),
@@ -325,9 +337,62 @@ def _write_docs(docs: Path, report: dict, rows: dict[str, dict], sets: dict, rea
     print(f"wrote {docs}/shapesbench.md, .json and .png")
 
 
+def run_probe(args: argparse.Namespace) -> dict:
+    """``diffengine shapesbench probe``: the language models' readout accuracy per hidden layer."""
+    from transformers import AutoConfig
+
+    from diffengine.evaluation.language_probe import probe_language_model
+    from diffengine.models.language import FrozenLanguageModel
+
+    data, rows = Path(args.data_dir).resolve(), {}
+    for key in args.language_models:
+        label, _ = LANGUAGE_MODELS[key]
+        folder = language_model_folder(key, data, progress=not args.no_progress)
+        count = AutoConfig.from_pretrained(folder).num_hidden_layers
+        for layer in args.layers or [*range(count), -1]:
+            if not -1 <= layer <= count:
+                raise ValueError(f"--layers {layer}: {label} has hidden layers 0..{count} (and -1)")
+            lm = FrozenLanguageModel(str(folder), max_length=PROBE_MAX_LENGTH, hidden_layer=layer).eval()
+            rows[f"{label}, layer {layer}"] = result = probe_language_model(lm, seeds=PROBE_SEEDS)
+            print(f"{label}, layer {layer}: all three {100 * result['new_phrasing']['all']:.1f} % (new "
+                  f"phrasing), {100 * result['new_combination']['all']:.1f} % (new combination), "
+                  f"{100 * result['leave_one_phrasing_out']['all']:.1f} % (training phrasings, one left out)",
+                  flush=True)
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "shapesbench_probe.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (docs / "shapesbench_probe.md").write_text(probe_markdown(rows))
+    print(f"wrote {docs}/shapesbench_probe.md and .json")
+    return rows
+
+
+def probe_markdown(rows: dict[str, dict]) -> str:
+    """The probe's table: "all three" (range over readouts) and per attribute, per set."""
+    sets = ("new_phrasing", "new_combination", "leave_one_phrasing_out")
+    lines = ["# ShapesBench probe: what the frozen language models' states say", "",
+             "Written by `diffengine shapesbench probe`. No image is involved: per attribute, a readout "
+             "(a learned query attending over the caption's token states, then a linear classifier) is "
+             "fit on the training captions (training triples x training phrasings) and tested on every "
+             "training triple in every held-out phrasing (`new_phrasing`), every held-out triple in every "
+             "training phrasing (`new_combination`), and, from training captions only, on each training "
+             "phrasing after fitting on the other three (`leave_one_phrasing_out`). Layer 0 is the "
+             "token embeddings; -1 the final normed states, which the bridges use.", "",
+             f"Each cell: \"all three correct\" in %, mean of {PROBE_SEEDS} readouts (range; for "
+             "`leave_one_phrasing_out` the four left-out phrasings); then colour / shape / background.", "",
+             "| language model, layer | " + " | ".join(sets) + " |", "|---|---|---|---|"]
+    for name, result in rows.items():
+        cells = [f"{100 * result[s]['all']:.1f} ({100 * result[s]['all_min']:.0f}-"
+                 f"{100 * result[s]['all_max']:.0f}); " + " / ".join(
+                     f"{100 * result[s][a]:.0f}" for a in ("color", "shape", "background")) for s in sets]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def run_shapesbench(args: argparse.Namespace) -> None:
     """``diffengine shapesbench STAGE``."""
     if args.stage == "stage1":
         run_stage1(args)
+    elif args.stage == "probe":
+        run_probe(args)
     else:
         run_benchmark(args)
