@@ -1,1 +1,1 @@
-"""Evaluation: ShapesBench's judge and benchmark, VAE reconstruction, CLIP score."""
+"""Evaluation: ShapesBench's judge, benchmark and language-model probe, VAE reconstruction, CLIP score."""
