@@ -260,3 +260,19 @@ class ToyImages(torch.utils.data.Dataset):
 def map_cfg() -> dict:
     return dict(dataset=ToyImages(), batch_size=2, num_workers=0,
                 sampler=dict(type="DefaultSampler", shuffle=True), collate_fn=dict(type="default_collate"))
+
+
+def assert_same_images(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Images of a pipeline loaded from disk against the in-memory model's, to float rounding.
+
+    Not bit for bit: a weight loaded from safetensors may sit at an unaligned address, and the
+    CPU GEMM then takes another kernel that rounds differently (1e-7 per Linear measured on an
+    AMD EPYC). A missing or unapplied LoRA moves pixels by 1e-2 or more.
+    """
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5)
+
+
+def assert_same_png(path: Path, expected: np.ndarray) -> None:
+    """A written PNG against float images in [0, 1]: within one 8-bit step (rounding at .5 may flip)."""
+    written = np.asarray(Image.open(path)).astype(np.int16)
+    assert np.abs(written - (expected * 255).round().astype(np.int16)).max() <= 1

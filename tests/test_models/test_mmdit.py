@@ -7,7 +7,6 @@ import pytest
 import torch
 from accelerate import init_empty_weights
 from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
-from PIL import Image
 from torch import nn
 
 from diffengine.entry_point import build_parser, main
@@ -17,7 +16,7 @@ from diffengine.models.vision import VISION_FAMILIES, find_vision_family
 from diffengine.tools.bench.flops import size_flops
 from diffengine.tools.bench.models import FLUX_DEV_TRANSFORMER, SD35_MEDIUM_TRANSFORMER
 from diffengine.tools.train import run
-from tests.helpers import demo_cfg_options, fixed_batch, seeded_loss, train_briefly
+from tests.helpers import assert_same_images, assert_same_png, demo_cfg_options, fixed_batch, seeded_loss, train_briefly
 from tests.test_models.test_latent_training import first_batch
 from tests.test_models.test_lora_full_size import lora_parameter_count
 from tests.test_tools.test_export import export
@@ -83,11 +82,11 @@ def test_infer_export_and_from_bridge_reproduce_the_same_images(family_bridge, t
     pipeline = LaViBridgePipeline.from_pretrained(out)
     assert pipeline.vision_family is VISION_FAMILIES[name]
     assert sorted(p.name for p in out.glob("*_lora")) == ["text_encoder_lora", "transformer_lora"]
-    np.testing.assert_array_equal(pipeline(PROMPT, **SAMPLE).images, images)
+    assert_same_images(pipeline(PROMPT, **SAMPLE).images, images)
     assert main(["infer", str(bridge_dir), PROMPT, "--steps", "2", "--height", "32", "--width", "32",
                  "--seed", "3", "--out", str(tmp_path / "png")]) == 0
     (png,) = (tmp_path / "png").glob("*.png")
-    np.testing.assert_array_equal(np.asarray(Image.open(png)), (images[0] * 255).round().astype(np.uint8))
+    assert_same_png(png, images[0])
 
 
 def test_the_loss_from_latent_shards_equals_the_loss_from_images(tiny_t5, tiny_flux, demo_shards,

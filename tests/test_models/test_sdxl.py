@@ -20,7 +20,17 @@ from diffengine.models.vision import VISION_FAMILIES, find_vision_family, vision
 from diffengine.tools.bench.flops import size_flops
 from diffengine.tools.bench.models import SDXL_BASE_UNET
 from diffengine.tools.train import run
-from tests.helpers import demo_cfg_options, fixed_batch, image_bytes, load, sample, train_briefly, write_tar
+from tests.helpers import (
+    assert_same_images,
+    assert_same_png,
+    demo_cfg_options,
+    fixed_batch,
+    image_bytes,
+    load,
+    sample,
+    train_briefly,
+    write_tar,
+)
 from tests.test_models.test_lora_full_size import SD_UNET_LORA, lora_parameter_count
 from tests.test_tools.test_export import export
 
@@ -85,12 +95,12 @@ def test_infer_export_and_from_bridge_keep_the_pooled_head(sdxl_bridge, tmp_path
     pipeline = LaViBridgePipeline.from_pretrained(out)
     assert pipeline.vision_family is VISION_FAMILIES["sdxl"] and pipeline.adapter.config.pooled_dim == 16
     assert pipeline.encode_prompt([PROMPT]).pooled.shape == (1, 16)
-    np.testing.assert_array_equal(pipeline(PROMPT, **SAMPLE).images, images)
+    assert_same_images(pipeline(PROMPT, **SAMPLE).images, images)
     # diffengine infer writes the same image
     assert main(["infer", str(bridge_dir), PROMPT, "--steps", "2", "--height", "32", "--width", "32",
                  "--seed", "3", "--out", str(tmp_path / "png")]) == 0
     (png,) = (tmp_path / "png").glob("*.png")
-    np.testing.assert_array_equal(np.asarray(Image.open(png)), (images[0] * 255).round().astype(np.uint8))
+    assert_same_png(png, images[0])
 
 
 def test_sdxl_trains_from_latent_shards_and_refuses_ones_without_sizes(sdxl_bridge, latent_shards):

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from diffengine.models import LaViBridge, LaViBridgePipeline
 from diffengine.models.lora import lora_layers
 from diffengine.tools.export import add_export_arguments, run_export
+from tests.helpers import assert_same_images
 
 PROMPT = "a red circle on a white background"
 KWARGS = dict(num_inference_steps=2, height=32, width=32, output_type="np", seed=3)
@@ -36,7 +37,7 @@ def test_unmerged_export_is_base_weights_plus_lora_and_bit_exact(tiny_bridge, br
     assert saved.keys() == base.keys() and all(torch.equal(saved[k], base[k]) for k in base)
     pipeline = LaViBridgePipeline.from_pretrained(out)
     assert pipeline.config.max_length == 16
-    np.testing.assert_array_equal(pipeline(PROMPT, **KWARGS).images, tiny_bridge.infer(PROMPT, **KWARGS))
+    assert_same_images(pipeline(PROMPT, **KWARGS).images, tiny_bridge.infer(PROMPT, **KWARGS))
     # saving keeps the format and leaves the LoRA on the pipeline's modules
     pipeline.save_pretrained(tmp_path / "again")
     assert lora_folders(tmp_path / "again") == ["text_encoder_lora", "unet_lora"]
@@ -66,7 +67,7 @@ def test_low_precision_export_reproduces_infer(bridge_dir, tmp_path):
     pipeline = LaViBridgePipeline.from_pretrained(
         out, dtype={"default": torch.bfloat16, "adapter": torch.float32})
     expected = LaViBridge.from_bridge(bridge_dir, weight_dtype="bfloat16").infer(PROMPT, **KWARGS)
-    np.testing.assert_array_equal(pipeline(PROMPT, **KWARGS).images, expected)
+    assert_same_images(pipeline(PROMPT, **KWARGS).images, expected)
 
 
 def test_export_rejects_bad_inputs_before_loading(bridge_dir, tmp_path):
