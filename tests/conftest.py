@@ -9,6 +9,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end runs (still part of the README test command)")
+    if config.option.durations is None:  # every run (CI's too) ends with where the time went
+        config.option.durations = 15
 
 
 @pytest.fixture(scope="session")
