@@ -60,12 +60,10 @@ def caption_states(language_model: FrozenLanguageModel, specs: list[ShapeSpec],
     return states, labels
 
 
-def readout_accuracy(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                     seed: int = 0, steps: int = READOUT_STEPS) -> dict[str, float]:
-    """Accuracy per attribute and on all three of a readout fit on ``train``, tested on ``test``."""
-    # normalized once: LayerNorm'd states put every layer and model on one scale
-    (states, labels), (test_states, test_labels) = train, test
-    states, test_states = _normalized(states), _normalized(test_states)
+def fit_readout(train: tuple[torch.Tensor, torch.Tensor], seed: int = 0,
+                steps: int = READOUT_STEPS) -> AttributeReadout:
+    """A readout fit on ``train`` (states, attribute indices) from the ``seed``-th initialisation."""
+    states, labels = _normalized(train[0]), train[1]
     torch.manual_seed(seed)
     readout = AttributeReadout(states.shape[-1])
     optimizer = torch.optim.AdamW(readout.parameters(), lr=3e-3, weight_decay=0.01)
@@ -75,14 +73,21 @@ def readout_accuracy(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    return readout
+
+
+def readout_accuracy(readout: AttributeReadout, test: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+    """Accuracy per attribute and on all three of ``readout`` on ``test`` (states, attribute indices)."""
     with torch.no_grad():
-        correct = torch.stack([logit.argmax(-1) for logit in readout(test_states)], 1) == test_labels
+        logits = readout(_normalized(test[0]))
+    correct = torch.stack([logit.argmax(-1) for logit in logits], 1) == test[1]
     return {**{a: correct[:, i].float().mean().item() for i, a in enumerate(ATTRIBUTES)},
             "all": correct.all(1).float().mean().item()}
 
 
 def _normalized(states: torch.Tensor) -> torch.Tensor:
-    """``states`` layer-normalized over the hidden size (no learned scale)."""
+    """``states`` layer-normalized over the hidden size (no learned scale): one scale for every
+    layer and model."""
     return nn.functional.layer_norm(states, states.shape[-1:])
 
 
@@ -97,12 +102,13 @@ def probe_language_model(language_model: FrozenLanguageModel, seeds: int = 3) ->
              "new_combination": caption_states(language_model, heldout_specs(), TRAIN_PHRASINGS)}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in [*tests, "leave_one_phrasing_out"]}
     for seed in range(seeds):
+        readout = fit_readout(fit, seed)  # one fit, tested on both held-out sets
         for name, test in tests.items():
-            runs[name].append(readout_accuracy(fit, test, seed))
+            runs[name].append(readout_accuracy(readout, test))
     for held in TRAIN_PHRASINGS:
         rest = tuple(p for p in TRAIN_PHRASINGS if p != held)
         runs["leave_one_phrasing_out"].append(readout_accuracy(
-            caption_states(language_model, train, rest), caption_states(language_model, train, (held,))))
+            fit_readout(caption_states(language_model, train, rest)), caption_states(language_model, train, (held,))))
     return {name: {**{score: sum(r[score] for r in results) / len(results) for score in results[0]},
                    "all_min": min(r["all"] for r in results), "all_max": max(r["all"] for r in results)}
             for name, results in runs.items()}

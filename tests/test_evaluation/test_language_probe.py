@@ -2,7 +2,7 @@
 import torch
 
 from diffengine.datasets.shapes import HELDOUT_PHRASINGS, TRAIN_PHRASINGS, train_specs
-from diffengine.evaluation.language_probe import caption_states, probe_language_model, readout_accuracy
+from diffengine.evaluation.language_probe import caption_states, fit_readout, probe_language_model, readout_accuracy
 from diffengine.models.language import FrozenLanguageModel
 
 
@@ -17,6 +17,7 @@ def test_token_embeddings_give_every_attribute_and_blank_states_give_chance(tiny
     # negative control: the same readout on states without the caption (zeros) sits at chance
     train, test = (caption_states(embeddings, train_specs(), TRAIN_PHRASINGS),
                    caption_states(embeddings, train_specs(), HELDOUT_PHRASINGS))
-    blank = readout_accuracy((torch.zeros_like(train[0]), train[1]), (torch.zeros_like(test[0]), test[1]))
+    blank = readout_accuracy(fit_readout((torch.zeros_like(train[0]), train[1])),
+                             (torch.zeros_like(test[0]), test[1]))
     assert blank["color"] <= 0.35 and blank["shape"] <= 0.35 and blank["all"] <= 0.1, blank
 

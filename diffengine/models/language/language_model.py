@@ -18,10 +18,12 @@ def truncated_parts(tokenizer, texts: list[str], max_length: int) -> list[str]:
     """The words of each text that ``tokenize_prompts`` cuts off at ``max_length`` tokens ("" when
     it fits): special tokens are added after truncation, so they take room from the text."""
     parts = []
-    for text in texts:
+    for text, ids in zip(texts, tokenizer(list(texts)).input_ids, strict=True):
+        if len(ids) <= max_length:  # every prompt that fits costs only this one batched call
+            parts.append("")
+            continue
         text_ids = tokenizer(text, add_special_tokens=False).input_ids
-        room = max_length - (len(tokenizer(text).input_ids) - len(text_ids))
-        parts.append(tokenizer.decode(text_ids[room:]).strip() if len(text_ids) > room else "")
+        parts.append(tokenizer.decode(text_ids[max_length - (len(ids) - len(text_ids)):]).strip())
     return parts
 
 
