@@ -27,6 +27,9 @@ BACKGROUND_COLORS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 ATTRIBUTES: tuple[str, ...] = ("color", "shape", "background")
+# the side in pixels of the world's images: the stage-1 model's, and the one the judge's
+# thresholds are set for
+IMAGE_SIZE = 32
 
 TRAIN_PHRASINGS: tuple[str, ...] = (
     "a {color} {shape} on a {background} background",
@@ -132,7 +135,7 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, f
         raise ValueError(f"unknown shape '{shape}'; ShapesBench draws {', '.join(SHAPES)}")
 
 
-def shape_samples(num_images: int, size: int = 32, seed: int = 0,
+def shape_samples(num_images: int, size: int = IMAGE_SIZE, seed: int = 0,
                   specs: list[ShapeSpec] | None = None,
                   phrasings: tuple[str, ...] = TRAIN_PHRASINGS) -> Iterator[tuple]:
     """``(key, image, caption, metadata)`` samples for ``write_wds_shards``: the training set.

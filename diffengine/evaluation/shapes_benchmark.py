@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 from diffengine.datasets.shapes import (
     ATTRIBUTES,
     HELDOUT_PHRASINGS,
+    IMAGE_SIZE,
     TRAIN_PHRASINGS,
     ShapeSpec,
     heldout_specs,
@@ -73,10 +74,15 @@ def model_generator(model, num_inference_steps: int = DEFAULT_STEPS,
                     guidance_scale: float = DEFAULT_GUIDANCE) -> Generator:
     """``(prompts, seed) -> images`` from any model with an ``infer`` (``LaViBridge``,
     ``StableDiffusion``), with ShapesBench's sampler settings (UniPC, ``num_inference_steps``,
-    classifier-free guidance ``guidance_scale``)."""
+    classifier-free guidance ``guidance_scale``) at the world's image size.
+
+    The size is given, not left to the pipeline: the judge is set for the world's size, and a
+    pipeline's default is its family's native one (FluxPipeline's is 128 latent pixels).
+    """
     def generate(prompts: list[str], seed: int) -> list[Image.Image]:
         return model.infer(prompts, num_inference_steps=num_inference_steps,
-                           guidance_scale=guidance_scale, seed=seed)
+                           guidance_scale=guidance_scale, height=IMAGE_SIZE, width=IMAGE_SIZE,
+                           seed=seed)
     return generate
 
 
@@ -125,7 +131,7 @@ def evaluate_shapes(generate: Generator, images_per_prompt: int = 4, seed: int =
     return result
 
 
-def judge_accuracy(num_images: int = 1000, size: int = 32, seed: int = 11) -> dict[str, float]:
+def judge_accuracy(num_images: int = 1000, size: int = IMAGE_SIZE, seed: int = 11) -> dict[str, float]:
     """The judge's per-attribute accuracy on ground-truth renders of the held-out triples."""
     rng = np.random.default_rng(seed)
     specs = heldout_specs()

@@ -16,6 +16,7 @@ import numpy as np
 from diffengine.datasets.shapes import (
     BACKGROUND_COLORS,
     FOREGROUND_COLORS,
+    IMAGE_SIZE,
     SHAPES,
     TRAIN_PHRASINGS,
     all_specs,
@@ -26,7 +27,6 @@ from diffengine.datasets.shapes import (
 
 from .demo_assets import word_level_tokenizer
 
-IMAGE_SIZE = 32
 # the stage-1 text encoder's width is the UNet's cross-attention width
 STAGE1_CONTEXT_DIM = 64
 MAX_LENGTH = 16

@@ -7,9 +7,11 @@ import pytest
 import torch
 from accelerate import init_empty_weights
 from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+from PIL import Image
 from torch import nn
 
 from diffengine.entry_point import build_parser, main
+from diffengine.evaluation.shapes_benchmark import model_generator
 from diffengine.models import LaViBridge, LaViBridgePipeline
 from diffengine.models.lora import inject_lora, lora_target_names
 from diffengine.models.vision import VISION_FAMILIES, find_vision_family
@@ -168,13 +170,17 @@ def test_a_flux_bridge_trains_end_to_end_with_wds_train(tiny_t5, tiny_flux, demo
     """The real command on image shards: flow matching, sample grids through FluxPipeline, and a
     bridge folder that reloads with its objective."""
     options = [*demo_cfg_options(tiny_t5, tiny_flux, demo_shards, max_iters=4, checkpoint_interval=2),
-               "model.adapter=None", "model.flow_matching.weighting_scheme=cosmap"]
+               "model.adapter=None", "model.flow_matching.weighting_scheme=cosmap",
+               # the shards' size; FluxPipeline's default is 128 latent pixels (256 px here)
+               "custom_hooks.3.height=32", "custom_hooks.3.width=32"]
     runner = run(build_parser().parse_args(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path),
                                             "--cfg-options", *options]), wds=True)
     assert runner.iter == 4 and runner.model.vision_family is VISION_FAMILIES["flux"]
     losses = runner.message_hub.get_scalar("train/loss").data[0]
     assert len(losses) == 4 and np.isfinite(losses).all()
-    assert (tmp_path / "samples" / "iter_4.png").is_file()
+    assert Image.open(tmp_path / "samples" / "iter_4.png").size == (6 * 32, 32)
+    # ShapesBench judges images of its world's size, whatever the pipeline's default
+    assert model_generator(runner.model, num_inference_steps=1)(["a red circle"], 0)[0].size == (32, 32)
     bridge = LaViBridge.from_bridge(tmp_path / "bridge" / "iter_4")
     assert bridge.bridge_config["flow_matching"]["weighting_scheme"] == "cosmap"
     torch.testing.assert_close(bridge.adapter.pooled_proj.weight, runner.model.adapter.pooled_proj.weight)
