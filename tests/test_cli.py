@@ -157,24 +157,18 @@ def test_train_commands_run_and_exit_zero(command, tiny_t5, tiny_sd, demo_shards
 
 
 @pytest.mark.slow
-def test_failed_training_exits_non_zero(tiny_t5, demo_shards, tmp_path):
-    options = demo_cfg_options(tiny_t5, str(tmp_path / "no_such_model"), demo_shards)
-    result = diffengine("train", "lavi_bridge_demo", "--work-dir", str(tmp_path),
-                        "--cfg-options", *options)
-    assert result.returncode != 0
-    assert "no_such_model" in result.stderr
-
-
-@pytest.mark.slow
 def test_two_cpu_processes_read_disjoint_shards_covering_the_epoch(tiny_t5, tiny_sd, demo_shards,
                                                                    tmp_path):
-    # the packaged demo config, copied and extended with a hook that records each rank's keys
+    # the packaged demo config, copied, with a hook that records each rank's keys in place of
+    # its sampling hooks (they cost time and prove nothing here)
     assert main(["copy-cfg", "lavi_bridge_demo", str(tmp_path / "cfg")]) == 0
     config = tmp_path / "cfg" / "lavi_bridge" / "lavi_bridge_demo.py"
     config.write_text(config.read_text() + "\nfrom tests.helpers import KeyRecorderHook\n"
-                      "custom_hooks = [*custom_hooks, dict(type=KeyRecorderHook)]\n")
+                      "custom_hooks = [*custom_hooks[:3], dict(type=KeyRecorderHook)]\n")
     # exact mode, 64 samples per epoch, batch 4, 2 ranks: one epoch is 8 iterations per rank
-    options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=8, checkpoint_interval=3)
+    options = [option for option in demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=8,
+                                                     checkpoint_interval=3)
+               if not option.startswith("custom_hooks.")]
     work_dir = tmp_path / "work"
     result = diffengine("wds_train", str(config), "--work-dir", str(work_dir),
                         "--cfg-options", *options,

@@ -3,12 +3,17 @@ import json
 import pytest
 
 from diffengine.entry_point import main
+from diffengine.tools import shapes_assets
 from diffengine.tools.shapes_assets import make_pretrained_tiny_llama
 from diffengine.tools.shapesbench import goal_lines
 
 
 @pytest.mark.slow
-def test_benchmark_run_writes_the_table_grid_json_and_readme(tmp_path):
+def test_benchmark_run_writes_the_table_grid_json_and_readme(tmp_path, monkeypatch):
+    # 2 iterations of batch 64 read 128 of the benchmark's 20480 training images: write 256
+    write_shards = shapes_assets.write_shape_shards
+    monkeypatch.setattr(shapes_assets, "write_shape_shards",
+                        lambda out_dir, num_images, **kwargs: write_shards(out_dir, 256, **kwargs))
     data, docs, readme = tmp_path / "data", tmp_path / "docs", tmp_path / "README.md"
     make_pretrained_tiny_llama(data / "tiny_llama", steps=20, progress=False)
     readme.write_text("intro\n<!-- shapesbench:start -->\nold\n<!-- shapesbench:end -->\nrest\n")
