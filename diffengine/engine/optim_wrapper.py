@@ -88,6 +88,23 @@ class _SkipNonFiniteSteps:
                 self._count_skipped_step(norm, loss)
         self.message_hub.update_scalar(SKIPPED_STEPS_KEY, self.skipped_steps)
 
+    def log_skipped_steps(self) -> None:
+        """At the end of training: how many steps were skipped, and a warning when the last were.
+
+        A streak shorter than ``max_consecutive_nonfinite`` does not stop the run, so a run can
+        end inside one; its final weights are then those from before the streak.
+        """
+        if not self.skipped_steps:
+            return
+        if self.consecutive_nonfinite:
+            print_log(f"training ended with its last {self.consecutive_nonfinite} optimizer steps skipped "
+                      "(non-finite gradient norms): the final weights and bridge are those from before "
+                      f"them ({self.skipped_steps} steps skipped in this run)",
+                      logger="current", level=logging.WARNING)
+        else:
+            print_log(f"{self.skipped_steps} optimizer steps were skipped in this run (non-finite "
+                      "gradient norms), none of them at the end", logger="current", level=logging.INFO)
+
     def state_dict(self) -> dict:
         """The optimizer state, after reading the norms still on the device (a checkpoint is exact)."""
         self.read_device_norms()

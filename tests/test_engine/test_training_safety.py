@@ -164,6 +164,30 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_finite_checkpoints(
     assert log.count("optimizer step skipped, weights unchanged") == 3
 
 
+@pytest.mark.parametrize(("nan_steps", "expected"), [
+    ({11, 12}, "WARNING - training ended with its last 2 optimizer steps skipped (non-finite gradient norms): "
+               "the final weights and bridge are those from before them (2 steps skipped in this run)"),
+    ({6, 7}, "INFO - 2 optimizer steps were skipped in this run (non-finite gradient norms), none of them "
+             "at the end"),
+])
+def test_a_run_with_skipped_steps_says_so_at_the_end(nan_steps, expected, tmp_path, tiny_t5, tiny_sd,
+                                                     demo_shards, monkeypatch):
+    # a streak shorter than max_consecutive_nonfinite does not stop the run, even at its end
+    calls = {"n": 0}
+    loss = TrainingObjective.loss
+
+    def loss_with_nans(*args, **kwargs):
+        calls["n"] += 1
+        return loss(*args, **kwargs) * (float("nan") if calls["n"] in nan_steps else 1.0)
+
+    monkeypatch.setattr(TrainingObjective, "loss", staticmethod(loss_with_nans))
+    options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=12, checkpoint_interval=12)
+    assert main(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path), "--cfg-options",
+                 *options, "optim_wrapper.max_consecutive_nonfinite=3"]) == 0
+    log = next(tmp_path.glob("*/*.log")).read_text()
+    assert expected in log and log.count("optimizer steps were skipped") + log.count("training ended with") == 1
+
+
 def test_a_bridge_with_non_finite_weights_is_refused(bridge_dir):
     from safetensors.torch import load_file, save_file
 

@@ -1,3 +1,4 @@
+import logging
 import shutil
 
 import numpy as np
@@ -5,7 +6,8 @@ from PIL import Image
 
 from diffengine.entry_point import main
 from diffengine.models import LaViBridge
-from diffengine.models.language import tokenize_prompts
+from diffengine.models.language import tokenize_prompts, truncated_parts
+from tests.helpers import fixed_batch
 
 
 def pixels(path):
@@ -74,3 +76,21 @@ def test_a_prompt_past_max_length_is_named_with_the_part_left_out(tiny_bridge, c
     tokenizer = tiny_bridge.language.tokenizer
     kept = tokenizer.decode(tokenize_prompts(tokenizer, [long_prompt], 16).input_ids[0], skip_special_tokens=True)
     assert kept != long_prompt and f"{kept} {warnings[0].args[1]}" == long_prompt
+
+
+
+def test_training_warns_once_when_max_length_cuts_captions(tiny_t5, tiny_sd, monkeypatch):
+    warnings = []
+    monkeypatch.setattr("diffengine.models.language.language_model.print_log",
+                        lambda message, **kwargs: warnings.append((message, kwargs["level"])))
+    long_caption = " ".join(["red"] * 15 + ["blue", "square"])
+    batch = fixed_batch(("a red circle", long_caption))
+    model = LaViBridge(tiny_t5, tiny_sd, max_length=16)
+    for _ in range(2):  # the first training batch only
+        model(batch)
+    part = truncated_parts(model.language.tokenizer, [long_caption], 16)[0]
+    assert part and warnings == [(
+        f"1 of the first batch's 2 captions are longer than max_length=16 tokens, and the language model "
+        f"never reads their ends (e.g. {part!r} of {long_caption!r}): raise model.max_length", logging.WARNING)]
+    LaViBridge(tiny_t5, tiny_sd, max_length=77)(batch)  # room for every caption: no warning
+    assert len(warnings) == 1

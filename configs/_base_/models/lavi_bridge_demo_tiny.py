@@ -6,7 +6,8 @@ model = dict(
     type=LaViBridge,
     text_encoder="data/demo/t5",
     vision_model="data/demo/stage1",
-    max_length=16,
+    # the demo T5's 46-piece tokenizer spells ShapesBench captions in up to 24 tokens
+    max_length=24,
     text_lora=dict(rank=8, dropout=0.0),
     vision_lora=dict(rank=8, dropout=0.0),
     caption_dropout=0.1,

@@ -14,8 +14,8 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
     same values, in the same order, into the message hub at the iterations where something reads
     them (a ``LoggerHook`` logs, a ``CheckpointHook`` saves, the last iteration), and there also
     reads the gradient norms that a ``GuardedOptimWrapper`` with ``host_read_interval > 1`` keeps
-    on the device. Everything else is MMEngine's hook; it replaces it as
-    ``default_hooks.runtime_info``.
+    on the device; at the end of training it has the wrapper log the steps it skipped. Everything
+    else is MMEngine's hook; it replaces it as ``default_hooks.runtime_info``.
     """
 
     def __init__(self) -> None:
@@ -42,8 +42,12 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
             self.read(runner)
 
     def after_train(self, runner) -> None:
-        """Whatever is left (a run stopped between log intervals)."""
+        """Whatever is left (a run stopped between log intervals), then the optimizer steps a
+        ``GuardedOptimWrapper`` skipped, if any."""
         self.read(runner)
+        log_skipped_steps = getattr(runner.optim_wrapper, "log_skipped_steps", None)
+        if log_skipped_steps is not None:
+            log_skipped_steps()
 
     def read(self, runner) -> None:
         """Move the kept values to the message hub in order (one sync), and the optimizer's norms."""

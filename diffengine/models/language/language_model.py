@@ -1,6 +1,9 @@
 """A frozen pretrained language model with its tokenizer, returning the hidden states to bridge."""
+import logging
+
 import torch
 import transformers
+from mmengine.logging import print_log
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -77,6 +80,21 @@ class FrozenLanguageModel(nn.Module):
         self.hidden_layer = hidden_layer
         self.use_attention_mask = use_attention_mask
         self.hidden_size = config.hidden_size if hasattr(config, "hidden_size") else config.d_model
+        self._captions_checked = False
+
+    def warn_truncated_captions(self, texts: list[str]) -> None:
+        """On the first training batch only: a warning when ``max_length`` cuts captions, whose
+        cut-off words then train nothing (inference warns per prompt, as diffusers does for CLIP)."""
+        if self._captions_checked:
+            return
+        self._captions_checked = True
+        cut = [(text, part) for text, part in zip(texts, truncated_parts(self.tokenizer, texts, self.max_length),
+                                                  strict=True) if part]
+        if cut:
+            text, part = cut[0]
+            print_log(f"{len(cut)} of the first batch's {len(texts)} captions are longer than max_length="
+                      f"{self.max_length} tokens, and the language model never reads their ends (e.g. {part!r} "
+                      f"of {text!r}): raise model.max_length", logger="current", level=logging.WARNING)
 
     def tokenize(self, texts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask, padded/truncated to ``max_length``."""

@@ -253,6 +253,7 @@ class LaViBridge(BaseModel):
         latents = batch_latents(self.vae, inputs)
         self._check_latent_size(latents)
         noised = self.objective.noised(latents)
+        self.language.warn_truncated_captions(inputs["text"])
         text = self.encode_text(drop_captions(inputs["text"], self.caption_dropout))
         scale = vae_scale_factor(self.vae.config)
         sizes = SizeConditioning.of_batch(inputs, tuple(scale * n for n in latents.shape[-2:]))

@@ -104,6 +104,7 @@ class StableDiffusion(BaseModel):
                                       f"'{mode}'; use infer() to generate images")
         latents = batch_latents(self.vae, inputs)
         noised = self.objective.noised(latents)
+        self.language.warn_truncated_captions(inputs["text"])
         input_ids, mask = self.language.tokenize(drop_captions(inputs["text"], self.caption_dropout),
                                                  self.device)
         context = self.language(input_ids, mask)
