@@ -18,8 +18,6 @@ from diffengine.datasets.shapes import (
     FOREGROUND_COLORS,
     IMAGE_SIZE,
     SHAPES,
-    TRAIN_PHRASINGS,
-    all_specs,
     caption_corpus,
     shape_samples,
     with_article,
@@ -110,13 +108,16 @@ def latent_scaling_factor(vae, num_images: int = 512, seed: int = 1) -> float:
 def text_corpus(num_sentences: int, seed: int = 0) -> list[str]:
     """English-like sentences about colours and shapes: what a language model may have read.
 
-    Facts about everyday objects and the shapes' geometry, colour adjectives before the nouns they
-    describe ("a yellow banana", "a red circle is round and has no corners"), and image captions in
-    the training phrasings; never a held-out phrasing, and never an image. The adjective phrases
-    matter to a small decoder-only LM: a hidden state is trained only to predict the next word, and
-    in the captions the word after a colour never depends on it, so an LM that read captions alone
-    keeps little of the colour in its states (measured in docs/shapesbench.md). English is full of
-    words that a preceding adjective predicts; these sentences are that part of English.
+    Facts about everyday objects and the shapes' geometry, with colour adjectives before the nouns
+    they describe ("a yellow banana", "a red circle is round and has no corners"); never an image
+    caption of the world, in any phrasing, and never an image. The adjective phrases matter to a
+    small decoder-only LM: a hidden state is trained only to predict the next word, and in
+    captions the word after a colour never depends on it, so an LM that read captions alone keeps
+    little of the colour in its states (measured in docs/shapesbench.md). English is full of words
+    that a preceding adjective predicts; these sentences are that part of English. Captions in the
+    training phrasings were part of this corpus until 2026-12-02: an LM that had read them kept
+    the attributes of a caption in a sentence structure it had not read less well (the probe's
+    training-captions-only score, docs/shapesbench_schedule.md).
     """
     rng = np.random.default_rng(seed)
     things = {"red": ["a tomato", "a fire truck", "a cherry"], "orange": ["a carrot", "a pumpkin"],
@@ -127,14 +128,13 @@ def text_corpus(num_sentences: int, seed: int = 0) -> list[str]:
                 "triangle": "has three sides and three corners",
                 "cross": "is two bars that meet in the middle"}
     colors = list({**FOREGROUND_COLORS, **BACKGROUND_COLORS})
-    specs = all_specs()
 
     def pick(options):
         return options[int(rng.integers(len(options)))]
 
     sentences = []
     for _ in range(num_sentences):
-        kind = int(rng.integers(6))
+        kind = int(rng.integers(4))
         color, shape = pick(colors), pick(SHAPES)
         if kind == 0:
             sentences.append(f"{pick(things[color])} is {color}")
@@ -143,10 +143,8 @@ def text_corpus(num_sentences: int, seed: int = 0) -> list[str]:
         elif kind == 2:  # "a tomato" -> "a red tomato", "grass" -> "red grass"
             *article, noun = pick(things[color]).split(" ", 1)
             sentences.append(with_article(" ".join([*article, color, noun])))
-        elif kind == 3:
-            sentences.append(with_article(f"a {color} {shape} {geometry[shape]}"))
         else:
-            sentences.append(pick(specs).caption(pick(TRAIN_PHRASINGS)))
+            sentences.append(with_article(f"a {color} {shape} {geometry[shape]}"))
     return sentences
 
 

@@ -3,7 +3,7 @@ import shutil
 import pytest
 import torch
 
-from diffengine.datasets.shapes import HELDOUT_PHRASINGS, TRAIN_PHRASINGS, all_specs
+from diffengine.datasets.shapes import caption_corpus
 from diffengine.tools.shapes_assets import installed_minilm, make_pretrained_tiny_llama, text_corpus, write_shape_shards
 from diffengine.tools.shapesbench import STAGE1_ASSET, verify_stage1
 
@@ -32,10 +32,8 @@ def test_tiny_llama_is_pretrained_on_text_and_loads_as_a_bridge_lm(tmp_path, tin
     from diffengine.models import LaViBridge
 
     corpus = set(text_corpus(2000, seed=1))
-    heldout = {spec.caption(phrasing) for spec in all_specs() for phrasing in HELDOUT_PHRASINGS}
-    assert not corpus & heldout  # the LM never reads a held-out phrasing
+    assert not corpus & set(caption_corpus())  # the LM never reads a caption of the world, in any phrasing
     assert {"a tomato is red", "a red tomato", "an orange circle is round and has no corners"} <= corpus
-    assert len(corpus & {spec.caption(phrasing) for spec in all_specs() for phrasing in TRAIN_PHRASINGS}) > 100
     folder = make_pretrained_tiny_llama(tmp_path / "llama", steps=40, progress=False)
     model = LlamaForCausalLM.from_pretrained(folder)
     untrained_loss = torch.log(torch.tensor(float(model.config.vocab_size))).item()
