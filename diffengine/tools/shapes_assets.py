@@ -114,10 +114,9 @@ def text_corpus(num_sentences: int, seed: int = 0) -> list[str]:
     small decoder-only LM: a hidden state is trained only to predict the next word, and in
     captions the word after a colour never depends on it, so an LM that read captions alone keeps
     little of the colour in its states (measured in docs/shapesbench.md). English is full of words
-    that a preceding adjective predicts; these sentences are that part of English. Captions in the
-    training phrasings were part of this corpus until 2026-12-02: an LM that had read them kept
-    the attributes of a caption in a sentence structure it had not read less well (the probe's
-    training-captions-only score, docs/shapesbench_schedule.md).
+    that a preceding adjective predicts; these sentences are that part of English. No captions: an
+    LM that has read the training phrasings keeps a caption's attributes less well in a sentence
+    structure it has not read (docs/shapesbench_schedule.md).
     """
     rng = np.random.default_rng(seed)
     things = {"red": ["a tomato", "a fire truck", "a cherry"], "orange": ["a carrot", "a pumpkin"],
