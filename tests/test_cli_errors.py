@@ -86,6 +86,16 @@ BAD_INPUTS = [
     ("only an empty shard, read by a loader worker", DEMO, [],
      ["train_dataloader.shards={assets}/empty.tar", "train_dataloader.num_workers=1"],
      "no usable sample in 1 shard(s) (rank 0, worker 0), e.g. "),
+    ("checkpoints counted in epochs", DEMO, [], ["default_hooks.checkpoint.by_epoch=True"],
+     "default_hooks.checkpoint: CheckpointHook counts epochs (by_epoch=True), but train_cfg counts "
+     "iterations in one epoch, so it would act only at the end: set default_hooks.checkpoint.by_epoch=False"),
+    ("learning-rate schedule in epochs", DEMO, [], ["param_scheduler.0.by_epoch=True"],
+     "param_scheduler.0: ConstantLR counts epochs (by_epoch=True)"),
+    ("paramwise option the constructor ignores", DEMO, [], ["optim_wrapper.paramwise_cfg.bias_decay_mult=0"],
+     "optim_wrapper.paramwise_cfg.bias_decay_mult: ParamGroupsOptimWrapperConstructor reads only group_lr"),
+    ("a string where a list belongs", DEMO, [], ["train_dataloader.caption_json_fields=caption"],
+     "train_dataloader.caption_json_fields must be a list, got the string 'caption' "
+     "(write train_dataloader.caption_json_fields=[caption])"),
     ("unknown optimizer group", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adaptr=0.1"],
      "group_lr names unknown parameter groups ['adaptr']"),
     ("missing resume checkpoint", DEMO, ["--resume", "{assets}/nothing.pth"], [],
@@ -149,11 +159,28 @@ def test_image_sides_and_guidance_are_checked_by_the_parser(command, expected, c
 def test_options_mmengine_reads_itself_are_accepted():
     from mmengine.config import Config
 
-    from diffengine.tools.config_check import check_config
+    from diffengine.tools.config_check import check_config, check_epoch_counting
     from diffengine.tools.train import _registries
 
     cfg = Config(dict(
-        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=-1, priority="VERY_LOW")),
+        train_cfg=dict(type="StreamingIterBasedTrainLoop", max_iters=10),
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=-1, by_epoch=False,
+                                           priority="VERY_LOW")),
         param_scheduler=[dict(type="LinearLR", start_factor=0.1, by_epoch=True, convert_to_iter_based=True)],
         compile=True))
     check_config(cfg, _registries())
+    check_epoch_counting(cfg, _registries())
+
+
+def test_a_schedule_written_without_by_epoch_counts_epochs_and_is_refused():
+    from mmengine.config import Config
+
+    from diffengine.errors import ConfigError
+    from diffengine.tools.config_check import check_epoch_counting
+    from diffengine.tools.train import _registries
+
+    cfg = Config(dict(train_cfg=dict(type="StreamingIterBasedTrainLoop", max_iters=10),
+                      param_scheduler=[dict(type="LinearLR", start_factor=0.01, end=100)]))
+    with pytest.raises(ConfigError, match=r"param_scheduler.0: LinearLR counts epochs \(by_epoch=True\)"):
+        check_epoch_counting(cfg, _registries())
+    check_epoch_counting(Config(dict(param_scheduler=cfg.param_scheduler)), _registries())  # epoch loop

@@ -22,6 +22,21 @@ class ParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     ``GuardedOptimWrapper`` (non-finite steps skipped).
     """
 
+    # the only paramwise option read: MMEngine's own (custom_keys, decay multipliers) would be ignored
+    PARAMWISE_KEYS = ("group_lr",)
+
+    @classmethod
+    def check_paramwise_cfg(cls, paramwise_cfg: dict | None) -> None:
+        """Raise ValueError for a ``paramwise_cfg`` key this constructor does not read."""
+        unknown = sorted(set(paramwise_cfg or {}) - set(cls.PARAMWISE_KEYS))
+        if unknown:
+            raise ValueError(f"paramwise_cfg.{unknown[0]}: {cls.__name__} reads only "
+                             f"{', '.join(cls.PARAMWISE_KEYS)} (one learning rate per parameter group)")
+
+    def _validate_cfg(self) -> None:
+        super()._validate_cfg()
+        self.check_paramwise_cfg(self.paramwise_cfg)
+
     def __call__(self, model: nn.Module) -> OptimWrapper:
         """Return the optimizer wrapper for ``model`` (unwrapped from DDP if needed)."""
         model = unwrap_model(model)

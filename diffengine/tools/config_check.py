@@ -5,6 +5,7 @@ Every ``dict(type=X, ...)`` in the sections MMEngine builds is compared with the
 not when the hook first uses it an interval of compute later; a value of the wrong basic type
 (``batch_size='abc'``) or out of range (``max_iters=0``) fails with the key that holds it.
 """
+import collections.abc
 import difflib
 import inspect
 import math
@@ -66,12 +67,40 @@ def check_config(cfg, registries: dict[str, Any]) -> None:
             _check_value(f"{where}.{key}", value, hints.get(key), target)
 
 
+def check_epoch_counting(cfg, registries: dict[str, Any]) -> None:
+    """An iteration-based loop runs a single epoch, so a hook or schedule that counts epochs (by
+    MMEngine's default ``by_epoch=True``) would act only at the end: no checkpoint before it, a
+    warm-up that never ends. Refused unless MMEngine converts the schedule to iterations."""
+    if "max_iters" not in (cfg.get("train_cfg") or {}):
+        return
+    for where, node, registry, section in _typed_sections(cfg, registries):
+        if section not in ("hook", "param_scheduler") or node.get("convert_to_iter_based"):
+            continue
+        target = _resolve(node["type"], registry)
+        if node.get("by_epoch", _default(target, "by_epoch")) is True:
+            raise ConfigError(f"{where}: {_name(target)} counts epochs (by_epoch=True), but train_cfg "
+                              f"counts iterations in one epoch, so it would act only at the end: set "
+                              f"{where}.by_epoch=False")
+
+
 def check_training_values(cfg) -> None:
     """Learning rates must be positive finite numbers (a negative one trains uphill without an
-    error), and the training resolution a multiple of 8, which every pipeline asks to sample at."""
+    error), paramwise options ones the optimizer constructor reads, and the training resolution a
+    multiple of 8, which every pipeline asks to sample at."""
+    from diffengine.engine import ParamGroupsOptimWrapperConstructor
+    from diffengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+
     from .arguments import PIXEL_MULTIPLE
 
     optim = cfg.get("optim_wrapper") or {}
+    constructor = optim.get("constructor")
+    if isinstance(constructor, str):
+        constructor = OPTIM_WRAPPER_CONSTRUCTORS.get(constructor)
+    if isinstance(constructor, type) and issubclass(constructor, ParamGroupsOptimWrapperConstructor):
+        try:
+            constructor.check_paramwise_cfg(optim.get("paramwise_cfg"))
+        except ValueError as error:
+            raise ConfigError(f"optim_wrapper.{error}") from None
     group_lr = (optim.get("paramwise_cfg") or {}).get("group_lr") or {}
     rates = {"optim_wrapper.optimizer.lr": (optim.get("optimizer") or {}).get("lr"),
              **{f"optim_wrapper.paramwise_cfg.group_lr.{name}": rate for name, rate in group_lr.items()}}
@@ -172,6 +201,28 @@ def _parameters(target: Any) -> tuple[set[str] | None, dict[str, Any]]:
     return None, hints  # **kwargs all the way up: anything may be accepted
 
 
+def _default(target: Any, name: str) -> Any:
+    """The default of argument ``name`` of a class (its first ``__init__`` naming it) or function."""
+    functions = ([klass.__dict__["__init__"] for klass in target.__mro__ if "__init__" in klass.__dict__]
+                 if inspect.isclass(target) else [target])
+    for function in functions:
+        try:
+            parameter = inspect.signature(function).parameters.get(name)
+        except (TypeError, ValueError):
+            return None
+        if parameter is not None:
+            return None if parameter.default is parameter.empty else parameter.default
+    return None
+
+
+def _is_sequence(hint: Any) -> bool:
+    """Whether a hint allows only sequences (and None): a bare string there is a mistake."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return bool(options) and all(_is_sequence(arg) for arg in options)
+    return typing.get_origin(hint) in (list, tuple, collections.abc.Sequence)
+
+
 def _allowed_types(hint: Any) -> tuple[type, ...] | None:
     """The basic types a hint allows (None: not a hint this check understands)."""
     if hint in (int, float, bool, str):
@@ -197,6 +248,8 @@ def _check_value(where: str, value: Any, hint: Any, target: Any = None) -> None:
         if not isinstance(value, allowed) or (is_bool and bool not in allowed):
             names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
             raise ConfigError(f"{where} must be {names}, got {value!r}")
+    if isinstance(value, str) and _is_sequence(hint):
+        raise ConfigError(f"{where} must be a list, got the string {value!r} (write {where}=[{value}])")
     minimum = _MINIMUMS.get(where.rsplit(".", 1)[-1])
     if _name(target) == "CheckpointHook" and value == -1:
         minimum = None  # MMEngine's "save only at the end"

@@ -280,12 +280,14 @@ def _check_wds_config(cfg, config_path: Path) -> None:
 
 def prepare_config(args: argparse.Namespace, wds: bool):
     """The checked config: every ``ConfigError`` is raised here, before any process or model starts."""
-    from .config_check import check_config, check_model_wrapper_scope, check_training_values
+    from .config_check import check_config, check_epoch_counting, check_model_wrapper_scope, check_training_values
     from .config_lookup import resolve_config
 
     resolve_config(args.config)  # an unknown name fails here, before the slow imports
     cfg = build_config(args, wds)
-    check_config(cfg, _registries())
+    registries = _registries()
+    check_config(cfg, registries)
+    check_epoch_counting(cfg, registries)
     check_model_wrapper_scope(cfg)
     check_training_values(cfg)
     _check_shards(cfg)
