@@ -23,6 +23,8 @@ def assets(tmp_path_factory, tiny_t5, tiny_sd, demo_shards, latent_shards):
     shutil.copytree(f"{tiny_sd}/unet", root / "no_vae" / "unet")
     (root / "truncated.pth").write_bytes(b"PK\x03\x04 cut short")
     (root / "empty.tar").write_bytes(b"")
+    (root / "bridge_of_layer_0").mkdir()
+    (root / "bridge_of_layer_0" / "bridge.json").write_text(json.dumps({"hidden_layer": 0}))
 
     class Payload:
         def __reduce__(self):
@@ -96,6 +98,11 @@ BAD_INPUTS = [
     ("a string where a list belongs", DEMO, [], ["train_dataloader.caption_json_fields=caption"],
      "train_dataloader.caption_json_fields must be a list, got the string 'caption' "
      "(write train_dataloader.caption_json_fields=[caption])"),
+    ("no bridge to continue", DEMO, [], ["model.bridge_path={assets}/no_such_bridge"],
+     "no_such_bridge is not a bridge folder (no bridge.json)"),
+    ("bridge trained under other settings", DEMO, [], ["model.bridge_path={assets}/bridge_of_layer_0"],
+     "bridge_of_layer_0/bridge.json was trained with hidden_layer=0, this model has hidden_layer=-1: "
+     "set model.hidden_layer=0 to continue that bridge"),
     ("unknown optimizer group", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adaptr=0.1"],
      "group_lr names unknown parameter groups ['adaptr']"),
     ("missing resume checkpoint", DEMO, ["--resume", "{assets}/nothing.pth"], [],

@@ -129,6 +129,10 @@ def test_bridge_folder_round_trip(tiny_bridge, tiny_t5, tiny_sd, tmp_path):
         wrong_alpha.load_bridge(tmp_path / "bridge")
     with pytest.raises(FileNotFoundError, match="not a bridge folder"):
         wrong_rank.load_bridge(tmp_path)
+    # what the weights mean is checked before any weights load
+    with pytest.raises(ValueError, match="trained with prediction_type='epsilon', this model has "
+                                         "prediction_type='v_prediction'"):
+        LaViBridge(tiny_t5, tiny_sd, prediction_type="v_prediction", bridge_path=str(tmp_path / "bridge"))
 
 
 def test_infer_is_seeded_and_uses_cfg(tiny_bridge):

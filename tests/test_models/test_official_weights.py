@@ -166,7 +166,7 @@ def test_llama2_unet_conversion_matches_the_papers_injection(official_llama_unet
                                                             tiny_sd, tmp_path):
     out = convert_official_checkpoint(official_llama_unet.ckpt, "llama2_unet", tmp_path / "bridge",
                                       text_encoder=tiny_llama, vision_model=tiny_sd)
-    model = load_converted(out, tiny_llama, tiny_sd)
+    model = LaViBridge.from_bridge(out).eval()  # with the authors' padding, which the bridge records
     ids, mask = model.language.tokenize(CAPTIONS, torch.device("cpu"))
     # the authors' inference: no attention mask, the causal LM's last (normed) hidden state
     expected = official_llama_unet.text(input_ids=ids, output_hidden_states=True).hidden_states[-1]

@@ -133,6 +133,10 @@ class LaViBridge(BaseModel):
 
         # read before any weights load: a bad prediction_type fails in a second, not after minutes
         self.objective = training_objective(vision_model, prediction_type, snr_gamma, flow_matching)
+        if bridge_path is not None:
+            check_bridge_settings(bridge_path, {
+                "hidden_layer": hidden_layer, "text_attention_mask": text_attention_mask,
+                "pad_token": pad_token, "prediction_type": self.objective.record().get("prediction_type")})
         # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
         self.language = FrozenLanguageModel(text_encoder, max_length=max_length,
                                             hidden_layer=hidden_layer,
@@ -315,10 +319,7 @@ class LaViBridge(BaseModel):
         constructor's defaults (as they were trained).
         """
         directory = Path(directory)
-        manifest_path = directory / BRIDGE_MANIFEST
-        if not manifest_path.is_file():
-            raise FileNotFoundError(f"{directory} is not a bridge folder (no {BRIDGE_MANIFEST})")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_bridge_manifest(directory)
         arguments = set(inspect.signature(cls).parameters) - {"bridge_path", "data_preprocessor"}
         kwargs = {name: value for name, value in manifest.items() if name in arguments}
         for name in ("text_lora", "vision_lora"):
@@ -342,8 +343,7 @@ class LaViBridge(BaseModel):
     def load_bridge(self, directory: str | Path) -> None:
         """Load LoRA and adapter weights from a bridge folder written by ``save_bridge``."""
         directory = Path(directory)
-        if not (directory / BRIDGE_MANIFEST).is_file():
-            raise FileNotFoundError(f"{directory} is not a bridge folder (no {BRIDGE_MANIFEST})")
+        read_bridge_manifest(directory)
         for name, model, config in self._lora_sides():
             saved = (LoraConfig.from_pretrained(directory / name) if (directory / name).is_dir()
                      else None)
@@ -359,6 +359,29 @@ class LaViBridge(BaseModel):
             self.adapter.load_state_dict(load_checked_safetensors(adapter_file))
         except RuntimeError as error:  # torch's size-mismatch report
             raise ValueError(f"{adapter_file} does not fit this model's adapter: {error}") from None
+
+
+def read_bridge_manifest(directory: str | Path) -> dict:
+    """The settings a bridge folder was trained with (its ``bridge.json``)."""
+    manifest_path = Path(directory) / BRIDGE_MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a bridge folder (no {BRIDGE_MANIFEST})")
+    return json.loads(manifest_path.read_text())
+
+
+def check_bridge_settings(directory: str | Path, settings: dict) -> None:
+    """Raise ValueError where the bridge in ``directory`` was trained under other ``settings``.
+
+    These settings decide what the LoRA and adapter weights mean (which states the adapter reads,
+    what the denoiser predicts): training it further under others would silently start another bridge.
+    Settings a bridge's manifest does not record (older or converted bridges) are not compared.
+    """
+    manifest = read_bridge_manifest(directory)
+    for name, value in settings.items():
+        if name in manifest and manifest[name] != value:
+            raise ValueError(f"{Path(directory) / BRIDGE_MANIFEST} was trained with {name}={manifest[name]!r}, "
+                             f"this model has {name}={value!r}: set model.{name}={manifest[name]!r} to "
+                             "continue that bridge")
 
 
 def _drop_frozen_from_state_dict(module: LaViBridge, state_dict: dict, prefix: str, _) -> None:
