@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..constants import PRETRAINED_FOLDER
-from .arguments import positive_int
+from .arguments import add_overwrite_argument, positive_int, refuse_to_overwrite
 
 STAGE1_ASSET = Path(__file__).resolve().parents[1] / "assets" / "shapesbench_stage1"
 STAGE1_SOURCE_FILE = "SOURCE.md"
@@ -65,6 +65,7 @@ def add_shapesbench_arguments(parser: argparse.ArgumentParser) -> None:
                         "shapesbench_probe.md/.json (default docs)")
     parser.add_argument("--readme", default=None, metavar="README.md",
                         help="run: also replace the table between the shapesbench markers there")
+    add_overwrite_argument(parser, "stage1: the --stage1-out folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -110,6 +111,8 @@ def run_stage1(args: argparse.Namespace) -> Path:
     start = time.perf_counter()
     data, work = Path(args.data_dir).resolve(), Path(args.work_dir).resolve()
     out = Path(args.stage1_out or data / "stage1")
+    if not out.is_symlink():  # `shapesbench run` links the packaged model there: replaced freely
+        refuse_to_overwrite([out], args.overwrite)
     shards = write_shape_shards(data / "shards", 20480, progress=not args.no_progress)
     vae_dir = _newest_folder(work / "stage1_vae")
     if vae_dir is None or vae_dir.name != f"iter_{_max_iters('autoencoder_kl_shapes_32')}":
@@ -123,7 +126,7 @@ def run_stage1(args: argparse.Namespace) -> Path:
     _train("stable_diffusion_shapes_32", work / "stage1_sd",
            f"model.text_encoder={stage1_init / 'text_encoder'}", f"model.vision_model={stage1_init}",
            f"train_dataloader.shards={shards}")
-    if out.is_symlink():  # `shapesbench run` links the packaged model there when it is absent
+    if out.is_symlink():
         out.unlink()
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(_newest_folder(work / "stage1_sd"), out)
@@ -225,6 +228,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     data, work = Path(args.data_dir).resolve(), Path(args.work_dir).resolve()
     stage1 = Path(args.stage1).resolve() if args.stage1 else STAGE1_ASSET
     verify_stage1(stage1)
+    if args.readme:
+        _readme_around_table(Path(args.readme))
+    bridge_options = [*([f"train_cfg.max_iters={args.iters}"] if args.iters else []), *args.cfg_options]
+    for key in args.language_models:  # a bad option fails now, not after an hour of training
+        _check_options(LANGUAGE_MODELS[key][1], *bridge_options)
     shards = write_shape_shards(data / "shards", 20480, progress=not args.no_progress)
     sets = prompt_sets()
     rows: dict[str, dict] = {}
@@ -244,8 +252,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         label, config = LANGUAGE_MODELS[key]
         lm = language_model_folder(key, data, progress=not args.no_progress)
         options = [f"model.text_encoder={lm}", f"model.vision_model={stage1}",
-                   f"train_dataloader.shards={shards}",
-                   *([f"train_cfg.max_iters={args.iters}"] if args.iters else []), *args.cfg_options]
+                   f"train_dataloader.shards={shards}", *bridge_options]
         score(f"{label}: floor (untrained adapter)", _build_untrained(config, *options))
         for variant, extra in (("adapter only", ["model.text_lora.rank=0",
                                                  "model.vision_lora.rank=0"]),
@@ -326,15 +333,28 @@ def _write_docs(docs: Path, report: dict, rows: dict[str, dict], sets: dict, rea
         f"- Stage 1: `{report['stage1']}` (see its SOURCE.md).\n"
         f"- Seconds spent: {json.dumps(report['seconds'])}\n")
     if readme:
-        text = Path(readme).read_text()
-        if README_START not in text or README_END not in text:
-            raise ValueError(f"{readme} has no {README_START} ... {README_END} section to replace")
-        head, rest = text.split(README_START, 1)
-        tail = rest.split(README_END, 1)[1]
+        head, tail = _readme_around_table(Path(readme))
         Path(readme).write_text(f"{head}{README_START}\n{tables}\n\n"
                                 f"![ShapesBench samples]({docs.as_posix()}/shapesbench.png)\n"
                                 f"{README_END}{tail}")
     print(f"wrote {docs}/shapesbench.md, .json and .png")
+
+
+def _readme_around_table(readme: Path) -> tuple[str, str]:
+    """The README's text before and after its shapesbench section (markers excluded)."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} section to replace")
+    head, rest = text.split(README_START, 1)
+    return head, rest.split(README_END, 1)[1]
+
+
+def _check_options(config: str, *cfg_options: str) -> None:
+    """Raise ConfigError for a bad ``--cfg-options`` or ``--iters`` on ``config``, before any training."""
+    from .train import build_config, check_resolved_config, train_arguments
+
+    options = ["--cfg-options", *cfg_options] if cfg_options else []
+    check_resolved_config(build_config(train_arguments(config, *options), wds=True))
 
 
 def run_probe(args: argparse.Namespace) -> dict:

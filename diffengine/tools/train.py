@@ -278,18 +278,24 @@ def _check_wds_config(cfg, config_path: Path) -> None:
                           "train_cfg=dict(type=StreamingIterBasedTrainLoop, max_iters=N)")
 
 
-def prepare_config(args: argparse.Namespace, wds: bool):
-    """The checked config: every ``ConfigError`` is raised here, before any process or model starts."""
+def check_resolved_config(cfg) -> None:
+    """Every check of a resolved config that reads no file: types, options, values, counting."""
     from .config_check import check_config, check_epoch_counting, check_model_wrapper_scope, check_training_values
-    from .config_lookup import resolve_config
 
-    resolve_config(args.config)  # an unknown name fails here, before the slow imports
-    cfg = build_config(args, wds)
     registries = _registries()
     check_config(cfg, registries)
     check_epoch_counting(cfg, registries)
     check_model_wrapper_scope(cfg)
     check_training_values(cfg)
+
+
+def prepare_config(args: argparse.Namespace, wds: bool):
+    """The checked config: every ``ConfigError`` is raised here, before any process or model starts."""
+    from .config_lookup import resolve_config
+
+    resolve_config(args.config)  # an unknown name fails here, before the slow imports
+    cfg = build_config(args, wds)
+    check_resolved_config(cfg)
     _check_shards(cfg)
     if _mixed_precision(cfg) and not _cuda_available():
         how = "--amp" if args.amp else f"{args.config} (optim_wrapper.type={_mixed_precision(cfg)})"

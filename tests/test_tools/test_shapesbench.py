@@ -54,3 +54,19 @@ def test_goal_lines_report_the_measured_figures():
     assert "beats adapter only by more than the intervals (76.0 [65-85] vs 50.0 [40-60])" in lines[0]
     rows["lm: adapter only"] = row(0.7, 0.6, 0.8)
     assert "does not beat" in goal_lines(rows)[1]
+
+
+@pytest.mark.parametrize("stage_args, expected", [
+    (["stage1", "--stage1-out", "{tmp}"], "already exist(s): not overwriting (--overwrite replaces)"),
+    (["run", "--readme", "{tmp}/no_markers.md"], "no_markers.md has no <!-- shapesbench:start -->"),
+    (["run", "--cfg-options", "model.hiden_layer=1"],
+     "model.hiden_layer: LaViBridge has no option 'hiden_layer' (did you mean 'hidden_layer'?)"),
+])
+def test_bad_inputs_are_refused_before_any_compute(stage_args, expected, tmp_path, capsys, monkeypatch):
+    # nothing may be written or trained before the refusal
+    monkeypatch.setattr(shapes_assets, "write_shape_shards", lambda *a, **k: pytest.fail("computed"))
+    (tmp_path / "no_markers.md").write_text("a README without the section\n")
+    argv = ["shapesbench", *[a.format(tmp=tmp_path) for a in stage_args], "--data-dir", str(tmp_path / "data")]
+    assert main(argv) == 2
+    assert expected in capsys.readouterr().err
+    assert (tmp_path / "no_markers.md").is_file() and not (tmp_path / "data").exists()
