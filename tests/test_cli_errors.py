@@ -156,7 +156,8 @@ def test_infer_refuses_a_step_count_below_one(steps, capsys):
     (["prep-latents", "shards.tar", "out", "--vision-model", "m", "--resolution", "500"],
      "--resolution: must be a multiple of 8 pixels, got 500"),
     (["infer", "some_bridge", "a prompt", "--guidance", "-5"], "--guidance: must be >= 0, got -5"),
-    (["infer", "some_bridge", "a prompt", "--guidance", "nan"], "--guidance: must be >= 0, got nan")])
+    (["infer", "some_bridge", "a prompt", "--guidance", "nan"], "--guidance: must be >= 0, got nan"),
+    (["eval", "some_bridge", "--benchmark", "shapes", "--guidance", "-5"], "--guidance: must be >= 0, got -5")])
 def test_image_sides_and_guidance_are_checked_by_the_parser(command, expected, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(command)
@@ -191,3 +192,24 @@ def test_a_schedule_written_without_by_epoch_counts_epochs_and_is_refused():
     with pytest.raises(ConfigError, match=r"param_scheduler.0: LinearLR counts epochs \(by_epoch=True\)"):
         check_epoch_counting(cfg, _registries())
     check_epoch_counting(Config(dict(param_scheduler=cfg.param_scheduler)), _registries())  # epoch loop
+
+
+@pytest.mark.parametrize("command, expected", [
+    (["infer", "{bridge}", "a prompt", "--device", "gpu"], "--device gpu: not a torch device (cpu, cuda, cuda:1, ...)"),
+    (["eval", "{bridge}", "--benchmark", "shapes", "--device", "gpu"], "--device gpu: not a torch device"),
+    (["infer", "{bridge}", "a prompt", "--out", "{assets}/syntax.py"], "syntax.py: cannot create this folder"),
+    (["eval", "{bridge}", "--benchmark", "shapes", "--out", "{assets}/syntax.py/scores.json"], "syntax.py: cannot create this folder"),
+])
+def test_device_and_output_are_checked_before_any_model_loads(command, expected, assets, capsys, monkeypatch):
+    for loader in ("diffengine.tools.infer.load_bridge_model", "diffengine.tools.eval.load_text_to_image_model"):
+        monkeypatch.setattr(loader, lambda *a: pytest.fail("loaded"))
+    command = [part.format(assets=assets, bridge=assets / "bridge_of_layer_0") for part in command]
+    assert main(command) == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused_before_any_model_loads(assets, capsys, monkeypatch):
+    monkeypatch.setattr("diffengine.tools.infer.load_bridge_model", lambda *a: pytest.fail("loaded"))
+    assert main(["infer", str(assets / "bridge_of_layer_0"), "a prompt", "--device", "cuda"]) == 2
+    assert "--device cuda: no CUDA device is available here (use --device cpu)" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """argparse value types and checks shared by the commands (import-free: keeps ``--help`` fast)."""
 import argparse
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -49,3 +50,28 @@ def refuse_to_overwrite(paths: Iterable[Path], overwrite: bool) -> None:
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise ValueError(f"{existing[0]}{more} already exist(s): not overwriting (--overwrite replaces)")
+
+
+def resolve_device(requested: str | None) -> str:
+    """``--device`` checked before any model loads: default cuda when available, else cpu."""
+    import torch
+
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"--device {requested}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {requested}: no CUDA device is available here (use --device cpu)")
+    return requested
+
+
+def writable_folder(path: Path, option: str) -> None:
+    """Create ``path`` (an output folder) now, or raise ValueError: not after the compute."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{option} {path}: cannot create this folder ({error.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"{option} {path}: this folder is not writable")

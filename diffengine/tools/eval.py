@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 
 from ..constants import BRIDGE_MANIFEST
-from .arguments import add_overwrite_argument, positive_int, refuse_to_overwrite
+from .arguments import (
+    add_overwrite_argument,
+    non_negative_float,
+    positive_int,
+    refuse_to_overwrite,
+    resolve_device,
+    writable_folder,
+)
 from .infer import add_base_model_arguments, load_bridge_model, resolve_bridge_dir
 
 BENCHMARKS = ("shapes",)
@@ -29,7 +36,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clip_score: a text file, one prompt per line")
     parser.add_argument("--images-per-prompt", type=positive_int, default=4)
     parser.add_argument("--steps", type=positive_int, default=25, help="denoising steps (default 25)")
-    parser.add_argument("--guidance", type=float, default=5.0,
+    parser.add_argument("--guidance", type=non_negative_float, default=5.0,
                         help="classifier-free guidance scale (default 5.0)")
     parser.add_argument("--seed", type=int, default=0, help="image j of a prompt uses seed + j")
     parser.add_argument("--out", default=None, metavar="FILE.json", help="also write the scores here")
@@ -61,22 +68,31 @@ def _check_inputs(args: argparse.Namespace) -> None:
         if args.prompts is None or not Path(args.prompts).is_file():
             raise FileNotFoundError("--metric clip_score needs --prompts FILE (one prompt per line)"
                                     + (f"; {args.prompts} is not a file" if args.prompts else ""))
+        read_prompts(args.prompts)
+
+
+def read_prompts(path: str) -> list[str]:
+    """The non-empty lines of a prompt file; ValueError when there is none."""
+    prompts = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path} holds no prompt")
+    return prompts
 
 
 def run_eval(args: argparse.Namespace) -> dict:
     """Score the model; print a table and return (and optionally write) the scores."""
-    import torch
 
     _check_inputs(args)
     refuse_to_overwrite([Path(args.out)] if args.out else [], args.overwrite)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
+    if args.out:
+        writable_folder(Path(args.out).parent, "--out")
     model = load_text_to_image_model(args).to(device).eval()
     if args.benchmark == "shapes":
         result = _shapes(model, args)
     else:
         result = _clip_score(model, args, device)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.out}")
     return result
@@ -98,9 +114,7 @@ def _clip_score(model, args: argparse.Namespace, device: str) -> dict:
     from diffengine.evaluation.clip_score import ClipScorer
     from diffengine.evaluation.statistics import bootstrap_mean
 
-    prompts = [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()]
-    if not prompts:
-        raise ValueError(f"{args.prompts} holds no prompt")
+    prompts = read_prompts(args.prompts)
     scorer = ClipScorer(args.clip_model, device)
     per_prompt: list[list[float]] = [[] for _ in prompts]
     for j in range(args.images_per_prompt):

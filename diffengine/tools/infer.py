@@ -5,7 +5,15 @@ from pathlib import Path
 
 from .. import constants
 from ..constants import BRIDGE_FOLDER, BRIDGE_MANIFEST
-from .arguments import add_overwrite_argument, image_side, non_negative_float, positive_int, refuse_to_overwrite
+from .arguments import (
+    add_overwrite_argument,
+    image_side,
+    non_negative_float,
+    positive_int,
+    refuse_to_overwrite,
+    resolve_device,
+    writable_folder,
+)
 
 
 def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,15 +81,14 @@ def image_filename(index: int, prompt: str) -> str:
 
 def run_infer(args: argparse.Namespace) -> list[Path]:
     """Load base models + bridge and write one PNG per prompt; returns the paths."""
-    import torch
     from tqdm import tqdm
 
     bridge_dir = resolve_bridge_dir(args.bridge)
     out_dir = Path(args.out)
     refuse_to_overwrite((out_dir / image_filename(i, p) for i, p in enumerate(args.prompts)), args.overwrite)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
+    writable_folder(out_dir, "--out")
     model = load_bridge_model(args, bridge_dir).to(device).eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for index, prompt in enumerate(tqdm(args.prompts, desc="generating", unit="image")):
         # one prompt at a time with the same seed: an image depends on its prompt and seed only

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import constants
-from .arguments import add_overwrite_argument, image_side, positive_int
+from .arguments import add_overwrite_argument, image_side, positive_int, resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +65,6 @@ def run_prep_latents(args: argparse.Namespace) -> int:
 
     Raises ValueError / FileNotFoundError (one line for the CLI) for bad inputs, before the VAE loads.
     """
-    import torch
 
     from diffengine.datasets.shards import expand_shards
     from diffengine.models.model_paths import vision_model_location
@@ -84,9 +83,7 @@ def run_prep_latents(args: argparse.Namespace) -> int:
             raise ValueError(f"OUT_DIR {out_dir} holds the image shards themselves: choose another folder")
         names[path] = url
     vision_model = vision_model_location(args.vision_model)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available here (use --device cpu)")
+    device = resolve_device(args.device)
     todo = [(url, path) for url, path in zip(urls, outputs, strict=True) if args.overwrite or not path.exists()]
     done = len(urls) - len(todo)
     if todo:

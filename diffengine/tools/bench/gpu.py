@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..arguments import resolve_device
 from .flops import size_flops
 from .models import (
     CONFIG_BY_SIZE,
@@ -146,7 +147,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     from diffengine.engine import GuardedAmpOptimWrapper, GuardedOptimWrapper, ParamGroupsOptimWrapperConstructor
     from diffengine.models.vision import drop_vae_encoder
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(resolve_device(args.device))
     resolution = default_resolution(args.size, args.resolution)
     for value in args.batch_sizes:
         if value != "max" and not (value.isdigit() and int(value) >= 1):
