@@ -198,7 +198,8 @@ def test_a_schedule_written_without_by_epoch_counts_epochs_and_is_refused():
     (["infer", "{bridge}", "a prompt", "--device", "gpu"], "--device gpu: not a torch device (cpu, cuda, cuda:1, ...)"),
     (["eval", "{bridge}", "--benchmark", "shapes", "--device", "gpu"], "--device gpu: not a torch device"),
     (["infer", "{bridge}", "a prompt", "--out", "{assets}/syntax.py"], "syntax.py: cannot create this folder"),
-    (["eval", "{bridge}", "--benchmark", "shapes", "--out", "{assets}/syntax.py/scores.json"], "syntax.py: cannot create this folder"),
+    (["eval", "{bridge}", "--benchmark", "shapes", "--out", "{assets}/syntax.py/scores.json"],
+     "syntax.py: cannot create this folder"),
 ])
 def test_device_and_output_are_checked_before_any_model_loads(command, expected, assets, capsys, monkeypatch):
     for loader in ("diffengine.tools.infer.load_bridge_model", "diffengine.tools.eval.load_text_to_image_model"):

@@ -84,6 +84,8 @@ def run_prep_latents(args: argparse.Namespace) -> int:
         names[path] = url
     vision_model = vision_model_location(args.vision_model)
     device = resolve_device(args.device)
+    if not args.overwrite:
+        _check_finished_shards([path for path in outputs if path.exists()], vision_model, args)
     todo = [(url, path) for url, path in zip(urls, outputs, strict=True) if args.overwrite or not path.exists()]
     done = len(urls) - len(todo)
     if todo:
@@ -104,6 +106,29 @@ def run_prep_latents(args: argparse.Namespace) -> int:
               "written", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_finished_shards(finished: list[Path], vision_model: str, args: argparse.Namespace) -> None:
+    """Shards kept from an earlier run must hold what this run would write: one OUT_DIR of mixed
+    resolutions, views or VAEs would train without error on latents that do not belong together."""
+    from diffengine.datasets.latent_shards import first_latent_sample, vae_mismatch
+
+    config_file = Path(vision_model) / "vae" / "config.json"
+    vae_config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    expected = {"resolution": args.resolution, "flipped_view": args.flip}
+    for path in finished:
+        latent = first_latent_sample(str(path))
+        if latent is None:
+            continue
+        record, parameters = latent
+        differences = [f"{name} {record[name]!r} vs {value!r}" for name, value in expected.items()
+                       if name in record and record[name] != value]
+        other_vae = vae_mismatch(record, parameters, vae_config) if vae_config is not None else None
+        differences += [other_vae] if other_vae else []
+        if differences:
+            raise ValueError(f"{path}, finished by an earlier run, differs from what this run writes "
+                             f"({', '.join(differences)}): encode into another OUT_DIR, or pass "
+                             "--overwrite to encode every shard again")
 
 
 def _encode_shards(todo: list[tuple[str, Path]], vision_model: str, device: str,

@@ -69,6 +69,14 @@ def test_a_rerun_encodes_only_unfinished_shards(demo_shards, tiny_sd, tmp_path, 
     assert len(keys_of(load(f"{out}/{{00000..00003}}.tar", resolution=32))) == 64
     assert prep(demo_shards, out, "--vision-model", tiny_sd, "--resolution", 32, "--overwrite") == 0
     assert "encoded:  4 shard(s), 64 sample(s)" in capsys.readouterr().out
+    # a rerun with other settings into the same folder would mix latents that do not belong together
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    for option, difference in ((["--resolution", 64], "resolution 32 vs 64"),
+                               (["--resolution", 32, "--flip"], "flipped_view False vs True")):
+        assert prep(demo_shards, out, "--vision-model", tiny_sd, *option) == 2
+        assert (f"00000.tar, finished by an earlier run, differs from what this run writes ({difference}): "
+                "encode into another OUT_DIR, or pass --overwrite") in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_float16_storage(demo_shards, tiny_sd, tmp_path):
