@@ -3,6 +3,8 @@
 # unipc, ddim, dpm and ddpm sample DDPM schedules (SD, SDXL, PixArt), flow_euler flow-matching ones (SD3, Flux)
 INFERENCE_SCHEDULER_NAMES = ("unipc", "ddim", "dpm", "ddpm", "flow_euler")
 WEIGHT_DTYPE_NAMES = ("float32", "bfloat16", "float16")
+# the multiple every diffusers pipeline asks of an image side (SD's VAE downsamples 8x)
+PIXEL_MULTIPLE = 8
 # the training targets DDPMObjective implements (diffusers' "sample" is not one of them)
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 # the paper authors' released pairings that `convert-official` understands

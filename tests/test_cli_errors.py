@@ -98,6 +98,15 @@ BAD_INPUTS = [
     ("a string where a list belongs", DEMO, [], ["train_dataloader.caption_json_fields=caption"],
      "train_dataloader.caption_json_fields must be a list, got the string 'caption' "
      "(write train_dataloader.caption_json_fields=[caption])"),
+    ("hidden layer the language model lacks", DEMO, [], ["model.hidden_layer=99"],
+     "hidden_layer=99 is out of range: "),
+    ("sampler the pipelines lack", DEMO, [], ["custom_hooks.3.scheduler=euler"],
+     "custom_hooks.3.scheduler must be one of unipc, ddim, dpm, ddpm, flow_euler (or None: the model's "
+     "default), got 'euler'"),
+    ("sample grid of a side no pipeline takes", DEMO, [], ["custom_hooks.3.height=500"],
+     "custom_hooks.3.height must be a positive multiple of 8 pixels, got 500"),
+    ("negative guidance in a sampling hook", DEMO, [], ["custom_hooks.3.guidance_scale=-3"],
+     "custom_hooks.3.guidance_scale must be >= 0, got -3"),
     ("no bridge to continue", DEMO, [], ["model.bridge_path={assets}/no_such_bridge"],
      "no_such_bridge is not a bridge folder (no bridge.json)"),
     ("bridge trained under other settings", DEMO, [], ["model.bridge_path={assets}/bridge_of_layer_0"],

@@ -4,6 +4,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..constants import PIXEL_MULTIPLE
+
 
 def positive_int(text: str) -> int:
     """A whole number >= 1, or argparse's one-line usage error."""
@@ -27,8 +29,6 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-# the multiple every diffusers pipeline asks of an image side (SD's VAE downsamples 8x)
-PIXEL_MULTIPLE = 8
 
 
 def image_side(text: str) -> int:

@@ -30,6 +30,8 @@ _PASSED_BY_RUNNER = {"runner", "dataloader", "optimizer", "module", "model", "pa
 # reads, a hook's priority (Runner.register_hook), a scheduler's convert_to_iter_based
 _READ_BY_MMENGINE = {"optim_wrapper": {"constructor", "optimizer", "paramwise_cfg"},
                      "hook": {"priority"}, "param_scheduler": {"convert_to_iter_based"}}
+# a sampling hook's options (VisualizationHook, ShapesBenchHook), checked as inference checks them
+_SAMPLING_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width", "scheduler")
 # smallest valid value of integer options, wherever they appear
 _MINIMUMS = {"max_iters": 1, "batch_size": 1, "num_workers": 0, "interval": 1,
              "num_samples_per_epoch": 1, "max_keep": 1}
@@ -85,12 +87,13 @@ def check_epoch_counting(cfg, registries: dict[str, Any]) -> None:
 
 def check_training_values(cfg) -> None:
     """Learning rates must be positive finite numbers (a negative one trains uphill without an
-    error), paramwise options ones the optimizer constructor reads, and the training resolution a
-    multiple of 8, which every pipeline asks to sample at."""
+    error), paramwise options ones the optimizer constructor reads, sampling hooks' options ones
+    inference takes, and the training resolution a multiple of 8, which every pipeline asks to
+    sample at."""
+    from diffengine.constants import PIXEL_MULTIPLE
     from diffengine.engine import ParamGroupsOptimWrapperConstructor
+    from diffengine.models.vision.samplers import check_sampling_options
     from diffengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
-
-    from .arguments import PIXEL_MULTIPLE
 
     optim = cfg.get("optim_wrapper") or {}
     constructor = optim.get("constructor")
@@ -108,6 +111,12 @@ def check_training_values(cfg) -> None:
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
                                  or not math.isfinite(rate) or rate <= 0):
             raise ConfigError(f"{where} must be a number > 0, got {rate!r}")
+    for index, hook in enumerate(cfg.get("custom_hooks") or []):
+        sampling = {key: value for key, value in hook.items() if key in _SAMPLING_OPTIONS}
+        try:
+            check_sampling_options(**sampling)
+        except ValueError as error:
+            raise ConfigError(f"custom_hooks.{index}.{error}") from None
     loader = cfg.get("train_dataloader") or {}
     resolution = loader.get("resolution") if isinstance(loader, dict) else None
     if isinstance(resolution, int) and resolution % PIXEL_MULTIPLE:

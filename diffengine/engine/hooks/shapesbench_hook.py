@@ -2,6 +2,7 @@
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
+from diffengine.models.vision.samplers import check_sampling_options
 from diffengine.registry import HOOKS
 
 from ..model_wrapper import infers_on_this_rank, text_to_image_model
@@ -26,6 +27,7 @@ class ShapesBenchHook(Hook):
                  num_inference_steps: int = 25, guidance_scale: float = 5.0):
         if images_per_prompt < 1:
             raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
+        check_sampling_options(num_inference_steps, guidance_scale)
         self.interval = interval
         self.images_per_prompt = images_per_prompt
         self.sampler = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)

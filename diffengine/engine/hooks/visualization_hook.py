@@ -7,6 +7,7 @@ from mmengine.hooks import Hook
 from PIL import Image
 
 from diffengine.constants import SAMPLES_FOLDER
+from diffengine.models.vision.samplers import check_sampling_options
 from diffengine.registry import HOOKS
 
 from ..model_wrapper import infers_on_this_rank, text_to_image_model
@@ -36,6 +37,7 @@ class VisualizationHook(Hook):
                  scheduler: str | None = None):
         if not prompts:
             raise ValueError("VisualizationHook needs at least one prompt")
+        check_sampling_options(num_inference_steps, guidance_scale, height, width, scheduler)
         self.prompts = list(prompts)
         self.interval = interval
         self.infer_kwargs = dict(negative_prompt=negative_prompt,

@@ -64,6 +64,11 @@ class FrozenLanguageModel(nn.Module):
                  pad_token: str | None = None, tokenizer: str | None = None):
         super().__init__()
         config = AutoConfig.from_pretrained(pretrained)
+        layers = getattr(config, "num_hidden_layers", None)
+        if isinstance(layers, int) and not -(layers + 1) <= hidden_layer <= layers:
+            raise ValueError(f"hidden_layer={hidden_layer} is out of range: {pretrained} has {layers} layers, "
+                             f"so hidden_layer is -1 (the final normed state), 0 (the token embeddings) to "
+                             f"{layers}, or -{layers + 1} to -2 counted from the end")
         self.family = language_family_of(config.model_type)
         model_cls = (AutoModel if self.family.model_class is None else getattr(
             transformers, self.family.model_class))

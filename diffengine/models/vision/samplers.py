@@ -8,6 +8,8 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from diffengine.constants import INFERENCE_SCHEDULER_NAMES, PIXEL_MULTIPLE
+
 # the CLI's choices are INFERENCE_SCHEDULER_NAMES (import-free, for --help); a test keeps the two equal.
 # Each kind of training schedule has its own samplers, the first being its default: unipc (as the
 # paper) for DDPM schedules, and for flow-matching ones (SD3, Flux) the Euler sampler their
@@ -38,3 +40,18 @@ def inference_scheduler(name: str | None, training_config) -> SchedulerMixin:
         raise ValueError(f"scheduler {name!r} does not sample this model's {kind.replace('_', '-')} "
                          f"schedule: choose {', '.join(samplers)}")
     return samplers[name].from_config(training_config)
+
+
+def check_sampling_options(num_inference_steps: int = 1, guidance_scale: float = 0.0, height: int | None = None,
+                           width: int | None = None, scheduler: str | None = None) -> None:
+    """Raise ValueError for sampling options that a pipeline would refuse, or silently misuse, later."""
+    if num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+    if not guidance_scale >= 0:  # NaN too; a negative scale steers away from the prompt
+        raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+    for name, side in (("height", height), ("width", width)):
+        if side is not None and (side < 1 or side % PIXEL_MULTIPLE):
+            raise ValueError(f"{name} must be a positive multiple of {PIXEL_MULTIPLE} pixels, got {side}")
+    if scheduler is not None and scheduler not in INFERENCE_SCHEDULER_NAMES:
+        raise ValueError(f"scheduler must be one of {', '.join(INFERENCE_SCHEDULER_NAMES)} "
+                         f"(or None: the model's default), got {scheduler!r}")
