@@ -112,6 +112,9 @@ BAD_INPUTS = [
     ("bridge trained under other settings", DEMO, [], ["model.bridge_path={assets}/bridge_of_layer_0"],
      "bridge_of_layer_0/bridge.json was trained with hidden_layer=0, this model has hidden_layer=-1: "
      "set model.hidden_layer=0 to continue that bridge"),
+    ("no shard holds the image key, epoch counted", DEMO, [],
+     ["train_dataloader.image_keys=jpg", "train_dataloader.num_samples_per_epoch=None"],
+     "no usable sample: no shard of "),
     ("unknown optimizer group", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adaptr=0.1"],
      "group_lr names unknown parameter groups ['adaptr']"),
     ("missing resume checkpoint", DEMO, ["--resume", "{assets}/nothing.pth"], [],

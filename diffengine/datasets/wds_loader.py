@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from ..errors import NoUsableSampleError
 from .collate import collate_batch
 from .latent_shards import LATENT_EXT
 from .metadata_filter import MetadataFilter
@@ -104,7 +105,7 @@ def build_wds_dataloader(
     epoch continue after its trained batches without decoding them (``positions`` from the batches'
     ``stream_position``, see ``WebImageTextDataset.resume_from``). Skipped data is counted by kind
     (``SKIP_KINDS``) in ``get_skip_counts(loader)``, summed over this process's workers through
-    shared memory; only a stream in which no shard yields a usable sample raises RuntimeError.
+    shared memory; only a stream in which no shard yields a usable sample raises NoUsableSampleError.
     Each failing shard (with its reason and the samples it lost) and each pass that runs out
     before its share of an epoch are also put in ``loader.dataset.take_messages()``, which
     DataSkipLogHook writes to the work dir's log. An epoch that takes more samples than the
@@ -145,7 +146,8 @@ def build_wds_dataloader(
             count_samples(urls, data_keys, fast_tar_reader=fast_tar_reader) for urls in sources]
         num_samples_per_epoch = sum(count for counts in counted for count, _ in counts)
         if num_samples_per_epoch == 0:
-            raise RuntimeError(f"no usable sample: no shard of {shards!r} holds a {'/'.join(data_keys)} file")
+            raise NoUsableSampleError(f"no usable sample: no shard of {shards!r} holds a "
+                                      f"{'/'.join(data_keys)} file (image_keys={image_keys!r})")
     batches_per_rank = max(1, num_samples_per_epoch // (world_size * batch_size))
     epoch_samples = batches_per_rank * batch_size * world_size
     if given:
