@@ -13,7 +13,7 @@ from .tools.infer import add_infer_arguments
 from .tools.prep_latents import add_prep_latents_arguments
 from .tools.prep_wds import add_prep_wds_arguments
 from .tools.shapesbench import add_shapesbench_arguments
-from .tools.train import WORK_DIR_CHECKED_ENV, add_train_arguments
+from .tools.train import WORK_DIR_CHECKED_ENV, WORKER_ERROR_FILE_ENV, add_train_arguments
 
 
 def torchrun_command(argv: list[str], nproc: int, env: dict[str, str]) -> list[str]:
@@ -34,9 +34,20 @@ def torchrun_command(argv: list[str], nproc: int, env: dict[str, str]) -> list[s
 
 
 def _launch_workers(argv: list[str], nproc: int) -> int:
-    """Re-run this training command under torchrun with one process per device."""
-    return subprocess.call(torchrun_command(argv, nproc, dict(os.environ)),
-                           env={**os.environ, WORK_DIR_CHECKED_ENV: "1"})
+    """Re-run this training command under torchrun with one process per device; a worker stopped
+    by a user input error is reported here in one line (exit 2)."""
+    import tempfile
+
+    from .errors import ConfigError
+
+    with tempfile.TemporaryDirectory(prefix="diffengine_workers_") as folder:
+        error_file = os.path.join(folder, "error")
+        code = subprocess.call(torchrun_command(argv, nproc, dict(os.environ)),
+                               env={**os.environ, WORK_DIR_CHECKED_ENV: "1", WORKER_ERROR_FILE_ENV: error_file})
+        if code and os.path.isfile(error_file):
+            with open(error_file) as file:
+                raise ConfigError(file.read())
+    return code
 
 
 def _processes_per_node() -> int:

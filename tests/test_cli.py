@@ -91,6 +91,19 @@ def test_multi_process_launch_checks_the_config_first(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("diffengine: error: map_style.py: ")
 
 
+def test_a_workers_input_error_is_one_line_from_the_launcher(tiny_t5, tiny_sd, demo_shards, tmp_path):
+    # the launcher's checks read no model file: a missing model folder is found by the workers
+    options = [*demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=1),
+               f"model.text_encoder={tmp_path / 'no_such_model'}"]
+    result = diffengine("wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path / "work"),
+                        "--cfg-options", *options, env={"NPROC_PER_NODE": "2"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("diffengine: error:")]
+    assert errors == [result.stderr.strip().splitlines()[-1]] and "no_such_model" in errors[0]
+    # torchrun still reports its failed children; no worker prints its own traceback
+    assert "ConfigError" not in result.stderr and result.stderr.count("Traceback") <= 1
+
+
 def test_torchrun_runs_one_node_standalone_unless_given_a_rendezvous():
     from diffengine.entry_point import torchrun_command
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from diffengine.constants import BRIDGE_FOLDER, LAST_CHECKPOINT, PRETRAINED_FOLDER, SAMPLES_FOLDER
-from diffengine.errors import ConfigError
+from diffengine.errors import ConfigError, NoUsableSampleError
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +128,9 @@ def _resume_checkpoint(resume: str, work_dir: str) -> Path:
 
 # set by the launching process for the workers it starts: it has checked the work dir already
 WORK_DIR_CHECKED_ENV = "DIFFENGINE_WORK_DIR_CHECKED"
+# set by the launching process: the file where the first worker stopped by a user input error
+# writes its one-line message, for the launcher to report once (exit 2) instead of one traceback each
+WORKER_ERROR_FILE_ENV = "DIFFENGINE_WORKER_ERROR_FILE"
 
 
 def previous_run_outputs(work_dir: str | Path) -> list[Path]:
@@ -353,9 +356,13 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         run(args, wds=args.wds)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(Exception):  # the training error is the one to report
             _destroy_process_group()
+        if isinstance(error, (ConfigError, NoUsableSampleError)) and WORKER_ERROR_FILE_ENV in os.environ:
+            with contextlib.suppress(FileExistsError), open(os.environ[WORKER_ERROR_FILE_ENV], "x") as file:
+                file.write(" ".join(str(error).split()))  # "x": the first worker's message is kept
+            sys.exit(2)
         raise
     _destroy_process_group()
 
