@@ -4,7 +4,9 @@ with 95 % intervals.
 Two held-out sets, reported separately: ``new_phrasing`` (training triples described in sentence
 structures never trained on) and ``new_combination`` (triples never trained on, in training
 phrasings). Intervals are percentile bootstraps over prompts: images of one prompt are not
-independent draws, so resampling images would understate the uncertainty.
+independent draws, so resampling images would understate the uncertainty. A third set,
+``training`` (training triples in training phrasings), measures fit without looking at either
+held-out set, e.g. to choose a training length.
 """
 from __future__ import annotations
 
@@ -65,6 +67,14 @@ def prompt_sets(triples_per_phrasing: int = 8, phrasings_per_triple: int = 2) ->
                        for t, spec in enumerate(heldout_specs())
                        for j in range(phrasings_per_triple)]
     return {"new_phrasing": new_phrasing, "new_combination": new_combination}
+
+
+def training_prompts(count: int = 48) -> list[ShapesPrompt]:
+    """``count`` training triples spread evenly over them, each in a training phrasing (in turn):
+    captions a bridge was trained on."""
+    train = train_specs()
+    return [ShapesPrompt(train[i * len(train) // count], TRAIN_PHRASINGS[i % len(TRAIN_PHRASINGS)])
+            for i in range(count)]
 
 
 Generator = Callable[[list[str], int], list[Image.Image]]

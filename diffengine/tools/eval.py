@@ -35,6 +35,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", default=None, metavar="FILE",
                         help="clip_score: a text file, one prompt per line")
     parser.add_argument("--images-per-prompt", type=positive_int, default=4)
+    parser.add_argument("--training-prompts", action="store_true",
+                        help="shapes: score 48 training prompts (training triples and phrasings) "
+                        "instead of the held-out sets: fit, measured without looking at them")
     parser.add_argument("--steps", type=positive_int, default=25, help="denoising steps (default 25)")
     parser.add_argument("--guidance", type=non_negative_float, default=5.0,
                         help="classifier-free guidance scale (default 5.0)")
@@ -99,12 +102,19 @@ def run_eval(args: argparse.Namespace) -> dict:
 
 
 def _shapes(model, args: argparse.Namespace) -> dict:
-    from diffengine.evaluation.shapes_benchmark import evaluate_shapes, format_table, model_generator
+    from diffengine.evaluation.shapes_benchmark import (
+        evaluate_shapes,
+        format_table,
+        model_generator,
+        prompt_sets,
+        training_prompts,
+    )
 
+    sets = {"training": training_prompts()} if args.training_prompts else prompt_sets()
     result = evaluate_shapes(model_generator(model, args.steps, args.guidance),
-                             images_per_prompt=args.images_per_prompt, seed=args.seed)
+                             images_per_prompt=args.images_per_prompt, seed=args.seed, sets=sets)
     del result["records"]
-    for name in ("new_phrasing", "new_combination"):
+    for name in sets:
         print(format_table({args.model: result}, name) + "\n")
     return {"model": args.model, "benchmark": "shapes", "steps": args.steps,
             "guidance": args.guidance, **result}

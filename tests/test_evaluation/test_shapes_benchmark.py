@@ -1,8 +1,18 @@
+import json
+
 import numpy as np
 from PIL import Image
 
 from diffengine.datasets.shapes import HELDOUT_PHRASINGS, TRAIN_PHRASINGS, heldout_specs, render, train_specs
-from diffengine.evaluation.shapes_benchmark import evaluate_shapes, format_table, prompt_sets, sample_grid, summarize
+from diffengine.entry_point import main
+from diffengine.evaluation.shapes_benchmark import (
+    evaluate_shapes,
+    format_table,
+    prompt_sets,
+    sample_grid,
+    summarize,
+    training_prompts,
+)
 
 
 def test_prompt_sets_hold_out_phrasings_and_combinations_separately():
@@ -13,6 +23,21 @@ def test_prompt_sets_hold_out_phrasings_and_combinations_separately():
     assert {p.phrasing for p in sets["new_combination"]} <= set(TRAIN_PHRASINGS)
     assert len(sets["new_phrasing"]) == 24 and len(sets["new_combination"]) == 28
     assert len({p.text for p in sets["new_phrasing"]}) == 24
+
+
+def test_training_prompts_are_training_captions_only():
+    prompts = training_prompts()
+    assert {p.spec for p in prompts} <= set(train_specs()) and {p.phrasing for p in prompts} == set(TRAIN_PHRASINGS)
+    assert len({p.text for p in prompts}) == len(prompts) == 48
+
+
+def test_eval_scores_the_training_prompts_alone(bridge_dir, tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    assert main(["eval", str(bridge_dir), "--benchmark", "shapes", "--training-prompts", "--steps", "2",
+                 "--images-per-prompt", "1", "--device", "cpu", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["training"]["prompts"] == 48 and "new_phrasing" not in result
+    assert "| training | color | shape | background | all |" in capsys.readouterr().out
 
 
 def oracle(prompts_by_text):
