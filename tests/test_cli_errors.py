@@ -115,6 +115,8 @@ BAD_INPUTS = [
     ("no shard holds the image key, epoch counted", DEMO, [],
      ["train_dataloader.image_keys=jpg", "train_dataloader.num_samples_per_epoch=None"],
      "no usable sample: no shard of "),
+    ("aspect ratio range of one number", DEMO, [], ["train_dataloader.aspect_ratio_range=[0.5]"],
+     "aspect_ratio_range must be [low, high] with 0 < low <= high, got [0.5]"),
     ("unknown optimizer group", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adaptr=0.1"],
      "group_lr names unknown parameter groups ['adaptr']"),
     ("missing resume checkpoint", DEMO, ["--resume", "{assets}/nothing.pth"], [],

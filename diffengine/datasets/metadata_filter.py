@@ -15,6 +15,12 @@ class MetadataFilter:
     aspect_ratio_range: tuple[float, float] | None = None
     min_caption_length: int = 1
 
+    def __post_init__(self) -> None:
+        ratios = self.aspect_ratio_range
+        if ratios is not None and not (len(ratios) == 2 and 0 < ratios[0] <= ratios[1]):
+            raise ValueError(f"aspect_ratio_range must be [low, high] with 0 < low <= high, got {list(ratios)}: "
+                             "every sample would be filtered out, or the filter would fail mid-epoch")
+
     def reason(self, meta: dict[str, Any], caption: str) -> str | None:
         """Name of the first filter the sample fails, or None when it passes all."""
         width = _number(meta, "original_width", "width")
