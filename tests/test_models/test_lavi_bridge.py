@@ -1,4 +1,5 @@
 import copy
+import shutil
 
 import numpy as np
 import pytest
@@ -107,7 +108,7 @@ def test_checkpoint_state_dict_is_lean_and_loads_back(tiny_bridge, tiny_t5, tiny
     assert seeded_loss(other, batch) == seeded_loss(tiny_bridge, batch)
 
 
-def test_bridge_folder_round_trip(tiny_bridge, tiny_t5, tiny_sd, tmp_path):
+def test_bridge_folder_round_trip(tiny_bridge, tiny_t5, tiny_sd, tmp_path, monkeypatch):
     with torch.no_grad():
         for p in tiny_bridge.parameters():
             if p.requires_grad:
@@ -129,6 +130,14 @@ def test_bridge_folder_round_trip(tiny_bridge, tiny_t5, tiny_sd, tmp_path):
         wrong_alpha.load_bridge(tmp_path / "bridge")
     with pytest.raises(FileNotFoundError, match="not a bridge folder"):
         wrong_rank.load_bridge(tmp_path)
+    # a base model at another path may be a copy: a warning, naming both
+    warnings = []
+    monkeypatch.setattr("diffengine.models.editors.lavi_bridge.lavi_bridge.print_log",
+                        lambda message, **kwargs: warnings.append(message))
+    t5_copy = shutil.copytree(tiny_t5, tmp_path / "t5_copy")
+    LaViBridge(str(t5_copy), tiny_sd, max_length=16, text_lora=dict(rank=4, dropout=0.0),
+               vision_lora=dict(rank=4, dropout=0.0), bridge_path=str(tmp_path / "bridge"))
+    assert len(warnings) == 1 and f"trained with text_encoder {tiny_t5}, loaded here with {t5_copy}" in warnings[0]
     # what the weights mean is checked before any weights load
     with pytest.raises(ValueError, match="trained with prediction_type='epsilon', this model has "
                                          "prediction_type='v_prediction'"):

@@ -1,6 +1,7 @@
 """The LaVi-Bridge model: frozen LM + LoRA -> text adapter -> frozen diffusion model + LoRA."""
 import inspect
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -8,6 +9,7 @@ from diffusers import AutoencoderKL
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.training_utils import cast_training_params
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from peft import LoraConfig
 from PIL import Image
@@ -136,7 +138,8 @@ class LaViBridge(BaseModel):
         if bridge_path is not None:
             check_bridge_settings(bridge_path, {
                 "hidden_layer": hidden_layer, "text_attention_mask": text_attention_mask,
-                "pad_token": pad_token, "prediction_type": self.objective.record().get("prediction_type")})
+                "pad_token": pad_token, "prediction_type": self.objective.record().get("prediction_type")},
+                base_models={"text_encoder": text_encoder, "vision_model": vision_model})
         # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
         self.language = FrozenLanguageModel(text_encoder, max_length=max_length,
                                             hidden_layer=hidden_layer,
@@ -369,19 +372,27 @@ def read_bridge_manifest(directory: str | Path) -> dict:
     return json.loads(manifest_path.read_text())
 
 
-def check_bridge_settings(directory: str | Path, settings: dict) -> None:
-    """Raise ValueError where the bridge in ``directory`` was trained under other ``settings``.
+def check_bridge_settings(directory: str | Path, settings: dict, base_models: dict) -> None:
+    """Raise ValueError where the bridge in ``directory`` was trained under other ``settings``;
+    warn where it was trained on other ``base_models`` (by path).
 
-    These settings decide what the LoRA and adapter weights mean (which states the adapter reads,
-    what the denoiser predicts): training it further under others would silently start another bridge.
-    Settings a bridge's manifest does not record (older or converted bridges) are not compared.
+    The settings decide what the LoRA and adapter weights mean (which states the adapter reads,
+    what the denoiser predicts): training it further under others would silently start another
+    bridge. A base model at another path may be a copy of the same one, so it is only a warning,
+    but a model of the same shape that is not the same one loads without error and learns anew.
+    What a bridge's manifest does not record (older or converted bridges) is not compared.
     """
+    manifest_path = Path(directory) / BRIDGE_MANIFEST
     manifest = read_bridge_manifest(directory)
     for name, value in settings.items():
         if name in manifest and manifest[name] != value:
-            raise ValueError(f"{Path(directory) / BRIDGE_MANIFEST} was trained with {name}={manifest[name]!r}, "
-                             f"this model has {name}={value!r}: set model.{name}={manifest[name]!r} to "
-                             "continue that bridge")
+            raise ValueError(f"{manifest_path} was trained with {name}={manifest[name]!r}, this model has "
+                             f"{name}={value!r}: set model.{name}={manifest[name]!r} to continue that bridge")
+    for name, value in base_models.items():
+        if name in manifest and manifest[name] != value:
+            print_log(f"{manifest_path} was trained with {name} {manifest[name]}, loaded here with {value}: "
+                      "its weights fit only the base model they were trained with", logger="current",
+                      level=logging.WARNING)
 
 
 def _drop_frozen_from_state_dict(module: LaViBridge, state_dict: dict, prefix: str, _) -> None:
