@@ -29,8 +29,6 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-
-
 def image_side(text: str) -> int:
     """An image side in pixels: a whole number >= 1 that is a multiple of ``PIXEL_MULTIPLE``."""
     value = positive_int(text)

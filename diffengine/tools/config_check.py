@@ -112,7 +112,8 @@ def check_training_values(cfg) -> None:
                                  or not math.isfinite(rate) or rate <= 0):
             raise ConfigError(f"{where} must be a number > 0, got {rate!r}")
     for index, hook in enumerate(cfg.get("custom_hooks") or []):
-        sampling = {key: value for key, value in hook.items() if key in _SAMPLING_OPTIONS}
+        sampling = {key: value for key, value in hook.items() if key in _SAMPLING_OPTIONS} if isinstance(
+            hook, dict) else {}
         try:
             check_sampling_options(**sampling)
         except ValueError as error:
