@@ -139,6 +139,10 @@ def test_bridge_folder_round_trip(tiny_bridge, tiny_t5, tiny_sd, tmp_path, monke
                vision_lora=dict(rank=4, dropout=0.0), bridge_path=str(tmp_path / "bridge"))
     assert len(warnings) == 1 and f"trained with text_encoder {tiny_t5}, loaded here with {t5_copy}" in warnings[0]
     # what the weights mean is checked before any weights load
+    with pytest.raises(ValueError, match=r"trained with text_lora=\{'rank': 4, 'alpha': 4\}, this model has "
+                                         r"text_lora=\{'rank': 8, 'alpha': 8\}"):
+        LaViBridge(tiny_t5, tiny_sd, text_lora=dict(rank=8), vision_lora=dict(rank=4),
+                   bridge_path=str(tmp_path / "bridge"))
     with pytest.raises(ValueError, match="trained with prediction_type='epsilon', this model has "
                                          "prediction_type='v_prediction'"):
         LaViBridge(tiny_t5, tiny_sd, prediction_type="v_prediction", bridge_path=str(tmp_path / "bridge"))

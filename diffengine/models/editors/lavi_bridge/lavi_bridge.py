@@ -138,7 +138,9 @@ class LaViBridge(BaseModel):
         if bridge_path is not None:
             check_bridge_settings(bridge_path, {
                 "hidden_layer": hidden_layer, "text_attention_mask": text_attention_mask,
-                "pad_token": pad_token, "prediction_type": self.objective.record().get("prediction_type")},
+                "pad_token": pad_token, "prediction_type": self.objective.record().get("prediction_type"),
+                **{side: {"rank": lora["rank"], "alpha": lora["alpha"]}
+                   for side, lora in (("text_lora", text_lora), ("vision_lora", vision_lora))}},
                 base_models={"text_encoder": text_encoder, "vision_model": vision_model})
         # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
         self.language = FrozenLanguageModel(text_encoder, max_length=max_length,
@@ -377,17 +379,21 @@ def check_bridge_settings(directory: str | Path, settings: dict, base_models: di
     warn where it was trained on other ``base_models`` (by path).
 
     The settings decide what the LoRA and adapter weights mean (which states the adapter reads,
-    what the denoiser predicts): training it further under others would silently start another
-    bridge. A base model at another path may be a copy of the same one, so it is only a warning,
-    but a model of the same shape that is not the same one loads without error and learns anew.
+    what the denoiser predicts, the LoRA's rank and scale): training it further under others would
+    silently start another bridge, or fail only once every model has loaded. A base model at
+    another path may be a copy of the same one, so it is only a warning, but a model of the same
+    shape that is not the same one loads without error and learns anew.
     What a bridge's manifest does not record (older or converted bridges) is not compared.
     """
     manifest_path = Path(directory) / BRIDGE_MANIFEST
     manifest = read_bridge_manifest(directory)
     for name, value in settings.items():
-        if name in manifest and manifest[name] != value:
-            raise ValueError(f"{manifest_path} was trained with {name}={manifest[name]!r}, this model has "
-                             f"{name}={value!r}: set model.{name}={manifest[name]!r} to continue that bridge")
+        recorded = manifest.get(name)
+        if isinstance(value, dict) and isinstance(recorded, dict):  # LoRA: rank and alpha, not dropout
+            recorded = {key: recorded.get(key) for key in value}
+        if name in manifest and recorded != value:
+            raise ValueError(f"{manifest_path} was trained with {name}={recorded!r}, this model has "
+                             f"{name}={value!r}: set model.{name}={recorded!r} to continue that bridge")
     for name, value in base_models.items():
         if name in manifest and manifest[name] != value:
             print_log(f"{manifest_path} was trained with {name} {manifest[name]}, loaded here with {value}: "
