@@ -408,8 +408,29 @@ def probe_markdown(rows: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# the options each stage reads, besides --data-dir and --no-progress
+STAGE_OPTIONS = {
+    "stage1": {"work_dir", "stage1_out", "overwrite"},
+    "run": {"work_dir", "stage1", "language_models", "images_per_prompt", "iters", "cfg_options", "docs",
+            "readme"},
+    "probe": {"language_models", "layers", "docs"},
+}
+
+
+def _refuse_other_stages_options(args: argparse.Namespace) -> None:
+    """Raise ValueError for an option given to a stage that does not read it (it would be ignored)."""
+    parser = argparse.ArgumentParser()
+    add_shapesbench_arguments(parser)
+    for stage, options in STAGE_OPTIONS.items():
+        for option in sorted(options - STAGE_OPTIONS[args.stage]):
+            if getattr(args, option) != parser.get_default(option):
+                raise ValueError(f"--{option.replace('_', '-')} is an option of `shapesbench {stage}`, "
+                                 f"not of {args.stage}: it would be ignored")
+
+
 def run_shapesbench(args: argparse.Namespace) -> None:
     """``diffengine shapesbench STAGE``."""
+    _refuse_other_stages_options(args)
     if args.stage == "stage1":
         run_stage1(args)
     elif args.stage == "probe":

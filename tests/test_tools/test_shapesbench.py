@@ -59,6 +59,9 @@ def test_goal_lines_report_the_measured_figures():
 @pytest.mark.parametrize("stage_args, expected", [
     (["stage1", "--stage1-out", "{tmp}"], "already exist(s): not overwriting (--overwrite replaces)"),
     (["run", "--readme", "{tmp}/no_markers.md"], "no_markers.md has no <!-- shapesbench:start -->"),
+    (["stage1", "--iters", "50"], "--iters is an option of `shapesbench run`, not of stage1: it would be ignored"),
+    (["probe", "--cfg-options", "model.hidden_layer=1"],
+     "--cfg-options is an option of `shapesbench run`, not of probe"),
     (["run", "--cfg-options", "model.hiden_layer=1"],
      "model.hiden_layer: LaViBridge has no option 'hiden_layer' (did you mean 'hidden_layer'?)"),
 ])
