@@ -228,3 +228,21 @@ def test_cuda_without_a_gpu_is_refused_before_any_model_loads(assets, capsys, mo
     monkeypatch.setattr("diffengine.tools.infer.load_bridge_model", lambda *a: pytest.fail("loaded"))
     assert main(["infer", str(assets / "bridge_of_layer_0"), "a prompt", "--device", "cuda"]) == 2
     assert "--device cuda: no CUDA device is available here (use --device cpu)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("environment, workers", [({}, 8), ({"NPROC_PER_NODE": "2", "NNODES": "2"}, 2),
+                                                  ({"WORLD_SIZE": "8"}, 1)])
+def test_too_few_shards_for_the_readers_is_found_before_any_model_loads(environment, workers, tiny_t5, tiny_sd,
+                                                                        demo_shards, tmp_path, monkeypatch):
+    from diffengine.errors import ConfigError
+    from diffengine.tools.train import prepare_config, train_arguments
+
+    for key in ("WORLD_SIZE", "NPROC_PER_NODE", "NNODES"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    args = train_arguments(DEMO, "--work-dir", str(tmp_path / "work"), "--cfg-options",
+                           *demo_cfg_options(tiny_t5, tiny_sd, demo_shards), f"train_dataloader.num_workers={workers}")
+    # the demo shards are 4; prepare_config builds no model
+    with pytest.raises(ConfigError, match="4 shard\\(s\\) cannot give each of world_size x num_workers = 8 readers"):
+        prepare_config(args, wds=True)

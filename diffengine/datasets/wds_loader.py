@@ -43,6 +43,29 @@ def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return rank, world_size
 
 
+def shard_sources(shards: str | Sequence[str] | Sequence[str | Sequence[str]], weights: Sequence[float] | None,
+                  resampled: bool, readers: int) -> tuple[list[Any], list[list[str]]]:
+    """The shard spec of each source (one, or one per weight) and its shard URLs, checked: every
+    source lists shards and, without ``resampled``, holds one for each of ``readers``
+    (world_size x num_workers) at least."""
+    if weights is None:
+        source_specs: list[Any] = [shards]
+    elif isinstance(shards, str) or len(shards) != len(weights) or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError("weights needs shards as a list of sources of the same length, "
+                         "with non-negative weights that do not all vanish")
+    else:
+        source_specs = list(shards)
+    sources = [expand_shards(spec) for spec in source_specs]
+    for spec, urls in zip(source_specs, sources, strict=True):
+        if not urls:
+            raise FileNotFoundError(f"shard spec {spec!r} lists no shard")
+        if not resampled and len(urls) < readers:
+            raise ValueError(
+                f"shards {spec!r}: {len(urls)} shard(s) cannot give each of world_size x num_workers = "
+                f"{readers} readers its own shards; add shards, lower num_workers or use resampled=True")
+    return source_specs, sources
+
+
 def parse_image_keys(image_keys: str) -> list[str]:
     """``"jpg;PNG"`` -> ``["jpg", "png"]``: the image extensions of ``image_keys``."""
     return [k.strip().lower() for k in image_keys.split(";") if k.strip()]
@@ -121,22 +144,7 @@ def build_wds_dataloader(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     rank, world_size = _dist_info(rank, world_size)
-    if weights is None:
-        source_specs: list[Any] = [shards]
-    elif isinstance(shards, str) or len(shards) != len(weights) or min(weights) < 0 or sum(weights) <= 0:
-        raise ValueError("weights needs shards as a list of sources of the same length, "
-                         "with non-negative weights that do not all vanish")
-    else:
-        source_specs = list(shards)
-    sources = [expand_shards(spec) for spec in source_specs]
-    slots = world_size * max(1, num_workers)
-    for spec, urls in zip(source_specs, sources, strict=True):
-        if not urls:
-            raise FileNotFoundError(f"shard spec {spec!r} lists no shard")
-        if not resampled and len(urls) < slots:
-            raise ValueError(
-                f"shards {spec!r}: {len(urls)} shard(s) cannot give each of world_size x num_workers = "
-                f"{slots} readers its own shards; add shards, lower num_workers or use resampled=True")
+    source_specs, sources = shard_sources(shards, weights, resampled, world_size * max(1, num_workers))
     keys = parse_image_keys(image_keys)
     data_keys = [*keys, LATENT_EXT]  # what makes a sample count: an image, or a latent
     shares = [1.0] if weights is None else [weight / sum(weights) for weight in weights]

@@ -4,6 +4,7 @@ Run as a module (``python -m diffengine.tools.train``) for torchrun's worker pro
 """
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import shutil
@@ -197,20 +198,36 @@ def _add_tensorboard_if_installed(cfg) -> None:
 
 def _check_shards(cfg) -> None:
     """Local shard specs must match files, of the kind the model trains from, now, not after the models have loaded."""
-    from diffengine.datasets.shards import expand_shards, is_remote
+    from diffengine.datasets.shards import is_remote
+    from diffengine.datasets.wds_loader import build_wds_dataloader, shard_sources
 
     loader = cfg.get("train_dataloader")
     shards = loader.get("shards") if isinstance(loader, dict) else None
     if shards is None:
         return
+    defaults = inspect.signature(build_wds_dataloader).parameters
+    workers = loader.get("num_workers", defaults["num_workers"].default)
     try:
-        urls = expand_shards(shards)
+        _, sources = shard_sources(shards, loader.get("weights"), bool(loader.get("resampled", False)),
+                                   _planned_world_size() * max(1, workers))
     except FileNotFoundError as error:
         raise ConfigError(f"train_dataloader.shards: {error}") from None
+    except ValueError as error:
+        raise ConfigError(f"train_dataloader: {error}") from None
+    urls = [url for source in sources for url in source]
     first = next((url for url in urls if not is_remote(url)), None)
     model = cfg.get("model")
     if first is not None and isinstance(model, dict):
         _check_latent_shard(first, model, loader.get("resolution"))
+
+
+def _planned_world_size() -> int:
+    """The processes that will read shards: WORLD_SIZE in a worker, else what the launcher starts
+    (NPROC_PER_NODE x NNODES, a fixed node count; an elastic range counts as 1)."""
+    if os.environ.get("WORLD_SIZE", "").isdigit():
+        return int(os.environ["WORLD_SIZE"])
+    per_node, nodes = (os.environ.get(key, "1").strip() for key in ("NPROC_PER_NODE", "NNODES"))
+    return (int(per_node) if per_node.isdigit() else 1) * (int(nodes) if nodes.isdigit() else 1)
 
 
 def _check_latent_shard(path: str, model: dict, resolution: Any) -> None:
