@@ -33,17 +33,20 @@ def torchrun_command(argv: list[str], nproc: int, env: dict[str, str]) -> list[s
             "-m", "diffengine.tools.train", *argv, "--launcher", "pytorch"]
 
 
-def _launch_workers(argv: list[str], nproc: int) -> int:
-    """Re-run this training command under torchrun with one process per device; a worker stopped
-    by a user input error is reported here in one line (exit 2)."""
+def _launch_workers(argv: list[str], nproc: int, report_errors: bool = True) -> int:
+    """Re-run this training command under torchrun with one process per device; with
+    ``report_errors``, a worker stopped by a user input error is reported here in one line (exit 2),
+    else (``--debug``) each worker prints its traceback."""
     import tempfile
 
     from .errors import ConfigError
 
     with tempfile.TemporaryDirectory(prefix="diffengine_workers_") as folder:
         error_file = os.path.join(folder, "error")
-        code = subprocess.call(torchrun_command(argv, nproc, dict(os.environ)),
-                               env={**os.environ, WORK_DIR_CHECKED_ENV: "1", WORKER_ERROR_FILE_ENV: error_file})
+        env = {**os.environ, WORK_DIR_CHECKED_ENV: "1"}
+        if report_errors:
+            env[WORKER_ERROR_FILE_ENV] = error_file
+        code = subprocess.call(torchrun_command(argv, nproc, dict(os.environ)), env=env)
         if code and os.path.isfile(error_file):
             with open(error_file) as file:
                 raise ConfigError(file.read())
@@ -63,11 +66,14 @@ def _processes_per_node() -> int:
 
 def _train(args: argparse.Namespace, argv: list[str], wds: bool) -> int:
     nproc = _processes_per_node()
-    if nproc > 1 and args.launcher == "none":
+    nodes = os.environ.get("NNODES", "1").strip()
+    # one process on each of several nodes is distributed too: training in-process would run
+    # independent copies
+    if (nproc > 1 or nodes not in ("", "1")) and args.launcher == "none":
         from .tools.train import prepare_config
 
         prepare_config(args, wds)  # one clear error here rather than one traceback per worker
-        return _launch_workers([*argv, "--wds"] if wds else argv, nproc)
+        return _launch_workers([*argv, "--wds"] if wds else argv, nproc, report_errors=not args.debug)
     from .tools.train import run
 
     run(args, wds=wds)
@@ -270,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    from .errors import ConfigError, NonFiniteTrainingError, NoUsableSampleError
+    from .errors import ConfigError, NonFiniteTrainingError, NoUsableSampleError, one_line
     from .tools.config_lookup import UnknownConfigError
 
     # training: ConfigError covers its user mistakes (train.run turns setup errors into it), so a
@@ -294,17 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownConfigError, ConfigError, NonFiniteTrainingError, NoUsableSampleError, *user_errors) as error:
         if args.debug:
             raise
-        print(f"diffengine: error: {_one_line(error)}", file=sys.stderr)
+        print(f"diffengine: error: {one_line(error)}", file=sys.stderr)
         return 1 if isinstance(error, NonFiniteTrainingError) else 2
-
-
-def _one_line(error: BaseException) -> str:
-    """The error's message on one line; one re-raised from a DataLoader worker (its message
-    holds the worker's traceback) gives the original last line, without the type name."""
-    message = str(error)
-    if "Original Traceback" in message:
-        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
-    return " ".join(message.split())
 
 
 def cli() -> None:

@@ -15,3 +15,12 @@ class NonFiniteTrainingError(RuntimeError):
 
 class UnreadableCheckpointError(ValueError):
     """A checkpoint that is truncated, corrupt, or holds objects refused as unsafe to unpickle."""
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line; one re-raised from a DataLoader worker (its message
+    holds the worker's traceback) gives the original last line, without the type name."""
+    message = str(error)
+    if "Original Traceback" in message:
+        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(message.split())

@@ -196,6 +196,7 @@ def test_options_mmengine_reads_itself_are_accepted():
 
 def test_a_schedule_written_without_by_epoch_counts_epochs_and_is_refused():
     from mmengine.config import Config
+    from mmengine.hooks import CheckpointHook
 
     from diffengine.errors import ConfigError
     from diffengine.tools.config_check import check_epoch_counting
@@ -207,6 +208,55 @@ def test_a_schedule_written_without_by_epoch_counts_epochs_and_is_refused():
         check_epoch_counting(cfg, _registries())
     check_epoch_counting(Config(dict(param_scheduler=cfg.param_scheduler)), _registries())  # epoch loop
 
+    class IterationCheckpointHook(CheckpointHook):
+        def __init__(self, interval: int = 5, **kwargs):
+            super().__init__(interval=interval, by_epoch=False, **kwargs)
+
+    # a user's subclass may fix by_epoch itself: only an explicit by_epoch=True is refused for it
+    check_epoch_counting(Config(dict(train_cfg=cfg.train_cfg, default_hooks=dict(
+        checkpoint=dict(type=IterationCheckpointHook)))), _registries())
+
+
+def test_only_the_sampling_hooks_options_are_checked_as_sampling_options():
+    from mmengine.config import Config
+    from mmengine.hooks import Hook
+
+    from diffengine.tools.config_check import check_training_values
+
+    class CosineHook(Hook):
+        def __init__(self, scheduler: str = "cosine", num_inference_steps: int | None = None):
+            pass
+
+    check_training_values(Config(dict(custom_hooks=[dict(type=CosineHook, scheduler="cosine",
+                                                          num_inference_steps=None)])))
+
+
+def test_a_loader_workers_error_reaches_the_launcher_as_its_message_alone(assets, tiny_t5, tiny_sd, tmp_path,
+                                                                           monkeypatch):
+    from diffengine.tools.train import WORKER_ERROR_FILE_ENV
+    from diffengine.tools.train import main as worker_main
+
+    monkeypatch.setenv(WORKER_ERROR_FILE_ENV, str(tmp_path / "error"))
+    options = [*demo_cfg_options(tiny_t5, tiny_sd, f"{assets}/empty.tar", max_iters=2),
+               "train_dataloader.num_workers=1"]  # the error is raised in a DataLoader worker
+    with pytest.raises(SystemExit) as exit_info:
+        worker_main([DEMO, "--wds", "--work-dir", str(tmp_path / "work"), "--cfg-options", *options])
+    assert exit_info.value.code == 2
+    message = (tmp_path / "error").read_text()
+    assert message.startswith("no usable sample in 1 shard(s) (rank 0, worker 0), e.g. ") and "Traceback" not in message
+
+
+def test_one_process_on_each_of_several_nodes_is_launched_with_torchrun(tiny_t5, tiny_sd, demo_shards, tmp_path,
+                                                                        monkeypatch):
+    launched = []
+    monkeypatch.setattr("diffengine.entry_point._launch_workers",
+                        lambda argv, nproc, report_errors=True: launched.append(nproc) or 0)
+    monkeypatch.setenv("NNODES", "2")
+    monkeypatch.delenv("NPROC_PER_NODE", raising=False)
+    assert main(["wds_train", DEMO, "--work-dir", str(tmp_path / "work"), "--cfg-options",
+                 *demo_cfg_options(tiny_t5, tiny_sd, demo_shards)]) == 0
+    assert launched == [1]
+
 
 @pytest.mark.parametrize("command, expected", [
     (["infer", "{bridge}", "a prompt", "--device", "gpu"], "--device gpu: not a torch device (cpu, cuda, cuda:1, ...)"),
@@ -214,6 +264,8 @@ def test_a_schedule_written_without_by_epoch_counts_epochs_and_is_refused():
     (["infer", "{bridge}", "a prompt", "--out", "{assets}/syntax.py"], "syntax.py: cannot create this folder"),
     (["eval", "{bridge}", "--benchmark", "shapes", "--out", "{assets}/syntax.py/scores.json"],
      "syntax.py: cannot create this folder"),
+    (["eval", "{bridge}", "--metric", "clip_score", "--training-prompts"],
+     "--training-prompts chooses ShapesBench's prompts (--benchmark shapes)"),
 ])
 def test_device_and_output_are_checked_before_any_model_loads(command, expected, assets, capsys, monkeypatch):
     for loader in ("diffengine.tools.infer.load_bridge_model", "diffengine.tools.eval.load_text_to_image_model"):

@@ -30,7 +30,7 @@ _PASSED_BY_RUNNER = {"runner", "dataloader", "optimizer", "module", "model", "pa
 # reads, a hook's priority (Runner.register_hook), a scheduler's convert_to_iter_based
 _READ_BY_MMENGINE = {"optim_wrapper": {"constructor", "optimizer", "paramwise_cfg"},
                      "hook": {"priority"}, "param_scheduler": {"convert_to_iter_based"}}
-# a sampling hook's options (VisualizationHook, ShapesBenchHook), checked as inference checks them
+# the sampling hooks' options (VisualizationHook, ShapesBenchHook), checked as inference checks them
 _SAMPLING_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width", "scheduler")
 # smallest valid value of integer options, wherever they appear
 _MINIMUMS = {"max_iters": 1, "batch_size": 1, "num_workers": 0, "interval": 1,
@@ -79,7 +79,10 @@ def check_epoch_counting(cfg, registries: dict[str, Any]) -> None:
         if section not in ("hook", "param_scheduler") or node.get("convert_to_iter_based"):
             continue
         target = _resolve(node["type"], registry)
-        if node.get("by_epoch", _default(target, "by_epoch")) is True:
+        # the inherited default counts for MMEngine's and diffengine's classes only: a user's
+        # subclass may pass by_epoch=False to its base itself
+        own = getattr(target, "__module__", "").startswith(("mmengine.", "diffengine."))
+        if node.get("by_epoch", _default(target, "by_epoch") if own else None) is True:
             raise ConfigError(f"{where}: {_name(target)} counts epochs (by_epoch=True), but train_cfg "
                               f"counts iterations in one epoch, so it would act only at the end: set "
                               f"{where}.by_epoch=False")
@@ -91,9 +94,9 @@ def check_training_values(cfg) -> None:
     inference takes, and the training resolution a multiple of 8, which every pipeline asks to
     sample at."""
     from diffengine.constants import PIXEL_MULTIPLE
-    from diffengine.engine import ParamGroupsOptimWrapperConstructor
+    from diffengine.engine import ParamGroupsOptimWrapperConstructor, ShapesBenchHook, VisualizationHook
     from diffengine.models.vision.samplers import check_sampling_options
-    from diffengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+    from diffengine.registry import HOOKS, OPTIM_WRAPPER_CONSTRUCTORS
 
     optim = cfg.get("optim_wrapper") or {}
     constructor = optim.get("constructor")
@@ -112,8 +115,10 @@ def check_training_values(cfg) -> None:
                                  or not math.isfinite(rate) or rate <= 0):
             raise ConfigError(f"{where} must be a number > 0, got {rate!r}")
     for index, hook in enumerate(cfg.get("custom_hooks") or []):
-        sampling = {key: value for key, value in hook.items() if key in _SAMPLING_OPTIONS} if isinstance(
-            hook, dict) else {}
+        kind = _resolve(hook.get("type"), HOOKS) if isinstance(hook, dict) else None
+        if not (isinstance(kind, type) and issubclass(kind, (VisualizationHook, ShapesBenchHook))):
+            continue
+        sampling = {key: value for key, value in hook.items() if key in _SAMPLING_OPTIONS}
         try:
             check_sampling_options(**sampling)
         except ValueError as error:

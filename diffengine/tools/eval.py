@@ -65,6 +65,10 @@ def _check_inputs(args: argparse.Namespace) -> None:
     if args.metric == "clip_score":
         from diffengine.evaluation.clip_score import CLIP_MODEL_HELP
 
+        if args.training_prompts:
+            raise ValueError("--training-prompts chooses ShapesBench's prompts (--benchmark shapes); "
+                             "clip_score reads its prompts from --prompts")
+
         if args.clip_model is None or not (Path(args.clip_model) / "config.json").is_file():
             where = "is required" if args.clip_model is None else f"{args.clip_model} holds no model"
             raise FileNotFoundError(f"--clip-model {where}. {CLIP_MODEL_HELP}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from diffengine.constants import BRIDGE_FOLDER, LAST_CHECKPOINT, PRETRAINED_FOLDER, SAMPLES_FOLDER
-from diffengine.errors import ConfigError, NoUsableSampleError
+from diffengine.errors import ConfigError, NoUsableSampleError, one_line
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
             _destroy_process_group()
         if isinstance(error, (ConfigError, NoUsableSampleError)) and WORKER_ERROR_FILE_ENV in os.environ:
             with contextlib.suppress(FileExistsError), open(os.environ[WORKER_ERROR_FILE_ENV], "x") as file:
-                file.write(" ".join(str(error).split()))  # "x": the first worker's message is kept
+                file.write(one_line(error))  # "x": the first worker's message is kept
             sys.exit(2)
         raise
     _destroy_process_group()

@@ -139,7 +139,8 @@ class LaViBridge(BaseModel):
             check_bridge_settings(bridge_path, {
                 "hidden_layer": hidden_layer, "text_attention_mask": text_attention_mask,
                 "pad_token": pad_token, "prediction_type": self.objective.record().get("prediction_type"),
-                **{side: {"rank": lora["rank"], "alpha": lora["alpha"]}
+                # without LoRA (rank 0) its alpha means nothing
+                **{side: {"rank": lora["rank"], "alpha": lora["alpha"]} if lora["rank"] else {"rank": 0}
                    for side, lora in (("text_lora", text_lora), ("vision_lora", vision_lora))}},
                 base_models={"text_encoder": text_encoder, "vision_model": vision_model})
         # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
