@@ -116,16 +116,32 @@ def generate_and_judge(generate: Generator, prompts: list[ShapesPrompt],
 
 def summarize(records: list[dict], num_resamples: int = 2000, seed: int = 0) -> dict:
     """Accuracy of each attribute and of all three, with 95 % percentile-bootstrap intervals
-    over prompts: ``{"color": {"mean": 0.9, "ci95": [0.85, 0.95]}, ..., "images", "prompts"}``."""
-    prompts = sorted({r["prompt"] for r in records})
+    over prompts (over training runs, then prompts, for records of several runs, see
+    ``merge_runs``): ``{"color": {"mean": 0.9, "ci95": [0.85, 0.95]}, ..., "images", "prompts"}``."""
+    units = sorted({(r.get("run", 0), r["prompt"]) for r in records})
     summary: dict = {}
     for score in SCORES:
-        per_prompt = [[float(r[f"{score}_correct"]) for r in records if r["prompt"] == p]
-                      for p in prompts]
-        summary[score] = bootstrap_mean(per_prompt, num_resamples, seed)
+        per_prompt = [[float(r[f"{score}_correct"]) for r in records if (r.get("run", 0), r["prompt"]) == unit]
+                      for unit in units]
+        summary[score] = bootstrap_mean(per_prompt, num_resamples, seed, runs=[run for run, _ in units])
     summary["images"] = len(records)
-    summary["prompts"] = len(prompts)
+    summary["prompts"] = len({prompt for _, prompt in units})
     return summary
+
+
+def merge_runs(results: list[dict]) -> dict:
+    """One ``evaluate_shapes`` result from those of several training runs of one row: records
+    tagged with their run (run 0's first, so a record's index in run 0 stays its index), summaries
+    over all of them, and each run's own summaries under ``runs``."""
+    if len(results) == 1:
+        return results[0]
+    merged: dict = {"records": {}, "runs": [{k: v for k, v in r.items() if k != "records"} for r in results]}
+    for name in results[0]["records"]:
+        records = [{**record, "run": run} for run, result in enumerate(results)
+                   for record in result["records"][name]]
+        merged[name] = summarize(records)
+        merged["records"][name] = records
+    return merged
 
 
 def evaluate_shapes(generate: Generator, images_per_prompt: int = 4, seed: int = 0,

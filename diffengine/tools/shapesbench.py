@@ -52,6 +52,9 @@ def add_shapesbench_arguments(parser: argparse.ArgumentParser) -> None:
                         default=list(LANGUAGE_MODELS), help="run: which language models to bridge")
     parser.add_argument("--images-per-prompt", type=positive_int, default=4,
                         help="run: images scored per held-out prompt (default 4)")
+    parser.add_argument("--seeds", type=positive_int, default=1,
+                        help="run: training runs per row, seeded 0..N-1; rows report their mean with "
+                        "intervals over runs, then prompts (default 1: the configs' own seed)")
     parser.add_argument("--iters", type=positive_int, default=None,
                         help="run: bridge training iterations instead of the configs' own")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
@@ -218,7 +221,13 @@ def _build_untrained(config: str, *cfg_options: str):
 
 def run_benchmark(args: argparse.Namespace) -> dict:
     """Ceiling, and per language model floor / adapter only / full bridge, scored on ShapesBench."""
-    from diffengine.evaluation.shapes_benchmark import evaluate_shapes, judge_accuracy, model_generator, prompt_sets
+    from diffengine.evaluation.shapes_benchmark import (
+        evaluate_shapes,
+        judge_accuracy,
+        merge_runs,
+        model_generator,
+        prompt_sets,
+    )
     from diffengine.models import LaViBridge, StableDiffusion
 
     from .infer import resolve_bridge_dir
@@ -238,32 +247,39 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     rows: dict[str, dict] = {}
     timings: dict[str, float] = {}
 
-    def score(name: str, model) -> None:
+    def score(name: str, models) -> None:
+        """Score a row: one model, or one per training run (``models`` yields them one at a time)."""
         began = time.perf_counter()
-        rows[name] = evaluate_shapes(model_generator(model), args.images_per_prompt, sets=sets)
+        rows[name] = merge_runs([evaluate_shapes(model_generator(model), args.images_per_prompt, sets=sets)
+                                 for model in models])
         timings[f"score {name}"] = round(time.perf_counter() - began, 1)
         print(f"{name}: all three correct {rows[name]['new_phrasing']['all']['mean']:.3f} "
               f"(new phrasing), {rows[name]['new_combination']['all']['mean']:.3f} "
               "(new combination)", flush=True)
 
+    # with several seeds, run s trains (and its floor starts) with randomness.seed=s
+    seeds = [[f"randomness.seed={s}"] for s in range(args.seeds)] if args.seeds > 1 else [[]]
     _link_if_absent(data / "stage1", stage1)
-    score("ceiling: stage-1 model, own text encoder", StableDiffusion.from_pretrained(stage1))
+    score("ceiling: stage-1 model, own text encoder", [StableDiffusion.from_pretrained(stage1)])
     for key in args.language_models:
         label, config = LANGUAGE_MODELS[key]
         lm = language_model_folder(key, data, progress=not args.no_progress)
         options = [f"model.text_encoder={lm}", f"model.vision_model={stage1}",
                    f"train_dataloader.shards={shards}", *bridge_options]
-        score(f"{label}: floor (untrained adapter)", _build_untrained(config, *options))
+        score(f"{label}: floor (untrained adapter)",
+              (_build_untrained(config, *options, *seed) for seed in seeds))
         for variant, extra in (("adapter only", ["model.text_lora.rank=0",
                                                  "model.vision_lora.rank=0"]),
                                ("LaVi-Bridge", [])):
-            run_dir = work / f"{key}_{variant.replace(' ', '_').lower()}"
+            run_dirs = [work / f"{key}_{variant.replace(' ', '_').lower()}{f'_seed{s}' if seed else ''}"
+                        for s, seed in enumerate(seeds)]
             began = time.perf_counter()
-            _train(config, run_dir, *options, *extra)
+            for run_dir, seed in zip(run_dirs, seeds, strict=True):
+                _train(config, run_dir, *options, *extra, *seed)
             timings[f"train {label}: {variant}"] = round(time.perf_counter() - began, 1)
-            score(f"{label}: {variant}", LaViBridge.from_bridge(resolve_bridge_dir(run_dir)))
+            score(f"{label}: {variant}", (LaViBridge.from_bridge(resolve_bridge_dir(d)) for d in run_dirs))
     shown = stage1.relative_to(Path.cwd()) if stage1.is_relative_to(Path.cwd()) else stage1
-    report = {"stage1": str(shown), "images_per_prompt": args.images_per_prompt,
+    report = {"stage1": str(shown), "images_per_prompt": args.images_per_prompt, "seeds": args.seeds,
               "judge_on_heldout_renders": judge_accuracy(),
               "rows": {name: {k: v for k, v in result.items() if k != "records"}
                        for name, result in rows.items()},
@@ -316,13 +332,17 @@ def _write_docs(docs: Path, report: dict, rows: dict[str, dict], sets: dict, rea
                           f"{format_table(report['rows'], set_name)}"
                           for set_name, title in SET_TITLES.items())
     judge = report["judge_on_heldout_renders"]
+    runs = (f" Each bridge row is {report['seeds']} training runs (seeds 0 to {report['seeds'] - 1}): "
+            "its mean, with intervals resampling runs, then prompts (the first run's images in the grid)."
+            if report["seeds"] > 1 else
+            " Each bridge row is one training run; its intervals resample prompts, not runs.")
     (docs / "shapesbench.md").write_text(
         "# ShapesBench: does a trained bridge follow the text?\n\n"
         f"Written by `diffengine shapesbench run` ({report['minutes']} minutes on this machine). "
         "Every row generates images for the held-out prompts "
         f"({report['images_per_prompt']} per prompt, UniPC, 25 steps, guidance 5) and the judge "
         "reads colour, shape and background back from each image. Chance is 1/6 for the colour, "
-        "1/4 for the shape, 1/3 for the background.\n\n"
+        f"1/4 for the shape, 1/3 for the background.{runs}\n\n"
         f"{tables}\n\n## Goal\n\n" + "\n".join(goal_lines(report["rows"])) + "\n\n"
         "## Samples\n\nThe first image of eight held-out prompts per row:\n\n"
         "![ShapesBench samples](shapesbench.png)\n\n"
@@ -411,8 +431,8 @@ def probe_markdown(rows: dict[str, dict]) -> str:
 # the options each stage reads, besides --data-dir and --no-progress
 STAGE_OPTIONS = {
     "stage1": {"work_dir", "stage1_out", "overwrite"},
-    "run": {"work_dir", "stage1", "language_models", "images_per_prompt", "iters", "cfg_options", "docs",
-            "readme"},
+    "run": {"work_dir", "stage1", "language_models", "images_per_prompt", "seeds", "iters", "cfg_options",
+            "docs", "readme"},
     "probe": {"language_models", "layers", "docs"},
 }
 

@@ -6,8 +6,10 @@ from PIL import Image
 from diffengine.datasets.shapes import HELDOUT_PHRASINGS, TRAIN_PHRASINGS, heldout_specs, render, train_specs
 from diffengine.entry_point import main
 from diffengine.evaluation.shapes_benchmark import (
+    SCORES,
     evaluate_shapes,
     format_table,
+    merge_runs,
     prompt_sets,
     sample_grid,
     summarize,
@@ -75,6 +77,35 @@ def test_intervals_are_a_bootstrap_over_prompts():
     low, high = summary["all"]["ci95"]
     assert low == 0.0 and high == 1.0
     assert summary["images"] == 20 and summary["prompts"] == 2
+
+
+def test_runs_are_resampled_before_prompts():
+    # run 0 gets every prompt right, run 1 every prompt wrong: within a run prompts agree, so only
+    # resampling the runs shows that another run could score anywhere from 0 to 1
+    records = [{"prompt": p, "run": run, **{f"{s}_correct": run == 0 for s in SCORES}}
+               for run in (0, 1) for p in range(20) for _ in range(2)]
+    summary = summarize(records)
+    assert summary["all"]["mean"] == 0.5 and summary["all"]["ci95"] == [0.0, 1.0]
+    assert summary["images"] == 80 and summary["prompts"] == 20
+    pooled = summarize([{k: v for k, v in r.items() if k != "run"} for r in records])
+    assert pooled["all"]["ci95"] == [0.5, 0.5]  # as if one run: the spread is invisible
+
+
+def test_merged_runs_keep_each_runs_summary_and_the_first_runs_records_first():
+    sets = small_sets()
+    by_text = {p.text: p for prompts in sets.values() for p in prompts}
+    perfect = evaluate_shapes(oracle(by_text), images_per_prompt=1, sets=sets)
+    fixed = render(sets["new_phrasing"][0].spec, 32, np.random.default_rng(0))[0]
+    blind = evaluate_shapes(lambda texts, seed: [fixed] * len(texts), images_per_prompt=1, sets=sets)
+    merged = merge_runs([perfect, blind])
+    assert merge_runs([perfect]) is perfect
+    assert [run["new_phrasing"]["all"]["mean"] for run in merged["runs"]] == [
+        perfect["new_phrasing"]["all"]["mean"], blind["new_phrasing"]["all"]["mean"]]
+    records = merged["records"]["new_combination"]
+    assert [r["run"] for r in records] == [0] * 6 + [1] * 6 and records[0]["image"] is perfect[
+        "records"]["new_combination"][0]["image"]
+    assert merged["new_combination"]["images"] == 12 and merged["new_combination"]["prompts"] == 6
+    assert merged["new_combination"]["all"]["ci95"][0] <= blind["new_combination"]["all"]["mean"]
 
 
 def test_table_and_grid():

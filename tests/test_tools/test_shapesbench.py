@@ -18,15 +18,18 @@ def test_benchmark_run_writes_the_table_grid_json_and_readme(tmp_path, monkeypat
     make_pretrained_tiny_llama(data / "tiny_llama", steps=20, progress=False)
     readme.write_text("intro\n<!-- shapesbench:start -->\nold\n<!-- shapesbench:end -->\nrest\n")
     assert main(["shapesbench", "run", "--data-dir", str(data), "--work-dir", str(tmp_path / "work"),
-                 "--language-models", "tinyllama", "--iters", "2", "--images-per-prompt", "1",
+                 "--language-models", "tinyllama", "--iters", "2", "--images-per-prompt", "1", "--seeds", "2",
                  "--docs", str(docs), "--readme", str(readme), "--no-progress"]) == 0
     report = json.loads((docs / "shapesbench.json").read_text())
     label = "tiny Llama (pretrained here on text)"
     assert list(report["rows"]) == ["ceiling: stage-1 model, own text encoder",
                                     f"{label}: floor (untrained adapter)",
                                     f"{label}: adapter only", f"{label}: LaVi-Bridge"]
-    for row in report["rows"].values():
-        assert row["new_phrasing"]["images"] == 24 and row["new_combination"]["images"] == 28
+    # each bridge row (floor included) is two training runs, seeded 0 and 1; the ceiling is one model
+    for name, row in report["rows"].items():
+        runs = 1 if name.startswith("ceiling") else 2
+        assert row["new_phrasing"]["images"] == 24 * runs and row["new_combination"]["images"] == 28 * runs
+        assert row["new_phrasing"]["prompts"] == 24 and len(row.get("runs", [None])) == runs
     assert min(report["judge_on_heldout_renders"][a] for a in ("color", "shape", "background")) >= 0.98
     text = (docs / "shapesbench.md").read_text()
     assert "| ceiling: stage-1 model, own text encoder |" in text and "## Goal" in text
@@ -34,11 +37,16 @@ def test_benchmark_run_writes_the_table_grid_json_and_readme(tmp_path, monkeypat
     updated = readme.read_text()
     assert updated.startswith("intro\n") and updated.endswith("rest\n") and "old" not in updated
     assert f"| {label}: LaVi-Bridge |" in updated
-    # the adapter-only bridge has no LoRA folders; the full one has both
+    assert "Each bridge row is 2 training runs (seeds 0 to 1)" in text
+    # the adapter-only bridges have no LoRA folders; the full ones have both; each run its own seed
     bridges = {d.name: d / "bridge" / (d / "bridge" / "last_bridge").read_text()
                for d in (tmp_path / "work").iterdir()}
-    assert not (bridges["tinyllama_adapter_only"] / "vision_lora").exists()
-    assert (bridges["tinyllama_lavi-bridge"] / "vision_lora").is_dir()
+    assert sorted(bridges) == [f"tinyllama_{v}_seed{s}" for v in ("adapter_only", "lavi-bridge") for s in (0, 1)]
+    assert not (bridges["tinyllama_adapter_only_seed1"] / "vision_lora").exists()
+    assert (bridges["tinyllama_lavi-bridge_seed1"] / "vision_lora").is_dir()
+    adapters = [(bridges[f"tinyllama_lavi-bridge_seed{s}"] / "adapter" / "diffusion_pytorch_model.safetensors")
+                .read_bytes() for s in (0, 1)]
+    assert adapters[0] != adapters[1]
 
 
 def test_goal_lines_report_the_measured_figures():
