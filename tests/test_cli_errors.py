@@ -112,9 +112,13 @@ BAD_INPUTS = [
     ("bridge trained under other settings", DEMO, [], ["model.bridge_path={assets}/bridge_of_layer_0"],
      "bridge_of_layer_0/bridge.json was trained with hidden_layer=0, this model has hidden_layer=-1: "
      "set model.hidden_layer=0 to continue that bridge"),
-    ("no shard holds the image key, epoch counted", DEMO, [],
-     ["train_dataloader.image_keys=jpg", "train_dataloader.num_samples_per_epoch=None"],
-     "no usable sample: no shard of "),
+    ("no sample holds the image key", DEMO, [], ["train_dataloader.image_keys=jpg"],
+     "with no image file of image_keys='jpg'); e.g. "),
+    ("no sample has the caption key", DEMO, [],
+     ["train_dataloader.caption_key=caption", "train_dataloader.caption_json_fields=[title]"],
+     "with no caption: no .caption file (caption_key) and no title field in the .json (caption_json_fields)"),
+    ("filters that reject every sample", DEMO, [], ["train_dataloader.min_caption_length=1000"],
+     "with a caption shorter than min_caption_length=1000); e.g. "),
     ("aspect ratio range of one number", DEMO, [], ["train_dataloader.aspect_ratio_range=[0.5]"],
      "aspect_ratio_range must be [low, high] with 0 < low <= high, got [0.5]"),
     ("unknown optimizer group", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adaptr=0.1"],
@@ -297,4 +301,15 @@ def test_too_few_shards_for_the_readers_is_found_before_any_model_loads(environm
                            *demo_cfg_options(tiny_t5, tiny_sd, demo_shards), f"train_dataloader.num_workers={workers}")
     # the demo shards are 4; prepare_config builds no model
     with pytest.raises(ConfigError, match="4 shard\\(s\\) cannot give each of world_size x num_workers = 8 readers"):
+        prepare_config(args, wds=True)
+
+
+def test_options_that_reject_every_sample_are_found_before_any_model_loads(tiny_t5, tiny_sd, demo_shards, tmp_path):
+    from diffengine.errors import ConfigError
+    from diffengine.tools.train import prepare_config, train_arguments
+
+    args = train_arguments(DEMO, "--work-dir", str(tmp_path / "work"), "--cfg-options",
+                           *demo_cfg_options(tiny_t5, tiny_sd, demo_shards), "train_dataloader.image_keys=webp")
+    # prepare_config builds no model
+    with pytest.raises(ConfigError, match="none of the .* samples of the first 3 shard\\(s\\) is usable"):
         prepare_config(args, wds=True)

@@ -178,19 +178,16 @@ def build_wds_dataloader(
 
         for warning in warnings:
             print_log(warning, logger="current", level=logging.WARNING)
-    metadata_filter = MetadataFilter(
-        min_original_size=min_original_size, max_pwatermark=max_pwatermark, max_punsafe=max_punsafe,
-        aspect_ratio_range=tuple(aspect_ratio_range) if aspect_ratio_range is not None else None,
-        min_caption_length=min_caption_length)
+    parsing = _sample_parsing(resolution, center_crop, random_flip, image_keys, caption_key, caption_json_fields,
+                              MetadataFilter(min_original_size, max_pwatermark, max_punsafe,
+                                             _pair(aspect_ratio_range), min_caption_length))
     dataset = WebImageTextDataset(StreamSpec(
         sources=tuple(tuple(urls) for urls in sources),
         weights=tuple(weights) if weights is not None else None,
         shard_sizes=tuple(mean_clean(counts) for counts in counted),
         batches_per_rank=batches_per_rank, batch_size=batch_size, rank=rank, world_size=world_size,
         num_workers=num_workers, resampled=resampled, seed=seed, shuffle_buffer=shuffle_buffer,
-        transform=ImageTransform(resolution, center_crop, random_flip), image_keys=tuple(keys),
-        caption_key=caption_key, caption_json_fields=tuple(caption_json_fields),
-        metadata_filter=metadata_filter, repeats_expected=bool(warnings), fast_tar_reader=fast_tar_reader))
+        repeats_expected=bool(warnings), fast_tar_reader=fast_tar_reader, **parsing))
     loader = DataLoader(
         dataset, batch_size=batch_size, collate_fn=functools.partial(collate_batch, memfd=memfd_batches),
         num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers and num_workers > 0,
@@ -199,3 +196,31 @@ def build_wds_dataloader(
     # set_epoch lets MMEngine's epoch propagation reach the dataset.
     loader.sampler.set_epoch = dataset.set_epoch
     return loader
+
+
+def shard_dataset(resolution: int, center_crop: bool = True, random_flip: bool = False,
+                  image_keys: str = IMAGE_KEYS, caption_key: str = CAPTION_KEY,
+                  caption_json_fields: Sequence[str] = CAPTION_JSON_FIELDS, min_original_size: int | None = None,
+                  max_pwatermark: float | None = None, max_punsafe: float | None = None,
+                  aspect_ratio_range: Sequence[float] | None = None, min_caption_length: int = 1,
+                  fast_tar_reader: bool = True) -> WebImageTextDataset:
+    """A dataset that reads whole shards one at a time (its ``shard_samples``), parsing, filtering
+    and decoding samples as ``build_wds_dataloader`` with the same options does; no stream."""
+    parsing = _sample_parsing(resolution, center_crop, random_flip, image_keys, caption_key, caption_json_fields,
+                              MetadataFilter(min_original_size, max_pwatermark, max_punsafe,
+                                             _pair(aspect_ratio_range), min_caption_length))
+    return WebImageTextDataset(StreamSpec(
+        sources=(), weights=None, shard_sizes=(), batches_per_rank=1, batch_size=1, rank=0, world_size=1,
+        num_workers=0, resampled=False, seed=0, shuffle_buffer=0, fast_tar_reader=fast_tar_reader, **parsing))
+
+
+def _sample_parsing(resolution: int, center_crop: bool, random_flip: bool, image_keys: str, caption_key: str,
+                    caption_json_fields: Sequence[str], metadata_filter: MetadataFilter) -> dict[str, Any]:
+    """The ``StreamSpec`` fields that say how a sample is parsed, filtered and decoded."""
+    return {"transform": ImageTransform(resolution, center_crop, random_flip),
+            "image_keys": tuple(parse_image_keys(image_keys)), "caption_key": caption_key,
+            "caption_json_fields": tuple(caption_json_fields), "metadata_filter": metadata_filter}
+
+
+def _pair(values: Sequence[float] | None) -> tuple[float, ...] | None:
+    return tuple(values) if values is not None else None

@@ -140,8 +140,10 @@ def _encode_shards(todo: list[tuple[str, Path]], vision_model: str, device: str,
     from tqdm import tqdm
 
     from diffengine.datasets.shards import count_samples, is_remote
+    from diffengine.datasets.wds_loader import shard_dataset
 
-    dataset = _image_dataset(args.resolution)
+    # the training loader's reader and decoding, with a center crop and no flip
+    dataset = shard_dataset(args.resolution, center_crop=True, random_flip=False)
     vae = AutoencoderKL.from_pretrained(vision_model, subfolder="vae", torch_dtype=getattr(torch, args.dtype))
     vae = vae.to(device).eval().requires_grad_(False)
     record = {"resolution": args.resolution, "crop": "center", "flipped_view": args.flip,
@@ -158,21 +160,6 @@ def _encode_shards(todo: list[tuple[str, Path]], vision_model: str, device: str,
             written += count
             empty += [] if count else [url]
     return written, {kind: count for kind, count in dataset.skip_counts.items() if count}, empty
-
-
-def _image_dataset(resolution: int) -> WebImageTextDataset:
-    """The training loader's reader and decoding, with a center crop and no flip, for one shard at a time."""
-    from diffengine.datasets.metadata_filter import MetadataFilter
-    from diffengine.datasets.transforms import ImageTransform
-    from diffengine.datasets.wds_dataset import StreamSpec, WebImageTextDataset
-    from diffengine.datasets.wds_loader import CAPTION_JSON_FIELDS, CAPTION_KEY, IMAGE_KEYS, parse_image_keys
-
-    return WebImageTextDataset(StreamSpec(
-        sources=(), weights=None, shard_sizes=(), batches_per_rank=1, batch_size=1, rank=0,
-        world_size=1, num_workers=0, resampled=False, seed=0, shuffle_buffer=0,
-        transform=ImageTransform(resolution, center_crop=True, random_flip=False),
-        image_keys=tuple(parse_image_keys(IMAGE_KEYS)), caption_key=CAPTION_KEY,
-        caption_json_fields=CAPTION_JSON_FIELDS, metadata_filter=MetadataFilter()))
 
 
 def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, path: Path,

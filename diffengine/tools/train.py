@@ -208,17 +208,33 @@ def _check_shards(cfg) -> None:
     defaults = inspect.signature(build_wds_dataloader).parameters
     workers = loader.get("num_workers", defaults["num_workers"].default)
     try:
-        _, sources = shard_sources(shards, loader.get("weights"), bool(loader.get("resampled", False)),
-                                   _planned_world_size() * max(1, workers))
+        specs, sources = shard_sources(shards, loader.get("weights"), bool(loader.get("resampled", False)),
+                                       _planned_world_size() * max(1, workers))
     except FileNotFoundError as error:
         raise ConfigError(f"train_dataloader.shards: {error}") from None
     except ValueError as error:
         raise ConfigError(f"train_dataloader: {error}") from None
-    urls = [url for source in sources for url in source]
-    first = next((url for url in urls if not is_remote(url)), None)
+    local = [[url for url in source if not is_remote(url)] for source in sources]
+    first = next((urls[0] for urls in local if urls), None)
     model = cfg.get("model")
     if first is not None and isinstance(model, dict):
         _check_latent_shard(first, model, loader.get("resolution"))
+    _check_first_samples(loader, specs, local)
+
+
+def _check_first_samples(loader: dict, specs: list[Any], local: list[list[str]]) -> None:
+    """Each source's first local shards must give a usable sample with the loader's parsing options."""
+    from diffengine.datasets.sample_check import unusable_samples_reason
+    from diffengine.datasets.wds_loader import shard_dataset
+
+    options = {name: loader[name] for name in inspect.signature(shard_dataset).parameters if name in loader}
+    for spec, urls in zip(specs, local, strict=True):
+        try:
+            reason = unusable_samples_reason(urls, shard_dataset(**options)) if urls else None
+        except ValueError as error:  # an option the parser refuses, e.g. aspect_ratio_range
+            raise ConfigError(f"train_dataloader: {error}") from None
+        if reason is not None:
+            raise ConfigError(f"train_dataloader: shards {spec!r}: {reason}")
 
 
 def _planned_world_size() -> int:
