@@ -65,11 +65,23 @@ def parse_cfg_options(pairs: list[str]) -> dict:
     """``--cfg-options KEY=VALUE ...`` as MMEngine's DictAction parses them, each pair checked."""
     from mmengine.config import DictAction
 
+    options = argparse.Namespace()
+    action = DictAction(option_strings=["--cfg-options"], dest="cfg_options")
     for pair in pairs:
         if "=" not in pair or pair.startswith("="):
             raise ConfigError(f"--cfg-options {pair!r}: expected KEY=VALUE")
-    options = argparse.Namespace()
-    DictAction(option_strings=["--cfg-options"], dest="cfg_options")(None, options, pairs)
+        # DictAction keeps dict(...) as a string or recurses on it, and asserts on unbalanced brackets
+        unparsable = "dict(" in pair.split("=", 1)[1]
+        if not unparsable:
+            try:
+                action(None, options, [pair])
+            except (AssertionError, RecursionError):
+                unparsable = True
+        if unparsable:
+            raise ConfigError(
+                f"--cfg-options {pair!r}: a VALUE is a number, string, None, true/false, or a [list] or "
+                "(tuple) of them with balanced brackets; dict(...) is not parsed: set its entries one "
+                "by one (e.g. param_scheduler.0.end=100 model.text_lora.rank=8)")
     return options.cfg_options
 
 
