@@ -163,10 +163,12 @@ def test_mixed_precision_without_gpu_is_a_clear_error(tiny_t5, tiny_sd, demo_sha
 def test_train_commands_run_and_exit_zero(command, tiny_t5, tiny_sd, demo_shards, tmp_path):
     options = demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=2, checkpoint_interval=2)
     result = diffengine(command, "lavi_bridge_demo", "--work-dir", str(tmp_path),
-                        "--cfg-options", *options)
+                        "--cfg-options", *options, "param_scheduler.0.end=4")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "iter_2.pth").is_file()
     assert "Iter(train) [2/2]" in result.stdout + result.stderr
+    log = next(tmp_path.glob("*/*.log")).read_text()  # the work dir's log has the warning too
+    assert "WARNING - param_scheduler.0: ConstantLR ends at iteration 4, after train_cfg.max_iters=2" in log
 
 
 @pytest.mark.slow

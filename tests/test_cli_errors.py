@@ -98,6 +98,10 @@ BAD_INPUTS = [
      "iterations in one epoch, so it would act only at the end: set default_hooks.checkpoint.by_epoch=False"),
     ("learning-rate schedule in epochs", DEMO, [], ["param_scheduler.0.by_epoch=True"],
      "param_scheduler.0: ConstantLR counts epochs (by_epoch=True)"),
+    ("schedule that never acts", DEMO, [], ["param_scheduler.0.begin=5"],
+     "param_scheduler.0: begin=5 is not before train_cfg.max_iters=2, so the schedule would never act"),
+    ("schedule without a span", DEMO, [], ["param_scheduler.0.end=0"],
+     "param_scheduler.0: begin=0 is not before end=0"),
     ("paramwise option the constructor ignores", DEMO, [], ["optim_wrapper.paramwise_cfg.bias_decay_mult=0"],
      "optim_wrapper.paramwise_cfg.bias_decay_mult: ParamGroupsOptimWrapperConstructor reads only group_lr"),
     ("a string where a list belongs", DEMO, [], ["train_dataloader.caption_json_fields=caption"],
@@ -318,3 +322,18 @@ def test_options_that_reject_every_sample_are_found_before_any_model_loads(tiny_
     # prepare_config builds no model
     with pytest.raises(ConfigError, match="none of the .* samples of the first 3 shard\\(s\\) is usable"):
         prepare_config(args, wds=True)
+
+
+def test_a_schedule_that_max_iters_cuts_short_is_a_warning_not_an_error():
+    from mmengine.config import Config
+    from mmengine.optim import LinearLR
+
+    from diffengine.tools.config_check import check_schedule_range, schedules_cut_short
+
+    cfg = Config(dict(train_cfg=dict(max_iters=1000),
+                      param_scheduler=[dict(type=LinearLR, start_factor=0.1, by_epoch=False, end=2000),
+                                       dict(type="ConstantLR", by_epoch=False, begin=500),
+                                       dict(type="ConstantLR", by_epoch=False, begin=100, end=1000)]))
+    check_schedule_range(cfg)
+    assert schedules_cut_short(cfg) == ["param_scheduler.0: LinearLR ends at iteration 2000, after "
+                                        "train_cfg.max_iters=1000: training stops 1000 of its 2000 iterations in"]

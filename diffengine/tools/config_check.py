@@ -130,6 +130,41 @@ def check_training_values(cfg) -> None:
                           f"got {resolution}: a bridge trained at it could not sample at its own size")
 
 
+def check_schedule_range(cfg) -> None:
+    """Refuse a learning-rate schedule that never acts (``begin`` at or past ``max_iters``) or has
+    no span (``begin >= end``, which MMEngine refuses only after the models load)."""
+    for where, _, begin, end, max_iters in _schedule_spans(cfg):
+        if end is not None and begin >= end:
+            raise ConfigError(f"{where}: begin={begin} is not before end={end}")
+        if begin >= max_iters:
+            raise ConfigError(f"{where}: begin={begin} is not before train_cfg.max_iters={max_iters}, "
+                              "so the schedule would never act")
+
+
+def schedules_cut_short(cfg) -> list[str]:
+    """A warning for each learning-rate schedule that ``max_iters`` ends early: a warm-up that never
+    reaches its rate, a decay that never finishes (meant when a run is shortened for a test, or
+    resumed later with more iterations, so not an error)."""
+    return [f"{where}: {name} ends at iteration {end}, after train_cfg.max_iters={max_iters}: training "
+            f"stops {max_iters - begin} of its {end - begin} iterations in"
+            for where, name, begin, end, max_iters in _schedule_spans(cfg)
+            if end is not None and begin < max_iters < end]
+
+
+def _schedule_spans(cfg) -> Iterator[tuple[str, str, int, int | None, int]]:
+    """``(key path, type name, begin, end or None, max_iters)`` of each scheduler with whole-number bounds."""
+    max_iters = (cfg.get("train_cfg") or {}).get("max_iters")
+    schedulers = cfg.get("param_scheduler") or []
+    for index, scheduler in enumerate([schedulers] if isinstance(schedulers, dict) else schedulers):
+        if not isinstance(scheduler, dict) or not isinstance(max_iters, int):
+            continue
+        begin, end = scheduler.get("begin", 0), scheduler.get("end")
+        if isinstance(begin, int) and (end is None or isinstance(end, int)):  # else check_config reports
+            kind = scheduler.get("type")
+            yield (f"param_scheduler.{index}", kind if isinstance(kind, str) else _name(kind), begin, end,
+                   max_iters)
+
+
 def check_model_wrapper_scope(cfg) -> None:
     """MMEngine's Runner looks a model wrapper's ``type`` up in MMEngine's own registry, where a
     diffengine wrapper is found only by its scoped name: say so in one line, not as a TypeError later."""

@@ -328,13 +328,20 @@ def _check_wds_config(cfg, config_path: Path) -> None:
 
 def check_resolved_config(cfg) -> None:
     """Every check of a resolved config that reads no file: types, options, values, counting."""
-    from .config_check import check_config, check_epoch_counting, check_model_wrapper_scope, check_training_values
+    from .config_check import (
+        check_config,
+        check_epoch_counting,
+        check_model_wrapper_scope,
+        check_schedule_range,
+        check_training_values,
+    )
 
     registries = _registries()
     check_config(cfg, registries)
     check_epoch_counting(cfg, registries)
     check_model_wrapper_scope(cfg)
     check_training_values(cfg)
+    check_schedule_range(cfg)
 
 
 def prepare_config(args: argparse.Namespace, wds: bool):
@@ -362,6 +369,8 @@ def run(args: argparse.Namespace, wds: bool = False):
     """Train as configured and return the runner; raises on failure (non-zero exit)."""
     cfg = prepare_config(args, wds)  # its config check has imported (registered) the package's parts
     from diffengine.engine import DiffEngineRunner
+
+    from .config_check import schedules_cut_short
     if args.launcher == "pytorch" and not _cuda_available():
         # MMEngine's init_dist calls torch.cuda.set_device unconditionally; on CPU we start the
         # gloo process group ourselves, and MMEngine then uses the existing one
@@ -372,6 +381,7 @@ def run(args: argparse.Namespace, wds: bool = False):
         runner = DiffEngineRunner.from_cfg(cfg)
     except SETUP_ERRORS as error:
         raise ConfigError(describe_error(error)) from error
+    _log_warnings(schedules_cut_short(cfg))
     try:
         runner.train()
     except SETUP_ERRORS as error:
@@ -380,6 +390,16 @@ def run(args: argparse.Namespace, wds: bool = False):
             raise  # an error during training is not about the inputs: keep its traceback
         raise ConfigError(describe_error(error)) from error
     return runner
+
+
+def _log_warnings(warnings: list[str]) -> None:
+    """Into the run's log (the work dir's and the console), as MMEngine logs its own warnings."""
+    import logging
+
+    from mmengine.logging import print_log
+
+    for warning in warnings:
+        print_log(warning, logger="current", level=logging.WARNING)
 
 
 # what building the runner and loading or resuming raise for a bad input (a path, a value, a file)
