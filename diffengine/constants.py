@@ -10,6 +10,10 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 # the paper authors' released pairings that `convert-official` understands
 OFFICIAL_COMBO_NAMES = ("t5_unet", "llama2_unet", "t5_transformer")
 
+# the sampler settings every ShapesBench row is scored with, fixed before any result was seen
+SHAPESBENCH_STEPS = 25
+SHAPESBENCH_GUIDANCE = 5.0
+
 # a work dir's layout: MMEngine's pointer to the newest checkpoint, and the model folders written
 # beside each checkpoint (WORK_DIR/<folder>/iter_N/, WORK_DIR/<folder>/last_<folder>)
 LAST_CHECKPOINT = "last_checkpoint"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from diffengine.constants import SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
 from diffengine.datasets.shapes import (
     ATTRIBUTES,
     HELDOUT_PHRASINGS,
@@ -31,9 +32,6 @@ from .shapes_judge import judge_image
 from .statistics import bootstrap_mean
 
 SCORES: tuple[str, ...] = (*ATTRIBUTES, "all")
-# the sampler settings every row is scored with, fixed before any result was seen
-DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 5.0
 
 
 @dataclass(frozen=True)
@@ -80,8 +78,8 @@ def training_prompts(count: int = 48) -> list[ShapesPrompt]:
 Generator = Callable[[list[str], int], list[Image.Image]]
 
 
-def model_generator(model, num_inference_steps: int = DEFAULT_STEPS,
-                    guidance_scale: float = DEFAULT_GUIDANCE) -> Generator:
+def model_generator(model, num_inference_steps: int = SHAPESBENCH_STEPS,
+                    guidance_scale: float = SHAPESBENCH_GUIDANCE) -> Generator:
     """``(prompts, seed) -> images`` from any model with an ``infer`` (``LaViBridge``,
     ``StableDiffusion``), with ShapesBench's sampler settings (UniPC, ``num_inference_steps``,
     classifier-free guidance ``guidance_scale``) at the world's image size.

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..constants import BRIDGE_MANIFEST
+from ..constants import BRIDGE_MANIFEST, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
 from .arguments import (
     add_overwrite_argument,
     non_negative_float,
@@ -38,9 +38,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--training-prompts", action="store_true",
                         help="shapes: score 48 training prompts (training triples and phrasings) "
                         "instead of the held-out sets: fit, measured without looking at them")
-    parser.add_argument("--steps", type=positive_int, default=25, help="denoising steps (default 25)")
-    parser.add_argument("--guidance", type=non_negative_float, default=5.0,
-                        help="classifier-free guidance scale (default 5.0)")
+    parser.add_argument("--steps", type=positive_int, default=SHAPESBENCH_STEPS,
+                        help=f"denoising steps (default {SHAPESBENCH_STEPS})")
+    parser.add_argument("--guidance", type=non_negative_float, default=SHAPESBENCH_GUIDANCE,
+                        help=f"classifier-free guidance scale (default {SHAPESBENCH_GUIDANCE})")
     parser.add_argument("--seed", type=int, default=0, help="image j of a prompt uses seed + j")
     parser.add_argument("--out", default=None, metavar="FILE.json", help="also write the scores here")
     add_overwrite_argument(parser, "the --out file")
@@ -60,8 +61,6 @@ def load_text_to_image_model(args: argparse.Namespace):
 
 def _check_inputs(args: argparse.Namespace) -> None:
     """One-line errors for bad options, before any model loads."""
-    if args.images_per_prompt < 1:
-        raise ValueError(f"--images-per-prompt must be >= 1, got {args.images_per_prompt}")
     if args.metric == "clip_score":
         from diffengine.evaluation.clip_score import CLIP_MODEL_HELP
 

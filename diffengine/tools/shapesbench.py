@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..constants import PRETRAINED_FOLDER
+from ..constants import PRETRAINED_FOLDER, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
 from .arguments import add_overwrite_argument, positive_int, refuse_to_overwrite
 
 STAGE1_ASSET = Path(__file__).resolve().parents[1] / "assets" / "shapesbench_stage1"
@@ -340,7 +340,8 @@ def _write_docs(docs: Path, report: dict, rows: dict[str, dict], sets: dict, rea
         "# ShapesBench: does a trained bridge follow the text?\n\n"
         f"Written by `diffengine shapesbench run` ({report['minutes']} minutes on this machine). "
         "Every row generates images for the held-out prompts "
-        f"({report['images_per_prompt']} per prompt, UniPC, 25 steps, guidance 5) and the judge "
+        f"({report['images_per_prompt']} per prompt, UniPC, {SHAPESBENCH_STEPS} steps, guidance "
+        f"{SHAPESBENCH_GUIDANCE:g}) and the judge "
         "reads colour, shape and background back from each image. Chance is 1/6 for the colour, "
         f"1/4 for the shape, 1/3 for the background.{runs}\n\n"
         f"{tables}\n\n## Goal\n\n" + "\n".join(goal_lines(report["rows"])) + "\n\n"

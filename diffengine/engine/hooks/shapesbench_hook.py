@@ -2,6 +2,7 @@
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
+from diffengine.constants import SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
 from diffengine.models.vision.samplers import check_sampling_options
 from diffengine.registry import HOOKS
 
@@ -24,7 +25,7 @@ class ShapesBenchHook(Hook):
     priority = "LOW"
 
     def __init__(self, interval: int | None = None, images_per_prompt: int = 2,
-                 num_inference_steps: int = 25, guidance_scale: float = 5.0):
+                 num_inference_steps: int = SHAPESBENCH_STEPS, guidance_scale: float = SHAPESBENCH_GUIDANCE):
         if images_per_prompt < 1:
             raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
         check_sampling_options(num_inference_steps, guidance_scale)
