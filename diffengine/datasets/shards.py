@@ -50,9 +50,10 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
     return found
 
 
-def count_samples(urls: list[str], image_keys: Sequence[str], stop_above: float = math.inf,
+def count_samples(urls: list[str], data_keys: Sequence[str], stop_above: float = math.inf,
                   fast_tar_reader: bool = True) -> list[tuple[int, bool]]:
-    """(samples with an image, read without error) of local shards in order, from tar headers only.
+    """(samples holding a file of ``data_keys`` (image or latent extensions), read without error) of
+    local shards in order, from tar headers only.
 
     No data is read. Stops after the shard that brings the total above `stop_above`. Counted
     as the loader reads them: ``fast_tar_reader=False`` counts every shard through tarfile.
@@ -64,7 +65,7 @@ def count_samples(urls: list[str], image_keys: Sequence[str], stop_above: float 
         keys = set()
         clean = True
         try:
-            keys.update(_image_keys(url, image_keys, fast_tar_reader))
+            keys.update(_sample_keys(url, data_keys, fast_tar_reader))
         except (OSError, EOFError, zlib.error, tarfile.TarError, TarFormatError):
             clean = False  # counted as tar_error when the loader reads the shard
         counts.append((len(keys), clean))
@@ -74,20 +75,20 @@ def count_samples(urls: list[str], image_keys: Sequence[str], stop_above: float 
     return counts
 
 
-def _image_keys(path: str, image_keys: Sequence[str], fast_tar_reader: bool) -> Iterator[str]:
-    """Keys of a local tar's samples with an image, from headers only (as the loader groups them)."""
+def _sample_keys(path: str, data_keys: Sequence[str], fast_tar_reader: bool) -> Iterator[str]:
+    """Keys of a local tar's samples holding a file of ``data_keys``, from headers only (as the loader groups them)."""
     if fast_tar_reader:
         with open(path, "rb") as stream:
             if is_plain_tar(stream):
                 # the fast reader's samples: those it drops around a corrupt header are not counted
                 for sample in iter_tar_samples(stream, path, read_data=False):
-                    if any(ext in sample for ext in image_keys):
+                    if any(ext in sample for ext in data_keys):
                         yield sample["__key__"]
                 return
     with tarfile.open(path) as tar:
         for member in tar:
             key, ext = base_plus_ext(member.name)
-            if member.isreg() and key is not None and ext.lower() in image_keys:
+            if member.isreg() and key is not None and ext.lower() in data_keys:
                 yield key
 
 

@@ -24,7 +24,7 @@ def is_streaming_loader(dataloader: DataLoader) -> bool:
     return isinstance(dataset, IterableDataset) and isinstance(dataset, EpochStream)
 
 
-class _EpochStream:
+class _EndlessEpochIterator:
     """Endless batches of a streaming loader, epoch after epoch; ``iter(loader)`` runs on demand.
 
     Unlike MMEngine's _InfiniteDataloaderIterator it does not sleep 2 s at each epoch end (a
@@ -46,7 +46,7 @@ class _EpochStream:
         """Drop the current epoch's iterator: its non-persistent workers stop now, not at gc."""
         self._iterator = None
 
-    def __iter__(self) -> "_EpochStream":
+    def __iter__(self) -> "_EndlessEpochIterator":
         return self
 
     def __next__(self) -> Any:
@@ -184,7 +184,7 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
         if self._streaming:
             # Replaces MMEngine's iterator, which started reading epoch 0 before a resume could
             # say which epoch comes first.
-            self.dataloader_iterator = _EpochStream(self.dataloader)
+            self.dataloader_iterator = _EndlessEpochIterator(self.dataloader)
         runner.register_hook(_ResumeStateHook(self))
 
     @property

@@ -2,18 +2,12 @@
 import inspect
 
 from diffusers import FlowMatchEulerDiscreteScheduler
-from diffusers.configuration_utils import ConfigMixin
 
+from ..vision.families import load_diffusers_config
 from ..vision.samplers import schedule_kind
 from .ddpm import DDPMObjective, ddpm_training_scheduler
 from .flow_matching import FlowMatchingObjective
 from .objective import TrainingObjective
-
-
-class _SchedulerConfig(ConfigMixin):
-    """Reads a ``scheduler_config.json`` of any scheduler class."""
-
-    config_name = "scheduler_config.json"
 
 
 def training_objective(vision_model: str, prediction_type: str | None = None,
@@ -24,7 +18,7 @@ def training_objective(vision_model: str, prediction_type: str | None = None,
     ``prediction_type`` and ``snr_gamma`` are DDPM options, ``flow_matching`` (a dict of
     ``FlowMatchingObjective``'s options) the flow one's; each is refused for the other kind.
     """
-    config = _SchedulerConfig.load_config(vision_model, subfolder="scheduler")
+    config = load_diffusers_config(vision_model, "scheduler", "scheduler_config.json")
     if schedule_kind(config) == "flow_matching":
         given = [name for name, value in (("prediction_type", prediction_type), ("snr_gamma", snr_gamma))
                  if value is not None]

@@ -380,7 +380,7 @@ def find_vision_family(vision_model: str) -> VisionFamily:
     errors = []
     for subfolder in subfolders:
         try:
-            config = _AnyConfig.load_config(vision_model, subfolder=subfolder)
+            config = load_diffusers_config(vision_model, subfolder)
         except OSError as err:
             errors.append(f"{subfolder}/: {err}")
             continue
@@ -390,7 +390,8 @@ def find_vision_family(vision_model: str) -> VisionFamily:
                      f"of a supported family? ({'; '.join(errors)})")
 
 
-class _AnyConfig(ConfigMixin):
-    """Reads any diffusers ``config.json`` (``ConfigMixin.load_config`` needs a config name)."""
-
-    config_name = "config.json"
+def load_diffusers_config(folder: str, subfolder: str, config_name: str = "config.json") -> dict:
+    """A diffusers base-model folder's ``subfolder/config_name`` of any class (OSError when missing)."""
+    # ConfigMixin.load_config reads the file its class names, so a class per file name
+    reader = type("DiffusersConfig", (ConfigMixin,), {"config_name": config_name})
+    return reader.load_config(folder, subfolder=subfolder)
