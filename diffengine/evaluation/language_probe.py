@@ -24,7 +24,7 @@ from diffengine.datasets.shapes import (
     heldout_specs,
     train_specs,
 )
-from diffengine.models.language import FrozenLanguageModel
+from diffengine.models.language import LanguageModel
 
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
     "color": tuple(FOREGROUND_COLORS), "shape": SHAPES, "background": tuple(BACKGROUND_COLORS)}
@@ -48,7 +48,7 @@ class AttributeReadout(nn.Module):
         return [head(pooled[:, i]) for i, head in enumerate(self.heads)]
 
 
-def caption_states(language_model: FrozenLanguageModel, specs: list[ShapeSpec],
+def caption_states(language_model: LanguageModel, specs: list[ShapeSpec],
                    phrasings: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """The states the bridge would receive for every (triple, phrasing) caption, and the triples'
     attribute indices (captions, 3)."""
@@ -91,7 +91,7 @@ def _normalized(states: torch.Tensor) -> torch.Tensor:
     return nn.functional.layer_norm(states, states.shape[-1:])
 
 
-def probe_language_model(language_model: FrozenLanguageModel, seeds: int = 3) -> dict[str, dict[str, float]]:
+def probe_language_model(language_model: LanguageModel, seeds: int = 3) -> dict[str, dict[str, float]]:
     """Readout accuracies, averaged over ``seeds`` readouts (and the range of "all" over them):
     ``new_phrasing`` (every training triple in every held-out phrasing), ``new_combination``
     (every held-out triple in every training phrasing), and ``leave_one_phrasing_out`` (training

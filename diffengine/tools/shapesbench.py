@@ -383,7 +383,7 @@ def run_probe(args: argparse.Namespace) -> dict:
     from transformers import AutoConfig
 
     from diffengine.evaluation.language_probe import probe_language_model
-    from diffengine.models.language import FrozenLanguageModel
+    from diffengine.models.language import LanguageModel
 
     data, rows = Path(args.data_dir).resolve(), {}
     for key in args.language_models:
@@ -393,7 +393,7 @@ def run_probe(args: argparse.Namespace) -> dict:
         for layer in args.layers or [*range(count), -1]:
             if not -1 <= layer <= count:
                 raise ValueError(f"--layers {layer}: {label} has hidden layers 0..{count} (and -1)")
-            lm = FrozenLanguageModel(str(folder), max_length=PROBE_MAX_LENGTH, hidden_layer=layer).eval()
+            lm = LanguageModel(str(folder), max_length=PROBE_MAX_LENGTH, hidden_layer=layer).eval()
             rows[f"{label}, layer {layer}"] = result = probe_language_model(lm, seeds=PROBE_SEEDS)
             print(f"{label}, layer {layer}: all three {100 * result['new_phrasing']['all']:.1f} % (new "
                   f"phrasing), {100 * result['new_combination']['all']:.1f} % (new combination), "

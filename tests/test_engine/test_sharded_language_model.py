@@ -1,7 +1,7 @@
 """Language models too large to copy per GPU, as far as a CPU tests it.
 
 PyTorch's FSDP2 (``torch.distributed.fsdp.fully_shard``) shards the frozen LM that this project
-loads (``FrozenLanguageModel``) with the LoRA it injects (``inject_lora``), per decoder layer (the
+loads (``LanguageModel``) with the LoRA it injects (``inject_lora``), per decoder layer (the
 model's ``_no_split_modules``): 2 gloo ranks each hold half of the LM's weights, and give the
 hidden states and LoRA gradients of the unsharded model on the whole batch. Training uses it for
 a frozen LM (``ShardedLanguageModelDDP``, text LoRA rank 0): the real ``wds_train`` on 2 ranks,
@@ -23,7 +23,7 @@ from torch.distributed.fsdp import fully_shard
 
 from diffengine.engine import ShardedLanguageModelDDP
 from diffengine.models import LaViBridge
-from diffengine.models.language import FrozenLanguageModel
+from diffengine.models.language import LanguageModel
 from diffengine.models.lora import inject_lora
 from tests.helpers import demo_cfg_options
 
@@ -32,9 +32,9 @@ pytestmark = pytest.mark.slow
 PROMPTS = ["a red circle", "a blue square on black", "green", "a yellow triangle on a white background"]
 
 
-def _lm(path: str) -> FrozenLanguageModel:
+def _lm(path: str) -> LanguageModel:
     torch.manual_seed(0)
-    language = FrozenLanguageModel(path, max_length=12)
+    language = LanguageModel(path, max_length=12)
     inject_lora(language.model, language.family.lora_target_classes, rank=4, alpha=4, dropout=0.0)
     with torch.no_grad():  # LoRA B starts at zero, which would leave LoRA A without a gradient
         for p in language.model.parameters():
@@ -43,7 +43,7 @@ def _lm(path: str) -> FrozenLanguageModel:
     return language
 
 
-def _hidden_and_grads(language: FrozenLanguageModel, prompts: list[str], full: bool) -> dict:
+def _hidden_and_grads(language: LanguageModel, prompts: list[str], full: bool) -> dict:
     hidden = language(*language.tokenize(prompts, torch.device("cpu")))
     hidden.square().mean().backward()
     grads = {name: (p.grad.full_tensor() if full else p.grad)

@@ -68,6 +68,6 @@ def test_a_bad_prediction_type_fails_before_any_weights_load(tiny_t5, tiny_sd, m
     def no_loading(*args, **kwargs):
         raise AssertionError("the language model was loaded before the options were checked")
 
-    monkeypatch.setattr(lavi_bridge, "FrozenLanguageModel", no_loading)
+    monkeypatch.setattr(lavi_bridge, "LanguageModel", no_loading)
     with pytest.raises(ValueError, match="prediction_type must be one of epsilon, v_prediction"):
         LaViBridge(tiny_t5, tiny_sd, prediction_type="v-prediction")

@@ -1,6 +1,6 @@
 """Language-model side of a bridge: loading, tokenizing and hidden states per LM family."""
 from .families import LANGUAGE_FAMILIES, LanguageFamily, language_family_of
-from .language_model import FrozenLanguageModel, drop_captions, lm_hidden_states, tokenize_prompts, truncated_parts
+from .language_model import LanguageModel, drop_captions, lm_hidden_states, tokenize_prompts, truncated_parts
 
-__all__ = ["LANGUAGE_FAMILIES", "LanguageFamily", "language_family_of", "FrozenLanguageModel",
+__all__ = ["LANGUAGE_FAMILIES", "LanguageFamily", "language_family_of", "LanguageModel",
            "drop_captions", "lm_hidden_states", "tokenize_prompts", "truncated_parts"]

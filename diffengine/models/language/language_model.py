@@ -48,8 +48,9 @@ def lm_hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: 
     return outputs.hidden_states[hidden_layer]
 
 
-class FrozenLanguageModel(nn.Module):
-    """Tokenizer + language model loaded with ``from_pretrained``; frozen, LoRA added by the caller.
+class LanguageModel(nn.Module):
+    """Tokenizer + language model loaded with ``from_pretrained``, frozen (a bridge adds LoRA to it;
+    ``StableDiffusion`` may unfreeze it to train its own text encoder).
 
     Encoder(-decoder) models give the encoder's last hidden state; decoder-only LMs give the final
     normed hidden state of the base model (no LM head is built, so no logits are computed).

@@ -21,7 +21,7 @@ from diffengine.version import __version__
 
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
-from ...language import FrozenLanguageModel, drop_captions
+from ...language import LanguageModel, drop_captions
 from ...lora import inject_lora, load_lora_weights, save_lora
 from ...losses import training_objective
 from ...model_paths import language_model_location, looks_local, vision_model_location
@@ -144,7 +144,7 @@ class LaViBridge(BaseModel):
                    for side, lora in (("text_lora", text_lora), ("vision_lora", vision_lora))}},
                 base_models={"text_encoder": text_encoder, "vision_model": vision_model})
         # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
-        self.language = FrozenLanguageModel(text_encoder, max_length=max_length,
+        self.language = LanguageModel(text_encoder, max_length=max_length,
                                             hidden_layer=hidden_layer,
                                             use_attention_mask=text_attention_mask,
                                             dtype=self.weight_dtype, pad_token=pad_token)

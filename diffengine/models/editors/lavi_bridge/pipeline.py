@@ -52,7 +52,7 @@ class LaViBridgePipeline(DiffusionPipeline):
     The denoiser is ``unet`` (SD-style UNets) or ``transformer`` (PixArt, SD3, Flux); the other one is None.
     Its vision family (``VISION_FAMILIES``) says how to call it and which diffusers pipeline's
     denoising loop to run. ``max_length``, ``hidden_layer`` and ``use_attention_mask`` are how the
-    bridge was trained to read the LM (see ``FrozenLanguageModel``); they are saved in
+    bridge was trained to read the LM (see ``LanguageModel``); they are saved in
     ``model_index.json``, and the tokenizer is saved with its pad token.
     """
 

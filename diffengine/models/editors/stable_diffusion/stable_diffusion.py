@@ -11,7 +11,7 @@ from diffengine.registry import MODELS
 
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
-from ...language import FrozenLanguageModel, drop_captions
+from ...language import LanguageModel, drop_captions
 from ...losses import training_objective
 from ...model_paths import language_model_location, vision_model_location
 from ...vision import UNetFamily, batch_latents, find_vision_family, inference_scheduler
@@ -53,10 +53,10 @@ class StableDiffusion(BaseModel):
         if not isinstance(family, UNetFamily):
             raise ValueError(f"{vision_model}: StableDiffusion trains SD-style UNets "
                              f"(unet/), not {type(family).__name__}'s {family.model_class}")
-        # loaded frozen like a bridge's LM; trained fully when train_text_encoder
         # read before any weights load: a bad prediction_type fails in a second, not after minutes
         self.objective = training_objective(vision_model, prediction_type, snr_gamma)
-        self.language = FrozenLanguageModel(text_encoder, max_length=max_length, tokenizer=tokenizer)
+        # loaded frozen like a bridge's LM; trained fully when train_text_encoder
+        self.language = LanguageModel(text_encoder, max_length=max_length, tokenizer=tokenizer)
         self.language.model.requires_grad_(train_text_encoder)
         self.unet = family.load(vision_model, torch.float32)
         self.vae = AutoencoderKL.from_pretrained(vision_model, subfolder="vae").requires_grad_(False)
