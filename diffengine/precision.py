@@ -1,7 +1,11 @@
 """What ``"auto"`` means for a floating-point format: the fastest one this machine computes well."""
 import torch
 
+from diffengine.constants import WEIGHT_DTYPE_NAMES
+
 AUTO = "auto"
+# the torch dtype of each weight_dtype name
+TORCH_DTYPES = {name: getattr(torch, name) for name in WEIGHT_DTYPE_NAMES}
 
 
 def half_precision() -> str:

@@ -13,8 +13,6 @@ anything). So:
 A checkpoint from an untrusted source therefore cannot run pickled code on load.
 ``FiniteWeightsHook`` refuses to write a checkpoint whose weights hold a NaN or infinity.
 """
-import os.path as osp
-import pickle
 
 import numpy as np
 import torch
@@ -22,7 +20,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from diffengine.errors import NonFiniteTrainingError, UnreadableCheckpointError
+from diffengine.errors import NonFiniteTrainingError
+from diffengine.models.weights_file import load_local_checkpoint
 from diffengine.registry import HOOKS
 
 PLAIN_BUFFER_TAG = "__history_buffer__"
@@ -85,25 +84,5 @@ class FiniteWeightsHook(Hook):
                     "not finite; the last checkpoint written is the last finite one")
 
 
-@CheckpointLoader.register_scheme(prefixes="", force=True)
-def load_local_checkpoint(filename: str, map_location=None, mmap: bool = False) -> dict:
-    """Load a local checkpoint with ``weights_only=True`` (tensors and plain Python only).
-
-    Raises ``UnreadableCheckpointError`` naming the file when it is truncated or corrupt, or holds
-    objects other than tensors and plain data (refused as unsafe: unpickling them could run code).
-    """
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f"checkpoint {filename} does not exist")
-    try:
-        return torch.load(filename, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as error:
-        # torch's message is a page of advice; the line naming the refused object is what matters
-        found = [line.strip().split(". Please")[0] for line in str(error).splitlines()
-                 if "Unsupported global" in line]
-        raise UnreadableCheckpointError(f"checkpoint {filename} was refused as unsafe: it holds objects "
-                                        "other than tensors and plain data, and unpickling them could run "
-                                        f"code ({found[0] if found else type(error).__name__})") from error
-    except (RuntimeError, EOFError, OSError) as error:
-        raise UnreadableCheckpointError(f"checkpoint {filename} is unreadable (truncated or not a "
-                                        f"checkpoint): {error}") from error
+# MMEngine's loader of local files, replaced: tensors and plain data only
+CheckpointLoader.register_scheme(prefixes="", loader=load_local_checkpoint, force=True)

@@ -118,9 +118,9 @@ def build_config(args: argparse.Namespace, wds: bool):
 
 def _resume_checkpoint(resume: str, work_dir: str) -> Path:
     """The checkpoint ``--resume [CHECKPOINT]`` names, checked to exist and to be readable."""
-    from diffengine.engine.checkpoint import load_local_checkpoint
     from diffengine.engine.resume import find_resume_checkpoint
     from diffengine.errors import UnreadableCheckpointError
+    from diffengine.models.weights_file import load_local_checkpoint
 
     if resume != "auto":
         if not Path(resume).is_file():

@@ -14,8 +14,8 @@ from mmengine.model import BaseModel
 from peft import LoraConfig
 from PIL import Image
 
-from diffengine.constants import BRIDGE_MANIFEST, WEIGHT_DTYPE_NAMES
-from diffengine.precision import AUTO, weight_dtype_name
+from diffengine.constants import BRIDGE_MANIFEST
+from diffengine.precision import AUTO, TORCH_DTYPES, weight_dtype_name
 from diffengine.registry import MODELS
 from diffengine.version import __version__
 
@@ -36,8 +36,6 @@ from ...vision import (
 from ...weights_file import load_checked_safetensors
 from .pipeline import LaViBridgePipeline
 from .text_adapter import LaViBridgeTextAdapter, adapter_dims
-
-DTYPES = {name: getattr(torch, name) for name in WEIGHT_DTYPE_NAMES}
 
 
 def lora_settings(cfg: dict | None, side: str) -> dict:
@@ -120,8 +118,8 @@ class LaViBridge(BaseModel):
                  channels_last: bool = False, torch_compile: bool | dict = False,
                  bridge_path: str | None = None, data_preprocessor: dict | None = None):
         super().__init__(data_preprocessor=data_preprocessor or DiffusionDataPreprocessor())
-        if weight_dtype not in (*DTYPES, AUTO):
-            raise ValueError(f"weight_dtype must be one of {', '.join(DTYPES)} or {AUTO}, got {weight_dtype!r}")
+        if weight_dtype not in (*TORCH_DTYPES, AUTO):
+            raise ValueError(f"weight_dtype must be one of {', '.join(TORCH_DTYPES)} or {AUTO}, got {weight_dtype!r}")
         weight_dtype = weight_dtype_name(weight_dtype)
         if not 0.0 <= caption_dropout <= 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
@@ -130,7 +128,7 @@ class LaViBridge(BaseModel):
         vision_model = vision_model_location(vision_model)
         self.text_encoder_path = text_encoder
         self.vision_model_path = vision_model
-        self.weight_dtype = DTYPES[weight_dtype]
+        self.weight_dtype = TORCH_DTYPES[weight_dtype]
         self.caption_dropout = caption_dropout
 
         # read before any weights load: a bad prediction_type fails in a second, not after minutes

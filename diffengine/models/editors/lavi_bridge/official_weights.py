@@ -16,9 +16,10 @@ import torch
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from diffengine.engine.checkpoint import load_local_checkpoint
+from diffengine.models.weights_file import load_local_checkpoint
+from diffengine.precision import TORCH_DTYPES
 
-from .lavi_bridge import DTYPES, LaViBridge
+from .lavi_bridge import LaViBridge
 from .text_adapter import LaViBridgeTextAdapter
 
 TEXT_LORA_FILE = "lora_text.pt"
@@ -82,8 +83,8 @@ def convert_official_checkpoint(ckpt_dir: str | Path, combo: str, out_bridge_dir
     """
     if combo not in OFFICIAL_COMBOS:
         raise ValueError(f"Unknown official combo '{combo}'; supported: {', '.join(OFFICIAL_COMBOS)}")
-    if weight_dtype not in DTYPES:
-        raise ValueError(f"weight_dtype must be one of {sorted(DTYPES)}, got '{weight_dtype}'")
+    if weight_dtype not in TORCH_DTYPES:
+        raise ValueError(f"weight_dtype must be one of {sorted(TORCH_DTYPES)}, got '{weight_dtype}'")
     ckpt_dir = Path(ckpt_dir)
     for required in (TEXT_LORA_FILE, VISION_LORA_FILE, f"{ADAPTER_DIR}/config.json"):
         if not (ckpt_dir / required).is_file():
