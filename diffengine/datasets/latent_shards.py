@@ -57,6 +57,16 @@ def first_latent_sample(path: str) -> tuple[dict, torch.Tensor] | None:
     return (record if isinstance(record, dict) else {}), parameters
 
 
+def resolution_mismatch(record: object, resolution: int, option: str) -> str | None:
+    """"encoded at R px but OPTION is S: ..." when a latents record names another resolution than
+    the loader's (set by ``option``), else None (also for a record without one)."""
+    encoded = record.get("resolution") if isinstance(record, dict) else None
+    if encoded is None or encoded == resolution:
+        return None
+    return (f"encoded at {encoded} px but {option} is {resolution}: set {option}={encoded} or encode "
+            "the image shards again with prep-latents --resolution")
+
+
 def vae_mismatch(record: dict, parameters: torch.Tensor, vae_config: dict) -> str | None:
     """How the VAE that made these latents (their record and parameters) differs from the VAE of
     ``vae_config`` (a ``vae/config.json``), as "what stored vs expected", or None. Another VAE's

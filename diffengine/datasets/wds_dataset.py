@@ -17,7 +17,7 @@ from PIL import ExifTags, Image, ImageOps
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import NoUsableSampleError
-from .latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD, read_latent
+from .latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD, read_latent, resolution_mismatch
 from .metadata_filter import MetadataFilter
 from .shard_reader import ShardReader
 from .shards import draw_shards, slot_slice
@@ -259,12 +259,9 @@ class WebImageTextDataset(IterableDataset):
 
     def _check_latent_resolution(self, meta: dict[str, Any], key: str) -> None:
         """Raise ValueError when a latent sample was encoded at another resolution than the loader's."""
-        record = meta.get(LATENTS_RECORD)
-        resolution = record.get("resolution") if isinstance(record, dict) else None
-        if resolution is not None and resolution != self.spec.transform.resolution:
-            raise ValueError(f"latent sample {key} was encoded at {resolution} px but the loader's "
-                             f"resolution is {self.spec.transform.resolution}: set resolution={resolution} "
-                             "or encode the image shards again with prep-latents --resolution")
+        mismatch = resolution_mismatch(meta.get(LATENTS_RECORD), self.spec.transform.resolution, "resolution")
+        if mismatch is not None:
+            raise ValueError(f"latent sample {key} was {mismatch}")
 
     def _caption(self, sample: dict[str, Any], meta: dict[str, Any]) -> str | None:
         """Caption file first, then json fields; "" when all present ones are blank, None when none is."""

@@ -262,7 +262,7 @@ def _check_latent_shard(path: str, model: dict, resolution: Any) -> None:
     """The first local shard must hold latents when the model has no VAE encoder, and latents
     made by this model's VAE at the loader's resolution: another VAE's latents (another scale,
     offset or channel count) would train without error and teach the bridge nothing usable."""
-    from diffengine.datasets.latent_shards import LATENT_EXT, first_latent_sample, vae_mismatch
+    from diffengine.datasets.latent_shards import LATENT_EXT, first_latent_sample, resolution_mismatch, vae_mismatch
     from diffengine.datasets.shards import count_samples
 
     latent = first_latent_sample(path)
@@ -280,11 +280,10 @@ def _check_latent_shard(path: str, model: dict, resolution: Any) -> None:
         raise ConfigError(f"train_dataloader.shards: {path} holds latents of the VAE {record.get('vae', '?')} "
                           f"and model.vision_model's VAE differs ({mismatch}): encode the image shards again "
                           f"with `diffengine prep-latents --vision-model {vision_model}`")
-    if isinstance(resolution, int) and record.get("resolution", resolution) != resolution:
-        raise ConfigError(f"train_dataloader.shards: {path} holds latents encoded at {record['resolution']} px "
-                          f"but train_dataloader.resolution is {resolution}: set "
-                          f"train_dataloader.resolution={record['resolution']} or encode the image shards "
-                          "again with prep-latents --resolution")
+    mismatch = resolution_mismatch(record, resolution, "train_dataloader.resolution") if isinstance(
+        resolution, int) else None
+    if mismatch is not None:
+        raise ConfigError(f"train_dataloader.shards: {path} holds latents {mismatch}")
 
 
 def _registries() -> dict:

@@ -38,6 +38,6 @@ def test_a_batch_of_image_and_latent_samples_is_refused(demo_shards, latent_shar
 
 
 def test_latent_shards_at_another_resolution_are_refused(latent_shards):
-    with pytest.raises(ValueError, match=r"was encoded at 32 px but the loader's resolution is 64: set "
+    with pytest.raises(ValueError, match=r"was encoded at 32 px but resolution is 64: set "
                        r"resolution=32"):
         next(iter(load(latent_shards, resolution=64)))
