@@ -83,11 +83,13 @@ def _train(args: argparse.Namespace, argv: list[str], wds: bool) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import time
 
+    from .constants import BRIDGE_FOLDER, SAMPLES_FOLDER
     from .errors import ConfigError
     from .tools.demo_assets import make_demo_assets
-    from .tools.train import previous_run_outputs, run, train_arguments
+    from .tools.train import run, train_arguments
+    from .work_dirs import run_outputs
 
-    if previous_run_outputs(args.work_dir) and not args.overwrite:
+    if run_outputs(args.work_dir) and not args.overwrite:
         raise ConfigError(f"{args.work_dir} holds an earlier demo run: add --overwrite to replace it, "
                           "or choose another --work-dir")
     start = time.perf_counter()
@@ -108,8 +110,8 @@ def _demo(args: argparse.Namespace) -> int:
             f"{set_name.replace('_', ' ')} " + " / ".join(
                 f"{100 * scores[name]['mean']:.0f} %" for name in ("color", "shape", "background", "all"))
             for set_name, scores in runner.message_hub.get_info(key).items()))
-    print(f"  samples:    {runner.work_dir}/samples/\n"
-          f"  bridge:     {runner.work_dir}/bridge/ (LoRA + adapter safetensors)\n"
+    print(f"  samples:    {runner.work_dir}/{SAMPLES_FOLDER}/\n"
+          f"  bridge:     {runner.work_dir}/{BRIDGE_FOLDER}/ (LoRA + adapter safetensors)\n"
           f"  checkpoint: {runner.work_dir}/iter_*.pth")
     return 0
 

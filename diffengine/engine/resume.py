@@ -1,7 +1,6 @@
 """Resuming a run: which checkpoint a work dir resumes from, and what the new command line changes."""
 import ast
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -11,23 +10,16 @@ from mmengine.logging import print_log
 
 from diffengine.constants import LAST_CHECKPOINT
 from diffengine.registry import HOOKS
+from diffengine.work_dirs import checkpoints_in
 
 from .model_wrapper import unwrap_model
 
-_CHECKPOINT_NAME = re.compile(r"iter_(\d+)\.pth")
 # the parts of a scheduler's state that are its configuration, which a resumed run may change; the
 # rest (last_step, _last_value, ReduceOnPlateau's best and counters, ...) is where it is in its schedule
 _SCHEDULER_SETTINGS = frozenset({"begin", "end", "by_epoch", "base_values", "eta_min", "eta_min_ratio", "T_max",
                                  "factor", "start_factor", "end_factor", "gamma", "milestones", "power"})
 # options that name the run's place and mode, not what it computes
 _RUN_LOCATION_KEYS = ("work_dir", "resume", "load_from", "launcher", "experiment_name")
-
-
-def checkpoints_in(work_dir: str | Path) -> list[Path]:
-    """The ``iter_N.pth`` checkpoints of a work dir, oldest first."""
-    found = [(int(m.group(1)), path) for path in Path(work_dir).glob("iter_*.pth")
-             if (m := _CHECKPOINT_NAME.fullmatch(path.name))]
-    return [path for _, path in sorted(found)]
 
 
 def find_resume_checkpoint(work_dir: str | Path) -> Path | None:

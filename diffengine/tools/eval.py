@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..constants import BRIDGE_MANIFEST, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
+from ..work_dirs import resolve_bridge_dir
 from .arguments import (
     add_overwrite_argument,
     non_negative_float,
@@ -14,7 +15,7 @@ from .arguments import (
     resolve_device,
     writable_folder,
 )
-from .infer import add_base_model_arguments, load_bridge_model, resolve_bridge_dir
+from .infer import add_base_model_arguments, load_bridge_model
 
 BENCHMARKS = ("shapes",)
 METRICS = ("clip_score",)

@@ -3,7 +3,8 @@ import argparse
 from pathlib import Path
 
 from .. import constants
-from .infer import add_base_model_arguments, load_bridge_model, resolve_bridge_dir
+from ..work_dirs import resolve_bridge_dir
+from .infer import add_base_model_arguments, load_bridge_model
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from .. import constants
-from ..constants import BRIDGE_FOLDER, BRIDGE_MANIFEST
+from ..work_dirs import resolve_bridge_dir
 from .arguments import (
     add_overwrite_argument,
     image_side,
@@ -59,18 +59,6 @@ def load_bridge_model(args: argparse.Namespace, bridge_dir: Path, **overrides):
                                         ("vision_model", args.vision_model),
                                         ("weight_dtype", args.dtype)) if v is not None})
     return LaViBridge.from_bridge(bridge_dir, **overrides)
-
-
-def resolve_bridge_dir(path: str | Path) -> Path:
-    """A bridge folder itself, or the newest bridge of a work dir (``bridge/last_bridge``)."""
-    path = Path(path)
-    last = path / BRIDGE_FOLDER / f"last_{BRIDGE_FOLDER}"
-    if not (path / BRIDGE_MANIFEST).is_file() and last.is_file():
-        path = path / BRIDGE_FOLDER / last.read_text().strip()
-    if not (path / BRIDGE_MANIFEST).is_file():
-        raise FileNotFoundError(f"{path} is neither a bridge folder (bridge.json) nor a work dir "
-                                "with bridge/last_bridge naming one")
-    return path
 
 
 def image_filename(index: int, prompt: str) -> str:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ..constants import PRETRAINED_FOLDER, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
+from ..work_dirs import latest_model_folder
 from .arguments import add_overwrite_argument, positive_int, refuse_to_overwrite
 
 STAGE1_ASSET = Path(__file__).resolve().parents[1] / "assets" / "shapesbench_stage1"
@@ -97,12 +98,6 @@ def _max_iters(config: str) -> int:
     return Config.fromfile(str(resolve_config(config))).train_cfg.max_iters
 
 
-def _newest_folder(work_dir: Path, folder: str = PRETRAINED_FOLDER) -> Path | None:
-    """The newest model folder a run saved, None before its first save."""
-    last = work_dir / folder / f"last_{folder}"
-    return last.parent / last.read_text().strip() if last.is_file() else None
-
-
 def run_stage1(args: argparse.Namespace) -> Path:
     """Train the stage-1 VAE, then its UNet + text encoder; write the model folder and its report."""
     from diffusers import AutoencoderKL
@@ -117,12 +112,12 @@ def run_stage1(args: argparse.Namespace) -> Path:
     if not out.is_symlink():  # `shapesbench run` links the packaged model there: replaced freely
         refuse_to_overwrite([out], args.overwrite)
     shards = write_shape_shards(data / "shards", 20480, progress=not args.no_progress)
-    vae_dir = _newest_folder(work / "stage1_vae")
+    vae_dir = latest_model_folder(work / "stage1_vae", PRETRAINED_FOLDER)
     if vae_dir is None or vae_dir.name != f"iter_{_max_iters('autoencoder_kl_shapes_32')}":
         vae_init = make_untrained_vae(data / "untrained" / "vae")
         _train("autoencoder_kl_shapes_32", work / "stage1_vae", f"model.vae={vae_init}",
                f"train_dataloader.shards={shards}")
-        vae_dir = _newest_folder(work / "stage1_vae")
+        vae_dir = latest_model_folder(work / "stage1_vae", PRETRAINED_FOLDER)
     else:
         print(f"reusing the finished VAE run {vae_dir}")
     stage1_init = make_untrained_stage1(data / "untrained" / "stage1", vae_dir)
@@ -132,7 +127,7 @@ def run_stage1(args: argparse.Namespace) -> Path:
     if out.is_symlink():
         out.unlink()
     shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(_newest_folder(work / "stage1_sd"), out)
+    shutil.copytree(latest_model_folder(work / "stage1_sd", PRETRAINED_FOLDER), out)
     report = {"vae": reconstruction_report(AutoencoderKL.from_pretrained(out / "vae")),
               "minutes": round((time.perf_counter() - start) / 60, 1)}
     _write_stage1_source(out, report)
@@ -229,8 +224,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         prompt_sets,
     )
     from diffengine.models import LaViBridge, StableDiffusion
+    from diffengine.work_dirs import resolve_bridge_dir
 
-    from .infer import resolve_bridge_dir
     from .shapes_assets import write_shape_shards
 
     start = time.perf_counter()

@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from diffengine.constants import BRIDGE_FOLDER, LAST_CHECKPOINT, PRETRAINED_FOLDER, SAMPLES_FOLDER
 from diffengine.errors import ConfigError, NoUsableSampleError, one_line
+from diffengine.work_dirs import run_outputs, sample_grids_in
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -146,23 +146,6 @@ WORK_DIR_CHECKED_ENV = "DIFFENGINE_WORK_DIR_CHECKED"
 WORKER_ERROR_FILE_ENV = "DIFFENGINE_WORKER_ERROR_FILE"
 
 
-def previous_run_outputs(work_dir: str | Path) -> list[Path]:
-    """What an earlier run left in ``work_dir``: checkpoints, their pointer, and the model folders
-    written beside them (only those entries, so folders of the user's own are never counted)."""
-    from diffengine.engine.resume import checkpoints_in
-
-    work_dir = Path(work_dir)
-    found = [*checkpoints_in(work_dir), *sorted(work_dir.glob("epoch_*.pth"))]
-    if (work_dir / LAST_CHECKPOINT).is_file():
-        found.append(work_dir / LAST_CHECKPOINT)
-    for folder in (BRIDGE_FOLDER, PRETRAINED_FOLDER):
-        root = work_dir / folder
-        found += sorted(root.glob("iter_*")) + sorted(root.glob(".iter_*.tmp"))
-        if (root / f"last_{folder}").is_file():
-            found.append(root / f"last_{folder}")
-    return found
-
-
 def _ignore_vanished(function, path: str, exc_info) -> None:
     """``shutil.rmtree``'s error handler: a file deleted meanwhile is fine, any other error raises."""
     if not issubclass(exc_info[0], FileNotFoundError):
@@ -172,7 +155,7 @@ def _ignore_vanished(function, path: str, exc_info) -> None:
 def prepare_work_dir(work_dir: str | Path, resume: bool, overwrite: bool) -> None:
     """Refuse a work dir holding another run unless resuming it or ``--overwrite``; check it is writable."""
     work_dir = Path(work_dir)
-    previous = previous_run_outputs(work_dir)
+    previous = run_outputs(work_dir)
     if previous and not resume:
         if not overwrite:
             names = ", ".join(str(path.relative_to(work_dir)) for path in previous[:4])
@@ -181,7 +164,7 @@ def prepare_work_dir(work_dir: str | Path, resume: bool, overwrite: bool) -> Non
                               "bridges and samples), or choose another --work-dir")
         # on a work dir shared by several nodes, each node's launcher deletes the same files:
         # whatever another one deleted first is gone already, not an error
-        for path in [*previous, *(work_dir / SAMPLES_FOLDER).glob("iter_*.png")]:
+        for path in [*previous, *sample_grids_in(work_dir)]:
             if path.is_dir():
                 shutil.rmtree(path, onerror=_ignore_vanished)
             else:

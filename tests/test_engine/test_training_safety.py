@@ -322,10 +322,10 @@ def test_overwrite_tolerates_outputs_another_node_deleted_first(tmp_path, monkey
 
     (tmp_path / "bridge" / "iter_5").mkdir(parents=True)
     (tmp_path / "iter_5.pth").write_bytes(b"checkpoint")
-    listed = train.previous_run_outputs(tmp_path)
+    listed = train.run_outputs(tmp_path)
     assert len(listed) == 2
     # both listed outputs vanish between listing and deleting (another launcher's --overwrite)
-    monkeypatch.setattr(train, "previous_run_outputs", lambda work_dir: [*listed, tmp_path / "bridge" / "iter_9"])
+    monkeypatch.setattr(train, "run_outputs", lambda work_dir: [*listed, tmp_path / "bridge" / "iter_9"])
     (tmp_path / "iter_5.pth").unlink()
     train.prepare_work_dir(tmp_path, resume=False, overwrite=True)
     assert not (tmp_path / "bridge" / "iter_5").exists()

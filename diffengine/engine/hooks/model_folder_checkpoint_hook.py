@@ -1,13 +1,13 @@
 """Save a self-contained model folder (a bridge, or a diffusers folder) next to every checkpoint."""
 import os
 import shutil
-from pathlib import Path
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
 from diffengine.constants import BRIDGE_FOLDER, PRETRAINED_FOLDER
 from diffengine.registry import HOOKS
+from diffengine.work_dirs import latest_pointer, model_folder, model_folders_in, staging_folder
 
 from ..model_wrapper import unwrap_model
 
@@ -42,18 +42,16 @@ class ModelFolderCheckpointHook(Hook):
         if not is_main_process():
             return
         iteration = checkpoint["meta"]["iter"]
-        root = Path(runner.work_dir) / self.folder
-        final = root / f"iter_{iteration}"
-        staging = root / f".iter_{iteration}.tmp"
+        final = model_folder(runner.work_dir, self.folder, iteration)
+        staging = staging_folder(runner.work_dir, self.folder, iteration)
         shutil.rmtree(staging, ignore_errors=True)
         model = unwrap_model(runner.model)
         getattr(model, self.save_method)(staging, iteration=iteration)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
         # the folder name, not a path: a moved or copied work dir still finds its newest folder
-        (root / f"last_{self.folder}").write_text(final.name)
-        saved = sorted(root.glob("iter_*"), key=lambda p: int(p.name.split("_")[1]))
-        for old in saved[:-self.max_keep]:
+        latest_pointer(runner.work_dir, self.folder).write_text(final.name)
+        for old in model_folders_in(runner.work_dir, self.folder)[:-self.max_keep]:
             shutil.rmtree(old)
 
 
