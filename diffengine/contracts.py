@@ -9,6 +9,18 @@ from typing import Any, Protocol, runtime_checkable
 # made (the loop stores it in checkpoints; the dataset fast-forwards to it on resume)
 STREAM_POSITION_KEY = "stream_position"
 
+# the inputs of a training batch, from the loader's samples through the data preprocessor to a
+# model's loss: images (uint8 (B, 3, R, R); [-1, 1] floats after the preprocessor) or, from latent
+# shards, the VAE's latent_dist parameters ((B, 2C, h, w)), the captions (B strings), and for image
+# samples the SDXL micro-conditions: each image's (height, width) before resizing and its crop's
+# (top, left), int (B, 2)
+PIXELS_KEY = "pixel_values"
+LATENTS_KEY = "latent_parameters"
+TEXT_KEY = "text"
+ORIGINAL_SIZE_KEY = "original_size"
+CROP_TOP_LEFT_KEY = "crop_top_left"
+SIZE_KEYS = (ORIGINAL_SIZE_KEY, CROP_TOP_LEFT_KEY)
+
 
 @runtime_checkable
 class EpochStream(Protocol):

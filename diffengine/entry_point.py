@@ -1,8 +1,5 @@
 """The ``diffengine`` command line. Heavy libraries are imported only by the command that runs."""
 import argparse
-import os
-import shutil
-import subprocess
 import sys
 
 from .tools.bench import add_bench_arguments
@@ -10,70 +7,22 @@ from .tools.convert_official import add_convert_official_arguments
 from .tools.eval import add_eval_arguments
 from .tools.export import add_export_arguments
 from .tools.infer import add_infer_arguments
+from .tools.launch import launch_workers, processes_per_node, several_nodes
 from .tools.prep_latents import add_prep_latents_arguments
 from .tools.prep_wds import add_prep_wds_arguments
 from .tools.shapesbench import add_shapesbench_arguments
-from .tools.train import WORK_DIR_CHECKED_ENV, WORKER_ERROR_FILE_ENV, add_train_arguments
-
-
-def torchrun_command(argv: list[str], nproc: int, env: dict[str, str]) -> list[str]:
-    """The torchrun command line of a training command, from ``NNODES``, ``NODE_RANK``,
-    ``MASTER_ADDR`` and ``MASTER_PORT`` in ``env``.
-
-    One node without a ``MASTER_PORT`` runs standalone (torchrun picks a free port), so that
-    two jobs on one machine do not collide on a fixed port.
-    """
-    if env.get("NNODES", "1").strip() in ("", "1") and "MASTER_PORT" not in env:
-        rendezvous = ["--standalone"]
-    else:
-        rendezvous = [f"--nnodes={env.get('NNODES', '1')}", f"--node_rank={env.get('NODE_RANK', '0')}",
-                      f"--master_addr={env.get('MASTER_ADDR', '127.0.0.1')}",
-                      f"--master_port={env.get('MASTER_PORT', '29500')}"]
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *rendezvous,
-            "-m", "diffengine.tools.train", *argv, "--launcher", "pytorch"]
-
-
-def _launch_workers(argv: list[str], nproc: int, report_errors: bool = True) -> int:
-    """Re-run this training command under torchrun with one process per device; with
-    ``report_errors``, a worker stopped by a user input error is reported here in one line (exit 2),
-    else (``--debug``) each worker prints its traceback."""
-    import tempfile
-
-    from .errors import ConfigError
-
-    with tempfile.TemporaryDirectory(prefix="diffengine_workers_") as folder:
-        error_file = os.path.join(folder, "error")
-        env = {**os.environ, WORK_DIR_CHECKED_ENV: "1"}
-        if report_errors:
-            env[WORKER_ERROR_FILE_ENV] = error_file
-        code = subprocess.call(torchrun_command(argv, nproc, dict(os.environ)), env=env)
-        if code and os.path.isfile(error_file):
-            with open(error_file) as file:
-                raise ConfigError(file.read())
-    return code
-
-
-def _processes_per_node() -> int:
-    """``NPROC_PER_NODE`` (default 1), checked."""
-    from .errors import ConfigError
-
-    text = os.environ.get("NPROC_PER_NODE", "").strip() or "1"
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"environment variable NPROC_PER_NODE={text!r}: expected a whole number >= 1 "
-                          "(processes per node, one per GPU)")
-    return int(text)
+from .tools.train import add_train_arguments
 
 
 def _train(args: argparse.Namespace, argv: list[str], wds: bool) -> int:
-    nproc = _processes_per_node()
-    nodes = os.environ.get("NNODES", "1").strip()
+    nproc = processes_per_node()
     # one process on each of several nodes is distributed too: training in-process would run
     # independent copies
-    if (nproc > 1 or nodes not in ("", "1")) and args.launcher == "none":
+    if (nproc > 1 or several_nodes()) and args.launcher == "none":
         from .tools.train import prepare_config
 
         prepare_config(args, wds)  # one clear error here rather than one traceback per worker
-        return _launch_workers([*argv, "--wds"] if wds else argv, nproc, report_errors=not args.debug)
+        return launch_workers([*argv, "--wds"] if wds else argv, nproc, report_errors=not args.debug)
     from .tools.train import run
 
     run(args, wds=wds)
@@ -81,38 +30,9 @@ def _train(args: argparse.Namespace, argv: list[str], wds: bool) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import time
+    from .tools.demo import run_demo
 
-    from .constants import BRIDGE_FOLDER, SAMPLES_FOLDER
-    from .errors import ConfigError
-    from .tools.demo_assets import make_demo_assets
-    from .tools.train import run, train_arguments
-    from .work_dirs import run_outputs
-
-    if run_outputs(args.work_dir) and not args.overwrite:
-        raise ConfigError(f"{args.work_dir} holds an earlier demo run: add --overwrite to replace it, "
-                          "or choose another --work-dir")
-    start = time.perf_counter()
-    # absolute: the bridge manifest records these paths for `diffengine infer` from anywhere
-    data = make_demo_assets(args.data_dir).resolve()
-    train_args = train_arguments(
-        "lavi_bridge_demo", "--work-dir", args.work_dir, *(["--overwrite"] if args.overwrite else []),
-        "--cfg-options",
-        f"model.text_encoder={data / 't5'}", f"model.vision_model={data / 'stage1'}",
-        f"train_dataloader.shards={data}/shards/{{00000..00001}}.tar", *(args.cfg_options or []))
-    runner = run(train_args, wds=True)
-    loss = runner.message_hub.get_scalar("train/loss")
-    print(f"demo finished in {time.perf_counter() - start:.0f} s; loss {loss.data[0][0]:.4f} at the "
-          f"first logged iteration, {loss.mean(20):.4f} over the last 20 iterations")
-    print("  ShapesBench judge on held-out prompts (colour / shape / background / all three):")
-    for when, key in (("before", "shapesbench_before"), ("after", "shapesbench")):
-        print(f"    {when:6s} training: " + "; ".join(
-            f"{set_name.replace('_', ' ')} " + " / ".join(
-                f"{100 * scores[name]['mean']:.0f} %" for name in ("color", "shape", "background", "all"))
-            for set_name, scores in runner.message_hub.get_info(key).items()))
-    print(f"  samples:    {runner.work_dir}/{SAMPLES_FOLDER}/\n"
-          f"  bridge:     {runner.work_dir}/{BRIDGE_FOLDER}/ (LoRA + adapter safetensors)\n"
-          f"  checkpoint: {runner.work_dir}/iter_*.pth")
+    run_demo(args)
     return 0
 
 
@@ -126,30 +46,10 @@ def _list_cfg(args: argparse.Namespace) -> int:
 
 
 def _copy_cfg(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .tools.config_lookup import copy_config
 
-    from .errors import ConfigError
-    from .tools.config_lookup import configs_root, resolve_config
-
-    source = resolve_config(args.name)
-    root = configs_root()
-    dest_root = Path(args.dest)
-    if not source.is_relative_to(root):
-        copies = {source: dest_root / source.name}
-    else:
-        # pure-Python configs import _base_ parts and sibling configs relatively: copy those along
-        copies = {path: dest_root / path.relative_to(root)
-                  for folder in {Path("_base_"), source.relative_to(root).parent}
-                  for path in (root / folder).rglob("*.py")}
-    existing = [dest for src, dest in copies.items()
-                if dest.exists() and dest.read_bytes() != src.read_bytes()]
-    if existing and not args.overwrite:
-        raise ConfigError(f"{len(existing)} file(s) in {dest_root} differ from the packaged ones, e.g. "
-                          f"{existing[0]}: not overwriting your edits (--overwrite replaces them)")
-    for src, dest in copies.items():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest)
-    print(f"copied {source.name} to {copies.get(source, dest_root / source.name)}")
+    source, dest = copy_config(args.name, args.dest, args.overwrite)
+    print(f"copied {source.name} to {dest}")
     return 0
 
 

@@ -105,7 +105,7 @@ def test_a_workers_input_error_is_one_line_from_the_launcher(tiny_t5, tiny_sd, d
 
 
 def test_torchrun_runs_one_node_standalone_unless_given_a_rendezvous():
-    from diffengine.entry_point import torchrun_command
+    from diffengine.tools.launch import torchrun_command
 
     def flags(env):
         command = torchrun_command(["lavi_bridge_demo"], 2, env)

@@ -3,6 +3,7 @@ from collections import Counter
 
 import pytest
 
+from diffengine.engine import ShapesBenchHook
 from diffengine.evaluation.shapes_benchmark import evaluate_shapes, model_generator, prompt_sets
 from diffengine.tools.shapesbench import STAGE1_ASSET
 from diffengine.tools.train import run, train_arguments
@@ -24,8 +25,8 @@ def test_a_trained_bridge_follows_the_text_and_a_cut_one_does_not(tiny_t5, tmp_p
         "lavi_bridge_demo", "--work-dir", str(tmp_path / "work"), "--cfg-options",
         f"model.text_encoder={tiny_t5}", f"model.vision_model={STAGE1_ASSET}",
         f"train_dataloader.shards={shards}", "experiment_name=shapesbench_smoke"), wds=True)
-    floor = runner.message_hub.get_info("shapesbench_before")
-    trained = runner.message_hub.get_info("shapesbench")
+    floor = runner.message_hub.get_info(ShapesBenchHook.BEFORE_INFO)
+    trained = runner.message_hub.get_info(ShapesBenchHook.LATEST_INFO)
     with adapter_output_zeroed(runner.model):
         cut = evaluate_shapes(model_generator(runner.model), images_per_prompt=1)
     sets = prompt_sets()

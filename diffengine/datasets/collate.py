@@ -8,10 +8,13 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate, get_worker_info
 
-from diffengine.contracts import STREAM_POSITION_KEY
-
-# each image's (height, width) before resizing and its crop's (top, left): SDXL's time ids
-SIZE_KEYS = ("original_size", "crop_top_left")
+from diffengine.contracts import (
+    LATENTS_KEY,
+    PIXELS_KEY,
+    SIZE_KEYS,
+    STREAM_POSITION_KEY,
+    TEXT_KEY,
+)
 
 
 def _can_write_shared() -> bool:
@@ -42,12 +45,12 @@ def _stack_into_memfd(images: list[torch.Tensor]) -> torch.Tensor:
 
 def _tensor_key(samples: list[dict[str, Any]]) -> str:
     """``pixel_values`` or ``latent_parameters``, whichever all samples hold; ValueError for a mix."""
-    latent = sum("latent_parameters" in s for s in samples)
+    latent = sum(LATENTS_KEY in s for s in samples)
     if 0 < latent < len(samples):
         raise ValueError(f"a batch mixes {latent} latent sample(s) (prep-latents shards) with "
                          f"{len(samples) - latent} image sample(s): train from image shards or from "
                          "latent shards, not both")
-    return "latent_parameters" if latent else "pixel_values"
+    return LATENTS_KEY if latent else PIXELS_KEY
 
 
 def collate_batch(samples: list[dict[str, Any]], memfd: bool = True) -> dict[str, dict[str, Any]]:
@@ -66,7 +69,7 @@ def collate_batch(samples: list[dict[str, Any]], memfd: bool = True) -> dict[str
         stacked = _stack_into_memfd(tensors)
     else:
         stacked = default_collate(tensors)  # stacks straight into shared memory
-    inputs = {key: stacked, "text": [s["text"] for s in samples]}
+    inputs = {key: stacked, TEXT_KEY: [s[TEXT_KEY] for s in samples]}
     for size_key in SIZE_KEYS:  # image samples have them; latent samples do not
         if all(size_key in s for s in samples):
             inputs[size_key] = torch.tensor([s[size_key] for s in samples], dtype=torch.long)

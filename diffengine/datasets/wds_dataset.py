@@ -16,6 +16,8 @@ import webdataset as wds
 from PIL import ExifTags, Image, ImageOps
 from torch.utils.data import IterableDataset, get_worker_info
 
+from diffengine.contracts import CROP_TOP_LEFT_KEY, LATENTS_KEY, ORIGINAL_SIZE_KEY, PIXELS_KEY, TEXT_KEY
+
 from ..errors import NoUsableSampleError
 from .latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD, read_latent, resolution_mismatch
 from .metadata_filter import MetadataFilter
@@ -253,9 +255,9 @@ class WebImageTextDataset(IterableDataset):
             return self._skip(f"filtered_{reason}", key)
         if latent is not None:
             self._check_latent_resolution(meta, key)
-            return {"latent": latent, "latent_flip": sample.get(FLIPPED_LATENT_EXT), "text": caption,
+            return {"latent": latent, "latent_flip": sample.get(FLIPPED_LATENT_EXT), TEXT_KEY: caption,
                     "where": key, "meta": meta}
-        return {"image": image, "text": caption, "where": key, "meta": meta}
+        return {"image": image, TEXT_KEY: caption, "where": key, "meta": meta}
 
     def _check_latent_resolution(self, meta: dict[str, Any], key: str) -> None:
         """Raise ValueError when a latent sample was encoded at another resolution than the loader's."""
@@ -287,9 +289,9 @@ class WebImageTextDataset(IterableDataset):
             return self._skip("decode_error", f"{item['where']}: {exn!r}")
         # SDXL's size and crop micro-conditions, recorded for every family (two int pairs); the
         # whole crop offset is for prep-latents, which also records the mirrored view's
-        return {"pixel_values": pixel_values, "text": item["text"], "__key__": item["__key__"],
-                "original_size": _original_size(item["meta"], decoded_size),
-                "crop_top_left": (crop.top, crop.left), "crop": crop}
+        return {PIXELS_KEY: pixel_values, TEXT_KEY: item[TEXT_KEY], "__key__": item["__key__"],
+                ORIGINAL_SIZE_KEY: _original_size(item["meta"], decoded_size),
+                CROP_TOP_LEFT_KEY: (crop.top, crop.left), "crop": crop}
 
     def _decode_latent(self, item: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
         """The stored latent parameters, or their flipped view when the flip draw says so."""
@@ -299,13 +301,13 @@ class WebImageTextDataset(IterableDataset):
             parameters = read_latent(item["latent_flip"] if flip else item["latent"])
         except (ValueError, EOFError, OSError) as exn:  # not a whole .npy of a float (2C, h, w) array
             return self._skip("decode_error", f"{item['where']}: {exn!r}")
-        sample = {"latent_parameters": parameters, "text": item["text"], "__key__": item["__key__"]}
+        sample = {LATENTS_KEY: parameters, TEXT_KEY: item[TEXT_KEY], "__key__": item["__key__"]}
         record = item["meta"].get(LATENTS_RECORD)
         # the sizes of the encoded view (prep-latents from 2026-12 on), for SDXL's time ids
         sizes = record.get("sizes") if isinstance(record, dict) else None
         if isinstance(sizes, dict):
-            sample["original_size"] = tuple(sizes["original_size"])
-            sample["crop_top_left"] = tuple(sizes["flipped_crop_top_left" if flip else "crop_top_left"])
+            sample[ORIGINAL_SIZE_KEY] = tuple(sizes["original_size"])
+            sample[CROP_TOP_LEFT_KEY] = tuple(sizes["flipped_crop_top_left" if flip else "crop_top_left"])
         return sample
 
     def _skip(self, kind: str, detail: str) -> None:

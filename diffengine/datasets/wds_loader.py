@@ -198,7 +198,7 @@ def build_wds_dataloader(
     return loader
 
 
-def shard_dataset(resolution: int, center_crop: bool = True, random_flip: bool = False,
+def shard_dataset(resolution: int, center_crop: bool = True, random_flip: bool = True,
                   image_keys: str = IMAGE_KEYS, caption_key: str = CAPTION_KEY,
                   caption_json_fields: Sequence[str] = CAPTION_JSON_FIELDS, min_original_size: int | None = None,
                   max_pwatermark: float | None = None, max_punsafe: float | None = None,

@@ -2,6 +2,7 @@
 import torch
 from mmengine.model import BaseDataPreprocessor
 
+from diffengine.contracts import PIXELS_KEY
 from diffengine.registry import MODELS
 
 
@@ -28,6 +29,6 @@ class DiffusionDataPreprocessor(BaseDataPreprocessor):
     def forward(self, data: dict, training: bool = False) -> dict:
         """Cast to the device, then scale uint8 ``pixel_values`` to float32 in [-1, 1]."""
         data = self.cast_data(data)
-        if "pixel_values" in data["inputs"]:
-            data["inputs"]["pixel_values"] = normalize_pixels(data["inputs"]["pixel_values"])
+        if PIXELS_KEY in data["inputs"]:
+            data["inputs"][PIXELS_KEY] = normalize_pixels(data["inputs"][PIXELS_KEY])
         return data

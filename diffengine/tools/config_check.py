@@ -12,9 +12,12 @@ import math
 import types
 import typing
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffengine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mmengine.config import Config
 
 # the config keys MMEngine's Runner.from_cfg and diffengine's commands read at the top level
 RUNNER_KEYS = frozenset({
@@ -37,7 +40,7 @@ _MINIMUMS = {"max_iters": 1, "batch_size": 1, "num_workers": 0, "interval": 1,
              "num_samples_per_epoch": 1, "max_keep": 1}
 
 
-def check_cfg_options(cfg, options: dict[str, Any]) -> None:
+def check_cfg_options(cfg: "Config", options: dict[str, Any]) -> None:
     """Reject ``--cfg-options`` keys that name no config entry and no argument of a typed section."""
     for key in options:
         parts = key.split(".")
@@ -46,7 +49,7 @@ def check_cfg_options(cfg, options: dict[str, Any]) -> None:
             raise ConfigError(f"--cfg-options {key}: the config has no {parts[0]!r}{_did_you_mean(parts[0], known)}")
 
 
-def check_config(cfg, registries: dict[str, Any]) -> None:
+def check_config(cfg: "Config", registries: dict[str, Any]) -> None:
     """Raise ``ConfigError`` for an unknown type, an unknown option or a bad basic value in ``cfg``.
 
     ``registries`` maps a section name (``model``, ``hooks``, ...) to the registry its string
@@ -69,7 +72,7 @@ def check_config(cfg, registries: dict[str, Any]) -> None:
             _check_value(f"{where}.{key}", value, hints.get(key), target)
 
 
-def check_epoch_counting(cfg, registries: dict[str, Any]) -> None:
+def check_epoch_counting(cfg: "Config", registries: dict[str, Any]) -> None:
     """An iteration-based loop runs a single epoch, so a hook or schedule that counts epochs (by
     MMEngine's default ``by_epoch=True``) would act only at the end: no checkpoint before it, a
     warm-up that never ends. Refused unless MMEngine converts the schedule to iterations."""
@@ -88,7 +91,7 @@ def check_epoch_counting(cfg, registries: dict[str, Any]) -> None:
                               f"{where}.by_epoch=False")
 
 
-def check_training_values(cfg) -> None:
+def check_training_values(cfg: "Config") -> None:
     """Learning rates must be positive finite numbers (a negative one trains uphill without an
     error), paramwise options ones the optimizer constructor reads, sampling hooks' options ones
     inference takes, and the training resolution a multiple of 8, which every pipeline asks to
@@ -130,28 +133,30 @@ def check_training_values(cfg) -> None:
                           f"got {resolution}: a bridge trained at it could not sample at its own size")
 
 
-def check_schedule_range(cfg) -> None:
-    """Refuse a learning-rate schedule that never acts (``begin`` at or past ``max_iters``) or has
-    no span (``begin >= end``, which MMEngine refuses only after the models load)."""
-    for where, _, begin, end, max_iters in _schedule_spans(cfg):
+def check_schedule_range(cfg: "Config") -> None:
+    """Refuse a learning-rate schedule without a span (``begin >= end``), which MMEngine refuses
+    only after the models load."""
+    for where, _, begin, end, _ in _schedule_spans(cfg):
         if end is not None and begin >= end:
             raise ConfigError(f"{where}: begin={begin} is not before end={end}")
+
+
+def schedules_cut_short(cfg: "Config") -> list[str]:
+    """A warning for each learning-rate schedule that ``max_iters`` ends early or never reaches: a
+    warm-up that never reaches its rate, a decay that never finishes or never starts (meant when a
+    run is shortened for a test, or resumed later with more iterations, so not an error)."""
+    warnings = []
+    for where, name, begin, end, max_iters in _schedule_spans(cfg):
         if begin >= max_iters:
-            raise ConfigError(f"{where}: begin={begin} is not before train_cfg.max_iters={max_iters}, "
-                              "so the schedule would never act")
+            warnings.append(f"{where}: {name} begins at iteration {begin}, not before "
+                            f"train_cfg.max_iters={max_iters}: it never acts in this run")
+        elif end is not None and max_iters < end:
+            warnings.append(f"{where}: {name} ends at iteration {end}, after train_cfg.max_iters={max_iters}: "
+                            f"training stops {max_iters - begin} of its {end - begin} iterations in")
+    return warnings
 
 
-def schedules_cut_short(cfg) -> list[str]:
-    """A warning for each learning-rate schedule that ``max_iters`` ends early: a warm-up that never
-    reaches its rate, a decay that never finishes (meant when a run is shortened for a test, or
-    resumed later with more iterations, so not an error)."""
-    return [f"{where}: {name} ends at iteration {end}, after train_cfg.max_iters={max_iters}: training "
-            f"stops {max_iters - begin} of its {end - begin} iterations in"
-            for where, name, begin, end, max_iters in _schedule_spans(cfg)
-            if end is not None and begin < max_iters < end]
-
-
-def _schedule_spans(cfg) -> Iterator[tuple[str, str, int, int | None, int]]:
+def _schedule_spans(cfg: "Config") -> Iterator[tuple[str, str, int, int | None, int]]:
     """``(key path, type name, begin, end or None, max_iters)`` of each scheduler with whole-number bounds."""
     max_iters = (cfg.get("train_cfg") or {}).get("max_iters")
     schedulers = cfg.get("param_scheduler") or []
@@ -165,7 +170,7 @@ def _schedule_spans(cfg) -> Iterator[tuple[str, str, int, int | None, int]]:
                    max_iters)
 
 
-def check_model_wrapper_scope(cfg) -> None:
+def check_model_wrapper_scope(cfg: "Config") -> None:
     """MMEngine's Runner looks a model wrapper's ``type`` up in MMEngine's own registry, where a
     diffengine wrapper is found only by its scoped name: say so in one line, not as a TypeError later."""
     from mmengine.registry import MODEL_WRAPPERS
@@ -176,7 +181,7 @@ def check_model_wrapper_scope(cfg) -> None:
                           f"write 'diffengine.{kind}'")
 
 
-def _typed_sections(cfg, registries: dict[str, Any]) -> Iterator[tuple[str, dict, Any, str]]:
+def _typed_sections(cfg: "Config", registries: dict[str, Any]) -> Iterator[tuple[str, dict, Any, str]]:
     """``(key path, dict with a type, registry, registry name)`` for each section MMEngine builds."""
     def typed(where: str, node: Any, registry_name: str):
         if isinstance(node, dict) and "type" in node:

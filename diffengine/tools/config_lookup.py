@@ -1,6 +1,9 @@
-"""Find configs by name among the packaged ones (no heavy imports: the CLI's help path uses it)."""
+"""Find configs by name among the packaged ones, and copy them out (no heavy imports: the CLI's help path uses it)."""
 import difflib
+import shutil
 from pathlib import Path
+
+from diffengine.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -42,3 +45,28 @@ def resolve_config(name_or_path: str) -> Path:
     close = difflib.get_close_matches(name, list(configs), n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else " See `diffengine list-cfg`."
     raise UnknownConfigError(f"unknown config '{name_or_path}': not a file and not a packaged config.{hint}")
+
+
+def copy_config(name: str, dest: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """Copy a config into ``dest`` with the ``_base_`` parts and sibling configs it imports
+    relatively; returns (the source, its copy). Refuses (ConfigError) to replace files there that
+    differ from the packaged ones (the user's edits) unless ``overwrite``."""
+    source = resolve_config(name)
+    root = configs_root()
+    dest_root = Path(dest)
+    if not source.is_relative_to(root):
+        copies = {source: dest_root / source.name}
+    else:
+        copies = {path: dest_root / path.relative_to(root)
+                  for folder in {Path("_base_"), source.relative_to(root).parent}
+                  for path in (root / folder).rglob("*.py")}
+        copies.setdefault(source, dest_root / source.relative_to(root))
+    existing = [copy for original, copy in copies.items()
+                if copy.exists() and copy.read_bytes() != original.read_bytes()]
+    if existing and not overwrite:
+        raise ConfigError(f"{len(existing)} file(s) in {dest_root} differ from the packaged ones, e.g. "
+                          f"{existing[0]}: not overwriting your edits (--overwrite replaces them)")
+    for original, copy in copies.items():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(original, copy)
+    return source, copies[source]

@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from diffengine.datasets.shapes import caption_corpus, shape_samples
+from diffengine.datasets.shapes import caption_corpus
 
 
 def _train_sentencepiece(corpus: list[str], out_prefix: Path, vocab_size: int) -> Path:
@@ -237,19 +237,31 @@ def make_demo_assets(out_dir: str | Path, num_images: int = 2048, images_per_sha
     """Write the whole demo under ``out_dir`` (idempotent): ``t5/`` (a tiny random T5 encoder),
     ``stage1/`` (a copy of ShapesBench's packaged stage-1 model) and ``shards/`` (ShapesBench
     training images, 32 px)."""
-    from diffengine.datasets import write_wds_shards
+    from diffengine.datasets.shapes import IMAGE_SIZE
 
+    from .shapes_assets import write_shape_shards
     from .shapesbench import STAGE1_ASSET, verify_stage1
 
     out_dir = Path(out_dir)
     done = out_dir / "demo_assets.json"
     if done.is_file():
         return out_dir
-    make_tiny_t5(out_dir / "t5")
+    t5_dir, stage1_dir, shards_dir = demo_folders(out_dir)
+    make_tiny_t5(t5_dir)
     verify_stage1(STAGE1_ASSET)
-    shutil.copytree(STAGE1_ASSET, out_dir / "stage1", dirs_exist_ok=True)
-    stats = write_wds_shards(shape_samples(num_images, 32), out_dir / "shards",
-                             maxcount=images_per_shard, image_format="png", progress=progress)
-    done.write_text(json.dumps({"num_images": num_images, "image_size": 32,
-                                "shards": stats["shards"]}, indent=2))
+    shutil.copytree(STAGE1_ASSET, stage1_dir, dirs_exist_ok=True)
+    shards = write_shape_shards(shards_dir, num_images, images_per_shard=images_per_shard, progress=progress)
+    done.write_text(json.dumps({"num_images": num_images, "image_size": IMAGE_SIZE, "shards": shards}, indent=2))
     return out_dir
+
+
+def demo_folders(data_dir: str | Path) -> tuple[Path, Path, Path]:
+    """The demo's text encoder, stage-1 model and shard folders under ``data_dir``."""
+    data = Path(data_dir)
+    return data / "t5", data / "stage1", data / "shards"
+
+
+def demo_overrides(t5_dir: Path, stage1_dir: Path, shards_dir: Path) -> list[str]:
+    """``--cfg-options`` that point the demo config at the demo's models and its first two shards."""
+    return [f"model.text_encoder={t5_dir}", f"model.vision_model={stage1_dir}",
+            f"train_dataloader.shards={shards_dir}/{{00000..00001}}.tar"]

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffengine.contracts import LATENTS_KEY, ORIGINAL_SIZE_KEY, PIXELS_KEY, TEXT_KEY
+
 from .. import constants
 from .arguments import add_overwrite_argument, image_side, positive_int, resolve_device
 
@@ -177,14 +179,14 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
     try:
         with wds.TarWriter(str(staging), mtime=SHARD_MTIME) as writer:
             for batch in _batches(dataset.shard_samples(url), args.batch_size):
-                if "latent_parameters" in batch[0]:
+                if LATENTS_KEY in batch[0]:
                     raise ValueError(f"{url} is a latent shard already: prep-latents encodes image shards")
-                parameters = _latent_parameters(vae, torch.stack([s["pixel_values"] for s in batch]), args.flip)
+                parameters = _latent_parameters(vae, torch.stack([s[PIXELS_KEY] for s in batch]), args.flip)
                 parameters = parameters.to(getattr(torch, args.latent_dtype)).cpu()
                 for index, sample in enumerate(batch):
                     meta = {**sample["meta"], LATENTS_RECORD: {**record, "source": url,
                                                                "sizes": _sizes(sample, args.flip)}}
-                    entry = {"__key__": sample["__key__"], "txt": sample["text"],
+                    entry = {"__key__": sample["__key__"], "txt": sample[TEXT_KEY],
                              LATENT_EXT: latent_bytes(parameters[index]),
                              "json": json.dumps(meta, default=str).encode("utf-8")}
                     if args.flip:
@@ -206,7 +208,7 @@ def _sizes(sample: dict[str, Any], flip: bool) -> dict[str, list[int]]:
     """The image's original size and the crop's (top, left) in the stored view (and in the flipped
     one, where the crop's right margin becomes its left): SDXL's time ids, as from image shards."""
     crop = sample["crop"]
-    sizes = {"original_size": list(sample["original_size"]), "crop_top_left": [crop.top, crop.left]}
+    sizes = {"original_size": list(sample[ORIGINAL_SIZE_KEY]), "crop_top_left": [crop.top, crop.left]}
     if flip:
         sizes["flipped_crop_top_left"] = [crop.top, crop.right]
     return sizes

@@ -4,17 +4,23 @@ Run as a module (``python -m diffengine.tools.train``) for torchrun's worker pro
 """
 import argparse
 import contextlib
-import inspect
-import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from diffengine.errors import ConfigError, NoUsableSampleError, one_line
 from diffengine.work_dirs import run_outputs, sample_grids_in
+
+from .data_check import check_shards
+from .launch import WORKER_ERROR_FILE_ENV, checks_the_work_dir
+
+if TYPE_CHECKING:
+    from mmengine.config import Config
+
+    from diffengine.engine import DiffEngineRunner
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +51,7 @@ def train_arguments(config: str, *options: str) -> argparse.Namespace:
     return parser.parse_args([config, *options])
 
 
-def load_config_file(config_path: Path):
+def load_config_file(config_path: Path) -> "Config":
     """``Config.fromfile`` with errors that name the file and line (MMEngine says ``<unknown>``)."""
     import ast
 
@@ -85,7 +91,7 @@ def parse_cfg_options(pairs: list[str]) -> dict:
     return options.cfg_options
 
 
-def build_config(args: argparse.Namespace, wds: bool):
+def build_config(args: argparse.Namespace, wds: bool) -> "Config":
     """Load the config and apply the command-line options to it."""
     from .config_check import check_cfg_options
     from .config_lookup import resolve_config
@@ -139,13 +145,6 @@ def _resume_checkpoint(resume: str, work_dir: str) -> Path:
     return found
 
 
-# set by the launching process for the workers it starts: it has checked the work dir already
-WORK_DIR_CHECKED_ENV = "DIFFENGINE_WORK_DIR_CHECKED"
-# set by the launching process: the file where the first worker stopped by a user input error
-# writes its one-line message, for the launcher to report once (exit 2) instead of one traceback each
-WORKER_ERROR_FILE_ENV = "DIFFENGINE_WORKER_ERROR_FILE"
-
-
 def _ignore_vanished(function, path: str, exc_info) -> None:
     """``shutil.rmtree``'s error handler: a file deleted meanwhile is fine, any other error raises."""
     if not issubclass(exc_info[0], FileNotFoundError):
@@ -177,7 +176,7 @@ def prepare_work_dir(work_dir: str | Path, resume: bool, overwrite: bool) -> Non
         raise ConfigError(f"work dir {work_dir} is not writable: {error.strerror or error}") from None
 
 
-def _add_tensorboard_if_installed(cfg) -> None:
+def _add_tensorboard_if_installed(cfg: "Config") -> None:
     """TensorBoard out of the box: log to it too when ``tensorboard`` is installed."""
     import importlib.util
 
@@ -189,84 +188,6 @@ def _add_tensorboard_if_installed(cfg) -> None:
         # a registry name, not the class: MMEngine cannot print a config holding a class object
         # added after loading (Runner logs the config, so training would stop there)
         backends.append(dict(type="TensorboardVisBackend"))
-
-
-def _check_shards(cfg) -> None:
-    """Local shard specs must match files, of the kind the model trains from, now, not after the models have loaded."""
-    from diffengine.datasets.shards import is_remote
-    from diffengine.datasets.wds_loader import build_wds_dataloader, shard_sources
-
-    loader = cfg.get("train_dataloader")
-    shards = loader.get("shards") if isinstance(loader, dict) else None
-    if shards is None:
-        return
-    defaults = inspect.signature(build_wds_dataloader).parameters
-    workers = loader.get("num_workers", defaults["num_workers"].default)
-    try:
-        specs, sources = shard_sources(shards, loader.get("weights"), bool(loader.get("resampled", False)),
-                                       _planned_world_size() * max(1, workers))
-    except FileNotFoundError as error:
-        raise ConfigError(f"train_dataloader.shards: {error}") from None
-    except ValueError as error:
-        raise ConfigError(f"train_dataloader: {error}") from None
-    local = [[url for url in source if not is_remote(url)] for source in sources]
-    first = next((urls[0] for urls in local if urls), None)
-    model = cfg.get("model")
-    if first is not None and isinstance(model, dict):
-        _check_latent_shard(first, model, loader.get("resolution"))
-    _check_first_samples(loader, specs, local)
-
-
-def _check_first_samples(loader: dict, specs: list[Any], local: list[list[str]]) -> None:
-    """Each source's first local shards must give a usable sample with the loader's parsing options."""
-    from diffengine.datasets.sample_check import unusable_samples_reason
-    from diffengine.datasets.wds_loader import shard_dataset
-
-    options = {name: loader[name] for name in inspect.signature(shard_dataset).parameters if name in loader}
-    for spec, urls in zip(specs, local, strict=True):
-        try:
-            reason = unusable_samples_reason(urls, shard_dataset(**options)) if urls else None
-        except ValueError as error:  # an option the parser refuses, e.g. aspect_ratio_range
-            raise ConfigError(f"train_dataloader: {error}") from None
-        if reason is not None:
-            raise ConfigError(f"train_dataloader: shards {spec!r}: {reason}")
-
-
-def _planned_world_size() -> int:
-    """The processes that will read shards: WORLD_SIZE in a worker, else what the launcher starts
-    (NPROC_PER_NODE x NNODES, a fixed node count; an elastic range counts as 1)."""
-    if os.environ.get("WORLD_SIZE", "").isdigit():
-        return int(os.environ["WORLD_SIZE"])
-    per_node, nodes = (os.environ.get(key, "1").strip() for key in ("NPROC_PER_NODE", "NNODES"))
-    return (int(per_node) if per_node.isdigit() else 1) * (int(nodes) if nodes.isdigit() else 1)
-
-
-def _check_latent_shard(path: str, model: dict, resolution: Any) -> None:
-    """The first local shard must hold latents when the model has no VAE encoder, and latents
-    made by this model's VAE at the loader's resolution: another VAE's latents (another scale,
-    offset or channel count) would train without error and teach the bridge nothing usable."""
-    from diffengine.datasets.latent_shards import LATENT_EXT, first_latent_sample, resolution_mismatch, vae_mismatch
-    from diffengine.datasets.shards import count_samples
-
-    latent = first_latent_sample(path)
-    if latent is None:
-        if model.get("vae_encoder", True) is False and count_samples([path], [LATENT_EXT])[0][0] == 0:
-            raise ConfigError(f"model.vae_encoder=False trains from latent shards, but {path} holds no "
-                              f"*.{LATENT_EXT}: encode the image shards with `diffengine prep-latents`, "
-                              "or set model.vae_encoder=True")
-        return
-    record, parameters = latent
-    vision_model = model.get("vision_model")
-    vae_config = Path(str(vision_model)).expanduser() / "vae" / "config.json"
-    mismatch = vae_mismatch(record, parameters, json.loads(vae_config.read_text())) if vae_config.is_file() else None
-    if mismatch is not None:
-        raise ConfigError(f"train_dataloader.shards: {path} holds latents of the VAE {record.get('vae', '?')} "
-                          f"and model.vision_model's VAE differs ({mismatch}): encode the image shards again "
-                          f"with `diffengine prep-latents --vision-model {vision_model}`")
-    mismatch = resolution_mismatch(record, resolution, "train_dataloader.resolution") if isinstance(
-        resolution, int) else None
-    if mismatch is not None:
-        raise ConfigError(f"train_dataloader.shards: {path} holds latents {mismatch}")
 
 
 def _registries() -> dict:
@@ -283,7 +204,7 @@ def _registries() -> dict:
             "vis_backend": registry.VISBACKENDS}
 
 
-def _mixed_precision(cfg) -> str | None:
+def _mixed_precision(cfg: "Config") -> str | None:
     """The name of the config's optimizer wrapper if it is MMEngine's AmpOptimWrapper or ours."""
     wrapper = cfg.get("optim_wrapper", {}).get("type")
     name = (wrapper if isinstance(wrapper, str) else getattr(wrapper, "__name__", "")).split(".")[-1]
@@ -296,7 +217,7 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _check_wds_config(cfg, config_path: Path) -> None:
+def _check_wds_config(cfg: "Config", config_path: Path) -> None:
     """``wds_train`` streams shards: it needs a loader builder and an iteration-based loop."""
     from diffengine.engine.runner import is_loader_builder_cfg
 
@@ -308,7 +229,7 @@ def _check_wds_config(cfg, config_path: Path) -> None:
                           "train_cfg=dict(type=StreamingIterBasedTrainLoop, max_iters=N)")
 
 
-def check_resolved_config(cfg) -> None:
+def check_resolved_config(cfg: "Config") -> None:
     """Every check of a resolved config that reads no file: types, options, values, counting."""
     from .config_check import (
         check_config,
@@ -326,28 +247,25 @@ def check_resolved_config(cfg) -> None:
     check_schedule_range(cfg)
 
 
-def prepare_config(args: argparse.Namespace, wds: bool):
+def prepare_config(args: argparse.Namespace, wds: bool) -> "Config":
     """The checked config: every ``ConfigError`` is raised here, before any process or model starts."""
     from .config_lookup import resolve_config
 
     resolve_config(args.config)  # an unknown name fails here, before the slow imports
     cfg = build_config(args, wds)
     check_resolved_config(cfg)
-    _check_shards(cfg)
+    check_shards(cfg)
     if _mixed_precision(cfg) and not _cuda_available():
         how = "--amp" if args.amp else f"{args.config} (optim_wrapper.type={_mixed_precision(cfg)})"
         raise ConfigError(f"{how} trains in mixed precision, which needs a GPU (MMEngine's "
                           "AmpOptimWrapper); none is available. On a CPU: drop --amp, or add "
                           "--cfg-options optim_wrapper.type=GuardedOptimWrapper")
-    # once per job: by the process that launches the workers, else by global rank 0 (slurm, mpi,
-    # torchrun started by hand)
-    rank = next((os.environ[k] for k in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK") if k in os.environ), "0")
-    if WORK_DIR_CHECKED_ENV not in os.environ and rank == "0":
+    if checks_the_work_dir():
         prepare_work_dir(cfg.work_dir, resume=bool(cfg.get("resume")), overwrite=args.overwrite)
     return cfg
 
 
-def run(args: argparse.Namespace, wds: bool = False):
+def run(args: argparse.Namespace, wds: bool = False) -> "DiffEngineRunner":
     """Train as configured and return the runner; raises on failure (non-zero exit)."""
     cfg = prepare_config(args, wds)  # its config check has imported (registered) the package's parts
     from diffengine.engine import DiffEngineRunner

@@ -8,7 +8,7 @@ from diffengine.entry_point import main
 from diffengine.tools.bench.cpu import build_cpu_runner, median_interval
 from diffengine.tools.bench.flops import count_training_flops
 from diffengine.tools.bench.gpu import find_largest_batch, memory_probe
-from diffengine.tools.bench.models import _architecture, _model_kwargs, _optimizer_settings, packaged_config
+from diffengine.tools.bench.models import architecture_configs, model_kwargs_of, optimizer_settings_of, packaged_config
 from diffengine.tools.bench.plain_loop import PlainLoop
 from diffengine.tools.bench.startup import time_to_first_iteration
 
@@ -55,7 +55,7 @@ def test_plain_loop_and_diffengine_make_the_same_update(demo_data, tmp_path):
 
     runner, cfg = build_cpu_runner(demo_data / "t5", demo_data / "stage1", demo_data / "shards",
                                    str(tmp_path), max_iters=1, batch_size=4)
-    plain = PlainLoop(demo_data / "t5", demo_data / "stage1", _model_kwargs(cfg), *_optimizer_settings(cfg))
+    plain = PlainLoop(demo_data / "t5", demo_data / "stage1", model_kwargs_of(cfg), *optimizer_settings_of(cfg))
     plain.copy_trainable_from(runner.model)
     before = plain.trainable_state()
     capture = Capture()
@@ -96,8 +96,8 @@ def test_largest_batch_search_doubles_then_bisects_and_frees_between_tries():
 
 
 def test_flop_count_is_positive_adds_up_and_is_linear_in_batch(demo_data):
-    architecture = _architecture("tiny", demo_data)
-    kwargs = _model_kwargs(packaged_config("tiny"))
+    architecture = architecture_configs("tiny", demo_data)
+    kwargs = model_kwargs_of(packaged_config("tiny"))
     one = count_training_flops(architecture, kwargs, resolution=32, batch_size=1)
     two = count_training_flops(architecture, kwargs, resolution=32, batch_size=2)
     parts = ("vae_encoder_forward", "lm_forward_backward", "adapter_forward_backward", "denoiser_forward_backward")

@@ -23,6 +23,9 @@ class ShapesBenchHook(Hook):
     """
 
     priority = "LOW"
+    # the message hub's info keys of the latest scores and of those before training
+    LATEST_INFO = "shapesbench"
+    BEFORE_INFO = "shapesbench_before"
 
     def __init__(self, interval: int | None = None, images_per_prompt: int = 2,
                  num_inference_steps: int = SHAPESBENCH_STEPS, guidance_scale: float = SHAPESBENCH_GUIDANCE):
@@ -53,9 +56,9 @@ class ShapesBenchHook(Hook):
         cells = ", ".join(f"{set_name} all three {100 * summary['all']['mean']:.1f} %"
                           for set_name, summary in result.items())
         runner.logger.info(f"ShapesBench at iteration {step}: {cells}")
-        if not runner.message_hub.get_info("shapesbench_before"):
-            runner.message_hub.update_info("shapesbench_before", result)
-        runner.message_hub.update_info("shapesbench", result)
+        if not runner.message_hub.get_info(self.BEFORE_INFO):
+            runner.message_hub.update_info(self.BEFORE_INFO, result)
+        runner.message_hub.update_info(self.LATEST_INFO, result)
 
     def before_train(self, runner) -> None:
         """Scores of the untrained model: the floor."""

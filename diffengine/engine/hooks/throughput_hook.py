@@ -3,6 +3,7 @@ import time
 
 from mmengine.hooks import Hook
 
+from diffengine.contracts import TEXT_KEY
 from diffengine.registry import HOOKS
 
 
@@ -27,6 +28,6 @@ class ThroughputHook(Hook):
         """Record the samples per second of the iteration that just ended."""
         now = time.perf_counter()
         if self._last is not None and data_batch is not None:
-            samples = len(data_batch["inputs"]["text"]) * runner.world_size
+            samples = len(data_batch["inputs"][TEXT_KEY]) * runner.world_size
             runner.message_hub.update_scalar("train/samples_per_s", samples / (now - self._last))
         self._last = now

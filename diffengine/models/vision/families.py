@@ -18,6 +18,8 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 
+from diffengine.contracts import CROP_TOP_LEFT_KEY, ORIGINAL_SIZE_KEY
+
 
 @functools.cache  # Flux's training step asks for its pipeline's packing helpers every step
 def diffusers_pipeline_class(name: str) -> type[DiffusionPipeline]:
@@ -58,14 +60,14 @@ class SizeConditioning:
     @classmethod
     def of_batch(cls, inputs: dict, target_size: tuple[int, int]) -> "SizeConditioning | None":
         """The sizes the loader recorded in a batch's ``inputs`` (None when it recorded none)."""
-        if "original_size" not in inputs or "crop_top_left" not in inputs:
+        if ORIGINAL_SIZE_KEY not in inputs or CROP_TOP_LEFT_KEY not in inputs:
             return None
-        original = inputs["original_size"]
+        original = inputs[ORIGINAL_SIZE_KEY]
         # filled on the device: a tensor built from Python numbers would be a copy to the GPU
         # that waits for it every step
         target = torch.empty_like(original)
         target[:, 0], target[:, 1] = target_size
-        return cls(original, inputs["crop_top_left"], target)
+        return cls(original, inputs[CROP_TOP_LEFT_KEY], target)
 
 
 @dataclass(frozen=True)

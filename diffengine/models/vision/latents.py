@@ -3,6 +3,8 @@ import torch
 from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
+from diffengine.contracts import LATENTS_KEY, PIXELS_KEY
+
 
 def vae_scale_factor(vae_config) -> int:
     """Pixels per latent along a side: 2 for each downsampling stage of the VAE (8 for SD's)."""
@@ -52,18 +54,18 @@ def batch_latents(vae: AutoencoderKL, inputs: dict) -> torch.Tensor:
     Raises ValueError for pixels when ``drop_vae_encoder`` freed the encoder, and for latents of
     another VAE's channel count.
     """
-    if "latent_parameters" in inputs:
-        stored = inputs["latent_parameters"].shape[1] // 2
+    if LATENTS_KEY in inputs:
+        stored = inputs[LATENTS_KEY].shape[1] // 2
         if stored != vae.config.latent_channels:
             raise ValueError(f"the latent shards hold {stored}-channel latents and this model's VAE makes "
                              f"{vae.config.latent_channels}: they were encoded by another base model's VAE; run "
                              "prep-latents again with --vision-model set to this model's vision_model")
-        return latents_from_parameters(vae, inputs["latent_parameters"])
+        return latents_from_parameters(vae, inputs[LATENTS_KEY])
     if not has_vae_encoder(vae):
         raise ValueError("this model was built with vae_encoder=False and cannot encode a batch of "
                          "pixels: train it from latent shards (diffengine prep-latents), or set "
                          "model.vae_encoder=True")
-    return encode_latents(vae, inputs["pixel_values"])
+    return encode_latents(vae, inputs[PIXELS_KEY])
 
 
 def drop_vae_encoder(vae: AutoencoderKL) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .models import CONFIG_BY_SIZE, _model_kwargs, _optimizer_settings, demo_models, demo_overrides, packaged_config
+from .models import CONFIG_BY_SIZE, demo_models, model_kwargs_of, optimizer_settings_of, packaged_config
 from .plain_loop import PlainLoop
 from .startup import time_to_first_iteration
 
@@ -174,6 +174,8 @@ def build_cpu_runner(t5_dir: Path, sd_dir: Path, shards: Path, work_dir: str, ma
     from diffengine.engine import DiffEngineRunner, ShapesBenchHook, VisualizationHook
     from diffengine.registry import FUNCTIONS
 
+    from ..demo_assets import demo_overrides
+
     cfg = packaged_config("tiny", *demo_overrides(t5_dir, sd_dir, shards),
                           *([f"train_dataloader.batch_size={batch_size}"] if batch_size else []),
                           f"train_cfg.max_iters={max_iters}", "default_hooks.checkpoint.save_last=False",
@@ -196,7 +198,7 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
     max_iters = args.warmup + args.rounds * args.iters_per_round
     with tempfile.TemporaryDirectory() as work_dir:
         runner, cfg = build_cpu_runner(t5_dir, sd_dir, shards, work_dir, max_iters, args.batch_size)
-        plain = PlainLoop(t5_dir, sd_dir, _model_kwargs(cfg), *_optimizer_settings(cfg))
+        plain = PlainLoop(t5_dir, sd_dir, model_kwargs_of(cfg), *optimizer_settings_of(cfg))
         plain.copy_trainable_from(runner.model)
         hook = paired_rounds_hook(plain.step, args.warmup, args.rounds, args.iters_per_round)
         runner.register_hook(hook, hook.priority)

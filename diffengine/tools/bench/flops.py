@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from .models import (
     CONFIG_BY_SIZE,
-    _architecture,
-    _model_kwargs,
     adapter_dims,
+    architecture_configs,
     default_resolution,
     latent_side,
     lora_settings,
+    model_kwargs_of,
     packaged_config,
 )
 
@@ -164,6 +164,6 @@ def _gflop(flops: float) -> str:
 def size_flops(size: str, data_dir: str | Path | None, resolution: int) -> dict[str, Any]:
     """The training FLOPs per sample of a bench size with its packaged config's settings, and how counted."""
     cfg = packaged_config(size)
-    per_sample = count_training_flops(_architecture(size, data_dir), _model_kwargs(cfg), resolution)
+    per_sample = count_training_flops(architecture_configs(size, data_dir), model_kwargs_of(cfg), resolution)
     return {"size": size, "config": CONFIG_BY_SIZE[size], "resolution": resolution, "per_sample": per_sample,
             "counted_with": "torch.utils.flop_counter.FlopCounterMode on the meta device, batch 1"}

@@ -13,16 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffengine.contracts import LATENTS_KEY, PIXELS_KEY, TEXT_KEY
+
 from ..arguments import resolve_device
 from .flops import size_flops
 from .models import (
     CONFIG_BY_SIZE,
-    _model_kwargs,
-    _optimizer_settings,
     default_resolution,
     demo_models,
     latent_side,
     make_full_size_assets,
+    model_kwargs_of,
+    optimizer_settings_of,
     packaged_config,
 )
 from .plain_loop import PlainLoop
@@ -100,12 +102,12 @@ def _batch(kind: str, batch_size: int, resolution: int, latent_shape: tuple[int,
     import torch
 
     if kind == "pixels":
-        values = {"pixel_values": torch.randint(0, 256, (batch_size, 3, resolution, resolution), dtype=torch.uint8)}
+        values = {PIXELS_KEY: torch.randint(0, 256, (batch_size, 3, resolution, resolution), dtype=torch.uint8)}
     else:
         channels, side = latent_shape
         mean = torch.randn(batch_size, channels, side, side)
-        values = {"latent_parameters": torch.cat([mean, torch.full_like(mean, -6.0)], dim=1)}
-    return {"inputs": {**values, "text": [CAPTION] * batch_size}}
+        values = {LATENTS_KEY: torch.cat([mean, torch.full_like(mean, -6.0)], dim=1)}
+    return {"inputs": {**values, TEXT_KEY: [CAPTION] * batch_size}}
 
 
 def time_steps(step: Callable[[], None], iters: int, warmup: int, device: torch.device) -> dict[str, float]:
@@ -153,7 +155,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
         if value != "max" and not (value.isdigit() and int(value) >= 1):
             raise ValueError(f"--batch-sizes: expected whole numbers >= 1 or max, got {value!r}")
     cfg = packaged_config(args.size)
-    model_kwargs = _model_kwargs(cfg)
+    model_kwargs = model_kwargs_of(cfg)
     flops = size_flops(args.size, args.data_dir, resolution)["per_sample"]
     flops_by_input = {"pixels": flops["step_total"], "latents": flops["step_total_from_latents"]}
     peak, peak_source = peak_flops(device, args.peak_tflops)
@@ -174,7 +176,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
             t5_dir, sd_dir, _ = demo_models(args.data_dir)
         print(f"models written in {time.perf_counter() - start:.0f} s", flush=True)
         if not args.no_paper:
-            optimizer, group_lr, max_norm = _optimizer_settings(cfg)
+            optimizer, group_lr, max_norm = optimizer_settings_of(cfg)
             # the paper's AdamW: the fused one is among diffengine's fast defaults
             optimizer = {key: value for key, value in optimizer.items() if key != "fused"}
             plain = PlainLoop(t5_dir, sd_dir, model_kwargs, optimizer, group_lr, max_norm, device=device)

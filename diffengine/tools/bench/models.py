@@ -87,11 +87,10 @@ def make_full_size_assets(root: Path) -> tuple[Path, Path]:
 
 def demo_models(data_dir: str | Path) -> tuple[Path, Path, Path]:
     """The demo's assets (built once, as ``diffengine demo`` does): T5 folder, stage-1 folder, shards."""
-    from ..demo_assets import make_demo_assets
+    from ..demo_assets import demo_folders, make_demo_assets
 
     with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
-        data = make_demo_assets(data_dir, progress=False).resolve()
-    return data / "t5", data / "stage1", data / "shards"
+        return demo_folders(make_demo_assets(data_dir, progress=False).resolve())
 
 
 def packaged_config(size: str, *options: str):
@@ -103,12 +102,12 @@ def packaged_config(size: str, *options: str):
                                             *(["--cfg-options", *options] if options else [])), wds=True)
 
 
-def _model_kwargs(cfg) -> dict[str, Any]:
+def model_kwargs_of(cfg) -> dict[str, Any]:
     """A config's model settings: ``cfg.model`` without its ``type``."""
     return {key: value for key, value in cfg.model.items() if key != "type"}
 
 
-def _optimizer_settings(cfg) -> tuple[dict, dict[str, float], float]:
+def optimizer_settings_of(cfg) -> tuple[dict, dict[str, float], float]:
     """(AdamW keyword arguments, learning rate by group, clip max norm) of a config's optim_wrapper."""
     wrapper = cfg.optim_wrapper
     optimizer = {key: value for key, value in wrapper.optimizer.items() if key != "type"}
@@ -116,7 +115,7 @@ def _optimizer_settings(cfg) -> tuple[dict, dict[str, float], float]:
     return optimizer, group_lr, wrapper.clip_grad["max_norm"]
 
 
-def _architecture(size: str, data_dir: str | Path) -> dict[str, Any]:
+def architecture_configs(size: str, data_dir: str | Path) -> dict[str, Any]:
     """The configs of a size's text encoder, UNet, VAE and scheduler (tiny: read from the demo's folders)."""
     if size == "full":
         return full_size_configs()
@@ -135,12 +134,6 @@ def _architecture(size: str, data_dir: str | Path) -> dict[str, Any]:
             "denoiser": dict(UNet2DConditionModel.load_config(sd_dir, subfolder="unet")),
             "vae": dict(AutoencoderKL.load_config(sd_dir, subfolder="vae")),
             "scheduler": dict(DDPMScheduler.load_config(sd_dir, subfolder="scheduler"))}
-
-
-def demo_overrides(t5_dir: Path, sd_dir: Path, shards: Path) -> list[str]:
-    """``--cfg-options`` that point the demo config at the demo's models and its first two shards."""
-    return [f"model.text_encoder={t5_dir}", f"model.vision_model={sd_dir}",
-            f"train_dataloader.shards={shards}/{{00000..00001}}.tar"]
 
 
 def lora_settings(model_kwargs: dict, side: str) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from diffengine.contracts import PIXELS_KEY, TEXT_KEY
+
 from .models import adapter_dims, lora_settings
 
 if TYPE_CHECKING:
@@ -105,7 +107,7 @@ class PlainLoop:
         import torch
         import torch.nn.functional as F
 
-        pixels = inputs["pixel_values"].to(self.device).float().div_(127.5).sub_(1.0)
+        pixels = inputs[PIXELS_KEY].to(self.device).float().div_(127.5).sub_(1.0)
         with torch.no_grad():
             # contiguous: randn_like follows the memory layout, which CPU convolutions may make channels-last
             latents = (self.vae.encode(pixels.to(self.weight_dtype)).latent_dist.sample().float()
@@ -116,7 +118,7 @@ class PlainLoop:
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         target = (self.scheduler.get_velocity(latents, noise, timesteps)
                   if self.scheduler.config.prediction_type == "v_prediction" else noise)
-        texts = list(inputs["text"])
+        texts = list(inputs[TEXT_KEY])
         if self.caption_dropout:
             keep = (torch.rand(len(texts)) >= self.caption_dropout).tolist()
             texts = [text if kept else "" for text, kept in zip(texts, keep, strict=True)]

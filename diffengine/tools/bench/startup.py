@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .models import CONFIG_BY_SIZE, demo_overrides
+from .models import CONFIG_BY_SIZE
 
 # log lines of `diffengine wds_train` that mark its progress, first occurrence each
 STARTUP_MARKS = {"config_logged_s": re.compile(r"mmengine - INFO - Config:"),
@@ -29,6 +29,8 @@ def time_to_first_iteration(t5_dir: Path, sd_dir: Path, shards: Path, work_dir: 
     import os
 
     from diffengine.entry_point import main as cli_main
+
+    from ..demo_assets import demo_overrides
 
     root = work_dir / "startup"
     with contextlib.redirect_stdout(io.StringIO()):

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from mmengine.model import BaseModel
 
+from diffengine.contracts import PIXELS_KEY
 from diffengine.registry import MODELS
 
 from ...data_preprocessor import DiffusionDataPreprocessor
@@ -40,7 +41,7 @@ class AutoencoderKLTrainer(BaseModel):
         if mode != "loss":
             raise NotImplementedError(f"AutoencoderKLTrainer.forward supports mode='loss' only, "
                                       f"got '{mode}'")
-        pixels = inputs["pixel_values"]
+        pixels = inputs[PIXELS_KEY]
         posterior = self.vae.encode(pixels).latent_dist
         reconstruction = self.vae.decode(posterior.sample()).sample
         return {"loss_reconstruction": F.mse_loss(reconstruction, pixels),

@@ -15,6 +15,7 @@ from peft import LoraConfig
 from PIL import Image
 
 from diffengine.constants import BRIDGE_MANIFEST
+from diffengine.contracts import TEXT_KEY
 from diffengine.precision import AUTO, TORCH_DTYPES, weight_dtype_name
 from diffengine.registry import MODELS
 from diffengine.version import __version__
@@ -261,8 +262,8 @@ class LaViBridge(BaseModel):
         latents = batch_latents(self.vae, inputs)
         self._check_latent_size(latents)
         noised = self.objective.noised(latents)
-        self.language.warn_truncated_captions(inputs["text"])
-        text = self.encode_text(drop_captions(inputs["text"], self.caption_dropout))
+        self.language.warn_truncated_captions(inputs[TEXT_KEY])
+        text = self.encode_text(drop_captions(inputs[TEXT_KEY], self.caption_dropout))
         scale = vae_scale_factor(self.vae.config)
         sizes = SizeConditioning.of_batch(inputs, tuple(scale * n for n in latents.shape[-2:]))
         model_pred = self.vision_family.predict(self.denoiser, noised.noisy.to(self.weight_dtype),

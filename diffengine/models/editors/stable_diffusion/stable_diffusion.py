@@ -7,6 +7,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from mmengine.model import BaseModel
 from PIL import Image
 
+from diffengine.contracts import TEXT_KEY
 from diffengine.registry import MODELS
 
 from ...data_preprocessor import DiffusionDataPreprocessor
@@ -104,8 +105,8 @@ class StableDiffusion(BaseModel):
                                       f"'{mode}'; use infer() to generate images")
         latents = batch_latents(self.vae, inputs)
         noised = self.objective.noised(latents)
-        self.language.warn_truncated_captions(inputs["text"])
-        input_ids, mask = self.language.tokenize(drop_captions(inputs["text"], self.caption_dropout),
+        self.language.warn_truncated_captions(inputs[TEXT_KEY])
+        input_ids, mask = self.language.tokenize(drop_captions(inputs[TEXT_KEY], self.caption_dropout),
                                                  self.device)
         context = self.language(input_ids, mask)
         model_pred = self.unet(noised.noisy, noised.timesteps, encoder_hidden_states=context).sample

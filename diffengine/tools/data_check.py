@@ -1,0 +1,85 @@
+"""The training data checked before any model loads: shard specs against the files and the
+readers, latent shards against the model, and the loader's options against the first samples."""
+import inspect
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from diffengine.errors import ConfigError
+
+from .launch import planned_world_size
+
+if TYPE_CHECKING:
+    from mmengine.config import Config
+
+
+def check_shards(cfg: "Config") -> None:
+    """Local shard specs must match files, of the kind the model trains from, now, not after the models have loaded."""
+    from diffengine.datasets.shards import is_remote
+    from diffengine.datasets.wds_loader import build_wds_dataloader, shard_sources
+
+    loader = cfg.get("train_dataloader")
+    shards = loader.get("shards") if isinstance(loader, dict) else None
+    if shards is None:
+        return
+    defaults = inspect.signature(build_wds_dataloader).parameters
+    workers = loader.get("num_workers", defaults["num_workers"].default)
+    readers = planned_world_size() * max(1, workers)
+    try:
+        specs, sources = shard_sources(shards, loader.get("weights"), bool(loader.get("resampled", False)), readers)
+    except FileNotFoundError as error:
+        raise ConfigError(f"train_dataloader.shards: {error}") from None
+    except ValueError as error:
+        raise ConfigError(f"train_dataloader: {error}") from None
+    local = [[url for url in source if not is_remote(url)] for source in sources]
+    first = next((urls[0] for urls in local if urls), None)
+    model = cfg.get("model")
+    if first is not None and isinstance(model, dict):
+        _check_latent_shard(first, model, loader.get("resolution"))
+    weights = loader.get("weights") or [1.0] * len(specs)
+    # a source of weight 0 is never read
+    _check_first_samples(loader, [(spec, urls) for spec, urls, weight in zip(specs, local, weights, strict=True)
+                                  if weight > 0])
+
+
+def _check_first_samples(loader: dict, sources: list[tuple[Any, list[str]]]) -> None:
+    """Each source's first local shards must give a usable sample with the loader's parsing options."""
+    from diffengine.datasets.sample_check import unusable_samples_reason
+    from diffengine.datasets.wds_loader import shard_dataset
+
+    options = {name: loader[name] for name in inspect.signature(shard_dataset).parameters if name in loader}
+    for spec, urls in sources:
+        try:
+            reason = unusable_samples_reason(urls, shard_dataset(**options)) if urls else None
+        except ValueError as error:  # an option the parser refuses, e.g. aspect_ratio_range
+            raise ConfigError(f"train_dataloader: {error}") from None
+        if reason is not None:
+            raise ConfigError(f"train_dataloader: shards {spec!r}: {reason}")
+
+
+def _check_latent_shard(path: str, model: dict, resolution: Any) -> None:
+    """The first local shard must hold latents when the model has no VAE encoder, and latents
+    made by this model's VAE at the loader's resolution: another VAE's latents (another scale,
+    offset or channel count) would train without error and teach the bridge nothing usable."""
+    from diffengine.datasets.latent_shards import LATENT_EXT, first_latent_sample, resolution_mismatch, vae_mismatch
+    from diffengine.datasets.shards import count_samples
+
+    latent = first_latent_sample(path)
+    if latent is None:
+        if model.get("vae_encoder", True) is False and count_samples([path], [LATENT_EXT])[0][0] == 0:
+            raise ConfigError(f"model.vae_encoder=False trains from latent shards, but {path} holds no "
+                              f"*.{LATENT_EXT}: encode the image shards with `diffengine prep-latents`, "
+                              "or set model.vae_encoder=True")
+        return
+    record, parameters = latent
+    vision_model = model.get("vision_model")
+    vae_config = Path(str(vision_model)).expanduser() / "vae" / "config.json"
+    mismatch = vae_mismatch(record, parameters, json.loads(vae_config.read_text())) if vae_config.is_file() else None
+    if mismatch is not None:
+        raise ConfigError(f"train_dataloader.shards: {path} holds latents of the VAE {record.get('vae', '?')} "
+                          f"and model.vision_model's VAE differs ({mismatch}): encode the image shards again "
+                          f"with `diffengine prep-latents --vision-model {vision_model}`")
+    mismatch = resolution_mismatch(record, resolution, "train_dataloader.resolution") if isinstance(
+        resolution, int) else None
+    if mismatch is not None:
+        raise ConfigError(f"train_dataloader.shards: {path} holds latents {mismatch}")

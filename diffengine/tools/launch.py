@@ -1,0 +1,83 @@
+"""How a training command spreads over processes and nodes: the launch environment and torchrun.
+
+``NPROC_PER_NODE`` processes per node (one per GPU) and ``NNODES``, ``NODE_RANK``,
+``MASTER_ADDR``, ``MASTER_PORT`` for several nodes. The launching process checks the config and
+the work dir once, then starts the workers under torchrun; a worker stopped by a user input
+error writes its one-line message to a file the launcher reports. Import-free beyond the
+standard library, so the CLI starts fast.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+from diffengine.errors import ConfigError
+
+# set by the launching process for the workers it starts: it has checked the work dir already
+WORK_DIR_CHECKED_ENV = "DIFFENGINE_WORK_DIR_CHECKED"
+# set by the launching process: the file where the first worker stopped by a user input error
+# writes its one-line message, for the launcher to report once (exit 2) instead of one traceback each
+WORKER_ERROR_FILE_ENV = "DIFFENGINE_WORKER_ERROR_FILE"
+
+
+def processes_per_node() -> int:
+    """``NPROC_PER_NODE`` (default 1), checked."""
+    text = os.environ.get("NPROC_PER_NODE", "").strip() or "1"
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"environment variable NPROC_PER_NODE={text!r}: expected a whole number >= 1 "
+                          "(processes per node, one per GPU)")
+    return int(text)
+
+
+def several_nodes() -> bool:
+    """True when ``NNODES`` names more than one node (a fixed count, or an elastic range)."""
+    return os.environ.get("NNODES", "1").strip() not in ("", "1")
+
+
+def planned_world_size() -> int:
+    """The processes that will read shards: WORLD_SIZE in a worker, else what the launcher starts
+    (NPROC_PER_NODE x NNODES, a fixed node count; an elastic range counts as 1)."""
+    if os.environ.get("WORLD_SIZE", "").isdigit():
+        return int(os.environ["WORLD_SIZE"])
+    nodes = os.environ.get("NNODES", "1").strip()
+    return processes_per_node() * (int(nodes) if nodes.isdigit() else 1)
+
+
+def checks_the_work_dir() -> bool:
+    """True in the one process per job that checks and prepares the work dir: the launcher of the
+    workers, else global rank 0 (slurm, mpi, torchrun started by hand)."""
+    rank = next((os.environ[k] for k in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK") if k in os.environ), "0")
+    return WORK_DIR_CHECKED_ENV not in os.environ and rank == "0"
+
+
+def torchrun_command(argv: list[str], nproc: int, env: dict[str, str]) -> list[str]:
+    """The torchrun command line of a training command, from ``NNODES``, ``NODE_RANK``,
+    ``MASTER_ADDR`` and ``MASTER_PORT`` in ``env``.
+
+    One node without a ``MASTER_PORT`` runs standalone (torchrun picks a free port), so that
+    two jobs on one machine do not collide on a fixed port.
+    """
+    if env.get("NNODES", "1").strip() in ("", "1") and "MASTER_PORT" not in env:
+        rendezvous = ["--standalone"]
+    else:
+        rendezvous = [f"--nnodes={env.get('NNODES', '1')}", f"--node_rank={env.get('NODE_RANK', '0')}",
+                      f"--master_addr={env.get('MASTER_ADDR', '127.0.0.1')}",
+                      f"--master_port={env.get('MASTER_PORT', '29500')}"]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *rendezvous,
+            "-m", "diffengine.tools.train", *argv, "--launcher", "pytorch"]
+
+
+def launch_workers(argv: list[str], nproc: int, report_errors: bool = True) -> int:
+    """Re-run this training command under torchrun with one process per device; with
+    ``report_errors``, a worker stopped by a user input error is reported here in one line (exit 2),
+    else (``--debug``) each worker prints its traceback."""
+    with tempfile.TemporaryDirectory(prefix="diffengine_workers_") as folder:
+        error_file = os.path.join(folder, "error")
+        env = {**os.environ, WORK_DIR_CHECKED_ENV: "1"}
+        if report_errors:
+            env[WORKER_ERROR_FILE_ENV] = error_file
+        code = subprocess.call(torchrun_command(argv, nproc, dict(os.environ)), env=env)
+        if code and os.path.isfile(error_file):
+            with open(error_file) as file:
+                raise ConfigError(file.read())
+    return code
