@@ -338,3 +338,14 @@ def test_a_schedule_that_max_iters_cuts_short_is_a_warning_not_an_error():
         "1000 of its 2000 iterations in",
         "param_scheduler.1: ConstantLR begins at iteration 1000, not before train_cfg.max_iters=1000: it never "
         "acts in this run"]
+
+
+def test_model_folders_are_checked_by_the_launching_process(tiny_t5, tiny_sd, demo_shards, tmp_path):
+    from diffengine.errors import ConfigError
+    from diffengine.tools.train import prepare_config, train_arguments
+
+    args = train_arguments(DEMO, "--work-dir", str(tmp_path / "work"), "--cfg-options",
+                           *demo_cfg_options(tiny_t5, tiny_sd, demo_shards), f"model.vision_model={tiny_t5}")
+    # prepare_config builds no model: what NPROC_PER_NODE > 1 runs before starting the workers
+    with pytest.raises(ConfigError, match="model.vision_model .* has no unet/ or transformer/, no vae/, no scheduler/"):
+        prepare_config(args, wds=True)

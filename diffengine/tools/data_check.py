@@ -1,5 +1,6 @@
-"""The training data checked before any model loads: shard specs against the files and the
-readers, latent shards against the model, and the loader's options against the first samples."""
+"""What a training config reads from disk, checked before any model loads: the model folders, shard
+specs against the files and the readers, latent shards against the model, and the loader's options
+against the first samples."""
 import inspect
 import json
 from pathlib import Path
@@ -11,6 +12,22 @@ from .launch import planned_world_size
 
 if TYPE_CHECKING:
     from mmengine.config import Config
+
+
+def check_model_folders(cfg: "Config") -> None:
+    """``model.text_encoder`` and ``model.vision_model`` must be folders of their kind (or hub ids),
+    found here, by the process that launches the workers, rather than by each worker after its imports."""
+    from diffengine.models.model_paths import language_model_location, vision_model_location
+
+    model = cfg.get("model")
+    if not isinstance(model, dict):
+        return
+    for key, location in (("text_encoder", language_model_location), ("vision_model", vision_model_location)):
+        if isinstance(model.get(key), str):
+            try:
+                location(model[key], role=f"model.{key}")
+            except FileNotFoundError as error:
+                raise ConfigError(str(error)) from None
 
 
 def check_shards(cfg: "Config") -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from diffengine.errors import ConfigError, NoUsableSampleError, one_line
 from diffengine.work_dirs import run_outputs, sample_grids_in
 
-from .data_check import check_shards
+from .data_check import check_model_folders, check_shards
 from .launch import WORKER_ERROR_FILE_ENV, checks_the_work_dir
 
 if TYPE_CHECKING:
@@ -254,6 +254,7 @@ def prepare_config(args: argparse.Namespace, wds: bool) -> "Config":
     resolve_config(args.config)  # an unknown name fails here, before the slow imports
     cfg = build_config(args, wds)
     check_resolved_config(cfg)
+    check_model_folders(cfg)
     check_shards(cfg)
     if _mixed_precision(cfg) and not _cuda_available():
         how = "--amp" if args.amp else f"{args.config} (optim_wrapper.type={_mixed_precision(cfg)})"
