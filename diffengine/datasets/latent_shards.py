@@ -57,6 +57,25 @@ def first_latent_sample(path: str) -> tuple[dict, torch.Tensor] | None:
     return (record if isinstance(record, dict) else {}), parameters
 
 
+def sizes_record(original_size: tuple[int, int], crop_top_left: tuple[int, int],
+                 flipped_crop_top_left: tuple[int, int] | None) -> dict[str, list[int]]:
+    """The record's ``"sizes"``: the image's original (height, width) and the crop's (top, left) in
+    the stored view and, when one is stored, in the flipped view: SDXL's time ids, as from image shards."""
+    sizes = {"original_size": list(original_size), "crop_top_left": list(crop_top_left)}
+    if flipped_crop_top_left is not None:
+        sizes["flipped_crop_top_left"] = list(flipped_crop_top_left)
+    return sizes
+
+
+def stored_sizes(record: object, flipped: bool) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(original size, crop top-left) of the stored (or flipped) view from a latents record; None for
+    latents written before prep-latents recorded them (2026-12)."""
+    sizes = record.get("sizes") if isinstance(record, dict) else None
+    if not isinstance(sizes, dict):
+        return None
+    return tuple(sizes["original_size"]), tuple(sizes["flipped_crop_top_left" if flipped else "crop_top_left"])
+
+
 def resolution_mismatch(record: object, resolution: int, option: str) -> str | None:
     """"encoded at R px but OPTION is S: ..." when a latents record names another resolution than
     the loader's (set by ``option``), else None (also for a record without one)."""

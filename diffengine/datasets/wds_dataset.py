@@ -19,7 +19,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 from diffengine.contracts import CROP_TOP_LEFT_KEY, LATENTS_KEY, ORIGINAL_SIZE_KEY, PIXELS_KEY, TEXT_KEY
 
 from ..errors import NoUsableSampleError
-from .latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD, read_latent, resolution_mismatch
+from .latent_shards import (
+    FLIPPED_LATENT_EXT,
+    LATENT_EXT,
+    LATENTS_RECORD,
+    read_latent,
+    resolution_mismatch,
+    stored_sizes,
+)
 from .metadata_filter import MetadataFilter
 from .shard_reader import ShardReader
 from .shards import draw_shards, slot_slice
@@ -302,12 +309,9 @@ class WebImageTextDataset(IterableDataset):
         except (ValueError, EOFError, OSError) as exn:  # not a whole .npy of a float (2C, h, w) array
             return self._skip("decode_error", f"{item['where']}: {exn!r}")
         sample = {LATENTS_KEY: parameters, TEXT_KEY: item[TEXT_KEY], "__key__": item["__key__"]}
-        record = item["meta"].get(LATENTS_RECORD)
-        # the sizes of the encoded view (prep-latents from 2026-12 on), for SDXL's time ids
-        sizes = record.get("sizes") if isinstance(record, dict) else None
-        if isinstance(sizes, dict):
-            sample[ORIGINAL_SIZE_KEY] = tuple(sizes["original_size"])
-            sample[CROP_TOP_LEFT_KEY] = tuple(sizes["flipped_crop_top_left" if flip else "crop_top_left"])
+        sizes = stored_sizes(item["meta"].get(LATENTS_RECORD), flip)  # for SDXL's time ids
+        if sizes is not None:
+            sample[ORIGINAL_SIZE_KEY], sample[CROP_TOP_LEFT_KEY] = sizes
         return sample
 
     def _skip(self, kind: str, detail: str) -> None:

@@ -171,7 +171,13 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
     import torch
     import webdataset as wds
 
-    from diffengine.datasets.latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD, latent_bytes
+    from diffengine.datasets.latent_shards import (
+        FLIPPED_LATENT_EXT,
+        LATENT_EXT,
+        LATENTS_RECORD,
+        latent_bytes,
+        sizes_record,
+    )
     from diffengine.datasets.shard_writer import SHARD_MTIME
 
     staging = path.with_name(f".{path.name}.tmp")  # no .tar suffix: shard globs never match it
@@ -184,8 +190,11 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
                 parameters = _latent_parameters(vae, torch.stack([s[PIXELS_KEY] for s in batch]), args.flip)
                 parameters = parameters.to(getattr(torch, args.latent_dtype)).cpu()
                 for index, sample in enumerate(batch):
-                    meta = {**sample["meta"], LATENTS_RECORD: {**record, "source": url,
-                                                               "sizes": _sizes(sample, args.flip)}}
+                    crop = sample["crop"]
+                    # mirrored, the crop's right margin becomes its left
+                    sizes = sizes_record(sample[ORIGINAL_SIZE_KEY], (crop.top, crop.left),
+                                         (crop.top, crop.right) if args.flip else None)
+                    meta = {**sample["meta"], LATENTS_RECORD: {**record, "source": url, "sizes": sizes}}
                     entry = {"__key__": sample["__key__"], "txt": sample[TEXT_KEY],
                              LATENT_EXT: latent_bytes(parameters[index]),
                              "json": json.dumps(meta, default=str).encode("utf-8")}
@@ -202,16 +211,6 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
         return 0
     os.replace(staging, path)
     return count
-
-
-def _sizes(sample: dict[str, Any], flip: bool) -> dict[str, list[int]]:
-    """The image's original size and the crop's (top, left) in the stored view (and in the flipped
-    one, where the crop's right margin becomes its left): SDXL's time ids, as from image shards."""
-    crop = sample["crop"]
-    sizes = {"original_size": list(sample[ORIGINAL_SIZE_KEY]), "crop_top_left": [crop.top, crop.left]}
-    if flip:
-        sizes["flipped_crop_top_left"] = [crop.top, crop.right]
-    return sizes
 
 
 def _latent_parameters(vae: AutoencoderKL, pixels: torch.Tensor, flip: bool) -> torch.Tensor:
