@@ -91,3 +91,19 @@ def test_pad_token_option_pads_with_that_token_and_travels_with_the_bridge(langu
     # the authors' "[PAD]" is not in Llama's vocabulary: say which token it would really be
     with pytest.raises(ValueError, match=r"pad_token '\[PAD\]' is not in the vocabulary.*'<unk>'"):
         LaViBridge(language_models["llama"], tiny_sd, max_length=16, pad_token="[PAD]")
+
+
+def test_max_length_beyond_absolute_position_embeddings_is_refused_before_loading(tiny_bert, tiny_llama, monkeypatch):
+    import transformers
+
+    from diffengine.models.language import LanguageModel
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("weights loaded"))
+    with pytest.raises(ValueError, match=f"max_length=129 does not fit {tiny_bert}: its position embeddings take "
+                                         "at most 128 tokens"):
+        LanguageModel(tiny_bert, max_length=129)
+    with pytest.raises(ValueError, match="max_length must be >= 1, got 0"):
+        LanguageModel(tiny_bert, max_length=0)
+    monkeypatch.undo()
+    # rotary positions (Llama) reach past max_position_embeddings: allowed
+    assert LanguageModel(tiny_llama, max_length=200).max_length == 200

@@ -70,6 +70,14 @@ class LanguageModel(nn.Module):
             raise ValueError(f"hidden_layer={hidden_layer} is out of range: {pretrained} has {layers} layers, "
                              f"so hidden_layer is -1 (the final normed state), 0 (the token embeddings) to "
                              f"{layers}, or -{layers + 1} to -2 counted from the end")
+        positions = getattr(config, "max_position_embeddings", None)
+        rotary = any("rope" in key for key in config.to_dict())  # rotary positions extend past it
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        if isinstance(positions, int) and not rotary and max_length > positions:
+            # absolute position embeddings: longer inputs fail with an IndexError at the first batch
+            raise ValueError(f"max_length={max_length} does not fit {pretrained}: its position embeddings "
+                             f"take at most {positions} tokens")
         self.family = language_family_of(config.model_type)
         model_cls = (AutoModel if self.family.model_class is None else getattr(
             transformers, self.family.model_class))
