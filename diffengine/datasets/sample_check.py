@@ -11,11 +11,11 @@ import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 
-from .wds_dataset import WebImageTextDataset
+from .wds_dataset import StreamSpec, WebImageTextDataset
 
 # Shards read at the most, each until its first usable sample, before the options are blamed.
 PROBE_SHARDS = 3
-_UNREADABLE = ("missing_shard", "tar_error")
+UNREADABLE_KINDS = ("missing_shard", "tar_error")
 
 
 def unusable_samples_reason(urls: Sequence[str], dataset: WebImageTextDataset) -> str | None:
@@ -30,12 +30,20 @@ def unusable_samples_reason(urls: Sequence[str], dataset: WebImageTextDataset) -
             if next(dataset.shard_samples(url), None) is not None:
                 return None
         counts = {kind: count for kind, count in dataset.skip_counts.items() if count}
-        if not counts or any(kind in counts for kind in _UNREADABLE):
+        if not counts or any(kind in counts for kind in UNREADABLE_KINDS):
             return None
         files = _sample_files(dataset, probed[0])
-    spec = dataset.spec
+    why = skip_reasons(dataset.spec)
+    reasons = "; ".join(f"{count} with {why[kind]}" for kind, count in counts.items())
+    return (f"none of the {sum(counts.values())} samples of the first {len(probed)} shard(s) is usable "
+            f"({reasons}); e.g. {probed[0]}'s first sample holds {', '.join(files)}")
+
+
+def skip_reasons(spec: StreamSpec) -> dict[str, str]:
+    """What each kind of skipped sample (``SKIP_KINDS`` but the unreadable shards) lacked, in the
+    words of the options that rejected it."""
     filters = spec.metadata_filter
-    why = {
+    return {
         "missing_image": f"no image file of image_keys={';'.join(spec.image_keys)!r}",
         "json_error": "a .json file that is not a JSON object",
         "missing_caption": (f"no caption: no .{spec.caption_key} file (caption_key) and no "
@@ -48,9 +56,6 @@ def unusable_samples_reason(urls: Sequence[str], dataset: WebImageTextDataset) -
         "filtered_caption_length": f"a caption shorter than min_caption_length={filters.min_caption_length}",
         "decode_error": "an image file that does not decode",
     }
-    reasons = "; ".join(f"{count} with {why[kind]}" for kind, count in counts.items())
-    return (f"none of the {sum(counts.values())} samples of the first {len(probed)} shard(s) is usable "
-            f"({reasons}); e.g. {probed[0]}'s first sample holds {', '.join(files)}")
 
 
 def _sample_files(dataset: WebImageTextDataset, url: str) -> list[str]:

@@ -1,7 +1,8 @@
 """The loader's options tried on the first shards before any model loads (``unusable_samples_reason``)."""
 import pytest
 
-from diffengine.datasets.sample_check import PROBE_SHARDS, unusable_samples_reason
+from diffengine.datasets.sample_check import PROBE_SHARDS, UNREADABLE_KINDS, skip_reasons, unusable_samples_reason
+from diffengine.datasets.skip_accounting import SKIP_KINDS
 from diffengine.datasets.wds_loader import shard_dataset
 from tests.helpers import LOADER_RES, good_shards, sample, write_tar
 
@@ -56,3 +57,8 @@ def test_unreadable_or_empty_shards_are_left_to_the_loader(tmp_path):
 def test_probing_prints_no_skip_warnings(tmp_path, capsys, caplog):
     reason(good_shards(tmp_path, 1, 2), image_keys="png")
     assert "skipped" not in capsys.readouterr().err and not caplog.records
+
+
+def test_every_kind_of_rejected_sample_is_explained():
+    # a new filter or skip kind needs its words here, or the check would fail with a KeyError
+    assert set(skip_reasons(shard_dataset(LOADER_RES).spec)) == set(SKIP_KINDS) - set(UNREADABLE_KINDS)
