@@ -92,14 +92,13 @@ def test_multi_process_launch_checks_the_config_first(tmp_path):
 
 
 def test_a_workers_input_error_is_one_line_from_the_launcher(tiny_t5, tiny_sd, demo_shards, tmp_path):
-    # the launcher's checks read no model file: a missing model folder is found by the workers
-    options = [*demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=1),
-               f"model.text_encoder={tmp_path / 'no_such_model'}"]
+    # the launcher reads no model's config.json: a hidden layer the LM lacks is found by the workers
+    options = [*demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=1), "model.hidden_layer=99"]
     result = diffengine("wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path / "work"),
                         "--cfg-options", *options, env={"NPROC_PER_NODE": "2"})
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("diffengine: error:")]
-    assert errors == [result.stderr.strip().splitlines()[-1]] and "no_such_model" in errors[0]
+    assert errors == [result.stderr.strip().splitlines()[-1]] and "hidden_layer=99 is out of range" in errors[0]
     # torchrun still reports its failed children; no worker prints its own traceback
     assert "ConfigError" not in result.stderr and result.stderr.count("Traceback") <= 1
 
