@@ -173,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``diffengine`` command; returns the process exit code.
 
     A mistake in what the user gave (config, option, environment variable, file) is one line
-    on stderr and exit status 2; a run stopped by non-finite training is one line and status 1.
+    on stderr and exit status 2; a run stopped by non-finite training is one line and status 1,
+    one stopped by SIGTERM (after saving a checkpoint) one line and status 143.
     ``--debug`` shows their tracebacks instead.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    from .errors import ConfigError, NonFiniteTrainingError, NoUsableSampleError, one_line
+    from .errors import REPORTED_ERRORS, exit_status, report_line
     from .tools.config_lookup import UnknownConfigError
 
     # training: ConfigError covers its user mistakes (train.run turns setup errors into it), so a
@@ -199,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     command, user_errors = commands[args.command]
     try:
         return command(args)
-    except (UnknownConfigError, ConfigError, NonFiniteTrainingError, NoUsableSampleError, *user_errors) as error:
+    except (UnknownConfigError, *REPORTED_ERRORS, *user_errors) as error:
         if args.debug:
             raise
-        print(f"diffengine: error: {one_line(error)}", file=sys.stderr)
-        return 1 if isinstance(error, NonFiniteTrainingError) else 2
+        print(report_line(error), file=sys.stderr)
+        return exit_status(error)
 
 
 def cli() -> None:

@@ -13,6 +13,14 @@ class NonFiniteTrainingError(RuntimeError):
     """Training stopped because its loss or gradients stayed non-finite (exit status 1)."""
 
 
+class TrainingStopped(RuntimeError):
+    """Training stopped on a signal (SIGTERM) after saving a checkpoint (exit status 128 + signal)."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
+
+
 class UnreadableCheckpointError(ValueError):
     """A checkpoint that is truncated, corrupt, or holds objects refused as unsafe to unpickle."""
 
@@ -24,3 +32,28 @@ def one_line(error: BaseException) -> str:
     if "Original Traceback" in message:
         message = message.strip().splitlines()[-1].split(": ", 1)[-1]
     return " ".join(message.split())
+
+
+# the errors a command reports in one line, and what a torchrun worker passes on to its launcher
+REPORTED_ERRORS = (ConfigError, NoUsableSampleError, NonFiniteTrainingError, TrainingStopped)
+
+
+def exit_status(error: BaseException) -> int:
+    """The exit status a command reporting ``error`` ends with: 1 non-finite training, 128 +
+    signal a stopped one, 2 any user input error."""
+    if isinstance(error, TrainingStopped):
+        return error.exit_code
+    return 1 if isinstance(error, NonFiniteTrainingError) else 2
+
+
+def report_line(error: BaseException) -> str:
+    """The command's last line on stderr for a reported error."""
+    kind = "" if isinstance(error, TrainingStopped) else "error: "
+    return f"diffengine: {kind}{one_line(error)}"
+
+
+def error_of_status(status: int, message: str) -> Exception:
+    """An error that ``exit_status`` maps to ``status`` (a worker's error, re-raised by the launcher)."""
+    if status > 128:
+        return TrainingStopped(message, status - 128)
+    return NonFiniteTrainingError(message) if status == 1 else ConfigError(message)

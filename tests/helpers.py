@@ -63,6 +63,26 @@ class FailOnRankHook(Hook):
             raise RuntimeError(f"injected failure on rank {self.rank} at iteration {self.iteration}")
 
 
+class SignalHook(Hook):
+    """Sends SIGTERM before training iteration N to its own process (``to_launcher``: from global
+    rank 1 after iteration N, to the ``diffengine`` launcher above its torchrun agent)."""
+
+    def __init__(self, iteration: int, to_launcher: bool = False) -> None:
+        self.iteration = iteration
+        self.to_launcher = to_launcher
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if not self.to_launcher and runner.iter + 1 == self.iteration:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if self.to_launcher and runner.rank == 1 and runner.iter + 1 == self.iteration:
+            agent = os.getppid()
+            with open(f"/proc/{agent}/stat") as stat:
+                launcher = int(stat.read().rsplit(")", 1)[1].split()[1])
+            os.kill(launcher, signal.SIGTERM)
+
+
 def free_port() -> int:
     """A TCP port free on this machine now (fixed ports collide with runs still closing)."""
     import socket

@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 
@@ -171,40 +172,47 @@ def test_train_commands_run_and_exit_zero(command, tiny_t5, tiny_sd, demo_shards
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_read_disjoint_shards_covering_the_epoch(tiny_t5, tiny_sd, demo_shards,
-                                                                   tmp_path):
+def test_two_cpu_processes_stopped_by_sigterm_and_resumed_read_disjoint_shards_covering_the_epoch(
+        tiny_t5, tiny_sd, demo_shards, tmp_path):
     # the packaged demo config, copied, with a hook that records each rank's keys in place of
-    # its sampling hooks (they cost time and prove nothing here)
+    # its sampling hooks (they cost time and prove nothing here), and one that sends SIGTERM to
+    # the launching command after iteration 2, as a scheduler stopping the job would
     assert main(["copy-cfg", "lavi_bridge_demo", str(tmp_path / "cfg")]) == 0
     config = tmp_path / "cfg" / "lavi_bridge" / "lavi_bridge_demo.py"
-    config.write_text(config.read_text() + "\nfrom tests.helpers import KeyRecorderHook\n"
-                      "custom_hooks = [*custom_hooks[:3], dict(type=KeyRecorderHook)]\n")
-    # exact mode, 64 samples per epoch, batch 4, 2 ranks: one epoch is 8 iterations per rank
+    config.write_text(config.read_text() + "\nfrom tests.helpers import KeyRecorderHook, SignalHook\n"
+                      "custom_hooks = [*custom_hooks[:3], dict(type=KeyRecorderHook), "
+                      "dict(type=SignalHook, iteration=2, to_launcher=True)]\n")
+    # exact mode, 64 samples per epoch, batch 4, 2 ranks: one epoch is 8 iterations per rank;
+    # no checkpoint but the one the stop saves
     options = [option for option in demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=8,
-                                                     checkpoint_interval=3)
+                                                     checkpoint_interval=100)
                if not option.startswith("custom_hooks.")]
     work_dir = tmp_path / "work"
-    result = diffengine("wds_train", str(config), "--work-dir", str(work_dir),
-                        "--cfg-options", *options,
+    result = diffengine("wds_train", str(config), "--work-dir", str(work_dir), "--cfg-options", *options,
                         env={"NPROC_PER_NODE": "2"})  # standalone: torchrun picks the port
+    # the signal reaches the workers through torchrun while they train on: they agree to stop
+    # after the same later iteration
+    last = result.stderr.strip().splitlines()[-1]
+    stopped = re.fullmatch(r"diffengine: training stopped by SIGTERM after iteration (\d) of 8: "
+                           rf"saved {work_dir}/iter_(\d).pth; continue with --resume", last)
+    assert result.returncode == 143 and stopped, result.stderr[-3000:]
+    iteration = int(stopped[1])
+    assert 3 <= iteration < 8 and stopped[2] == stopped[1]
+    assert [path.name for path in work_dir.glob("iter_*.pth")] == [f"iter_{iteration}.pth"]
+    assert (work_dir / "bridge" / f"iter_{iteration}").is_dir()
+    # rank 0 wrote the checkpoint with both ranks' stream positions (4 samples a batch)
+    streams = torch.load(work_dir / f"iter_{iteration}.pth", weights_only=True)["meta"]["data_stream"]
+    assert [state["positions"] for state in streams] == [[4 * iteration], [4 * iteration]]
+    # resumed mid-epoch (past the SignalHook's iteration): each rank trains exactly its remaining
+    # batches, so over both runs the ranks read disjoint halves of the epoch
+    result = diffengine("wds_train", str(config), "--work-dir", str(work_dir), "--resume",
+                        "--cfg-options", *options, env={"NPROC_PER_NODE": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (work_dir / "iter_8.pth").is_file()
+    assert "fast-forwarded without decoding" in result.stdout + result.stderr
     keys = [(work_dir / f"keys_rank{rank}.txt").read_text().split() for rank in (0, 1)]
     assert len(keys[0]) == len(keys[1]) == 32
     assert not set(keys[0]) & set(keys[1])
     assert set(keys[0]) | set(keys[1]) == {f"{index:06d}" for index in range(64)}
-    # rank 0 wrote the checkpoint with both ranks' stream positions (3 batches of 4 each)
-    streams = torch.load(work_dir / "iter_6.pth", weights_only=True)["meta"]["data_stream"]
-    assert [state["positions"] for state in streams] == [[24], [24]]
-    # resumed mid-epoch from iteration 6: each rank trains exactly its last two batches
-    resumed_dir = tmp_path / "resumed"
-    result = diffengine("wds_train", str(config), "--work-dir", str(resumed_dir),
-                        "--resume", str(work_dir / "iter_6.pth"), "--cfg-options", *options,
-                        env={"NPROC_PER_NODE": "2"})  # standalone: torchrun picks the port
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "fast-forwarded without decoding" in result.stdout + result.stderr
-    assert [(resumed_dir / f"keys_rank{rank}.txt").read_text().split() for rank in (0, 1)] == [
-        rank_keys[24:] for rank_keys in keys]
 
 
 def test_tensorboard_backend_is_added_when_installed(monkeypatch):

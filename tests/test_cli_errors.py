@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from diffengine.entry_point import main
+from diffengine.errors import ConfigError, NonFiniteTrainingError, NoUsableSampleError, TrainingStopped
 from tests.helpers import demo_cfg_options
 
 
@@ -209,7 +210,6 @@ def test_a_schedule_written_without_by_epoch_counts_epochs_and_is_refused():
     from mmengine.config import Config
     from mmengine.hooks import CheckpointHook
 
-    from diffengine.errors import ConfigError
     from diffengine.tools.config_check import check_epoch_counting
     from diffengine.tools.train import _registries
 
@@ -253,7 +253,8 @@ def test_a_loader_workers_error_reaches_the_launcher_as_its_message_alone(assets
     with pytest.raises(SystemExit) as exit_info:
         worker_main([DEMO, "--wds", "--work-dir", str(tmp_path / "work"), "--cfg-options", *options])
     assert exit_info.value.code == 2
-    message = (tmp_path / "error").read_text()
+    status, message = (tmp_path / "error").read_text().split("\n", 1)
+    assert status == "2"
     assert message.startswith("no usable sample in 1 shard(s) (rank 0, worker 0), e.g. ") and "Traceback" not in message
 
 
@@ -297,7 +298,6 @@ def test_cuda_without_a_gpu_is_refused_before_any_model_loads(assets, capsys, mo
                                                   ({"WORLD_SIZE": "8"}, 1)])
 def test_too_few_shards_for_the_readers_is_found_before_any_model_loads(environment, workers, tiny_t5, tiny_sd,
                                                                         demo_shards, tmp_path, monkeypatch):
-    from diffengine.errors import ConfigError
     from diffengine.tools.train import prepare_config, train_arguments
 
     for key in ("WORLD_SIZE", "NPROC_PER_NODE", "NNODES"):
@@ -312,7 +312,6 @@ def test_too_few_shards_for_the_readers_is_found_before_any_model_loads(environm
 
 
 def test_options_that_reject_every_sample_are_found_before_any_model_loads(tiny_t5, tiny_sd, demo_shards, tmp_path):
-    from diffengine.errors import ConfigError
     from diffengine.tools.train import prepare_config, train_arguments
 
     args = train_arguments(DEMO, "--work-dir", str(tmp_path / "work"), "--cfg-options",
@@ -341,7 +340,6 @@ def test_a_schedule_that_max_iters_cuts_short_is_a_warning_not_an_error():
 
 
 def test_model_folders_are_checked_by_the_launching_process(tiny_t5, tiny_sd, demo_shards, tmp_path):
-    from diffengine.errors import ConfigError
     from diffengine.tools.train import prepare_config, train_arguments
 
     args = train_arguments(DEMO, "--work-dir", str(tmp_path / "work"), "--cfg-options",
@@ -349,3 +347,18 @@ def test_model_folders_are_checked_by_the_launching_process(tiny_t5, tiny_sd, de
     # prepare_config builds no model: what NPROC_PER_NODE > 1 runs before starting the workers
     with pytest.raises(ConfigError, match="model.vision_model .* has no unet/ or transformer/, no vae/, no scheduler/"):
         prepare_config(args, wds=True)
+
+
+@pytest.mark.parametrize("error, status", [
+    (ConfigError("bad option"), 2), (NoUsableSampleError("no sample"), 2),
+    (NonFiniteTrainingError("10 optimizer steps in a row"), 1), (TrainingStopped("stopped", 15), 143)])
+def test_a_workers_reported_error_reaches_the_launcher_with_its_status(error, status, tmp_path, monkeypatch):
+    from diffengine.errors import error_of_status, exit_status
+    from diffengine.tools.launch import WORKER_ERROR_FILE_ENV, pass_to_launcher
+
+    monkeypatch.setenv(WORKER_ERROR_FILE_ENV, str(tmp_path / "error"))
+    pass_to_launcher(error)
+    pass_to_launcher(ConfigError("a later worker's error"))  # the first one is kept
+    written, message = (tmp_path / "error").read_text().split("\n", 1)
+    relayed = error_of_status(int(written), message)
+    assert (exit_status(relayed), str(relayed)) == (status, str(error))

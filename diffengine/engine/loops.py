@@ -16,6 +16,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from diffengine.contracts import STREAM_POSITION_KEY, EpochStream, ResumableStream
 from diffengine.registry import LOOPS
 
+from .stop_signal import StopSignal
+
 
 def is_streaming_loader(dataloader: DataLoader) -> bool:
     """True for a DataLoader over a sized IterableDataset whose ``set_epoch`` reseeds its stream."""
@@ -87,12 +89,23 @@ def set_random_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu())
 
 
+def checkpoint_hooks(runner) -> list[CheckpointHook]:
+    """The runner's checkpoint hooks (``default_hooks.checkpoint``)."""
+    return [hook for hook in runner.hooks if isinstance(hook, CheckpointHook)]
+
+
+def saves_now(runner, hook: CheckpointHook) -> bool:
+    """True when ``hook`` saves a checkpoint after this iteration (its ``after_train_iter`` condition)."""
+    return not hook.by_epoch and (hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
+                                  or (hook.save_last and hook.is_last_train_iter(runner)))
+
+
 class _ResumeStateHook(Hook):
     """Puts every rank's stream position and random state into the checkpoints; hands them back on resume.
 
     Checkpoints are written by rank 0 alone, so the states are gathered from all ranks one
     step earlier, in ``after_train_iter`` of the iterations at which a ``CheckpointHook`` saves
-    (a collective at checkpoint time only, not at every step).
+    or the run stops on a signal (a collective at checkpoint time only, not at every step).
     """
 
     priority = "LOW"  # after the loop recorded the batch, before CheckpointHook (VERY_LOW) saves
@@ -103,7 +116,7 @@ class _ResumeStateHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         """Gather the states on all ranks when a checkpoint follows this iteration."""
-        if any(self._saves_now(runner, hook) for hook in runner.hooks if isinstance(hook, CheckpointHook)):
+        if self.loop.stopped_by or any(saves_now(runner, hook) for hook in checkpoint_hooks(runner)):
             # a snapshot: with one process all_gather_object returns the live object itself
             self._gathered = all_gather_object(copy.deepcopy(
                 {"iteration": self.loop.iter + 1, "stream": self.loop.stream_state,
@@ -137,12 +150,6 @@ class _ResumeStateHook(Hook):
             print_log("the checkpoint holds no random states (written before diffengine saved them): "
                       "noise and timesteps are drawn afresh", logger="current", level=logging.WARNING)
 
-    @staticmethod
-    def _saves_now(runner, hook: CheckpointHook) -> bool:
-        # CheckpointHook.after_train_iter's own condition
-        return not hook.by_epoch and (hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
-                                      or (hook.save_last and hook.is_last_train_iter(runner)))
-
 
 @LOOPS.register_module()
 class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
@@ -172,6 +179,10 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
     from the random state the previous step ended with, whatever hooks drew in between (sample
     images, evaluations), and checkpoints carry that state for every rank. So a resumed run draws
     exactly what the uninterrupted run draws, and ends with the same weights.
+
+    SIGTERM (a scheduler's stop, torchrun passing one on): the step in progress ends, the ranks
+    agree to stop after it, a checkpoint (and its bridge) is saved through the config's
+    ``CheckpointHook`` and the loop ends; ``stopped_by`` then holds the signal's number.
     """
 
     def __init__(self, runner, dataloader: DataLoader | dict, max_iters: int, **kwargs: Any) -> None:
@@ -181,6 +192,9 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
         self.resume_state: dict[str, Any] | None = None  # this rank's stream_state from a checkpoint
         self.step_random_state: dict[str, Any] | None = None  # where the last step left the RNGs
         self.started = False  # set once the model, optimizer and any resumed state are in place
+        self.stop_signal = StopSignal()
+        self.stopped_by = 0  # the signal that ended training before max_iters (0: none)
+        self.stop_checkpoint: str | None = None  # the checkpoint saved when it did
         if self._streaming:
             # Replaces MMEngine's iterator, which started reading epoch 0 before a resume could
             # say which epoch comes first.
@@ -195,8 +209,13 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
     def run(self) -> Any:
         """Launch training; a streaming loader starts at the epoch and batch of ``self.iter``."""
         self.started = True
-        if not self._streaming:
-            return super().run()
+        self.stop_signal.install()
+        try:
+            return super().run() if not self._streaming else self._run_streaming()
+        finally:
+            self.stop_signal.uninstall()
+
+    def _run_streaming(self) -> Any:
         self.runner.call_hook("before_train")
         # Iteration-based training is one big epoch for the hooks, as in IterBasedTrainLoop.
         self.runner.call_hook("before_train_epoch")
@@ -226,9 +245,24 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
             set_random_state(self.step_random_state)
         outputs = self.runner.model.train_step(data_batch, optim_wrapper=self.runner.optim_wrapper)
         self.step_random_state = random_state()
+        if self._iter + 1 < self._max_iters:
+            self.stopped_by = self.stop_signal.agreed()
+            self.stop_training = self.stop_training or bool(self.stopped_by)
         self.runner.call_hook("after_train_iter", batch_idx=self._iter, data_batch=data_batch,
                               outputs=outputs)
+        if self.stopped_by:
+            self._save_at_stop()
         self._iter += 1
+
+    def _save_at_stop(self) -> None:
+        """Save this iteration's checkpoint, unless the config's CheckpointHook has just done so."""
+        hooks = checkpoint_hooks(self.runner)
+        if not hooks:
+            return
+        if not any(saves_now(self.runner, hook) for hook in hooks):
+            # MMEngine's own save: the hook's folder, file names, keep-last-N and last_checkpoint
+            hooks[0]._save_checkpoint(self.runner)
+        self.stop_checkpoint = self.runner.message_hub.get_info("last_ckpt")
 
     def _slots(self) -> int:
         """Worker slots of the loader, which deals batches to them round-robin."""

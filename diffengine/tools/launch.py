@@ -6,17 +6,20 @@ the work dir once, then starts the workers under torchrun; a worker stopped by a
 error writes its one-line message to a file the launcher reports. Import-free beyond the
 standard library, so the CLI starts fast.
 """
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 
-from diffengine.errors import ConfigError
+from diffengine.errors import ConfigError, error_of_status, exit_status, one_line
 
 # set by the launching process for the workers it starts: it has checked the work dir already
 WORK_DIR_CHECKED_ENV = "DIFFENGINE_WORK_DIR_CHECKED"
-# set by the launching process: the file where the first worker stopped by a user input error
-# writes its one-line message, for the launcher to report once (exit 2) instead of one traceback each
+# set by the launching process: the file where the first worker stopped by a reported error (a
+# user input error, non-finite training, a stop signal) writes its exit status and one-line
+# message, for the launcher to report once instead of one traceback each
 WORKER_ERROR_FILE_ENV = "DIFFENGINE_WORKER_ERROR_FILE"
 
 
@@ -67,6 +70,12 @@ def torchrun_command(argv: list[str], nproc: int, env: dict[str, str]) -> list[s
             "-m", "diffengine.tools.train", *argv, "--launcher", "pytorch"]
 
 
+def pass_to_launcher(error: BaseException) -> None:
+    """In a worker: write ``error`` to the launcher's error file, unless another worker did first."""
+    with contextlib.suppress(FileExistsError), open(os.environ[WORKER_ERROR_FILE_ENV], "x") as file:
+        file.write(f"{exit_status(error)}\n{one_line(error)}")
+
+
 def launch_workers(argv: list[str], nproc: int, report_errors: bool = True) -> int:
     """Re-run this training command under torchrun with one process per device; with
     ``report_errors``, a worker stopped by a user input error is reported here in one line (exit 2),
@@ -76,8 +85,24 @@ def launch_workers(argv: list[str], nproc: int, report_errors: bool = True) -> i
         env = {**os.environ, WORK_DIR_CHECKED_ENV: "1"}
         if report_errors:
             env[WORKER_ERROR_FILE_ENV] = error_file
-        code = subprocess.call(torchrun_command(argv, nproc, dict(os.environ)), env=env)
+        code = _run_passing_on_stop_signals(torchrun_command(argv, nproc, dict(os.environ)), env)
         if code and os.path.isfile(error_file):
             with open(error_file) as file:
-                raise ConfigError(file.read())
+                status, _, message = file.read().partition("\n")
+            raise error_of_status(int(status), message)
     return code
+
+
+def _run_passing_on_stop_signals(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` to its end; a SIGTERM sent to this process goes on to it (torchrun passes
+    it to the workers, which save a checkpoint and stop), rather than killing this one alone."""
+    process = subprocess.Popen(command, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: process.send_signal(number))
+    try:
+        return process.wait()
+    except BaseException:  # Ctrl-C: as subprocess.call, kill torchrun (the workers got SIGINT too)
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -11,11 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from diffengine.errors import ConfigError, NoUsableSampleError, one_line
+from diffengine.errors import REPORTED_ERRORS, ConfigError, TrainingStopped, exit_status
 from diffengine.work_dirs import run_outputs, sample_grids_in
 
 from .data_check import check_model_folders, check_shards
-from .launch import WORKER_ERROR_FILE_ENV, checks_the_work_dir
+from .launch import WORKER_ERROR_FILE_ENV, checks_the_work_dir, pass_to_launcher
 
 if TYPE_CHECKING:
     from mmengine.config import Config
@@ -290,7 +290,20 @@ def run(args: argparse.Namespace, wds: bool = False) -> "DiffEngineRunner":
         if getattr(loop, "started", not isinstance(loop, dict)):
             raise  # an error during training is not about the inputs: keep its traceback
         raise ConfigError(describe_error(error)) from error
+    if getattr(runner.train_loop, "stopped_by", 0):
+        raise TrainingStopped(stop_message(runner), runner.train_loop.stopped_by)
     return runner
+
+
+def stop_message(runner: "DiffEngineRunner") -> str:
+    """What a run stopped by a signal saved, and how to go on."""
+    import signal
+
+    loop = runner.train_loop
+    saved = (f"saved {loop.stop_checkpoint}; continue with --resume" if loop.stop_checkpoint
+             else "nothing saved (the config has no checkpoint hook)")
+    name = signal.Signals(loop.stopped_by).name
+    return f"training stopped by {name} after iteration {loop.iter} of {loop.max_iters}: {saved}"
 
 
 def _log_warnings(warnings: list[str]) -> None:
@@ -325,10 +338,9 @@ def main(argv: list[str] | None = None) -> None:
     except BaseException as error:
         with contextlib.suppress(Exception):  # the training error is the one to report
             _destroy_process_group()
-        if isinstance(error, (ConfigError, NoUsableSampleError)) and WORKER_ERROR_FILE_ENV in os.environ:
-            with contextlib.suppress(FileExistsError), open(os.environ[WORKER_ERROR_FILE_ENV], "x") as file:
-                file.write(one_line(error))  # "x": the first worker's message is kept
-            sys.exit(2)
+        if isinstance(error, REPORTED_ERRORS) and WORKER_ERROR_FILE_ENV in os.environ:
+            pass_to_launcher(error)
+            sys.exit(exit_status(error))
         raise
     _destroy_process_group()
 

@@ -21,7 +21,8 @@ class RecordingVisualizer:
 def fake_runner(model, work_dir, iteration=0, world_size=1):
     return SimpleNamespace(model=model, work_dir=str(work_dir), iter=iteration,
                            world_size=world_size, visualizer=RecordingVisualizer(),
-                           message_hub=MessageHub.get_instance("test_hooks"))
+                           message_hub=MessageHub.get_instance("test_hooks"),
+                           train_loop=SimpleNamespace(stopped_by=0))
 
 
 def test_bridge_checkpoint_hook_keeps_the_last_k_atomically(tiny_bridge, tmp_path):
@@ -51,6 +52,11 @@ def test_visualization_hook_renders_before_training_every_n_and_at_the_end(tiny_
     assert sorted(p.name for p in samples.iterdir()) == ["iter_0.png", "iter_2.png", "iter_4.png"]
     assert Image.open(samples / "iter_2.png").size == (64, 32)  # one 32 px image per prompt
     assert runner.visualizer.images == [("samples", (32, 64, 3), step) for step in (0, 2, 4)]
+    # a run stopping on SIGTERM leaves its sample grids to the resumed run: the stop must be quick
+    runner.train_loop.stopped_by, runner.iter = 15, 5
+    hook.after_train_iter(runner, 5)
+    hook.after_train(runner)
+    assert len(runner.visualizer.images) == 3
     with pytest.raises(ValueError, match="at least one prompt"):
         VisualizationHook([])
 

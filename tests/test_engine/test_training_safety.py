@@ -1,6 +1,7 @@
 """Training that cannot silently go wrong: non-finite steps, exact resume, resumed options, portable work dirs."""
 import itertools
 import shutil
+import signal
 
 import pytest
 import torch
@@ -9,12 +10,13 @@ from mmengine.optim import OptimWrapper
 
 from diffengine.engine import FiniteWeightsHook, GuardedAmpOptimWrapper, GuardedOptimWrapper
 from diffengine.engine.resume import find_resume_checkpoint
+from diffengine.engine.runner import DiffEngineRunner
 from diffengine.entry_point import build_parser, main
 from diffengine.errors import NonFiniteTrainingError
 from diffengine.models import LaViBridge
 from diffengine.models.losses import TrainingObjective
 from diffengine.tools.train import run
-from tests.helpers import demo_cfg_options, train_killed
+from tests.helpers import SignalHook, demo_cfg_options, train_killed
 
 _hubs = itertools.count()
 
@@ -224,6 +226,30 @@ def test_a_killed_and_resumed_run_ends_where_the_uninterrupted_one_does(
     assert resumed.iter == 6
     resumed_weights = final_state(resumed)
     assert resumed_weights.keys() == weights.keys()
+    for name, value in weights.items():
+        torch.testing.assert_close(resumed_weights[name], value, rtol=0, atol=1e-6, msg=name)
+    assert resumed.message_hub.get_scalar("train/loss").data[0] == pytest.approx(losses, abs=1e-6)
+
+
+def test_sigterm_saves_a_checkpoint_from_which_the_run_ends_where_the_uninterrupted_one_does(
+        uninterrupted, tmp_path, monkeypatch, capsys):
+    options, weights, losses, _ = uninterrupted
+    options = [*options, "default_hooks.checkpoint.interval=100"]  # the stop's checkpoint alone
+    handler = signal.getsignal(signal.SIGTERM)
+    train_ = DiffEngineRunner.train
+    # SIGTERM arrives before iteration 3: that step runs to its end, then the run stops
+    monkeypatch.setattr(DiffEngineRunner, "train", lambda self: (self.register_hook(SignalHook(3)), train_(self))[1])
+    assert main(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path), "--cfg-options", *options]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"diffengine: training stopped by SIGTERM after iteration 3 of 6: saved {tmp_path}/iter_3.pth; "
+        "continue with --resume")
+    assert signal.getsignal(signal.SIGTERM) == handler  # given back when training ends
+    assert [path.name for path in tmp_path.glob("iter_*.pth")] == ["iter_3.pth"]
+    assert (tmp_path / "bridge" / "last_bridge").read_text() == "iter_3"
+    monkeypatch.undo()
+    resumed = train(tmp_path, options, "--resume")
+    assert resumed.iter == 6
+    resumed_weights = final_state(resumed)
     for name, value in weights.items():
         torch.testing.assert_close(resumed_weights[name], value, rtol=0, atol=1e-6, msg=name)
     assert resumed.message_hub.get_scalar("train/loss").data[0] == pytest.approx(losses, abs=1e-6)

@@ -7,6 +7,7 @@ from diffengine.models.vision.samplers import check_sampling_options
 from diffengine.registry import HOOKS
 
 from ..model_wrapper import infers_on_this_rank, text_to_image_model
+from ..stop_signal import stopping
 
 
 @HOOKS.register_module()
@@ -66,9 +67,10 @@ class ShapesBenchHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         """Scores every ``interval`` iterations."""
-        if self.interval and self.every_n_train_iters(runner, self.interval):
+        if not stopping(runner) and self.interval and self.every_n_train_iters(runner, self.interval):
             self._score(runner, runner.iter + 1)
 
     def after_train(self, runner) -> None:
         """Scores of the trained model."""
-        self._score(runner, runner.iter)
+        if not stopping(runner):
+            self._score(runner, runner.iter)

@@ -11,6 +11,7 @@ from diffengine.models.vision.samplers import check_sampling_options
 from diffengine.registry import HOOKS
 
 from ..model_wrapper import infers_on_this_rank, text_to_image_model
+from ..stop_signal import stopping
 
 
 def image_grid(images: list[Image.Image]) -> Image.Image:
@@ -65,9 +66,10 @@ class VisualizationHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         """Samples every ``interval`` iterations."""
-        if self.every_n_train_iters(runner, self.interval):
+        if not stopping(runner) and self.every_n_train_iters(runner, self.interval):
             self._render(runner, runner.iter + 1)
 
     def after_train(self, runner) -> None:
         """Samples from the final bridge."""
-        self._render(runner, runner.iter)
+        if not stopping(runner):
+            self._render(runner, runner.iter)
