@@ -65,7 +65,8 @@ class FailOnRankHook(Hook):
 
 class SignalHook(Hook):
     """Sends SIGTERM before training iteration N to its own process (``to_launcher``: from global
-    rank 1 after iteration N, to the ``diffengine`` launcher above its torchrun agent)."""
+    rank 1 after iteration N, to the process group of the ``diffengine`` launcher above its
+    torchrun agent, as SLURM or ``kill -- -PGID`` would: launcher and torchrun both get it)."""
 
     def __init__(self, iteration: int, to_launcher: bool = False) -> None:
         self.iteration = iteration
@@ -80,7 +81,7 @@ class SignalHook(Hook):
             agent = os.getppid()
             with open(f"/proc/{agent}/stat") as stat:
                 launcher = int(stat.read().rsplit(")", 1)[1].split()[1])
-            os.kill(launcher, signal.SIGTERM)
+            os.killpg(os.getpgid(launcher), signal.SIGTERM)
 
 
 def free_port() -> int:

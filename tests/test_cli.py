@@ -13,8 +13,9 @@ from tests.helpers import demo_cfg_options
 
 
 def diffengine(*args, env=None, timeout=600):
+    # a session of its own: a signal to its process group does not reach the tests
     return subprocess.run([sys.executable, "-m", "diffengine", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, start_new_session=True)
 
 
 def test_help_and_listing_do_not_import_torch():
@@ -176,17 +177,20 @@ def test_two_cpu_processes_stopped_by_sigterm_and_resumed_read_disjoint_shards_c
         tiny_t5, tiny_sd, demo_shards, tmp_path):
     # the packaged demo config, copied, with a hook that records each rank's keys in place of
     # its sampling hooks (they cost time and prove nothing here), and one that sends SIGTERM to
-    # the launching command after iteration 2, as a scheduler stopping the job would
+    # the launching command's process group after iteration 2, as a scheduler stopping the job
+    # would: torchrun gets it twice (directly, and passed on by the launcher), ends before its
+    # workers, and the launcher waits for their report
     assert main(["copy-cfg", "lavi_bridge_demo", str(tmp_path / "cfg")]) == 0
     config = tmp_path / "cfg" / "lavi_bridge" / "lavi_bridge_demo.py"
     config.write_text(config.read_text() + "\nfrom tests.helpers import KeyRecorderHook, SignalHook\n"
                       "custom_hooks = [*custom_hooks[:3], dict(type=KeyRecorderHook), "
                       "dict(type=SignalHook, iteration=2, to_launcher=True)]\n")
     # exact mode, 64 samples per epoch, batch 4, 2 ranks: one epoch is 8 iterations per rank;
-    # no checkpoint but the one the stop saves
-    options = [option for option in demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=8,
-                                                     checkpoint_interval=100)
-               if not option.startswith("custom_hooks.")]
+    # no checkpoint but the one the stop saves; a loader worker per rank, which torchrun's
+    # SIGTERM reaches too (it signals each rank's process group)
+    options = [*(option for option in demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=8,
+                                                       checkpoint_interval=100)
+                 if not option.startswith("custom_hooks.")), "train_dataloader.num_workers=1"]
     work_dir = tmp_path / "work"
     result = diffengine("wds_train", str(config), "--work-dir", str(work_dir), "--cfg-options", *options,
                         env={"NPROC_PER_NODE": "2"})  # standalone: torchrun picks the port

@@ -182,7 +182,8 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
 
     SIGTERM (a scheduler's stop, torchrun passing one on): the step in progress ends, the ranks
     agree to stop after it, a checkpoint (and its bridge) is saved through the config's
-    ``CheckpointHook`` and the loop ends; ``stopped_by`` then holds the signal's number.
+    ``CheckpointHook`` and the loop ends; ``stopped_by`` then holds the signal's number (also
+    when the stop came at the last iteration, which ends the run as planned).
     """
 
     def __init__(self, runner, dataloader: DataLoader | dict, max_iters: int, **kwargs: Any) -> None:
@@ -245,9 +246,9 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
             set_random_state(self.step_random_state)
         outputs = self.runner.model.train_step(data_batch, optim_wrapper=self.runner.optim_wrapper)
         self.step_random_state = random_state()
-        if self._iter + 1 < self._max_iters:
-            self.stopped_by = self.stop_signal.agreed()
-            self.stop_training = self.stop_training or bool(self.stopped_by)
+        # at the last iteration too: its hooks then skip their final sample grids and scores
+        self.stopped_by = self.stop_signal.agreed()
+        self.stop_training = self.stop_training or bool(self.stopped_by)
         self.runner.call_hook("after_train_iter", batch_idx=self._iter, data_batch=data_batch,
                               outputs=outputs)
         if self.stopped_by:

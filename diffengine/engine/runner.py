@@ -1,10 +1,14 @@
 """MMEngine Runner that also builds webdataset loaders from config."""
+from functools import partial
+
 from mmengine.runner import Runner
+from torch.utils.data import DataLoader
 
 from diffengine.registry import FUNCTIONS, RUNNERS
 
 from .checkpoint import FiniteWeightsHook, PlainMessageHubHook
 from .resume import ResumeOverridesHook
+from .stop_signal import ignore_stop_signals
 
 
 def is_loader_builder_cfg(dataloader) -> bool:
@@ -34,8 +38,13 @@ class DiffEngineRunner(Runner):
         """Build from a builder config, or defer to MMEngine's standard dataloader config.
 
         A builder's stream seed comes from its own config (``seed=``), not from the runner's
-        random seed, so that a resumed run reads the same stream as the run it continues.
+        random seed, so that a resumed run reads the same stream as the run it continues. Its
+        worker processes ignore SIGTERM: the training process stops on it, and ends them itself.
         """
         if is_loader_builder_cfg(dataloader):
-            return FUNCTIONS.build(dict(dataloader))
-        return Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
+            loader = FUNCTIONS.build(dict(dataloader))
+        else:
+            loader = Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
+        if isinstance(loader, DataLoader):
+            loader.worker_init_fn = partial(ignore_stop_signals, loader.worker_init_fn)
+        return loader

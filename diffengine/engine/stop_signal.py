@@ -8,6 +8,7 @@ a gloo group, so no device synchronisation enters the step.
 """
 import signal
 import threading
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -54,3 +55,15 @@ def stopping(runner) -> bool:
     """True once the ranks agreed to stop on a signal: hooks then leave slow work (sample grids,
     evaluations) to the resumed run, so that the stop fits the scheduler's grace period."""
     return bool(getattr(runner.train_loop, "stopped_by", 0))
+
+
+def ignore_stop_signals(worker_init_fn: Callable[[int], None] | None, worker_id: int) -> None:
+    """A DataLoader worker's start: ignore SIGTERM, then run ``worker_init_fn``.
+
+    torch's workers die on a SIGTERM that does not come from their parent, and the training
+    process then fails at its next batch instead of saving; torchrun and SLURM signal every
+    process of a rank, its loader workers included.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if worker_init_fn is not None:
+        worker_init_fn(worker_id)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 from diffengine.errors import ConfigError, error_of_status, exit_status, one_line
 
@@ -72,20 +73,31 @@ def torchrun_command(argv: list[str], nproc: int, env: dict[str, str]) -> list[s
 
 def pass_to_launcher(error: BaseException) -> None:
     """In a worker: write ``error`` to the launcher's error file, unless another worker did first."""
-    with contextlib.suppress(FileExistsError), open(os.environ[WORKER_ERROR_FILE_ENV], "x") as file:
-        file.write(f"{exit_status(error)}\n{one_line(error)}")
+    target = os.environ[WORKER_ERROR_FILE_ENV]
+    draft = f"{target}.{os.getpid()}"
+    # the launcher may be gone (its folder with it): the worker still exits with the error's status
+    with contextlib.suppress(OSError):
+        with open(draft, "w") as file:
+            file.write(f"{exit_status(error)}\n{one_line(error)}")
+        try:
+            os.link(draft, target)  # whole and first, or not at all: the first worker's message is kept
+        finally:
+            os.unlink(draft)
 
 
 def launch_workers(argv: list[str], nproc: int, report_errors: bool = True) -> int:
     """Re-run this training command under torchrun with one process per device; with
-    ``report_errors``, a worker stopped by a user input error is reported here in one line (exit 2),
-    else (``--debug``) each worker prints its traceback."""
+    ``report_errors``, a worker stopped by a reported error (a user input error, non-finite
+    training, SIGTERM) is reported here in one line with its exit status, else (``--debug``) each
+    worker prints its traceback."""
     with tempfile.TemporaryDirectory(prefix="diffengine_workers_") as folder:
         error_file = os.path.join(folder, "error")
         env = {**os.environ, WORK_DIR_CHECKED_ENV: "1"}
         if report_errors:
             env[WORKER_ERROR_FILE_ENV] = error_file
-        code = _run_passing_on_stop_signals(torchrun_command(argv, nproc, dict(os.environ)), env)
+        code, stopped = _run_passing_on_sigterm(torchrun_command(argv, nproc, dict(os.environ)), env)
+        if code and stopped and report_errors:
+            _wait_for(error_file, STOP_REPORT_WAIT_S)
         if code and os.path.isfile(error_file):
             with open(error_file) as file:
                 status, _, message = file.read().partition("\n")
@@ -93,16 +105,45 @@ def launch_workers(argv: list[str], nproc: int, report_errors: bool = True) -> i
     return code
 
 
-def _run_passing_on_stop_signals(command: list[str], env: dict[str, str]) -> int:
-    """Run ``command`` to its end; a SIGTERM sent to this process goes on to it (torchrun passes
-    it to the workers, which save a checkpoint and stop), rather than killing this one alone."""
-    process = subprocess.Popen(command, env=env)
-    previous = signal.signal(signal.SIGTERM, lambda number, frame: process.send_signal(number))
+# After a SIGTERM, how long the launcher waits for the workers' report once torchrun has ended:
+# a second SIGTERM sent to torchrun directly (SLURM signals every process of a job, a signal to
+# the process group reaches both) ends it at once, while its workers are still saving.
+STOP_REPORT_WAIT_S = 60
+
+
+def _run_passing_on_sigterm(command: list[str], env: dict[str, str]) -> tuple[int, bool]:
+    """Run ``command`` to its end and return its exit code, and whether this process got SIGTERM.
+
+    The first SIGTERM goes on to it (torchrun passes it to the workers, which save a checkpoint
+    and stop) rather than killing this process alone; later ones would only cut torchrun's wait
+    for its workers short.
+    """
+    process: subprocess.Popen | None = None
+    received = forwarded = False
+
+    def pass_on(number: int | None = None, frame=None) -> None:
+        nonlocal received, forwarded
+        received = received or number is not None
+        if received and process is not None and not forwarded:
+            forwarded = True
+            process.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, pass_on)  # before the start: no SIGTERM is lost
     try:
-        return process.wait()
-    except BaseException:  # Ctrl-C: as subprocess.call, kill torchrun (the workers got SIGINT too)
-        process.kill()
-        process.wait()
+        process = subprocess.Popen(command, env=env)
+        pass_on()  # one that came while it was starting
+        return process.wait(), received
+    except BaseException:  # Ctrl-C: as subprocess.call does, end torchrun
+        if process is not None:
+            process.kill()
+            process.wait()
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_for(path: str, seconds: float) -> None:
+    """Until ``path`` exists, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.2)

@@ -290,8 +290,9 @@ def run(args: argparse.Namespace, wds: bool = False) -> "DiffEngineRunner":
         if getattr(loop, "started", not isinstance(loop, dict)):
             raise  # an error during training is not about the inputs: keep its traceback
         raise ConfigError(describe_error(error)) from error
-    if getattr(runner.train_loop, "stopped_by", 0):
-        raise TrainingStopped(stop_message(runner), runner.train_loop.stopped_by)
+    loop = runner.train_loop
+    if getattr(loop, "stopped_by", 0) and loop.iter < loop.max_iters:
+        raise TrainingStopped(stop_message(runner), loop.stopped_by)
     return runner
 
 

@@ -234,11 +234,17 @@ def test_a_killed_and_resumed_run_ends_where_the_uninterrupted_one_does(
 def test_sigterm_saves_a_checkpoint_from_which_the_run_ends_where_the_uninterrupted_one_does(
         uninterrupted, tmp_path, monkeypatch, capsys):
     options, weights, losses, _ = uninterrupted
-    options = [*options, "default_hooks.checkpoint.interval=100"]  # the stop's checkpoint alone
+    # the stop's checkpoint alone, and no log line before it: its losses are read for it
+    options = [*options, "default_hooks.checkpoint.interval=100", "default_hooks.logger.interval=5"]
     handler = signal.getsignal(signal.SIGTERM)
     train_ = DiffEngineRunner.train
+
+    def sigterm_before(iteration: int) -> None:
+        monkeypatch.setattr(DiffEngineRunner, "train",
+                            lambda self: (self.register_hook(SignalHook(iteration)), train_(self))[1])
+
     # SIGTERM arrives before iteration 3: that step runs to its end, then the run stops
-    monkeypatch.setattr(DiffEngineRunner, "train", lambda self: (self.register_hook(SignalHook(3)), train_(self))[1])
+    sigterm_before(3)
     assert main(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path), "--cfg-options", *options]) == 143
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"diffengine: training stopped by SIGTERM after iteration 3 of 6: saved {tmp_path}/iter_3.pth; "
@@ -246,9 +252,12 @@ def test_sigterm_saves_a_checkpoint_from_which_the_run_ends_where_the_uninterrup
     assert signal.getsignal(signal.SIGTERM) == handler  # given back when training ends
     assert [path.name for path in tmp_path.glob("iter_*.pth")] == ["iter_3.pth"]
     assert (tmp_path / "bridge" / "last_bridge").read_text() == "iter_3"
-    monkeypatch.undo()
+    # resumed, and sent SIGTERM again before its last iteration: it ends as planned, without
+    # the final sample grid (a stop must fit the scheduler's grace period)
+    sigterm_before(6)
     resumed = train(tmp_path, options, "--resume")
-    assert resumed.iter == 6
+    assert resumed.iter == 6 and (tmp_path / "iter_6.pth").is_file()
+    assert sorted(path.name for path in (tmp_path / "samples").glob("*.png")) == ["iter_0.png", "iter_3.png"]
     resumed_weights = final_state(resumed)
     for name, value in weights.items():
         torch.testing.assert_close(resumed_weights[name], value, rtol=0, atol=1e-6, msg=name)

@@ -10,6 +10,8 @@ from diffengine.datasets import get_skip_counts
 from diffengine.datasets.wds_dataset import WebImageTextDataset
 from diffengine.registry import HOOKS
 
+from ..stop_signal import stopping
+
 
 def sum_over_ranks(counts: dict[str, int]) -> dict[str, int]:
     """Counts by kind summed over all ranks (every rank must call it; unchanged when not distributed)."""
@@ -41,8 +43,10 @@ class DataSkipLogHook(Hook):
         self._logged: set[str] = set()  # a shard failing again in later epochs is logged once
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        """Record the counts and log new messages every `interval` iterations and at the last one."""
-        if not (self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner)):
+        """Record the counts and log new messages every `interval` iterations, at the last one and
+        at a stop on SIGTERM (its checkpoint holds the counts)."""
+        if not (self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner)
+                or stopping(runner)):
             return
         loader = runner.train_dataloader
         dataset = getattr(loader, "dataset", None)

@@ -4,6 +4,9 @@ from mmengine.hooks import CheckpointHook, LoggerHook, RuntimeInfoHook
 
 from diffengine.registry import HOOKS
 
+from ..loops import saves_now
+from ..stop_signal import stopping
+
 
 @HOOKS.register_module()
 class DeferredRuntimeInfoHook(RuntimeInfoHook):
@@ -12,7 +15,8 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
     MMEngine's ``RuntimeInfoHook`` turns every loss into a Python float at every iteration: a
     host-device sync that idles the GPU while the host queues the next step. This hook puts the
     same values, in the same order, into the message hub at the iterations where something reads
-    them (a ``LoggerHook`` logs, a ``CheckpointHook`` saves, the last iteration), and there also
+    them (a ``LoggerHook`` logs, a ``CheckpointHook`` saves, the last iteration, a stop on
+    SIGTERM), and there also
     reads the gradient norms that a ``GuardedOptimWrapper`` with ``host_read_interval > 1`` keeps
     on the device; at the end of training it has the wrapper log the steps it skipped. Everything
     else is MMEngine's hook; it replaces it as ``default_hooks.runtime_info``.
@@ -61,10 +65,9 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
             read_device_norms()
 
     def _values_needed(self, runner, batch_idx: int) -> bool:
-        if self.is_last_train_iter(runner):
+        if self.is_last_train_iter(runner) or stopping(runner):  # a stop saves a checkpoint
             return True
         if any(self.every_n_inner_iters(batch_idx, hook.interval)
                or self.end_of_epoch(runner.train_dataloader, batch_idx) for hook in self._loggers):
             return True
-        return any(self.every_n_train_iters(runner, hook.interval, hook.save_begin)
-                   for hook in self._checkpointers)
+        return any(saves_now(runner, hook) for hook in self._checkpointers)
