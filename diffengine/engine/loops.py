@@ -194,7 +194,7 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
         self.step_random_state: dict[str, Any] | None = None  # where the last step left the RNGs
         self.started = False  # set once the model, optimizer and any resumed state are in place
         self.stop_signal = StopSignal()
-        self.stopped_by = 0  # the signal that ended training before max_iters (0: none)
+        self.stopped_by = 0  # the signal the ranks agreed to stop on (0: none)
         self.stop_checkpoint: str | None = None  # the checkpoint saved when it did
         if self._streaming:
             # Replaces MMEngine's iterator, which started reading epoch 0 before a resume could
