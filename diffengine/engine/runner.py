@@ -8,7 +8,7 @@ from diffengine.registry import FUNCTIONS, RUNNERS
 
 from .checkpoint import FiniteWeightsHook, PlainMessageHubHook
 from .resume import ResumeOverridesHook
-from .stop_signal import ignore_stop_signals
+from .stop_signal import ignore_others_sigterm
 
 
 def is_loader_builder_cfg(dataloader) -> bool:
@@ -39,12 +39,13 @@ class DiffEngineRunner(Runner):
 
         A builder's stream seed comes from its own config (``seed=``), not from the runner's
         random seed, so that a resumed run reads the same stream as the run it continues. Its
-        worker processes ignore SIGTERM: the training process stops on it, and ends them itself.
+        worker processes ignore a SIGTERM that the training process did not send: it stops on
+        the signal itself, and ends them.
         """
         if is_loader_builder_cfg(dataloader):
             loader = FUNCTIONS.build(dict(dataloader))
         else:
             loader = Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
         if isinstance(loader, DataLoader):
-            loader.worker_init_fn = partial(ignore_stop_signals, loader.worker_init_fn)
+            loader.worker_init_fn = partial(ignore_others_sigterm, loader.worker_init_fn)
         return loader

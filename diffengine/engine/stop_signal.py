@@ -6,6 +6,7 @@ workers and waits 30 s. Every rank must stop after the same iteration (a checkpo
 ranks' states), so the ranks agree after each step with a one-number all-reduce on the CPU:
 a gloo group, so no device synchronisation enters the step.
 """
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -57,13 +58,26 @@ def stopping(runner) -> bool:
     return bool(getattr(runner.train_loop, "stopped_by", 0))
 
 
-def ignore_stop_signals(worker_init_fn: Callable[[int], None] | None, worker_id: int) -> None:
-    """A DataLoader worker's start: ignore SIGTERM, then run ``worker_init_fn``.
+def ignore_others_sigterm(worker_init_fn: Callable[[int], None] | None, worker_id: int) -> None:
+    """A DataLoader worker's start: SIGTERM ends it only when the training process sends it; then
+    ``worker_init_fn``.
 
-    torch's workers die on a SIGTERM that does not come from their parent, and the training
-    process then fails at its next batch instead of saving; torchrun and SLURM signal every
-    process of a rank, its loader workers included.
+    torch's workers die on a SIGTERM from any other process, and the training process then fails
+    at its next batch instead of saving: torchrun and SLURM signal every process of a rank, its
+    loader workers included. The training process's own SIGTERM (``Process.terminate`` when it
+    shuts its workers down, at exit too) still ends them, as torch's handler does. The signal is
+    blocked and taken by a thread that sees its sender; where that is not available (not Linux),
+    torch's handler stays.
     """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit it
+        threading.Thread(target=_exit_on_sigterm_from, args=(os.getppid(),), daemon=True,
+                         name="sigterm-from-parent").start()
     if worker_init_fn is not None:
         worker_init_fn(worker_id)
+
+
+def _exit_on_sigterm_from(parent: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)

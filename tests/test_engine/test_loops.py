@@ -1,3 +1,5 @@
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -6,6 +8,7 @@ import torch
 from diffengine.datasets import build_wds_dataloader
 from diffengine.datasets.wds_dataset import WebImageTextDataset
 from diffengine.engine.loops import StreamingIterBasedTrainLoop
+from diffengine.engine.runner import DiffEngineRunner
 from tests.helpers import map_cfg, train_toy
 
 
@@ -130,3 +133,20 @@ def test_map_style_loader_keeps_mmengine_resume(tmp_path):
     resumed = train_toy(tmp_path, map_cfg(), max_iters=3, resume_from=str(tmp_path / "iter_1.pth"))
     assert resumed.model.seen == first.model.seen[1:3]
     assert resumed.train_dataloader.dataset.reads == 2 * 3  # the trained batch replayed, as MMEngine does
+
+
+@pytest.mark.skipif(not hasattr(signal, "sigwaitinfo"), reason="the signal's sender is read on Linux only")
+def test_a_loader_worker_outlives_another_process_sigterm_and_ends_on_its_parents(demo_shards):
+    # torchrun and SLURM signal a rank's loader workers too: one must not die and fail the step
+    loader = DiffEngineRunner.build_dataloader(wds_cfg(demo_shards, num_workers=1, num_samples_per_epoch=64))
+    batches = iter(loader)
+    next(batches)
+    worker = batches._workers[0]
+    sender = subprocess.Popen(["kill", "-TERM", str(worker.pid)])
+    assert sender.wait() == 0
+    worker.join(timeout=2)
+    assert worker.is_alive()
+    next(batches)  # it still serves batches
+    worker.terminate()  # the training process's own SIGTERM (shutting its workers down) ends it
+    worker.join(timeout=10)
+    assert not worker.is_alive()
