@@ -2,9 +2,10 @@
 
 ``NPROC_PER_NODE`` processes per node (one per GPU) and ``NNODES``, ``NODE_RANK``,
 ``MASTER_ADDR``, ``MASTER_PORT`` for several nodes. The launching process checks the config and
-the work dir once, then starts the workers under torchrun; a worker stopped by a user input
-error writes its one-line message to a file the launcher reports. Import-free beyond the
-standard library, so the CLI starts fast.
+the work dir once, then starts the workers under torchrun and passes a SIGTERM on to them; a
+worker stopped by a reported error (a user input error, non-finite training, SIGTERM) writes its
+exit status and one-line message to a file the launcher reports. Import-free beyond the standard
+library, so the CLI starts fast.
 """
 import contextlib
 import os
@@ -121,17 +122,21 @@ def _run_passing_on_sigterm(command: list[str], env: dict[str, str]) -> tuple[in
     process: subprocess.Popen | None = None
     received = forwarded = False
 
-    def pass_on(number: int | None = None, frame=None) -> None:
-        nonlocal received, forwarded
-        received = received or number is not None
+    def forward_once() -> None:
+        nonlocal forwarded
         if received and process is not None and not forwarded:
             forwarded = True
             process.send_signal(signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGTERM, pass_on)  # before the start: no SIGTERM is lost
+    def on_sigterm(number: int, frame) -> None:
+        nonlocal received
+        received = True
+        forward_once()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)  # before the start: no SIGTERM is lost
     try:
         process = subprocess.Popen(command, env=env)
-        pass_on()  # one that came while it was starting
+        forward_once()  # one that came while it was starting
         return process.wait(), received
     except BaseException:  # Ctrl-C: as subprocess.call does, end torchrun
         if process is not None:
