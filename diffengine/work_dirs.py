@@ -1,6 +1,7 @@
 """A work dir's layout: checkpoints, the model folders saved beside them, and the pointers to the newest.
 
-``WORK_DIR/iter_N.pth`` (MMEngine's checkpoints, ``last_checkpoint`` naming the newest),
+``WORK_DIR/iter_N.pth`` (MMEngine's checkpoints, written as ``.iter_N.pth.tmp``;
+``last_checkpoint`` names the newest),
 ``WORK_DIR/<folder>/iter_N/`` (a bridge or model folder per checkpoint; ``<folder>/last_<folder>``
 holds the newest one's name, written while saving as ``<folder>/.iter_N.tmp``) and
 ``WORK_DIR/samples/iter_N.png``. Import-free beyond the standard library, for the CLI.
@@ -17,6 +18,19 @@ _MODEL_FOLDER_NAME = re.compile(r"iter_(\d+)")
 def checkpoints_in(work_dir: str | Path) -> list[Path]:
     """The ``iter_N.pth`` checkpoints of a work dir, oldest first."""
     return _by_iteration(Path(work_dir).glob("iter_*.pth"), _CHECKPOINT_NAME)
+
+
+def partial_checkpoint_name(name: str) -> str:
+    """The name a checkpoint file is written under before it is renamed to ``name`` (never matched by ``iter_*``)."""
+    return f".{name}.tmp"
+
+
+def write_pointer(path: str | Path, text: str) -> None:
+    """Write a pointer file (``last_checkpoint``, ``last_bridge``) whole: to a temporary name, then renamed."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def model_folder(work_dir: str | Path, folder: str, iteration: int) -> Path:
@@ -51,7 +65,8 @@ def run_outputs(work_dir: str | Path) -> list[Path]:
     (half-written ones too) with their pointers; only these entries, so the user's own files there
     are never counted."""
     work_dir = Path(work_dir)
-    found = [*checkpoints_in(work_dir), *sorted(work_dir.glob("epoch_*.pth"))]
+    found = [*checkpoints_in(work_dir), *sorted(work_dir.glob("epoch_*.pth")),
+             *sorted(work_dir.glob(partial_checkpoint_name("iter_*.pth")))]
     if (work_dir / LAST_CHECKPOINT).is_file():
         found.append(work_dir / LAST_CHECKPOINT)
     for folder in (BRIDGE_FOLDER, PRETRAINED_FOLDER):

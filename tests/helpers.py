@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import webdataset as wds
+from mmengine.fileio import LocalBackend
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapper
@@ -108,10 +109,10 @@ class adapter_output_zeroed:
 
 
 class KillHook(Hook):
-    """SIGKILLs its own process after training iteration N, or while iteration N is being saved.
+    """SIGKILLs its own process after training iteration N, or while iteration N's checkpoint is written.
 
-    During a save it strikes after the bridge folder is written and before MMEngine writes the
-    checkpoint file (it runs last among the ``before_save_checkpoint`` hooks).
+    During a save it strikes after the bridge folder is written (it runs last among the
+    ``before_save_checkpoint`` hooks), when half of the checkpoint file's bytes are on disk.
     """
 
     priority = "LOWEST"
@@ -126,7 +127,13 @@ class KillHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint):
         if self.during_save and checkpoint["meta"]["iter"] == self.iteration:
-            _kill_self()
+            LocalBackend.put = _write_half_and_kill_self
+
+
+def _write_half_and_kill_self(backend, data: bytes, path) -> None:
+    with open(path, "wb") as file:
+        file.write(data[:len(data) // 2])
+    _kill_self()
 
 
 def _kill_self() -> None:

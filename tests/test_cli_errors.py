@@ -50,7 +50,7 @@ BAD_INPUTS = [
     ("misspelt model option", DEMO, [], ["model.prediciton_type=epsilon"],
      "model.prediciton_type: LaViBridge has no option 'prediciton_type' (did you mean 'prediction_type'?)"),
     ("misspelt hook option", DEMO, [], ["default_hooks.checkpoint.intervall=5"],
-     "default_hooks.checkpoint.intervall: CheckpointHook has no option 'intervall' (did you mean 'interval'?)"),
+     "default_hooks.checkpoint.intervall: CrashSafeCheckpointHook has no option 'intervall' (did you mean 'interval'?)"),
     ("misspelt LoRA option", DEMO, [], ["model.text_lora.rnk=4"],
      "text_lora takes rank, alpha and dropout; unknown: rnk"),
     ("option without =", DEMO, [], ["train_cfg.max_iters"], "--cfg-options 'train_cfg.max_iters': expected KEY=VALUE"),
@@ -95,7 +95,7 @@ BAD_INPUTS = [
      ["train_dataloader.shards={assets}/empty.tar", "train_dataloader.num_workers=1"],
      "no usable sample in 1 shard(s) (rank 0, worker 0), e.g. "),
     ("checkpoints counted in epochs", DEMO, [], ["default_hooks.checkpoint.by_epoch=True"],
-     "default_hooks.checkpoint: CheckpointHook counts epochs (by_epoch=True), but train_cfg counts "
+     "default_hooks.checkpoint: CrashSafeCheckpointHook counts epochs (by_epoch=True), but train_cfg counts "
      "iterations in one epoch, so it would act only at the end: set default_hooks.checkpoint.by_epoch=False"),
     ("learning-rate schedule in epochs", DEMO, [], ["param_scheduler.0.by_epoch=True"],
      "param_scheduler.0: ConstantLR counts epochs (by_epoch=True)"),

@@ -1,7 +1,13 @@
-from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
+from mmengine.hooks import DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
 from mmengine.visualization import LocalVisBackend, Visualizer
 
-from diffengine.engine import BridgeCheckpointHook, DataSkipLogHook, DeferredRuntimeInfoHook, ThroughputHook
+from diffengine.engine import (
+    BridgeCheckpointHook,
+    CrashSafeCheckpointHook,
+    DataSkipLogHook,
+    DeferredRuntimeInfoHook,
+    ThroughputHook,
+)
 
 default_scope = "diffengine"
 
@@ -17,7 +23,8 @@ default_hooks = dict(
     timer=dict(type=IterTimerHook),
     logger=dict(type=LoggerHook, interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type=ParamSchedulerHook),
-    checkpoint=dict(type=CheckpointHook, by_epoch=False, interval=1000, max_keep_ckpts=3,
+    # MMEngine's CheckpointHook, written so that a crash mid-save keeps the newest whole checkpoint
+    checkpoint=dict(type=CrashSafeCheckpointHook, by_epoch=False, interval=1000, max_keep_ckpts=3,
                     save_last=True),
     sampler_seed=dict(type=DistSamplerSeedHook),
 )

@@ -2,6 +2,7 @@
 from .checkpoint import FiniteWeightsHook, PlainMessageHubHook, load_local_checkpoint
 from .hooks import (
                     BridgeCheckpointHook,
+                    CrashSafeCheckpointHook,
                     DataSkipLogHook,
                     DeferredRuntimeInfoHook,
                     ModelFolderCheckpointHook,
@@ -17,7 +18,8 @@ from .runner import DiffEngineRunner
 
 __all__ = [
     "FiniteWeightsHook", "PlainMessageHubHook", "load_local_checkpoint", "BridgeCheckpointHook",
-    "DataSkipLogHook", "DeferredRuntimeInfoHook", "ModelFolderCheckpointHook", "ShapesBenchHook", "unwrap_model",
+    "CrashSafeCheckpointHook", "DataSkipLogHook", "DeferredRuntimeInfoHook", "ModelFolderCheckpointHook",
+    "ShapesBenchHook", "unwrap_model",
     "StreamingIterBasedTrainLoop", "ThroughputHook", "VisualizationHook", "DeviceAgnosticDDP",
     "ShardedLanguageModelDDP", "ParamGroupsOptimWrapperConstructor", "GuardedAmpOptimWrapper", "GuardedOptimWrapper",
     "DiffEngineRunner",

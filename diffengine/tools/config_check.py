@@ -217,17 +217,21 @@ def _name(target: Any) -> str:
     return getattr(target, "__name__", repr(target))
 
 
+def _is_checkpoint_hook(target: Any) -> bool:
+    from mmengine.hooks import CheckpointHook
+
+    return inspect.isclass(target) and issubclass(target, CheckpointHook)
+
+
 def _parameters(target: Any) -> tuple[set[str] | None, dict[str, Any]]:
     """Names a class or function accepts (None: anything) and their type hints.
 
     A class whose ``__init__`` takes ``**kwargs`` passes them on to its base classes, so their
     arguments count too, up to the first ``__init__`` without ``**kwargs``.
     """
-    from mmengine.hooks import CheckpointHook
-
     functions = ([klass.__dict__["__init__"] for klass in target.__mro__ if "__init__" in klass.__dict__]
                  if inspect.isclass(target) else [target])
-    if inspect.isclass(target) and issubclass(target, CheckpointHook):
+    if _is_checkpoint_hook(target):
         # CheckpointHook hands its **kwargs to Runner.save_checkpoint
         from mmengine.runner import Runner
 
@@ -306,7 +310,7 @@ def _check_value(where: str, value: Any, hint: Any, target: Any = None) -> None:
     if isinstance(value, str) and _is_sequence(hint):
         raise ConfigError(f"{where} must be a list, got the string {value!r} (write {where}=[{value}])")
     minimum = _MINIMUMS.get(where.rsplit(".", 1)[-1])
-    if _name(target) == "CheckpointHook" and value == -1:
+    if _is_checkpoint_hook(target) and value == -1:
         minimum = None  # MMEngine's "save only at the end"
     if minimum is not None and isinstance(value, int) and not isinstance(value, bool) and value < minimum:
         raise ConfigError(f"{where} must be >= {minimum}, got {value}")

@@ -2,6 +2,7 @@
 import itertools
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -216,14 +217,20 @@ def uninterrupted(tmp_path_factory, tiny_t5, tiny_sd, demo_shards):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("iteration, during_save", [(3, False), (4, True)],
-                         ids=["after-iteration-3", "while-saving-iteration-4"])
+                         ids=["after-iteration-3", "while-writing-iteration-4"])
 def test_a_killed_and_resumed_run_ends_where_the_uninterrupted_one_does(
         uninterrupted, tmp_path, iteration, during_save):
     options, weights, losses, _ = uninterrupted
+    # one kept checkpoint: MMEngine's own hook deletes iter_2.pth before it writes iter_4.pth
+    options = [*options, "default_hooks.checkpoint.max_keep_ckpts=1"]
     assert train_killed(tmp_path, options, iteration, during_save) == -9
-    assert (tmp_path / "iter_2.pth").is_file() and not (tmp_path / "iter_4.pth").exists()
+    # the newest whole checkpoint survives, and a half-written one never has a checkpoint's name
+    assert [path.name for path in tmp_path.glob("iter_*.pth")] == ["iter_2.pth"]
+    assert Path((tmp_path / "last_checkpoint").read_text()).name == "iter_2.pth"
+    assert [path.name for path in tmp_path.glob(".iter_*")] == ([".iter_4.pth.tmp"] if during_save else [])
     resumed = train(tmp_path, options, "--resume")
     assert resumed.iter == 6
+    assert [path.name for path in tmp_path.glob("*iter_*.pth*")] == ["iter_6.pth"]
     resumed_weights = final_state(resumed)
     assert resumed_weights.keys() == weights.keys()
     for name, value in weights.items():

@@ -7,7 +7,7 @@ from mmengine.hooks import Hook
 
 from diffengine.constants import BRIDGE_FOLDER, PRETRAINED_FOLDER
 from diffengine.registry import HOOKS
-from diffengine.work_dirs import latest_pointer, model_folder, model_folders_in, staging_folder
+from diffengine.work_dirs import latest_pointer, model_folder, model_folders_in, staging_folder, write_pointer
 
 from ..model_wrapper import unwrap_model
 
@@ -50,7 +50,7 @@ class ModelFolderCheckpointHook(Hook):
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
         # the folder name, not a path: a moved or copied work dir still finds its newest folder
-        latest_pointer(runner.work_dir, self.folder).write_text(final.name)
+        write_pointer(latest_pointer(runner.work_dir, self.folder), final.name)
         for old in model_folders_in(runner.work_dir, self.folder)[:-self.max_keep]:
             shutil.rmtree(old)
 
