@@ -50,7 +50,8 @@ BAD_INPUTS = [
     ("misspelt model option", DEMO, [], ["model.prediciton_type=epsilon"],
      "model.prediciton_type: LaViBridge has no option 'prediciton_type' (did you mean 'prediction_type'?)"),
     ("misspelt hook option", DEMO, [], ["default_hooks.checkpoint.intervall=5"],
-     "default_hooks.checkpoint.intervall: CrashSafeCheckpointHook has no option 'intervall' (did you mean 'interval'?)"),
+     "default_hooks.checkpoint.intervall: CrashSafeCheckpointHook has no option 'intervall' "
+     "(did you mean 'interval'?)"),
     ("misspelt LoRA option", DEMO, [], ["model.text_lora.rnk=4"],
      "text_lora takes rank, alpha and dropout; unknown: rnk"),
     ("option without =", DEMO, [], ["train_cfg.max_iters"], "--cfg-options 'train_cfg.max_iters': expected KEY=VALUE"),
@@ -58,7 +59,7 @@ BAD_INPUTS = [
      "dict(...) is not parsed: set its entries one by one (e.g. param_scheduler.0.end=100"),
     ("a lone dict in an option", DEMO, [], ["model.text_lora=dict(rank=4)"], "dict(...) is not parsed"),
     ("unbalanced brackets in an option", DEMO, [], ["train_dataloader.aspect_ratio_range=[0.5,2"],
-     "or (tuple) of them with balanced brackets"),
+     "--cfg-options 'train_dataloader.aspect_ratio_range=[0.5,2': unbalanced brackets: '[' is never closed"),
     ("batch size not a number", DEMO, [], ["train_dataloader.batch_size=abc"],
      "train_dataloader.batch_size must be int, got 'abc'"),
     ("zero iterations", DEMO, [], ["train_cfg.max_iters=0"], "train_cfg.max_iters must be >= 1, got 0"),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from diffengine.errors import REPORTED_ERRORS, ConfigError, TrainingStopped, exit_status
 from diffengine.work_dirs import run_outputs, sample_grids_in
 
+from .cfg_options import parse_cfg_options
 from .data_check import check_model_folders, check_shards
 from .launch import WORKER_ERROR_FILE_ENV, checks_the_work_dir, pass_to_launcher
 
@@ -38,7 +39,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="automatic mixed precision on a GPU: bfloat16, or float16 with loss "
                         "scaling where the GPU lacks bfloat16")
     parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="override config entries, MMEngine DictAction syntax, e.g. "
+                        help="override config entries (MMEngine DictAction syntax; spaces and quotes kept), e.g. "
                         "train_cfg.max_iters=10 model.vision_lora.rank=16")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
                         help="job launcher (set for you when NPROC_PER_NODE > 1)")
@@ -65,30 +66,6 @@ def load_config_file(config_path: Path) -> "Config":
         return Config.fromfile(str(config_path))
     except Exception as error:  # whatever the config's own code raised
         raise ConfigError(f"{config_path}: {type(error).__name__}: {error}") from error
-
-
-def parse_cfg_options(pairs: list[str]) -> dict:
-    """``--cfg-options KEY=VALUE ...`` as MMEngine's DictAction parses them, each pair checked."""
-    from mmengine.config import DictAction
-
-    options = argparse.Namespace()
-    action = DictAction(option_strings=["--cfg-options"], dest="cfg_options")
-    for pair in pairs:
-        if "=" not in pair or pair.startswith("="):
-            raise ConfigError(f"--cfg-options {pair!r}: expected KEY=VALUE")
-        # DictAction keeps dict(...) as a string or recurses on it, and asserts on unbalanced brackets
-        unparsable = "dict(" in pair.split("=", 1)[1]
-        if not unparsable:
-            try:
-                action(None, options, [pair])
-            except (AssertionError, RecursionError):
-                unparsable = True
-        if unparsable:
-            raise ConfigError(
-                f"--cfg-options {pair!r}: a VALUE is a number, string, None, true/false, or a [list] or "
-                "(tuple) of them with balanced brackets; dict(...) is not parsed: set its entries one "
-                "by one (e.g. param_scheduler.0.end=100 model.text_lora.rank=8)")
-    return options.cfg_options
 
 
 def build_config(args: argparse.Namespace, wds: bool) -> "Config":
