@@ -35,9 +35,12 @@ _READ_BY_MMENGINE = {"optim_wrapper": {"constructor", "optimizer", "paramwise_cf
                      "hook": {"priority"}, "param_scheduler": {"convert_to_iter_based"}}
 # the sampling hooks' options (VisualizationHook, ShapesBenchHook), checked as inference checks them
 _SAMPLING_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width", "scheduler")
-# smallest valid value of integer options, wherever they appear
+# smallest valid value of numeric options, wherever they appear (a negative weight decay grows
+# the weights; MMEngine and torch check the others only once the model is built)
 _MINIMUMS = {"max_iters": 1, "batch_size": 1, "num_workers": 0, "interval": 1,
-             "num_samples_per_epoch": 1, "max_keep": 1}
+             "num_samples_per_epoch": 1, "max_keep": 1, "accumulative_counts": 1,
+             "max_consecutive_nonfinite": 1, "host_read_interval": 1, "images_per_prompt": 1,
+             "prefetch_factor": 1, "weight_decay": 0}
 
 
 def check_cfg_options(cfg: "Config", options: dict[str, Any]) -> None:
@@ -110,6 +113,8 @@ def check_training_values(cfg: "Config") -> None:
             constructor.check_paramwise_cfg(optim.get("paramwise_cfg"))
         except ValueError as error:
             raise ConfigError(f"optim_wrapper.{error}") from None
+    if optim.get("clip_grad") is not None:
+        _check_clip_grad(optim["clip_grad"])
     group_lr = (optim.get("paramwise_cfg") or {}).get("group_lr") or {}
     rates = {"optim_wrapper.optimizer.lr": (optim.get("optimizer") or {}).get("lr"),
              **{f"optim_wrapper.paramwise_cfg.group_lr.{name}": rate for name, rate in group_lr.items()}}
@@ -131,6 +136,30 @@ def check_training_values(cfg: "Config") -> None:
     if isinstance(resolution, int) and resolution % PIXEL_MULTIPLE:
         raise ConfigError(f"train_dataloader.resolution must be a multiple of {PIXEL_MULTIPLE} pixels, "
                           f"got {resolution}: a bridge trained at it could not sample at its own size")
+
+
+def _check_clip_grad(clip: Any) -> None:
+    """``optim_wrapper.clip_grad``: the options of torch's ``clip_grad_norm_`` (or, with
+    ``type='value'``, ``clip_grad_value_``), its bound a number > 0: torch scales the gradients by
+    ``max_norm / norm``, so a negative bound turns every step uphill without an error."""
+    import torch
+
+    if not isinstance(clip, dict) or not clip:
+        raise ConfigError(f"optim_wrapper.clip_grad must be dict(max_norm=...) or None, got {clip!r}")
+    kind = clip.get("type", "norm")
+    clippers = {"norm": (torch.nn.utils.clip_grad_norm_, "max_norm"),
+                "value": (torch.nn.utils.clip_grad_value_, "clip_value")}
+    if kind not in clippers:
+        raise ConfigError(f"optim_wrapper.clip_grad.type must be 'norm' or 'value', got {kind!r}")
+    function, bound = clippers[kind]
+    accepted = sorted(set(inspect.signature(function).parameters) - {"parameters"})
+    for key in clip:
+        if key != "type" and key not in accepted:
+            raise ConfigError(f"optim_wrapper.clip_grad.{key}: {function.__name__} has no option {key!r}"
+                              f"{_did_you_mean(key, accepted)}; it takes {', '.join(accepted)}")
+    value = clip.get(bound)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"optim_wrapper.clip_grad.{bound} must be a number > 0, got {value!r}")
 
 
 def check_schedule_range(cfg: "Config") -> None:
@@ -312,7 +341,7 @@ def _check_value(where: str, value: Any, hint: Any, target: Any = None) -> None:
     minimum = _MINIMUMS.get(where.rsplit(".", 1)[-1])
     if _is_checkpoint_hook(target) and value == -1:
         minimum = None  # MMEngine's "save only at the end"
-    if minimum is not None and isinstance(value, int) and not isinstance(value, bool) and value < minimum:
+    if minimum is not None and isinstance(value, int | float) and not isinstance(value, bool) and value < minimum:
         raise ConfigError(f"{where} must be >= {minimum}, got {value}")
 
 
