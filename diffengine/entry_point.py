@@ -184,18 +184,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # training: ConfigError covers its user mistakes (train.run turns setup errors into it), so a
     # ValueError raised while training keeps its traceback. The other commands read files the
-    # user names: their ValueError / FileNotFoundError / NotImplementedError are for the user.
-    input_errors = (ValueError, FileNotFoundError, NotImplementedError)
+    # user names: their ValueError / NotImplementedError and errors of those paths are for the user.
+    path_errors = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+    input_errors = (ValueError, NotImplementedError, *path_errors)
     worker_argv = [arg for arg in argv[1:] if arg != "--debug"]
     commands = {
         "train": (lambda a: _train(a, worker_argv, wds=False), ()),
         "wds_train": (lambda a: _train(a, worker_argv, wds=True), ()),
-        "demo": (_demo, ()), "infer": (_infer, input_errors), "export": (_export, input_errors),
+        "demo": (_demo, path_errors), "infer": (_infer, input_errors), "export": (_export, input_errors),
         "eval": (_eval, input_errors),
         "convert-official": (_convert_official, input_errors), "prep-wds": (_prep_wds, input_errors),
         "prep-latents": (_prep_latents, input_errors),
         "shapesbench": (_shapesbench, input_errors), "bench": (lambda a: _bench(a, argv), input_errors),
-        "list-cfg": (_list_cfg, ()), "copy-cfg": (_copy_cfg, ()), "version": (_version, ()),
+        "list-cfg": (_list_cfg, ()), "copy-cfg": (_copy_cfg, path_errors), "version": (_version, ()),
     }
     command, user_errors = commands[args.command]
     try:

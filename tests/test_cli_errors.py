@@ -36,7 +36,7 @@ def assets(tmp_path_factory, tiny_t5, tiny_sd, demo_shards, latent_shards):
 
 
 DEMO = "lavi_bridge_demo"
-# (case, config, command-line flags, extra --cfg-options; {assets} filled in, expected message part)
+# (case, config, command-line flags, extra --cfg-options, expected message part; {assets} filled in)
 BAD_INPUTS = [
     ("config syntax error", "{assets}/syntax.py", [], [], "syntax.py:1: syntax error: '(' was never closed"),
     ("config that raises", "{assets}/raises.py", [], [], "raises.py: ZeroDivisionError: division by zero"),
@@ -74,6 +74,11 @@ BAD_INPUTS = [
      "optim_wrapper.optimizer.weight_decay must be >= 0, got -0.1"),
     ("no gradient accumulation step", DEMO, [], ["optim_wrapper.accumulative_counts=0"],
      "optim_wrapper.accumulative_counts must be >= 1, got 0"),
+    ("an option for a list entry that is not there", DEMO, [], ["custom_hooks.9.interval=5"],
+     "--cfg-options custom_hooks.9.interval: custom_hooks is a list of 5 (indices 0 to 4), not '9'"),
+    ("a model's config.json for its folder", DEMO, [], ["model.vision_model={assets}/rescaled_vae/vae/config.json"],
+     "model.vision_model {assets}/rescaled_vae/vae/config.json is a file: give the model's folder "
+     "({assets}/rescaled_vae/vae)"),
     ("hook interval out of range", DEMO, [], ["default_hooks.logger.interval=0"],
      "default_hooks.logger.interval must be >= 1"),
     ("prediction type typo", DEMO, [], ["model.prediction_type=v-prediction"],
@@ -164,7 +169,7 @@ def test_bad_input_is_one_line_and_exit_2(config, flags, cfg_options, expected, 
             "--cfg-options", *demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=2), *cfg_options]
     assert main(argv) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("diffengine: error:")]
-    assert len(errors) == 1 and expected in errors[0], errors
+    assert len(errors) == 1 and expected.replace("{assets}", str(assets)) in errors[0], errors
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-2"])
@@ -374,3 +379,25 @@ def test_a_workers_reported_error_reaches_the_launcher_with_its_status(error, st
     written, message = (tmp_path / "error").read_text().split("\n", 1)
     relayed = error_of_status(int(written), message)
     assert (exit_status(relayed), str(relayed)) == (status, str(error))
+
+
+def test_resume_and_overwrite_together_are_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["wds_train", DEMO, "--resume", "--overwrite"])
+    assert exit_info.value.code == 2
+    assert "argument --overwrite: not allowed with argument --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["export", "{bridge}", "{file}/pipeline"], ["copy-cfg", DEMO, "{file}/configs"]])
+def test_an_output_folder_under_a_file_is_one_line(command, assets, bridge_dir, capsys):
+    argv = [arg.format(bridge=bridge_dir, file=assets / "syntax.py") for arg in command]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("diffengine: error: [Errno 20] Not a directory:")
+
+
+def test_a_bridge_folder_missing_files_names_them_before_models_load(assets, capsys):
+    # bridge.json alone, recording no model that exists here: the files are named first
+    assert main(["infer", str(assets / "bridge_of_layer_0"), "a red circle"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"diffengine: error: bridge folder {assets / 'bridge_of_layer_0'} lacks adapter/config.json, "
+        "adapter/diffusion_pytorch_model.safetensors: it was not written whole (or its files were moved)")

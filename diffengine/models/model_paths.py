@@ -13,9 +13,13 @@ def pretrained_location(path: str, role: str) -> str:
     """An existing local folder as an absolute path (so it still resolves from elsewhere), or a hub id.
 
     Raises FileNotFoundError for a local-looking path that does not exist, instead of the hub's
-    "Repo id must be in the form ..." that transformers and diffusers would raise.
+    "Repo id must be in the form ..." that transformers and diffusers would raise, and
+    NotADirectoryError for a file (a model's ``config.json`` given for its folder).
     """
     local = Path(path).expanduser()
+    if local.is_file():
+        raise NotADirectoryError(f"{role} {path} is a file: give the model's folder"
+                                 f"{f' ({local.parent})' if local.name.endswith('.json') else ''}")
     if local.exists():
         return str(local.resolve())
     if looks_local(path):

@@ -26,7 +26,7 @@ def check_model_folders(cfg: "Config") -> None:
         if isinstance(model.get(key), str):
             try:
                 location(model[key], role=f"model.{key}")
-            except FileNotFoundError as error:
+            except (FileNotFoundError, NotADirectoryError) as error:
                 raise ConfigError(str(error)) from None
 
 

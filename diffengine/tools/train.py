@@ -29,12 +29,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="config file path or packaged config name")
     parser.add_argument("--work-dir", help="where logs, checkpoints, samples and bridges go "
                         "(default: ./work_dirs/CONFIG_NAME)")
-    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
-                        help="resume from CHECKPOINT, or from the latest one in the work dir; "
-                        "options given now (learning rates, max_iters, ...) apply")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh in a work dir that holds a previous run (its checkpoints, "
-                        "bridges and samples are deleted)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+                       help="resume from CHECKPOINT, or from the latest one in the work dir; "
+                       "options given now (learning rates, max_iters, ...) apply")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start afresh in a work dir that holds a previous run (its checkpoints, "
+                       "bridges and samples are deleted)")
     parser.add_argument("--amp", action="store_true",
                         help="automatic mixed precision on a GPU: bfloat16, or float16 with loss "
                         "scaling where the GPU lacks bfloat16")
@@ -68,6 +69,25 @@ def load_config_file(config_path: Path) -> "Config":
         raise ConfigError(f"{config_path}: {type(error).__name__}: {error}") from error
 
 
+def _merge_error(cfg: "Config", key: str, error: Exception) -> str:
+    """Why ``key`` does not fit ``cfg``: for a list index, how long the list is (MMEngine's
+    message prints the whole list)."""
+    parts = key.split(".")
+    node = cfg.get(parts[0])
+    for depth, part in enumerate(parts[1:-1], start=1):
+        if isinstance(node, list | tuple):
+            if not part.isdigit() or int(part) >= len(node):
+                where = ".".join(parts[:depth])
+                indices = "index 0" if len(node) == 1 else f"indices 0 to {len(node) - 1}"
+                return f"{where} is a list of {len(node)} ({indices}), not {part!r}"
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            break
+    return str(error)
+
+
 def build_config(args: argparse.Namespace, wds: bool) -> "Config":
     """Load the config and apply the command-line options to it."""
     from .config_check import check_cfg_options
@@ -78,10 +98,11 @@ def build_config(args: argparse.Namespace, wds: bool) -> "Config":
     if args.cfg_options:
         options = parse_cfg_options(args.cfg_options)
         check_cfg_options(cfg, options)
-        try:
-            cfg.merge_from_dict(options)
-        except (KeyError, IndexError, TypeError, ValueError) as error:
-            raise ConfigError(f"--cfg-options {' '.join(args.cfg_options)}: {error}") from None
+        for key, value in options.items():
+            try:
+                cfg.merge_from_dict({key: value})
+            except (KeyError, IndexError, TypeError, ValueError) as error:
+                raise ConfigError(f"--cfg-options {key}: {_merge_error(cfg, key, error)}") from None
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / config_path.stem)
     if args.resume is not None:

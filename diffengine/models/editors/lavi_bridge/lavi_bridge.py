@@ -23,7 +23,7 @@ from diffengine.version import __version__
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
 from ...language import LanguageModel, drop_captions
-from ...lora import inject_lora, load_lora_weights, save_lora
+from ...lora import LORA_WEIGHTS, inject_lora, load_lora_weights, save_lora
 from ...losses import training_objective
 from ...model_paths import language_model_location, looks_local, vision_model_location
 from ...vision import (
@@ -333,6 +333,8 @@ class LaViBridge(BaseModel):
                           else None)
                 kwargs[name] = ({"rank": config.r, "alpha": config.lora_alpha, "dropout": config.lora_dropout}
                                 if config else {"rank": 0})
+        check_bridge_files(directory, [name for name in ("text_lora", "vision_lora")
+                                       if (kwargs[name] or {}).get("rank", 0)])
         if "adapter" not in kwargs:
             adapter = LaViBridgeTextAdapter.load_config(directory / "adapter")
             kwargs["adapter"] = {k: adapter[k] for k in ("in_dim", "int_dim", "out_dim")}
@@ -371,7 +373,21 @@ def read_bridge_manifest(directory: str | Path) -> dict:
     manifest_path = Path(directory) / BRIDGE_MANIFEST
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{directory} is not a bridge folder (no {BRIDGE_MANIFEST})")
-    return json.loads(manifest_path.read_text())
+    try:
+        return json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{manifest_path} is not valid JSON: {error}") from None
+
+
+def check_bridge_files(directory: Path, lora_sides: list[str]) -> None:
+    """Raise FileNotFoundError naming every file a bridge folder lacks, before any base model loads:
+    ``adapter/`` and a peft folder per side with LoRA (``lora_sides``)."""
+    expected = [Path("adapter") / "config.json", Path("adapter") / SAFETENSORS_WEIGHTS_NAME,
+                *(Path(side) / name for side in lora_sides for name in ("adapter_config.json", LORA_WEIGHTS))]
+    missing = [str(path) for path in expected if not (directory / path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"bridge folder {directory} lacks {', '.join(missing)}: it was not "
+                                "written whole (or its files were moved)")
 
 
 def check_bridge_settings(directory: str | Path, settings: dict, base_models: dict) -> None:
