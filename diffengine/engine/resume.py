@@ -8,9 +8,9 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from diffengine.constants import LAST_CHECKPOINT
+from diffengine.constants import BRIDGE_FOLDER, BRIDGE_MANIFEST, LAST_CHECKPOINT
 from diffengine.registry import HOOKS
-from diffengine.work_dirs import checkpoints_in
+from diffengine.work_dirs import checkpoints_in, model_folder
 
 from .model_wrapper import unwrap_model
 
@@ -146,6 +146,7 @@ class ResumeOverridesHook(Hook):
                               complete=runner._resume)
         if not runner._resume:
             return
+        self._check_bridge_settings(runner, checkpoint)
         saved_cfg = checkpoint.get("meta", {}).get("cfg")
         if saved_cfg:
             try:
@@ -163,6 +164,23 @@ class ResumeOverridesHook(Hook):
             for scheduler, saved in zip(runner.param_schedulers, checkpoint["param_schedulers"], strict=False):
                 saved.update({key: value for key, value in scheduler.state_dict().items()
                               if key in _SCHEDULER_SETTINGS})
+
+    @staticmethod
+    def _check_bridge_settings(runner, checkpoint: dict) -> None:
+        """Refuse to resume a bridge under settings that change what its weights mean (the layer
+        the adapter reads, the prediction type, ...), as ``model.bridge_path`` refuses them: the
+        bridge saved with the checkpoint records those it was trained with."""
+        from diffengine.errors import ConfigError
+        from diffengine.models.editors.lavi_bridge.lavi_bridge import check_bridge_settings
+
+        model = unwrap_model(runner.model)
+        saved = model_folder(Path(runner.cfg.load_from).parent, BRIDGE_FOLDER, checkpoint.get("meta", {}).get("iter"))
+        if not hasattr(model, "weight_settings") or not (saved / BRIDGE_MANIFEST).is_file():
+            return
+        try:
+            check_bridge_settings(saved, model.weight_settings, model.base_models)
+        except ValueError as error:
+            raise ConfigError(f"--resume: {error}") from None
 
     @staticmethod
     def _apply_group_settings(runner, saved_groups: list[dict]) -> None:

@@ -13,7 +13,7 @@ from diffengine.engine import FiniteWeightsHook, GuardedAmpOptimWrapper, Guarded
 from diffengine.engine.resume import find_resume_checkpoint
 from diffengine.engine.runner import DiffEngineRunner
 from diffengine.entry_point import build_parser, main
-from diffengine.errors import NonFiniteTrainingError
+from diffengine.errors import ConfigError, NonFiniteTrainingError
 from diffengine.models import LaViBridge
 from diffengine.models.losses import TrainingObjective
 from diffengine.tools.train import run
@@ -375,3 +375,13 @@ def test_overwrite_tolerates_outputs_another_node_deleted_first(tmp_path, monkey
     # an error other than a vanished file still raises
     with pytest.raises(PermissionError):
         train._ignore_vanished(None, "x", (PermissionError, PermissionError("denied"), None))
+
+
+def test_resuming_a_bridge_under_settings_that_change_its_weights_meaning_is_refused(uninterrupted, tmp_path):
+    options, _, _, work_dir = uninterrupted
+    shutil.copytree(work_dir, tmp_path, dirs_exist_ok=True)
+    with pytest.raises(ConfigError) as error:
+        train(tmp_path, [*options, "train_cfg.max_iters=8", "model.hidden_layer=0"], "--resume")
+    assert str(error.value) == (f"--resume: {tmp_path}/bridge/iter_6/bridge.json was trained with hidden_layer=-1, "
+                                "this model has hidden_layer=0: set model.hidden_layer=-1 to continue that bridge")
+    assert not (tmp_path / "iter_8.pth").exists()

@@ -134,14 +134,15 @@ class LaViBridge(BaseModel):
 
         # read before any weights load: a bad prediction_type fails in a second, not after minutes
         self.objective = training_objective(vision_model, prediction_type, snr_gamma, flow_matching)
+        self.weight_settings = {
+            "hidden_layer": hidden_layer, "text_attention_mask": text_attention_mask,
+            "pad_token": pad_token, "prediction_type": self.objective.record().get("prediction_type"),
+            # without LoRA (rank 0) its alpha means nothing
+            **{side: {"rank": lora["rank"], "alpha": lora["alpha"]} if lora["rank"] else {"rank": 0}
+               for side, lora in (("text_lora", text_lora), ("vision_lora", vision_lora))}}
+        self.base_models = {"text_encoder": text_encoder, "vision_model": vision_model}
         if bridge_path is not None:
-            check_bridge_settings(bridge_path, {
-                "hidden_layer": hidden_layer, "text_attention_mask": text_attention_mask,
-                "pad_token": pad_token, "prediction_type": self.objective.record().get("prediction_type"),
-                # without LoRA (rank 0) its alpha means nothing
-                **{side: {"rank": lora["rank"], "alpha": lora["alpha"]} if lora["rank"] else {"rank": 0}
-                   for side, lora in (("text_lora", text_lora), ("vision_lora", vision_lora))}},
-                base_models={"text_encoder": text_encoder, "vision_model": vision_model})
+            check_bridge_settings(bridge_path, self.weight_settings, self.base_models)
         # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
         self.language = LanguageModel(text_encoder, max_length=max_length,
                                             hidden_layer=hidden_layer,
