@@ -68,7 +68,13 @@ def image_filename(index: int, prompt: str) -> str:
 
 
 def run_infer(args: argparse.Namespace) -> list[Path]:
-    """Load base models + bridge and write one PNG per prompt; returns the paths."""
+    """Load base models + bridge and write one PNG per prompt; returns the paths.
+
+    Raises ValueError, before writing it, for an image with non-finite pixels (a bridge whose
+    finite weights have diverged), which PIL would save as a black picture.
+    """
+    import numpy as np
+    from diffusers.utils import numpy_to_pil
     from tqdm import tqdm
 
     bridge_dir = resolve_bridge_dir(args.bridge)
@@ -83,9 +89,12 @@ def run_infer(args: argparse.Namespace) -> list[Path]:
         image = model.infer(prompt, negative_prompt=args.negative_prompt,
                             num_inference_steps=args.steps, guidance_scale=args.guidance,
                             height=args.height, width=args.width, seed=args.seed,
-                            scheduler=args.scheduler)[0]
+                            scheduler=args.scheduler, output_type="np")
+        if not np.isfinite(image).all():
+            raise ValueError(f"the bridge {bridge_dir} generated non-finite pixels for {prompt!r}: its "
+                             "weights have diverged (a training whose loss went non-finite?)")
         path = out_dir / image_filename(index, prompt)
-        image.save(path)
+        numpy_to_pil(image)[0].save(path)
         written.append(path)
     print(f"wrote {len(written)} image(s) to {out_dir}")
     return written

@@ -2,7 +2,9 @@ import logging
 import shutil
 
 import numpy as np
+import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from diffengine.entry_point import main
 from diffengine.models import LaViBridge
@@ -94,3 +96,15 @@ def test_training_warns_once_when_max_length_cuts_captions(tiny_t5, tiny_sd, mon
         f"never reads their ends (e.g. {part!r} of {long_caption!r}): raise model.max_length", logging.WARNING)]
     LaViBridge(tiny_t5, tiny_sd, max_length=77)(batch)  # room for every caption: no warning
     assert len(warnings) == 1
+
+
+def test_infer_refuses_to_write_a_diverged_bridges_non_finite_image(bridge_dir, tmp_path, capsys):
+    # finite weights so large that the adapter's output overflows: PIL would save a black image
+    adapter_file = bridge_dir / "adapter" / "diffusion_pytorch_model.safetensors"
+    save_file({name: torch.full_like(value, 1e30) for name, value in load_file(adapter_file).items()}, adapter_file)
+    assert main(["infer", str(bridge_dir), "a red circle", "--steps", "1", "--height", "32", "--width", "32",
+                 "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"diffengine: error: the bridge {bridge_dir} generated non-finite pixels for 'a red circle': its weights "
+        "have diverged (a training whose loss went non-finite?)")
+    assert not list(tmp_path.glob("*.png"))
