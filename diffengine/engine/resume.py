@@ -174,7 +174,9 @@ class ResumeOverridesHook(Hook):
         from diffengine.models.editors.lavi_bridge.lavi_bridge import check_bridge_settings
 
         model = unwrap_model(runner.model)
-        saved = model_folder(Path(runner.cfg.load_from).parent, BRIDGE_FOLDER, checkpoint.get("meta", {}).get("iter"))
+        # without load_from, MMEngine resumes the newest checkpoint of the work dir
+        checkpoint_dir = Path(runner.cfg.load_from).parent if runner.cfg.get("load_from") else Path(runner.work_dir)
+        saved = model_folder(checkpoint_dir, BRIDGE_FOLDER, checkpoint.get("meta", {}).get("iter"))
         if not hasattr(model, "weight_settings") or not (saved / BRIDGE_MANIFEST).is_file():
             return
         try:
