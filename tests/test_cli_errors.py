@@ -74,6 +74,17 @@ BAD_INPUTS = [
      "optim_wrapper.optimizer.weight_decay must be >= 0, got -0.1"),
     ("no gradient accumulation step", DEMO, [], ["optim_wrapper.accumulative_counts=0"],
      "optim_wrapper.accumulative_counts must be >= 1, got 0"),
+    ("misspelt randomness option", DEMO, [], ["randomness.seeed=3"],
+     "randomness.seeed: randomness has no option 'seeed' (did you mean 'seed'?); it takes deterministic, "
+     "diff_rank_seed, seed"),
+    ("misspelt log option", DEMO, [], ["log_processor.window_sise=5"],
+     "log_processor.window_sise: log_processor has no option 'window_sise' (did you mean 'window_size'?)"),
+    ("misspelt environment option", DEMO, [], ["env_cfg.dist_cfgs=3"],
+     "env_cfg.dist_cfgs: env_cfg has no option 'dist_cfgs' (did you mean 'dist_cfg'?)"),
+    ("a launcher without its environment", DEMO, ["--launcher", "slurm"], [],
+     "--launcher slurm needs the environment its launcher sets (SLURM_PROCID, SLURM_NTASKS, SLURM_NODELIST "
+     "missing): start the command under it"),
+    ("a folder for the config", "{assets}", [], [], "config '{assets}' is a folder: give a config file in it"),
     ("an option for a list entry that is not there", DEMO, [], ["custom_hooks.9.interval=5"],
      "--cfg-options custom_hooks.9.interval: custom_hooks is a list of 5 (indices 0 to 4), not '9'"),
     ("a model's config.json for its folder", DEMO, [], ["model.vision_model={assets}/rescaled_vae/vae/config.json"],

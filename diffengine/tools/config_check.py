@@ -75,6 +75,32 @@ def check_config(cfg: "Config", registries: dict[str, Any]) -> None:
             _check_value(f"{where}.{key}", value, hints.get(key), target)
 
 
+def check_plain_sections(cfg: "Config") -> None:
+    """The untyped sections the runner unpacks itself: ``randomness`` (``Runner.set_randomness``),
+    ``log_processor`` (``LogProcessor``) and ``env_cfg`` (read by ``Runner.setup_env``), whose
+    unknown keys would be a TypeError when the runner is built, or silently ignored (``env_cfg``)."""
+    from mmengine.runner import LogProcessor, Runner
+
+    sections = {"randomness": Runner.set_randomness, "log_processor": LogProcessor}
+    for where, target in sections.items():
+        node = cfg.get(where)
+        if not isinstance(node, dict) or "type" in node:
+            continue
+        accepted, hints = _parameters(target)
+        accepted = sorted(accepted - {"self"})
+        for key, value in node.items():
+            if key not in accepted:
+                raise ConfigError(f"{where}.{key}: {where} has no option {key!r}{_did_you_mean(key, accepted)}; "
+                                  f"it takes {', '.join(accepted)}")
+            _check_value(f"{where}.{key}", value, hints.get(key))
+    env = cfg.get("env_cfg")
+    known = ["cudnn_benchmark", "dist_cfg", "mp_cfg", "resource_limit"]
+    for key in env if isinstance(env, dict) else ():
+        if key not in known:
+            raise ConfigError(f"env_cfg.{key}: env_cfg has no option {key!r}{_did_you_mean(key, known)}; it takes "
+                              f"{', '.join(known)}")
+
+
 def check_epoch_counting(cfg: "Config", registries: dict[str, Any]) -> None:
     """An iteration-based loop runs a single epoch, so a hook or schedule that counts epochs (by
     MMEngine's default ``by_epoch=True``) would act only at the end: no checkpoint before it, a

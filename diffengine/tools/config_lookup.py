@@ -35,6 +35,9 @@ def resolve_config(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise UnknownConfigError(f"config '{name_or_path}' is a folder: give a config file in it, or a "
+                                 "packaged config name (`diffengine list-cfg`)")
     if len(path.parts) > 1:
         # a path that does not exist must not fall back to a packaged config of the same name
         raise UnknownConfigError(f"config file '{name_or_path}' does not exist")

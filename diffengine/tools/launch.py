@@ -48,6 +48,23 @@ def planned_world_size() -> int:
     return processes_per_node() * (int(nodes) if nodes.isdigit() else 1)
 
 
+# what MMEngine's init_dist reads for each --launcher (it raises a bare KeyError without them)
+LAUNCHER_ENVIRONMENT = {
+    "pytorch": ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"),
+    "slurm": ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_NODELIST"),
+    "mpi": ("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "MASTER_ADDR"),
+}
+
+
+def check_launcher_environment(launcher: str) -> None:
+    """Raise ConfigError when ``--launcher`` runs outside the launcher that sets its variables."""
+    missing = [name for name in LAUNCHER_ENVIRONMENT.get(launcher, ()) if name not in os.environ]
+    if missing:
+        raise ConfigError(f"--launcher {launcher} needs the environment its launcher sets ({', '.join(missing)} "
+                          "missing): start the command under it (torchrun, srun, mpirun), or drop --launcher "
+                          "and set NPROC_PER_NODE to train on several devices")
+
+
 def checks_the_work_dir() -> bool:
     """True in the one process per job that checks and prepares the work dir: the launcher of the
     workers, else global rank 0 (slurm, mpi, torchrun started by hand)."""

@@ -16,7 +16,7 @@ from diffengine.work_dirs import run_outputs, sample_grids_in
 
 from .cfg_options import parse_cfg_options
 from .data_check import check_model_folders, check_shards
-from .launch import WORKER_ERROR_FILE_ENV, checks_the_work_dir, pass_to_launcher
+from .launch import WORKER_ERROR_FILE_ENV, check_launcher_environment, checks_the_work_dir, pass_to_launcher
 
 if TYPE_CHECKING:
     from mmengine.config import Config
@@ -60,7 +60,8 @@ def load_config_file(config_path: Path) -> "Config":
     from mmengine.config import Config
 
     try:
-        ast.parse(config_path.read_text(), filename=str(config_path))
+        if config_path.suffix == ".py":  # MMEngine also reads .json, .yaml and .yml configs
+            ast.parse(config_path.read_text(), filename=str(config_path))
     except SyntaxError as error:
         raise ConfigError(f"{config_path}:{error.lineno}: syntax error: {error.msg}") from None
     try:
@@ -103,6 +104,7 @@ def build_config(args: argparse.Namespace, wds: bool) -> "Config":
                 cfg.merge_from_dict({key: value})
             except (KeyError, IndexError, TypeError, ValueError) as error:
                 raise ConfigError(f"--cfg-options {key}: {_merge_error(cfg, key, error)}") from None
+    check_launcher_environment(args.launcher)
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / config_path.stem)
     if args.resume is not None:
@@ -233,6 +235,7 @@ def check_resolved_config(cfg: "Config") -> None:
         check_config,
         check_epoch_counting,
         check_model_wrapper_scope,
+        check_plain_sections,
         check_schedule_range,
         check_training_values,
     )
@@ -241,6 +244,7 @@ def check_resolved_config(cfg: "Config") -> None:
     check_config(cfg, registries)
     check_epoch_counting(cfg, registries)
     check_model_wrapper_scope(cfg)
+    check_plain_sections(cfg)
     check_training_values(cfg)
     check_schedule_range(cfg)
 
