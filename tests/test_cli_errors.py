@@ -23,7 +23,8 @@ def assets(tmp_path_factory, tiny_t5, tiny_sd, demo_shards, latent_shards):
     (root / "raises.py").write_text("max_iters = 1 / 0\n")
     shutil.copytree(f"{tiny_sd}/unet", root / "no_vae" / "unet")
     (root / "truncated.pth").write_bytes(b"PK\x03\x04 cut short")
-    (root / "empty.tar").write_bytes(b"")
+    for name in ("empty", *(f"empty{index}" for index in range(4))):
+        (root / f"{name}.tar").write_bytes(b"")
     (root / "bridge_of_layer_0").mkdir()
     (root / "bridge_of_layer_0" / "bridge.json").write_text(json.dumps({"hidden_layer": 0}))
 
@@ -117,11 +118,15 @@ BAD_INPUTS = [
      "optim_wrapper.paramwise_cfg.group_lr.adapter must be a number > 0, got -0.0001"),
     ("resolution not a multiple of 8", DEMO, [], ["train_dataloader.resolution=30"],
      "train_dataloader.resolution must be a multiple of 8 pixels, got 30"),
+    # every shard probed before compute: refused at once
     ("only an empty shard", DEMO, [], ["train_dataloader.shards={assets}/empty.tar"],
-     "no usable sample in 1 shard(s) (rank 0, worker 0), e.g. "),
-    ("only an empty shard, read by a loader worker", DEMO, [],
-     ["train_dataloader.shards={assets}/empty.tar", "train_dataloader.num_workers=1"],
-     "no usable sample in 1 shard(s) (rank 0, worker 0), e.g. "),
+     "shards '{assets}/empty.tar': none of its 1 shard(s) reads as a tar archive, e.g. {assets}/empty.tar"),
+    # more shards than the probe reads (training skips an unreadable one): found by the loader
+    ("only empty shards", DEMO, [], ["train_dataloader.shards={assets}/empty{{0..3}}.tar"],
+     "no usable sample in 4 shard(s) (rank 0, worker 0), e.g. "),
+    ("only empty shards, read by a loader worker", DEMO, [],
+     ["train_dataloader.shards={assets}/empty{{0..3}}.tar", "train_dataloader.num_workers=1"],
+     "no usable sample in 4 shard(s) (rank 0, worker 0), e.g. "),
     ("checkpoints counted in epochs", DEMO, [], ["default_hooks.checkpoint.by_epoch=True"],
      "default_hooks.checkpoint: CrashSafeCheckpointHook counts epochs (by_epoch=True), but train_cfg counts "
      "iterations in one epoch, so it would act only at the end: set default_hooks.checkpoint.by_epoch=False"),
@@ -276,14 +281,14 @@ def test_a_loader_workers_error_reaches_the_launcher_as_its_message_alone(assets
     from diffengine.tools.train import main as worker_main
 
     monkeypatch.setenv(WORKER_ERROR_FILE_ENV, str(tmp_path / "error"))
-    options = [*demo_cfg_options(tiny_t5, tiny_sd, f"{assets}/empty.tar", max_iters=2),
+    options = [*demo_cfg_options(tiny_t5, tiny_sd, f"{assets}/empty{{0..3}}.tar", max_iters=2),
                "train_dataloader.num_workers=1"]  # the error is raised in a DataLoader worker
     with pytest.raises(SystemExit) as exit_info:
         worker_main([DEMO, "--wds", "--work-dir", str(tmp_path / "work"), "--cfg-options", *options])
     assert exit_info.value.code == 2
     status, message = (tmp_path / "error").read_text().split("\n", 1)
     assert status == "2"
-    assert message.startswith("no usable sample in 1 shard(s) (rank 0, worker 0), e.g. ") and "Traceback" not in message
+    assert message.startswith("no usable sample in 4 shard(s) (rank 0, worker 0), e.g. ") and "Traceback" not in message
 
 
 def test_one_process_on_each_of_several_nodes_is_launched_with_torchrun(tiny_t5, tiny_sd, demo_shards, tmp_path,

@@ -19,8 +19,9 @@ UNREADABLE_KINDS = ("missing_shard", "tar_error")
 
 
 def unusable_samples_reason(urls: Sequence[str], dataset: WebImageTextDataset) -> str | None:
-    """Why the first ``PROBE_SHARDS`` of the local shards ``urls`` give no usable sample although
-    they read; None when one gives a sample, when one does not read, or when they hold none.
+    """Why the first ``PROBE_SHARDS`` of the local shards ``urls`` give no usable sample; None when
+    one gives a sample, when they hold none, or when one does not read and other shards follow
+    (training skips an unreadable shard).
 
     ``dataset`` parses, filters and decodes as the loader will (``shard_dataset``).
     """
@@ -30,6 +31,8 @@ def unusable_samples_reason(urls: Sequence[str], dataset: WebImageTextDataset) -
             if next(dataset.shard_samples(url), None) is not None:
                 return None
         counts = {kind: count for kind, count in dataset.skip_counts.items() if count}
+        if counts.get("tar_error", 0) == len(probed) == len(urls):
+            return f"none of its {len(urls)} shard(s) reads as a tar archive, e.g. {probed[0]}"
         if not counts or any(kind in counts for kind in UNREADABLE_KINDS):
             return None
         files = _sample_files(dataset, probed[0])

@@ -52,6 +52,14 @@ def test_unreadable_or_empty_shards_are_left_to_the_loader(tmp_path):
     assert reason([str(tmp_path / "empty.tar"), no_caption]) is None
     assert reason([str(tmp_path / "absent.tar")]) is None
     assert reason([write_tar(tmp_path / "nothing.tar", [])]) is None
+    # unreadable probed shards with more to come: the loader may find readable ones
+    assert reason([str(tmp_path / "empty.tar")] * (PROBE_SHARDS + 1)) is None
+
+
+def test_a_source_whose_every_shard_is_unreadable_is_refused(tmp_path):
+    (tmp_path / "notes.tar").write_text('{"not": "a tar archive"}')
+    assert reason([str(tmp_path / "notes.tar")]) == (
+        f"none of its 1 shard(s) reads as a tar archive, e.g. {tmp_path / 'notes.tar'}")
 
 
 def test_probing_prints_no_skip_warnings(tmp_path, capsys, caplog):
