@@ -417,3 +417,19 @@ def test_a_bridge_folder_missing_files_names_them_before_models_load(assets, cap
     assert capsys.readouterr().err.strip() == (
         f"diffengine: error: bridge folder {assets / 'bridge_of_layer_0'} lacks adapter/config.json, "
         "adapter/diffusion_pytorch_model.safetensors: it was not written whole (or its files were moved)")
+
+
+@pytest.mark.parametrize("command, expected", [
+    (["eval", "{bridge}", "--benchmark", "shapes", "--prompts", "p.txt"],
+     "--prompts: for --metric clip_score; --benchmark shapes scores ShapesBench's own prompts with its judge"),
+    (["eval", "{pipeline}", "--benchmark", "shapes", "--text-encoder", "t5", "--dtype", "bfloat16"],
+     "--text-encoder and --dtype: rebuild a bridge's base models; {pipeline} is a diffusers pipeline folder, "
+     "loaded whole"),
+    (["infer", "{bridge}", "a red circle", " "], "a PROMPT is empty: give the text of each image"),
+])
+def test_options_a_command_would_ignore_are_refused_before_models_load(command, expected, assets, tmp_path, capsys):
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "model_index.json").write_text("{}")
+    names = {"bridge": assets / "bridge_of_layer_0", "pipeline": tmp_path / "pipeline"}
+    assert main([arg.format(**names) for arg in command]) == 2
+    assert capsys.readouterr().err.strip() == f"diffengine: error: {expected.format(**names)}"

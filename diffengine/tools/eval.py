@@ -50,10 +50,15 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     add_base_model_arguments(parser)
 
 
+def is_pipeline_folder(path: Path) -> bool:
+    """A diffusers text-to-image folder (ShapesBench's stage 1), not a bridge."""
+    return (path / "model_index.json").is_file() and not (path / BRIDGE_MANIFEST).is_file()
+
+
 def load_text_to_image_model(args: argparse.Namespace):
     """A ``LaViBridge`` for a bridge folder or work dir, a ``StableDiffusion`` for an SD folder."""
     path = Path(args.model)
-    if (path / "model_index.json").is_file() and not (path / BRIDGE_MANIFEST).is_file():
+    if is_pipeline_folder(path):
         from diffengine.models import StableDiffusion
 
         return StableDiffusion.from_pretrained(path)
@@ -62,6 +67,17 @@ def load_text_to_image_model(args: argparse.Namespace):
 
 def _check_inputs(args: argparse.Namespace) -> None:
     """One-line errors for bad options, before any model loads."""
+    ignored = [option for option, value in (("--prompts", args.prompts), ("--clip-model", args.clip_model))
+               if value is not None and args.benchmark == "shapes"]
+    if ignored:
+        raise ValueError(f"{' and '.join(ignored)}: for --metric clip_score; --benchmark shapes scores "
+                         "ShapesBench's own prompts with its judge")
+    ignored = [option for option, value in (("--text-encoder", args.text_encoder),
+                                            ("--vision-model", args.vision_model), ("--dtype", args.dtype))
+               if value is not None and is_pipeline_folder(Path(args.model))]
+    if ignored:
+        raise ValueError(f"{' and '.join(ignored)}: rebuild a bridge's base models; {args.model} is a "
+                         "diffusers pipeline folder, loaded whole")
     if args.metric == "clip_score":
         from diffengine.evaluation.clip_score import CLIP_MODEL_HELP
 
