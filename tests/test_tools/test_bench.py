@@ -128,3 +128,15 @@ def test_gpu_mode_runs_on_cpu_with_the_tiny_models(demo_data, tmp_path):
     for row in gpu["rows"]:
         per_sample = flops["step_total"] if row["inputs"] == "pixels" else flops["step_total_from_latents"]
         assert row["mfu"] == pytest.approx(row["samples_per_s"] * per_sample / 1e12)
+
+
+def test_loader_mode_writes_a_row_per_resolution_and_worker_count(tmp_path):
+    out = tmp_path / "loader.json"
+    assert main(["bench", "loader", "--num-images", "8", "--num-samples", "16", "--resolutions", "32",
+                 "--workers", "0", "1", "--batch-size", "4", "--shuffle-buffer", "4", "--repeats", "1",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "loader" and report["images"]["count"] == 8
+    assert [(row["resolution"], row["workers"]) for row in report["rows"]] == [(32, "raw"), (32, 0), (32, 1)]
+    assert all(row["images_per_s"] > 0 and row["cpu_ms_per_image"] > 0 for row in report["rows"])
+    assert 0 < report["rows"][1]["decode_share"] <= 1

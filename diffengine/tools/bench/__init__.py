@@ -14,10 +14,12 @@ weights):
 - ``gpu``: samples/s, peak memory and MFU of the paper's loop (fp32, batch 1) and of diffengine's
   fast defaults (bf16 frozen weights + bf16 autocast), from pixels and from precomputed latents,
   at batch 1, 16 and the largest that fits.
+- ``loader``: the webdataset loader's images/s per worker count against the raw decode +
+  transform limit of the same synthetic JPEGs (docs/loader_benchmark.md).
 
 The package, one module a concern: ``models`` (the models and config settings of each size),
 ``plain_loop`` (the paper's step in plain PyTorch), ``cpu`` and ``startup`` (``bench cpu``),
-``flops`` and ``gpu`` (their modes); this module wires the CLI and writes the JSON report.
+``flops``, ``gpu`` and ``loader`` (their modes); this module wires the CLI and writes the JSON report.
 Heavy libraries are imported inside the functions: the CLI imports this package for ``--help``.
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..arguments import positive_int
 from .cpu import run_cpu
 from .flops import run_flops
 from .gpu import PEAK_FLOPS, run_gpu
+from .loader import add_loader_arguments, run_loader
 from .models import CONFIG_BY_SIZE, WEIGHTED_SIZES
 
 
@@ -40,12 +43,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The modes of ``bench`` and their options (argparse only: keeps ``--help`` fast)."""
     modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
 
-    def mode(name: str, help_text: str) -> argparse.ArgumentParser:
+    def mode(name: str, help_text: str, demo_assets: bool = True) -> argparse.ArgumentParser:
         sub = modes.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--work-dir", default="work_dirs/bench", help="where the JSON goes by default")
         sub.add_argument("--out", help="JSON file of every figure (default: WORK_DIR/bench_MODE.json)")
-        sub.add_argument("--data-dir", default="data/demo",
-                         help="the demo's assets (tiny models, shards), built here once as `diffengine demo` does")
+        if demo_assets:
+            sub.add_argument("--data-dir", default="data/demo",
+                             help="the demo's assets (tiny models, shards), built here once as `diffengine demo` does")
         return sub
 
     cpu = mode("cpu", "diffengine's training iteration vs a plain PyTorch loop on the demo's models, "
@@ -86,6 +90,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                      help="the device's peak TFLOP/s for MFU (default: dense bf16 by GPU name: "
                      + ", ".join(f"{name} {peak / 1e12:.0f}" for name, peak in PEAK_FLOPS) + ")")
 
+    add_loader_arguments(mode("loader", "the webdataset loader's images/s per worker count against the raw "
+                              "decode + transform limit, on synthetic JPEGs", demo_assets=False))
+
 
 def run_bench(args: argparse.Namespace, command: list[str]) -> int:
     """Run one mode, print its table and write its JSON (recording ``command``); returns the exit code."""
@@ -93,7 +100,7 @@ def run_bench(args: argparse.Namespace, command: list[str]) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started, load_before = time.perf_counter(), os.getloadavg()
-    figures = {"cpu": run_cpu, "flops": run_flops, "gpu": run_gpu}[args.mode](args)
+    figures = {"cpu": run_cpu, "flops": run_flops, "gpu": run_gpu, "loader": run_loader}[args.mode](args)
     report = {"mode": args.mode, "command": command,
               "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_info(),
               # other work on the machine slows both sides of a comparison, unevenly

@@ -1,21 +1,18 @@
-"""Measure the webdataset loader's images/s against the raw PIL decode + transform limit.
+"""``bench loader``: the webdataset loader's images/s against the raw PIL decode + transform limit.
 
 The raw limit is one process decoding the same in-memory JPEGs (with the same JPEG draft mode) and
-applying the same ImageTransform in a plain loop: no tar reading, shuffling, batching or worker
+applying the same ``ImageTransform`` in a plain loop: no tar reading, shuffling, batching or worker
 IPC; "raw xN" is N such loops running at once, what the machine itself allows N workers (shared
 caches and memory bandwidth, SMT siblings, clocks that drop as more cores work). The loader rows
-run build_wds_dataloader as training does. "ratio/worker" is images/s over raw images/s times
+run ``build_wds_dataloader`` as training does. "ratio/worker" is images/s over raw images/s times
 the number of workers (at least 1), so 1.0 means each worker runs at the raw single-process
 speed; "vs raw xN" divides instead by the mean of two raw xN runs, made right before and right
 after the loader's timed window while its workers wait ("worst": the lowest round). "CPU ms/img"
 sums the CPU time of the main process and its workers (Linux /proc) and "CPU ratio" is raw's CPU
-per image over the row's. "decode share" is the part of the decoding
-processes' CPU time (the workers', or this process's with 0 workers) spent decoding and
-transforming, the work raw does, measured at the same moment as the rest and so immune to drift.
-Every ratio is taken within one round and the table shows the median over rounds. Results: docs/loader_benchmark.md.
-
-    python tools/benchmark_loader.py [--num-images 256] [--resolutions 256 512] [--workers 0 1 2]
-    python tools/benchmark_loader.py --resolutions 512 --workers 0 1 2 4 8 --num-samples 1024  # 16 cores
+per image over the row's. "decode share" is the part of the decoding processes' CPU time (the
+workers', or this process's with 0 workers) spent decoding and transforming, the work raw does,
+measured at the same moment as the rest and so immune to drift. Every ratio is taken within one
+round and the table shows the median over rounds. Results: docs/loader_benchmark.md.
 """
 from __future__ import annotations
 
@@ -25,28 +22,43 @@ import io
 import math
 import multiprocessing
 import os
-import platform
 import random
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from PIL import Image
-
-from diffengine.datasets import ImageTransform, build_wds_dataloader, write_wds_shards
-from diffengine.datasets.wds_dataset import WebImageTextDataset
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 WIDTH, HEIGHT = 768, 576
 NUM_SHARDS = 8  # enough for every worker count measured here to own whole shards
+# CPU seconds that each process (0: this one, 1 + id: DataLoader worker id) spent in the loader's
+# per-sample decode, i.e. JPEG decode + ImageTransform, the work raw does. Shared memory, so
+# that the forked workers' counts reach this process; one slot per process, so no locking.
+_DECODE_CPU: Any = None
+
+
+def add_loader_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``bench loader``."""
+    parser.add_argument("--num-images", type=int, default=256, help="distinct synthetic images written to shards")
+    parser.add_argument("--num-samples", type=int, default=512, help="images timed per measurement")
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--shuffle-buffer", type=int, default=1000,
+                        help="the loader's sample shuffle buffer (its default); as many samples per worker warm up")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="rounds over all rows; ratios are paired within a round, the table shows their median")
 
 
 def synthetic_photo(rng: np.random.Generator) -> Image.Image:
     """A photo-like RGB image: gradients, smooth colour blobs, mid-frequency texture and grain."""
+    import numpy as np
+    from PIL import Image
 
     def blobs(cells_w: int, cells_h: int, amplitude: int) -> np.ndarray:
         small = rng.integers(128 - amplitude, 128 + amplitude, (cells_h, cells_w, 3), dtype=np.uint8)
@@ -66,6 +78,8 @@ def synthetic_photo(rng: np.random.Generator) -> Image.Image:
 
 def make_jpegs(num_images: int, seed: int = 0) -> list[bytes]:
     """Deterministic synthetic JPEGs (quality 90)."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     jpegs = []
     for _ in range(num_images):
@@ -86,14 +100,16 @@ def pipeline_cpu_seconds() -> float:
     return time.process_time() + sum(process_cpu_seconds(child.pid) for child in multiprocessing.active_children())
 
 
-# CPU seconds that each process (0: this one, 1 + id: DataLoader worker id) spent in the loader's
-# per-sample decode, i.e. JPEG decode + ImageTransform, the work raw does. Shared memory, so
-# that the forked workers' counts reach this process; one slot per process, so no locking.
-DECODE_CPU = multiprocessing.RawArray("d", 1 + 64)
-
-
 def count_decode_cpu() -> None:
-    """Wrap WebImageTextDataset._decode to add its CPU time to DECODE_CPU (before any loader starts)."""
+    """Wrap WebImageTextDataset._decode to add its CPU time to ``_DECODE_CPU`` (before any loader starts)."""
+    import torch
+
+    from diffengine.datasets.wds_dataset import WebImageTextDataset
+
+    global _DECODE_CPU
+    if _DECODE_CPU is not None:
+        return
+    _DECODE_CPU = counts = multiprocessing.RawArray("d", 1 + 64)
     decode = WebImageTextDataset._decode
 
     def timed(self: WebImageTextDataset, item: dict, rng: random.Random) -> Any:
@@ -102,7 +118,7 @@ def count_decode_cpu() -> None:
             return decode(self, item, rng)
         finally:
             info = torch.utils.data.get_worker_info()
-            DECODE_CPU[0 if info is None else 1 + info.id] += time.process_time() - start
+            counts[0 if info is None else 1 + info.id] += time.process_time() - start
 
     WebImageTextDataset._decode = timed
 
@@ -118,6 +134,10 @@ def cpu_steal_ticks() -> tuple[int, int]:
 
 def raw_loop(jpegs: list[bytes], resolution: int, num_samples: int) -> tuple[float, float]:
     """Seconds and CPU seconds of decoding and transforming `num_samples` images in a plain loop."""
+    from PIL import Image
+
+    from diffengine.datasets import ImageTransform
+
     transform = ImageTransform(resolution)
     rng = random.Random(0)
 
@@ -167,13 +187,15 @@ def loader_rate(pattern: str, resolution: int, num_workers: int, batch_size: int
     """Images/s and CPU ms per image (all processes) of build_wds_dataloader in its steady state,
     the images/s of `reference` (raw xN) run right before and right after the timed window, and
     the decode share: how much of the decoding processes' CPU time decode + transform took."""
+    from diffengine.datasets import build_wds_dataloader
+
     # Each worker has prefetch_factor (2) batches requested ahead: two per worker consumed just
     # before the timed window and as many left after it keep the workers busy at both ends, so
     # the batches done ahead at its two ends cancel out. Before that, each worker delivers as
     # many samples as its shuffle buffer holds: until the buffer's memory has been allocated
     # once, the samples it reads land in fresh pages, a start-up cost that is not what training
-    # runs at for hours. (This script's passes hold at most 256 samples, so the buffer drains at
-    # the end of each pass and refills into the same memory.)
+    # runs at for hours. (These passes hold at most 256 samples by default, so the buffer drains
+    # at the end of each pass and refills into the same memory.)
     workers = max(1, num_workers)
     margin_batches = 2 * workers
     fill_batches = math.ceil(shuffle_buffer / batch_size) * workers
@@ -190,40 +212,23 @@ def loader_rate(pattern: str, resolution: int, num_workers: int, batch_size: int
     before, _ = reference()
     for _ in range(margin_batches):
         next(batches)
-    start, cpu, decode_cpu = time.perf_counter(), pipeline_cpu_seconds(), sum(DECODE_CPU)
+    start, cpu, decode_cpu = time.perf_counter(), pipeline_cpu_seconds(), sum(_DECODE_CPU)
     main_cpu = time.process_time()
     images = sum(len(next(batches)["inputs"]["text"]) for _ in range(measured_batches))
-    elapsed, cpu, decode_cpu = time.perf_counter() - start, pipeline_cpu_seconds() - cpu, sum(DECODE_CPU) - decode_cpu
+    elapsed, cpu, decode_cpu = time.perf_counter() - start, pipeline_cpu_seconds() - cpu, sum(_DECODE_CPU) - decode_cpu
     # the share of the decoding processes' CPU time that went into decode + transform
     decoding_cpu = cpu - (time.process_time() - main_cpu) if num_workers else cpu
     after, _ = reference()
     return images / elapsed, cpu * 1000 / images, (before + after) / 2, decode_cpu / decoding_cpu
 
 
-def parse_args() -> argparse.Namespace:
-    """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num-images", type=int, default=256, help="distinct synthetic images written to shards")
-    parser.add_argument("--num-samples", type=int, default=512, help="images timed per measurement")
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--shuffle-buffer", type=int, default=1000,
-                        help="the loader's sample shuffle buffer (its default); as many samples per worker warm up")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="rounds over all rows; ratios are paired within a round, the table shows their median")
-    return parser.parse_args()
+def run_loader(args: argparse.Namespace) -> dict[str, Any]:
+    """Generate shards, measure every (resolution, workers) pair, print the table, return its rows."""
+    from diffengine.datasets import write_wds_shards
 
-
-def main() -> None:
-    """Generate shards, measure every (resolution, workers) pair and print the table."""
-    args = parse_args()
-    count_decode_cpu()
     if args.num_images < NUM_SHARDS or max(args.workers) > NUM_SHARDS:
-        raise SystemExit(f"need --num-images >= {NUM_SHARDS} and --workers <= {NUM_SHARDS}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, PIL {Image.__version__}, "
-          f"{os.cpu_count()} CPU(s), torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.2f} at start")
+        raise ValueError(f"bench loader needs --num-images >= {NUM_SHARDS} and --workers <= {NUM_SHARDS}")
+    count_decode_cpu()
     start, steal_start = time.perf_counter(), cpu_steal_ticks()
     jpegs = make_jpegs(args.num_images)
     with tempfile.TemporaryDirectory(prefix="loader_bench_") as tmp:
@@ -235,33 +240,52 @@ def main() -> None:
               f"batch size {args.batch_size}, shuffle buffer {args.shuffle_buffer} "
               "(as many samples per worker warm up), "
               f"{args.num_samples} images timed, median of {args.repeats} rounds\n")
-        # Every ratio pairs a loader run with raw runs of the same round ("vs raw xN": the mean
-        # of the raw xN runs just before and after its timed window), and the table gives the
-        # median over rounds: the speed of these shared machines drifts by tens of percent
-        # within minutes, which pairing cancels.
-        parallel = sorted({w for w in args.workers if w > 1})
-        runs: dict[tuple[int, str | int], list[tuple[float, float]]] = {}
-        paired: dict[tuple[int, int], list[float]] = {}
-        decode_shares: dict[tuple[int, int], list[float]] = {}
-        for _ in range(args.repeats):
-            for resolution in args.resolutions:
-                runs.setdefault((resolution, "raw"), []).append(raw_rate(jpegs, resolution, args.num_samples))
-                for workers in args.workers:
-                    processes = max(1, workers)
-                    reference = functools.partial(raw_rate, jpegs, resolution, args.num_samples // processes,
-                                                  processes)
-                    if workers > 1:
-                        runs.setdefault((resolution, f"raw x{workers}"), []).append(reference())
-                    rate, cpu, reference_rate, share = loader_rate(
-                        pattern, resolution, workers, args.batch_size, args.num_samples, args.shuffle_buffer,
-                        reference)
-                    runs.setdefault((resolution, workers), []).append((rate, cpu))
-                    paired.setdefault((resolution, workers), []).append(rate / reference_rate)
-                    decode_shares.setdefault((resolution, workers), []).append(share)
-    # CPU ms/img sums all processes; "CPU ratio" is raw's CPU per image over the row's.
+        runs, paired, decode_shares = _measure(jpegs, pattern, args)
+    rows = _rows(runs, paired, decode_shares, args)
+    steal, total = (end - begin for end, begin in zip(cpu_steal_ticks(), steal_start, strict=False))
+    # steal: time the hypervisor ran other guests while this VM had work, a source of noise
+    steal_percent = 100 * steal / max(1, total)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s, CPU steal {steal_percent:.1f}%")
+    return {"images": {"count": args.num_images, "width": WIDTH, "height": HEIGHT, "format": "JPEG q90",
+                       "mean_kib": round(statistics.mean(map(len, jpegs)) / 1024, 1), "shards": NUM_SHARDS},
+            "batch_size": args.batch_size, "shuffle_buffer": args.shuffle_buffer,
+            "images_timed": args.num_samples, "repeats": args.repeats, "cpu_steal_percent": round(steal_percent, 2),
+            "rows": rows}
+
+
+def _measure(jpegs: list[bytes], pattern: str, args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    """Every row's (images/s, CPU ms/img) per round, and the loader rows' paired ratios and decode shares.
+
+    Every ratio pairs a loader run with raw runs of the same round ("vs raw xN": the mean of the
+    raw xN runs just before and after its timed window): the speed of shared machines drifts by
+    tens of percent within minutes, which pairing cancels.
+    """
+    runs: dict[tuple[int, str | int], list[tuple[float, float]]] = {}
+    paired: dict[tuple[int, int], list[float]] = {}
+    decode_shares: dict[tuple[int, int], list[float]] = {}
+    for _ in range(args.repeats):
+        for resolution in args.resolutions:
+            runs.setdefault((resolution, "raw"), []).append(raw_rate(jpegs, resolution, args.num_samples))
+            for workers in args.workers:
+                processes = max(1, workers)
+                reference = functools.partial(raw_rate, jpegs, resolution, args.num_samples // processes, processes)
+                if workers > 1:
+                    runs.setdefault((resolution, f"raw x{workers}"), []).append(reference())
+                rate, cpu, reference_rate, share = loader_rate(
+                    pattern, resolution, workers, args.batch_size, args.num_samples, args.shuffle_buffer, reference)
+                runs.setdefault((resolution, workers), []).append((rate, cpu))
+                paired.setdefault((resolution, workers), []).append(rate / reference_rate)
+                decode_shares.setdefault((resolution, workers), []).append(share)
+    return runs, paired, decode_shares
+
+
+def _rows(runs: dict, paired: dict, decode_shares: dict, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Print the table (medians over rounds) and return its rows."""
     print(f"{'resolution':>10} {'workers':>8} {'images/s':>9} {'ratio/worker':>13} {'vs raw xN':>10} "
           f"{'worst':>6} {'CPU ms/img':>11} {'CPU ratio':>10} {'decode share':>13}")
     median = statistics.median
+    parallel = sorted({w for w in args.workers if w > 1})
+    table = []
     for resolution in args.resolutions:
         raw = runs[resolution, "raw"]
         # (row, processes doing the decoding, the raw row that ran as many plain loops)
@@ -272,17 +296,16 @@ def main() -> None:
             per_worker = [rate / (raw_rate_ * processes) for (rate, _), (raw_rate_, _) in zip(here, raw, strict=False)]
             vs_parallel = paired.get((resolution, row)) or [
                 rate / ref for (rate, _), (ref, _) in zip(here, reference, strict=False)]
+            # CPU ms/img sums all processes; "CPU ratio" is raw's CPU per image over the row's
             cpu_ratio = [raw_cpu / cpu for (_, cpu), (_, raw_cpu) in zip(here, raw, strict=False)]
             share = decode_shares.get((resolution, row))
-            shares = f"{median(share):.3f}" if share else "-"
-            print(f"{resolution:>10} {row:>8} {median(r for r, _ in here):>9.1f} {median(per_worker):>13.2f} "
-                  f"{median(vs_parallel):>10.2f} {min(vs_parallel):>6.2f} {median(c for _, c in here):>11.2f} "
-                  f"{median(cpu_ratio):>10.2f} {shares:>13}")
-    steal, total = (end - begin for end, begin in zip(cpu_steal_ticks(), steal_start, strict=False))
-    # steal: time the hypervisor ran other guests while this VM had work, a source of noise
-    print(f"\ntotal {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.2f} at end, "
-          f"CPU steal {100 * steal / max(1, total):.1f}%")
-
-
-if __name__ == "__main__":
-    main()
+            figures = {"resolution": resolution, "workers": row, "images_per_s": median(r for r, _ in here),
+                       "ratio_per_worker": median(per_worker), "vs_raw_xN": median(vs_parallel),
+                       "vs_raw_xN_worst": min(vs_parallel), "cpu_ms_per_image": median(c for _, c in here),
+                       "cpu_ratio": median(cpu_ratio), "decode_share": median(share) if share else None}
+            table.append(figures)
+            shares = f"{figures['decode_share']:.3f}" if share else "-"
+            print(f"{resolution:>10} {row:>8} {figures['images_per_s']:>9.1f} {figures['ratio_per_worker']:>13.2f} "
+                  f"{figures['vs_raw_xN']:>10.2f} {figures['vs_raw_xN_worst']:>6.2f} "
+                  f"{figures['cpu_ms_per_image']:>11.2f} {figures['cpu_ratio']:>10.2f} {shares:>13}")
+    return table
