@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +56,15 @@ def first_latent_sample(path: str) -> tuple[dict, torch.Tensor] | None:
         return None
     record = meta.get(LATENTS_RECORD) if isinstance(meta, dict) else None
     return (record if isinstance(record, dict) else {}), parameters
+
+
+def latents_record(resolution: int, flipped_view: bool, vae_folder: str, vae_config: Any, vae_dtype: str,
+                   latent_dtype: str) -> dict[str, Any]:
+    """The ``LATENTS_RECORD`` of a shard's latents: how they were made (each sample adds its
+    ``"source"`` shard and ``"sizes"``); the readers below check training against it."""
+    return {"resolution": resolution, "crop": "center", "flipped_view": flipped_view, "vae": vae_folder,
+            "scaling_factor": vae_config.scaling_factor, "shift_factor": getattr(vae_config, "shift_factor", None),
+            "vae_dtype": vae_dtype, "dtype": latent_dtype}
 
 
 def sizes_record(original_size: tuple[int, int], crop_top_left: tuple[int, int],

@@ -141,6 +141,7 @@ def _encode_shards(todo: list[tuple[str, Path]], vision_model: str, device: str,
     from diffusers import AutoencoderKL
     from tqdm import tqdm
 
+    from diffengine.datasets.latent_shards import latents_record
     from diffengine.datasets.shards import count_samples, is_remote
     from diffengine.datasets.wds_loader import shard_dataset
 
@@ -148,10 +149,8 @@ def _encode_shards(todo: list[tuple[str, Path]], vision_model: str, device: str,
     dataset = shard_dataset(args.resolution, center_crop=True, random_flip=False)
     vae = AutoencoderKL.from_pretrained(vision_model, subfolder="vae", torch_dtype=getattr(torch, args.dtype))
     vae = vae.to(device).eval().requires_grad_(False)
-    record = {"resolution": args.resolution, "crop": "center", "flipped_view": args.flip,
-              "vae": f"{vision_model}/vae", "scaling_factor": vae.config.scaling_factor,
-              "shift_factor": getattr(vae.config, "shift_factor", None), "vae_dtype": args.dtype,
-              "dtype": args.latent_dtype}
+    record = latents_record(args.resolution, args.flip, f"{vision_model}/vae", vae.config, args.dtype,
+                            args.latent_dtype)
     local = [url for url, _ in todo if not is_remote(url)]
     total = (sum(count for count, _ in count_samples(local, dataset.spec.image_keys))
              if len(local) == len(todo) else None)
