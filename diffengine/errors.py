@@ -13,6 +13,10 @@ class NonFiniteTrainingError(RuntimeError):
     """Training stopped because its loss or gradients stayed non-finite (exit status 1)."""
 
 
+class NonFiniteImagesError(NonFiniteTrainingError):
+    """A model generated images with non-finite pixels, which PIL would save black (exit status 1)."""
+
+
 class TrainingStopped(RuntimeError):
     """Training stopped on a signal (SIGTERM) after saving a checkpoint (exit status 128 + signal)."""
 

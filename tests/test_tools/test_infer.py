@@ -1,7 +1,9 @@
 import logging
+import re
 import shutil
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -98,13 +100,17 @@ def test_training_warns_once_when_max_length_cuts_captions(tiny_t5, tiny_sd, mon
     assert len(warnings) == 1
 
 
-def test_infer_refuses_to_write_a_diverged_bridges_non_finite_image(bridge_dir, tmp_path, capsys):
-    # finite weights so large that the adapter's output overflows: PIL would save a black image
+@pytest.mark.parametrize("command", [["infer", "{bridge}", "a red circle", "--out", "{out}"],
+                                     ["eval", "{bridge}", "--benchmark", "shapes", "--images-per-prompt", "1"]])
+def test_a_diverged_bridges_non_finite_images_are_refused_not_saved_or_scored(command, bridge_dir, tmp_path, capsys):
+    # finite weights so large that the adapter's output overflows: PIL would make black images of them
     adapter_file = bridge_dir / "adapter" / "diffusion_pytorch_model.safetensors"
     save_file({name: torch.full_like(value, 1e30) for name, value in load_file(adapter_file).items()}, adapter_file)
-    assert main(["infer", str(bridge_dir), "a red circle", "--steps", "1", "--height", "32", "--width", "32",
-                 "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"diffengine: error: the bridge {bridge_dir} generated non-finite pixels for 'a red circle': its weights "
-        "have diverged (a training whose loss went non-finite?)")
+    argv = [arg.format(bridge=bridge_dir, out=tmp_path) for arg in command]
+    assert main([*argv, "--steps", "1"]) == 1
+    # every image of the first call (one prompt for infer, a ShapesBench prompt set for eval)
+    assert re.fullmatch(
+        r"diffengine: error: the model generated non-finite pixels in (\d+) of \1 image\(s\): its weights have "
+        r"diverged \(a training whose loss went non-finite\?\), or a float16 VAE overflowed \(use bfloat16 or "
+        r"float32\)", capsys.readouterr().err.strip().splitlines()[-1])
     assert not list(tmp_path.glob("*.png"))

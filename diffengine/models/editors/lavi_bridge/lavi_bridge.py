@@ -22,6 +22,7 @@ from diffengine.version import __version__
 
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
+from ...generated_images import finite_pil_images
 from ...language import LanguageModel, drop_captions
 from ...lora import LORA_WEIGHTS, inject_lora, load_lora_weights, save_lora
 from ...losses import training_objective
@@ -290,14 +291,17 @@ class LaViBridge(BaseModel):
         """Generate one image per prompt with classifier-free guidance (via ``LaViBridgePipeline``).
 
         The unconditional embedding goes through the same LM + adapter as the prompt; the
-        generator is seeded on the model's device, so the same seed gives the same image.
+        generator is seeded on the model's device, so the same seed gives the same image. PIL
+        images are refused (``NonFiniteImagesError``) when a pixel is not finite.
         """
         pipeline = LaViBridgePipeline.from_model(self, scheduler)
         pipeline.set_progress_bar_config(disable=not show_progress)
         with eval_mode(self):
-            return pipeline(prompts, negative_prompt=negative_prompt,
-                            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                            height=height, width=width, seed=seed, output_type=output_type).images
+            images = pipeline(prompts, negative_prompt=negative_prompt,
+                              num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                              height=height, width=width, seed=seed,
+                              output_type="np" if output_type == "pil" else output_type).images
+        return finite_pil_images(images) if output_type == "pil" else images
 
     def _lora_sides(self) -> tuple[tuple[str, torch.nn.Module, LoraConfig | None], ...]:
         """(bridge folder name, model, LoRA config or None) of the language and vision sides."""

@@ -12,6 +12,7 @@ from diffengine.registry import MODELS
 
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
+from ...generated_images import finite_pil_images
 from ...language import LanguageModel, drop_captions
 from ...losses import training_objective
 from ...model_paths import language_model_location, vision_model_location
@@ -132,16 +133,18 @@ class StableDiffusion(BaseModel):
               height: int | None = None, width: int | None = None, seed: int | None = 0,
               scheduler: str | None = None, output_type: str = "pil",
               show_progress: bool = False) -> list[Image.Image]:
-        """Generate one image per prompt with diffusers' ``StableDiffusionPipeline`` (UniPC by default)."""
+        """Generate one image per prompt with diffusers' ``StableDiffusionPipeline`` (UniPC by default);
+        PIL images are refused (``NonFiniteImagesError``) when a pixel is not finite."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         pipeline = self.pipeline(scheduler)
         pipeline.set_progress_bar_config(disable=not show_progress)
         generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
         with eval_mode(self):
-            return pipeline(prompts, negative_prompt=[negative_prompt] * len(prompts),
-                            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                            height=height, width=width, generator=generator,
-                            output_type=output_type).images
+            images = pipeline(prompts, negative_prompt=[negative_prompt] * len(prompts),
+                              num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                              height=height, width=width, generator=generator,
+                              output_type="np" if output_type == "pil" else output_type).images
+        return finite_pil_images(images) if output_type == "pil" else images
 
     def save_pretrained(self, directory: str | Path, **_) -> Path:
         """Write the model as a diffusers ``StableDiffusionPipeline`` folder (safetensors)."""
