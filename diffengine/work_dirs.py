@@ -1,10 +1,11 @@
 """A work dir's layout: checkpoints, the model folders saved beside them, and the pointers to the newest.
 
-``WORK_DIR/iter_N.pth`` (MMEngine's checkpoints, written as ``.iter_N.pth.tmp``;
+``WORK_DIR/iter_N.pth`` (MMEngine's checkpoints, written as ``.iter_N.partial.pth``;
 ``last_checkpoint`` names the newest),
 ``WORK_DIR/<folder>/iter_N/`` (a bridge or model folder per checkpoint; ``<folder>/last_<folder>``
-holds the newest one's name, written while saving as ``<folder>/.iter_N.tmp``) and
-``WORK_DIR/samples/iter_N.png``. Import-free beyond the standard library, for the CLI.
+holds the newest one's name, written while saving as ``<folder>/.iter_N.tmp``, an earlier one
+being replaced moved aside as ``.iter_N.old``) and ``WORK_DIR/samples/iter_N.png``; every one
+written whole (``diffengine.file_writes``). Import-free beyond the standard library, for the CLI.
 """
 import re
 from pathlib import Path
@@ -20,27 +21,9 @@ def checkpoints_in(work_dir: str | Path) -> list[Path]:
     return _by_iteration(Path(work_dir).glob("iter_*.pth"), _CHECKPOINT_NAME)
 
 
-def partial_checkpoint_name(name: str) -> str:
-    """The name a checkpoint file is written under before it is renamed to ``name`` (never matched by ``iter_*``)."""
-    return f".{name}.tmp"
-
-
-def write_pointer(path: str | Path, text: str) -> None:
-    """Write a pointer file (``last_checkpoint``, ``last_bridge``) whole: to a temporary name, then renamed."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(text)
-    partial.replace(path)
-
-
 def model_folder(work_dir: str | Path, folder: str, iteration: int) -> Path:
     """``WORK_DIR/<folder>/iter_N``: the model folder saved with checkpoint N."""
     return Path(work_dir) / folder / f"iter_{iteration}"
-
-
-def staging_folder(work_dir: str | Path, folder: str, iteration: int) -> Path:
-    """Where ``model_folder`` is written before it is renamed into place (never matched by ``iter_*``)."""
-    return Path(work_dir) / folder / f".iter_{iteration}.tmp"
 
 
 def latest_pointer(work_dir: str | Path, folder: str) -> Path:
@@ -66,11 +49,12 @@ def run_outputs(work_dir: str | Path) -> list[Path]:
     are never counted."""
     work_dir = Path(work_dir)
     found = [*checkpoints_in(work_dir), *sorted(work_dir.glob("epoch_*.pth")),
-             *sorted(work_dir.glob(partial_checkpoint_name("iter_*.pth")))]
+             *sorted(work_dir.glob(".iter_*.partial.pth"))]
     if (work_dir / LAST_CHECKPOINT).is_file():
         found.append(work_dir / LAST_CHECKPOINT)
     for folder in (BRIDGE_FOLDER, PRETRAINED_FOLDER):
-        found += model_folders_in(work_dir, folder) + sorted((work_dir / folder).glob(".iter_*.tmp"))
+        found += model_folders_in(work_dir, folder) + sorted((work_dir / folder).glob(".iter_*.tmp")) + sorted(
+            (work_dir / folder).glob(".iter_*.old"))
         if latest_pointer(work_dir, folder).is_file():
             found.append(latest_pointer(work_dir, folder))
     return found

@@ -13,6 +13,8 @@ import webdataset as wds
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from diffengine.file_writes import partial_path, write_text_whole
+
 from .transforms import to_rgb
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ def write_wds_shards(samples: Iterable[Sample], out_dir: str | os.PathLike, pref
     Images in the target format pass through unchanged unless ``resize_to`` (shorter side, only
     ever shrinking) applies; others are converted to RGB and re-encoded. Unreadable images are
     counted and skipped. Keys must not contain "." or "/" (webdataset splits names on them).
+    Each shard is written under a temporary name and renamed when whole, ``stats.json`` last.
     """
     pil_format = _PIL_FORMATS.get(image_format.lower())
     if pil_format is None:
@@ -70,6 +73,13 @@ def write_wds_shards(samples: Iterable[Sample], out_dir: str | os.PathLike, pref
     out.mkdir(parents=True, exist_ok=True)
     stats: dict[str, Any] = {"written": 0, "unreadable": 0, "shards": 0, "shard_paths": []}
     writer, in_shard = None, 0
+
+    def finish_shard() -> None:
+        """Close the shard being written and give it its name: never a truncated shard under it."""
+        writer.close()
+        shard_path = stats["shard_paths"][-1]
+        partial_path(shard_path).replace(shard_path)
+
     try:
         for key, source, caption, meta in tqdm(samples, disable=not progress, unit="img", desc="writing shards"):
             if not key or "." in key or "/" in key:
@@ -82,9 +92,9 @@ def write_wds_shards(samples: Iterable[Sample], out_dir: str | os.PathLike, pref
                 continue
             if writer is None or in_shard >= maxcount:
                 if writer is not None:
-                    writer.close()
+                    finish_shard()
                 shard_path = out / f"{prefix}{stats['shards']:05d}.tar"
-                writer, in_shard = wds.TarWriter(str(shard_path), mtime=SHARD_MTIME), 0
+                writer, in_shard = wds.TarWriter(str(partial_path(shard_path)), mtime=SHARD_MTIME), 0
                 stats["shards"] += 1
                 stats["shard_paths"].append(str(shard_path))
             record = {"original_width": original[0], "original_height": original[1], **(meta or {}),
@@ -93,10 +103,14 @@ def write_wds_shards(samples: Iterable[Sample], out_dir: str | os.PathLike, pref
                           "json": json.dumps(record, default=str).encode("utf-8")})
             in_shard += 1
             stats["written"] += 1
-    finally:
+    except BaseException:
         if writer is not None:
             writer.close()
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+            partial_path(stats["shard_paths"][-1]).unlink(missing_ok=True)
+        raise
+    if writer is not None:
+        finish_shard()
+    write_text_whole(out / "stats.json", json.dumps(stats, indent=2))
     return stats
 
 

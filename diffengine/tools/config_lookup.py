@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 from diffengine.errors import ConfigError
+from diffengine.file_writes import whole_file
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -71,5 +72,6 @@ def copy_config(name: str, dest: str | Path, overwrite: bool = False) -> tuple[P
                           f"{existing[0]}: not overwriting your edits (--overwrite replaces them)")
     for original, copy in copies.items():
         copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(original, copy)
+        with whole_file(copy) as partial:  # a cut copy would pass for the user's edits next time
+            shutil.copy2(original, partial)
     return source, copies[source]

@@ -26,6 +26,9 @@ def add_convert_official_arguments(parser: argparse.ArgumentParser) -> None:
 def run_convert_official(args: argparse.Namespace) -> None:
     """Convert and print where the bridge went; errors are ValueError/FileNotFoundError."""
     refuse_to_overwrite([Path(args.out) / BRIDGE_MANIFEST], args.overwrite)
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not (out / BRIDGE_MANIFEST).is_file():
+        raise ValueError(f"OUT_BRIDGE_DIR {out} holds files that are not a bridge: choose a new or empty folder")
     from diffengine.models.editors.lavi_bridge.official_weights import convert_official_checkpoint
 
     out = convert_official_checkpoint(args.ckpt_dir, args.combo, args.out,

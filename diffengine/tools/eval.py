@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..constants import BRIDGE_MANIFEST, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
+from ..file_writes import write_text_whole
 from ..work_dirs import resolve_bridge_dir
 from .arguments import (
     add_overwrite_argument,
@@ -116,7 +117,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     else:
         result = _clip_score(model, args, device)
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        write_text_whole(args.out, json.dumps(result, indent=2))
         print(f"wrote {args.out}")
     return result
 

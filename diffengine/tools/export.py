@@ -3,6 +3,7 @@ import argparse
 from pathlib import Path
 
 from .. import constants
+from ..file_writes import whole_folder
 from ..work_dirs import resolve_bridge_dir
 from .infer import add_base_model_arguments, load_bridge_model
 
@@ -41,7 +42,8 @@ def run_export(args: argparse.Namespace) -> Path:
     pipeline = LaViBridgePipeline.from_model(model, args.scheduler)
     if args.merge_lora:
         pipeline.merge_lora()
-    pipeline.save_pretrained(out_dir)
+    with whole_folder(out_dir) as staging:  # a crash never leaves a pipeline missing its LoRA
+        pipeline.save_pretrained(staging)
     lora = "LoRA merged" if args.merge_lora else "LoRA beside the base weights in *_lora/"
     print(f"exported {bridge_dir} to {out_dir} ({lora}); load it with "
           "LaViBridgePipeline.from_pretrained")

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 from .. import constants
+from ..file_writes import whole_file
 from ..work_dirs import resolve_bridge_dir
 from .arguments import (
     add_overwrite_argument,
@@ -88,7 +89,8 @@ def run_infer(args: argparse.Namespace) -> list[Path]:
                             height=args.height, width=args.width, seed=args.seed,
                             scheduler=args.scheduler)[0]
         path = out_dir / image_filename(index, prompt)
-        image.save(path)
+        with whole_file(path) as partial:
+            image.save(partial)
         written.append(path)
     print(f"wrote {len(written)} image(s) to {out_dir}")
     return written

@@ -51,11 +51,14 @@ def run_prep_wds(args: argparse.Namespace) -> int:
     if previous and not args.overwrite:
         raise ValueError(f"{out_dir} already holds shards or stats.json ({previous[0].name}, "
                          f"{len(previous)} file(s)): choose an empty OUT_DIR, or --overwrite to replace them")
-    for path in previous:  # all of them: a shorter new set must not leave old shards behind
-        path.unlink()
     stats = write_wds_shards(samples, out_dir, prefix=args.prefix, maxcount=args.maxcount,
                              image_format=args.image_format, resize_to=args.resize,
                              progress=not args.no_progress)
+    # each shard replaced the old one of its name when whole; a shorter new set must not leave
+    # old shards behind (deleted only now: a crash while writing kept the old ones)
+    for path in previous:
+        if path.name != "stats.json" and str(path) not in stats["shard_paths"]:
+            path.unlink()
     print(f"prep-wds: {kind} {source}\n"
           f"  written:    {stats['written']}\n"
           f"  unreadable: {stats['unreadable']}\n"

@@ -23,6 +23,7 @@ from diffengine.datasets.shapes import (
     with_article,
 )
 
+from ..file_writes import whole_folder
 from .demo_assets import word_level_tokenizer
 
 # the stage-1 text encoder's width is the UNet's cross-attention width
@@ -184,8 +185,10 @@ def make_pretrained_tiny_llama(out_dir: str | Path, steps: int = 900, hidden_siz
         optimizer.step()
     model.config.pretraining = {"corpus": "diffengine.tools.shapes_assets.text_corpus",
                                 "steps": steps, "final_loss": round(loss.item(), 4)}
-    tokenizer.save_pretrained(out_dir)
-    model.save_pretrained(out_dir)
+    # whole or not at all: a later run takes a folder with config.json as finished
+    with whole_folder(out_dir) as staging:
+        tokenizer.save_pretrained(staging)
+        model.save_pretrained(staging)
     return out_dir
 
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ..constants import PRETRAINED_FOLDER, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
+from ..file_writes import whole_file, whole_folder, write_text_whole
 from ..work_dirs import latest_model_folder
 from .arguments import add_overwrite_argument, positive_int, refuse_to_overwrite
 
@@ -126,11 +127,12 @@ def run_stage1(args: argparse.Namespace) -> Path:
            f"train_dataloader.shards={shards}")
     if out.is_symlink():
         out.unlink()
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(latest_model_folder(work / "stage1_sd", PRETRAINED_FOLDER), out)
-    report = {"vae": reconstruction_report(AutoencoderKL.from_pretrained(out / "vae")),
-              "minutes": round((time.perf_counter() - start) / 60, 1)}
-    _write_stage1_source(out, report)
+    # the earlier stage 1 stays whole until the new one, SOURCE.md included, is
+    with whole_folder(out) as staging:
+        shutil.copytree(latest_model_folder(work / "stage1_sd", PRETRAINED_FOLDER), staging, dirs_exist_ok=True)
+        report = {"vae": reconstruction_report(AutoencoderKL.from_pretrained(staging / "vae")),
+                  "minutes": round((time.perf_counter() - start) / 60, 1)}
+        _write_stage1_source(staging, report)
     print(json.dumps(report, indent=2))
     print(f"stage 1 written to {out}")
     return out
@@ -316,13 +318,14 @@ def _write_docs(docs: Path, report: dict, rows: dict[str, dict], sets: dict, rea
     from diffengine.evaluation.shapes_benchmark import format_table, sample_grid
 
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "shapesbench.json").write_text(json.dumps(report, indent=2))
+    write_text_whole(docs / "shapesbench.json", json.dumps(report, indent=2))
     picked = [(set_name, index) for set_name, prompts in sets.items()
               for index in range(0, len(prompts), len(prompts) // 4)][:8]
     grid = sample_grid({name: [result["records"][s][i]["image"] for s, i in picked]
                         for name, result in rows.items()},
                        [sets[s][i].text for s, i in picked])
-    grid.save(docs / "shapesbench.png")
+    with whole_file(docs / "shapesbench.png") as partial:
+        grid.save(partial)
     tables = "\n\n".join(f"**{title}**, accuracy in % (95 % interval):\n\n"
                           f"{format_table(report['rows'], set_name)}"
                           for set_name, title in SET_TITLES.items())
@@ -331,7 +334,8 @@ def _write_docs(docs: Path, report: dict, rows: dict[str, dict], sets: dict, rea
             "its mean, with intervals resampling runs, then prompts (the first run's images in the grid)."
             if report["seeds"] > 1 else
             " Each bridge row is one training run; its intervals resample prompts, not runs.")
-    (docs / "shapesbench.md").write_text(
+    write_text_whole(
+        docs / "shapesbench.md",
         "# ShapesBench: does a trained bridge follow the text?\n\n"
         f"Written by `diffengine shapesbench run` ({report['minutes']} minutes on this machine). "
         "Every row generates images for the held-out prompts "
@@ -350,7 +354,7 @@ def _write_docs(docs: Path, report: dict, rows: dict[str, dict], sets: dict, rea
         f"- Seconds spent: {json.dumps(report['seconds'])}\n")
     if readme:
         head, tail = _readme_around_table(Path(readme))
-        Path(readme).write_text(f"{head}{README_START}\n{tables}\n\n"
+        write_text_whole(readme, f"{head}{README_START}\n{tables}\n\n"
                                 f"![ShapesBench samples]({docs.as_posix()}/shapesbench.png)\n"
                                 f"{README_END}{tail}")
     print(f"wrote {docs}/shapesbench.md, .json and .png")
@@ -396,8 +400,8 @@ def run_probe(args: argparse.Namespace) -> dict:
                   flush=True)
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "shapesbench_probe.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (docs / "shapesbench_probe.md").write_text(probe_markdown(rows))
+    write_text_whole(docs / "shapesbench_probe.json", json.dumps(rows, indent=1) + "\n")
+    write_text_whole(docs / "shapesbench_probe.md", probe_markdown(rows))
     print(f"wrote {docs}/shapesbench_probe.md and .json")
     return rows
 

@@ -131,3 +131,23 @@ def test_shards_are_reproducible_byte_for_byte(tmp_path):
     assert (tmp_path / "a" / "00000.tar").read_bytes() == (tmp_path / "b" / "00000.tar").read_bytes()
     with tarfile.open(tmp_path / "a" / "00000.tar") as tar:
         assert all(not member.pax_headers for member in tar.getmembers())
+
+
+def test_a_failure_while_writing_leaves_only_whole_shards(tmp_path):
+    def samples(fail_after: int):
+        for index in range(5):
+            if index == fail_after:
+                raise RuntimeError("the source went away")
+            yield f"{index:03d}", Image.new("RGB", (8, 8), (index, 0, 0)), f"caption {index}", None
+
+    write_wds_shards(samples(fail_after=-1), tmp_path, maxcount=2, progress=False)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    with pytest.raises(RuntimeError, match="went away"):
+        write_wds_shards(samples(fail_after=3), tmp_path, maxcount=2, image_format="png", progress=False)
+    # shard 0 was finished (and replaced), shard 1 was not: the earlier one stays, and no part is left
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["00000.tar", "00001.tar", "00002.tar", "stats.json"]
+    assert tmp_path.joinpath("00000.tar").read_bytes() != before["00000.tar"]
+    for name in ("00001.tar", "00002.tar", "stats.json"):
+        assert tmp_path.joinpath(name).read_bytes() == before[name]
+    assert sorted(tar_members(tmp_path / "00000.tar")) == ["000.json", "000.png", "000.txt", "001.json", "001.png",
+                                                           "001.txt"]

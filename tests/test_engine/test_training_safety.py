@@ -227,7 +227,7 @@ def test_a_killed_and_resumed_run_ends_where_the_uninterrupted_one_does(
     # the newest whole checkpoint survives, and a half-written one never has a checkpoint's name
     assert [path.name for path in tmp_path.glob("iter_*.pth")] == ["iter_2.pth"]
     assert Path((tmp_path / "last_checkpoint").read_text()).name == "iter_2.pth"
-    assert [path.name for path in tmp_path.glob(".iter_*")] == ([".iter_4.pth.tmp"] if during_save else [])
+    assert [path.name for path in tmp_path.glob(".iter_*")] == ([".iter_4.partial.pth"] if during_save else [])
     resumed = train(tmp_path, options, "--resume")
     assert resumed.iter == 6
     assert [path.name for path in tmp_path.glob("*iter_*.pth*")] == ["iter_6.pth"]

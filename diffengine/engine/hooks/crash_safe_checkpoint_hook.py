@@ -7,8 +7,8 @@ from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 
 from diffengine.constants import LAST_CHECKPOINT
+from diffengine.file_writes import partial_path, write_text_whole
 from diffengine.registry import HOOKS
-from diffengine.work_dirs import partial_checkpoint_name, write_pointer
 
 
 @HOOKS.register_module()
@@ -17,7 +17,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
 
     MMEngine deletes the oldest kept checkpoint before it writes the new one, and writes the new
     one in place: a crash or a full disk during the write leaves a truncated ``iter_N.pth``, and
-    with ``max_keep_ckpts=1`` no whole checkpoint at all. This hook writes ``.iter_N.pth.tmp``,
+    with ``max_keep_ckpts=1`` no whole checkpoint at all. This hook writes ``.iter_N.partial.pth``,
     renames it to ``iter_N.pth`` (atomic on one filesystem), renames a new ``last_checkpoint``
     into place, and only then deletes the checkpoints that fell out of the kept ones. Checkpoints
     that go to a remote backend (``out_dir`` on S3, ...) are saved the way MMEngine saves them.
@@ -36,13 +36,14 @@ class CrashSafeCheckpointHook(CheckpointHook):
         name = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, name)
         runner.message_hub.update_info("last_ckpt", self.last_ckpt)
-        runner.save_checkpoint(self.out_dir, partial_checkpoint_name(name), self.file_client_args,
+        partial = partial_path(Path(self.out_dir) / name)
+        runner.save_checkpoint(self.out_dir, partial.name, self.file_client_args,
                                save_optimizer=self.save_optimizer,
                                save_param_scheduler=self.save_param_scheduler, meta=meta,
                                by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
         if not is_main_process():
             return
-        os.replace(Path(self.out_dir) / partial_checkpoint_name(name), self.last_ckpt)
-        write_pointer(Path(runner.work_dir) / LAST_CHECKPOINT, self.last_ckpt)
+        os.replace(partial, self.last_ckpt)
+        write_text_whole(Path(runner.work_dir) / LAST_CHECKPOINT, self.last_ckpt)
         for old in outdated:
             Path(self.out_dir, self.filename_tmpl.format(old)).unlink(missing_ok=True)

@@ -1,13 +1,12 @@
 """Save a self-contained model folder (a bridge, or a diffusers folder) next to every checkpoint."""
-import os
-import shutil
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
 from diffengine.constants import BRIDGE_FOLDER, PRETRAINED_FOLDER
+from diffengine.file_writes import remove_folder, whole_folder, write_text_whole
 from diffengine.registry import HOOKS
-from diffengine.work_dirs import latest_pointer, model_folder, model_folders_in, staging_folder, write_pointer
+from diffengine.work_dirs import latest_pointer, model_folder, model_folders_in
 
 from ..model_wrapper import unwrap_model
 
@@ -17,7 +16,8 @@ class ModelFolderCheckpointHook(Hook):
     """Writes ``WORK_DIR/<folder>/iter_N/`` whenever MMEngine saves a checkpoint; keeps the last K.
 
     The folder is written by ``model.<save_method>(directory, iteration=N)``, under a temporary
-    name and then renamed, so a crash never leaves a half-written folder behind;
+    name and then renamed, and older ones are renamed before they are deleted, so a crash never
+    leaves a half-written or half-deleted ``iter_N`` behind;
     ``<folder>/last_<folder>`` holds the newest one's folder name.
 
     Args:
@@ -43,16 +43,12 @@ class ModelFolderCheckpointHook(Hook):
             return
         iteration = checkpoint["meta"]["iter"]
         final = model_folder(runner.work_dir, self.folder, iteration)
-        staging = staging_folder(runner.work_dir, self.folder, iteration)
-        shutil.rmtree(staging, ignore_errors=True)
-        model = unwrap_model(runner.model)
-        getattr(model, self.save_method)(staging, iteration=iteration)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
+        with whole_folder(final) as staging:
+            getattr(unwrap_model(runner.model), self.save_method)(staging, iteration=iteration)
         # the folder name, not a path: a moved or copied work dir still finds its newest folder
-        write_pointer(latest_pointer(runner.work_dir, self.folder), final.name)
+        write_text_whole(latest_pointer(runner.work_dir, self.folder), final.name)
         for old in model_folders_in(runner.work_dir, self.folder)[:-self.max_keep]:
-            shutil.rmtree(old)
+            remove_folder(old)
 
 
 @HOOKS.register_module()

@@ -7,6 +7,7 @@ from mmengine.hooks import Hook
 from PIL import Image
 
 from diffengine.constants import SAMPLES_FOLDER
+from diffengine.file_writes import whole_file
 from diffengine.models.vision.samplers import check_sampling_options
 from diffengine.registry import HOOKS
 
@@ -57,7 +58,8 @@ class VisualizationHook(Hook):
             return
         out_dir = Path(runner.work_dir) / SAMPLES_FOLDER
         out_dir.mkdir(parents=True, exist_ok=True)
-        grid.save(out_dir / f"iter_{step}.png")
+        with whole_file(out_dir / f"iter_{step}.png") as partial:
+            grid.save(partial)
         runner.visualizer.add_image("samples", np.asarray(grid), step=step)
 
     def before_train(self, runner) -> None:

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ...file_writes import write_text_whole
 from ..arguments import positive_int
 from .cpu import run_cpu
 from .flops import run_flops
@@ -108,7 +109,7 @@ def run_bench(args: argparse.Namespace, command: list[str]) -> int:
               "wall_s": round(time.perf_counter() - started, 1), **figures}
     out = Path(args.out or Path(args.work_dir) / f"bench_{args.mode}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_whole(out, json.dumps(report, indent=2) + "\n")
     print(f"load average (1 min) at start / end: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} CPUs; figures written to {out}")
     return 0

@@ -1,0 +1,76 @@
+"""Writing files and folders whole: under a temporary name beside the final one, then renamed.
+
+A crash (SIGKILL, a full disk) during a write then leaves the previous version, or nothing, under
+the final name, never a truncated file or a half-written folder; the temporary names start with
+a dot, so patterns such as ``iter_*.png`` or ``*.tar`` never match them. Import-free beyond the
+standard library, for the CLI.
+"""
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where ``path`` is written before it is renamed into place (``.NAME.partial.EXT``: the
+    extension kept, for writers that choose a format by it)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+@contextmanager
+def whole_file(path: str | Path) -> Iterator[Path]:
+    """Yield the temporary path to write ``path`` to; rename it into place when the block ends
+    without an error (removed otherwise)."""
+    partial = partial_path(path)
+    try:
+        yield partial
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_text_whole(path: str | Path, text: str) -> None:
+    """``Path(path).write_text(text)``, whole (see the module docstring)."""
+    with whole_file(path) as partial:
+        partial.write_text(text)
+
+
+def staging_path(folder: str | Path) -> Path:
+    """Where ``folder`` is written before it is renamed into place (``.NAME.tmp``)."""
+    folder = Path(folder)
+    return folder.with_name(f".{folder.name}.tmp")
+
+
+def aside_path(folder: str | Path) -> Path:
+    """Where ``folder`` goes while it is replaced or deleted (``.NAME.old``)."""
+    folder = Path(folder)
+    return folder.with_name(f".{folder.name}.old")
+
+
+def remove_folder(folder: str | Path) -> None:
+    """Delete ``folder``, renamed aside first: it never stays half-deleted under its name."""
+    aside = aside_path(folder)
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(folder, aside)
+    shutil.rmtree(aside)
+
+
+@contextmanager
+def whole_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder to write ``folder`` into; when the block ends without an
+    error, put it in place of ``folder``, whose earlier version is moved aside first and deleted
+    only after (a crash in between leaves it whole as ``.NAME.old``)."""
+    folder, staging, aside = Path(folder), staging_path(folder), aside_path(folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        shutil.rmtree(aside, ignore_errors=True)
+        if folder.exists():
+            os.replace(folder, aside)
+        os.replace(staging, folder)
+        shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
