@@ -5,9 +5,9 @@
 # batch 16 with gradient checkpointing. Prints wall times and the bench tables (samples/s, peak
 # memory, MFU); the JSON files land in WORK_DIR. Run from the repository root with diffengine importable:
 #     bash tools/gpu_smoke.sh [WORK_DIR [STEP ...]]
-# batch 16 with gradient checkpointing, then host syncs: the demo trained on the LAION configs' fast
-# path under torch.cuda.set_sync_debug_mode("warn"), listing the places that synchronized
-# (expected: only the reads at log intervals, DeferredRuntimeInfoHook and the optimizer wrapper).
+# Last, host syncs: the demo trained on the LAION configs' fast path under
+# torch.cuda.set_sync_debug_mode("warn"), listing the places that synchronized (expected: only the
+# reads at log intervals, DeferredRuntimeInfoHook and the optimizer wrapper).
 # STEPs (default: all): demo demo_amp bench_gpu bench_gpu_ckpt sync_check
 set -uo pipefail
 work=${1:-/tmp/diffengine_gpu_smoke}
