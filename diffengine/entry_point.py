@@ -206,6 +206,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(report_line(error), file=sys.stderr)
         return exit_status(error)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        resume = ("; a training run continues from its last checkpoint with --resume"
+                  if args.command in ("train", "wds_train", "demo") else "")
+        print(f"diffengine: interrupted (Ctrl-C){resume}", file=sys.stderr)
+        return INTERRUPTED_STATUS
+
+
+# what a shell reports for a command ended by SIGINT (128 + 2)
+INTERRUPTED_STATUS = 130
 
 
 def cli() -> None:

@@ -433,3 +433,21 @@ def test_options_a_command_would_ignore_are_refused_before_models_load(command, 
     names = {"bridge": assets / "bridge_of_layer_0", "pipeline": tmp_path / "pipeline"}
     assert main([arg.format(**names) for arg in command]) == 2
     assert capsys.readouterr().err.strip() == f"diffengine: error: {expected.format(**names)}"
+
+
+@pytest.mark.parametrize("command, function, expected", [
+    (["wds_train", DEMO], "_train",
+     "diffengine: interrupted (Ctrl-C); a training run continues from its last checkpoint with --resume"),
+    (["infer", "bridge", "a red circle"], "_infer", "diffengine: interrupted (Ctrl-C)"),
+])
+def test_ctrl_c_is_one_line_and_exit_130(command, function, expected, monkeypatch, capsys):
+    import diffengine.entry_point as entry_point
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(entry_point, function, interrupted)
+    assert main(command) == 130
+    assert capsys.readouterr().err.strip() == expected
+    with pytest.raises(KeyboardInterrupt):
+        main([*command, "--debug"])

@@ -344,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(error, REPORTED_ERRORS) and WORKER_ERROR_FILE_ENV in os.environ:
             pass_to_launcher(error)
             sys.exit(exit_status(error))
+        if isinstance(error, KeyboardInterrupt) and WORKER_ERROR_FILE_ENV in os.environ:
+            sys.exit(130)  # Ctrl-C: the launcher says so once, rather than a traceback per worker
         raise
     _destroy_process_group()
 
