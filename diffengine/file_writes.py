@@ -1,15 +1,21 @@
 """Writing files and folders whole: under a temporary name beside the final one, then renamed.
 
 A crash (SIGKILL, a full disk) during a write then leaves the previous version, or nothing, under
-the final name, never a truncated file or a half-written folder; the temporary names start with
-a dot, so patterns such as ``iter_*.png`` or ``*.tar`` never match them. Import-free beyond the
-standard library, for the CLI.
+the final name, never a truncated file or a half-written folder. The temporary names start with
+a dot: patterns that start with a name (``iter_*``, ``00000.tar``) never match them, and
+listings with a bare ``*`` skip dot-names (``visible``). Import-free beyond the standard library,
+for the CLI.
 """
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def visible(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` without dot-names (``Path.glob("*")`` matches them, unlike a shell)."""
+    return [path for path in paths if not path.name.startswith(".")]
 
 
 def partial_path(path: str | Path) -> Path:
@@ -22,7 +28,14 @@ def partial_path(path: str | Path) -> Path:
 @contextmanager
 def whole_file(path: str | Path) -> Iterator[Path]:
     """Yield the temporary path to write ``path`` to; rename it into place when the block ends
-    without an error (removed otherwise)."""
+    without an error (removed otherwise). A symbolic link is written through (its target is
+    replaced); a path that is not a regular file (``/dev/stdout``, a pipe) is written directly."""
+    path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():
+        yield path
+        return
     partial = partial_path(path)
     try:
         yield partial
@@ -61,7 +74,9 @@ def remove_folder(folder: str | Path) -> None:
 def whole_folder(folder: str | Path) -> Iterator[Path]:
     """Yield an empty staging folder to write ``folder`` into; when the block ends without an
     error, put it in place of ``folder``, whose earlier version is moved aside first and deleted
-    only after (a crash in between leaves it whole as ``.NAME.old``)."""
+    only after (a crash in between leaves it whole as ``.NAME.old``). For folders the program
+    names itself (``WORK_DIR/bridge/iter_N``); a folder the user names may be a mount point or
+    ``.``, which cannot be renamed: ``filled_folder``."""
     folder, staging, aside = Path(folder), staging_path(folder), aside_path(folder)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -72,5 +87,30 @@ def whole_folder(folder: str | Path) -> Iterator[Path]:
             os.replace(folder, aside)
         os.replace(staging, folder)
         shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def filled_folder(folder: str | Path, marker: str) -> Iterator[Path]:
+    """Yield a staging folder inside ``folder`` (a folder the user names, kept itself); when the
+    block ends without an error, move its entries into ``folder``, replacing those of the same
+    name, with ``marker`` (the file that makes the folder usable: ``bridge.json``,
+    ``model_index.json``) removed first and moved in last. A crash leaves the earlier version,
+    or a folder without its marker that its readers refuse, never one that loads incomplete."""
+    folder = Path(folder)
+    staging = folder / ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        if not (staging / marker).is_file():
+            raise FileNotFoundError(f"{folder}: the writer left no {marker}")
+        (folder / marker).unlink(missing_ok=True)
+        for entry in sorted(staging.iterdir(), key=lambda path: path.name == marker):
+            target = folder / entry.name
+            if target.is_dir() and not target.is_symlink():
+                remove_folder(target)
+            os.replace(entry, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

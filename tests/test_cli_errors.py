@@ -425,7 +425,6 @@ def test_a_bridge_folder_missing_files_names_them_before_models_load(assets, cap
     (["eval", "{pipeline}", "--benchmark", "shapes", "--text-encoder", "t5", "--dtype", "bfloat16"],
      "--text-encoder and --dtype: rebuild a bridge's base models; {pipeline} is a diffusers pipeline folder, "
      "loaded whole"),
-    (["infer", "{bridge}", "a red circle", " "], "a PROMPT is empty: give the text of each image"),
 ])
 def test_options_a_command_would_ignore_are_refused_before_models_load(command, expected, assets, tmp_path, capsys):
     (tmp_path / "pipeline").mkdir()

@@ -64,7 +64,8 @@ def write_wds_shards(samples: Iterable[Sample], out_dir: str | os.PathLike, pref
     Images in the target format pass through unchanged unless ``resize_to`` (shorter side, only
     ever shrinking) applies; others are converted to RGB and re-encoded. Unreadable images are
     counted and skipped. Keys must not contain "." or "/" (webdataset splits names on them).
-    Each shard is written under a temporary name and renamed when whole, ``stats.json`` last.
+    The shards are written under temporary names and renamed once all are whole, ``stats.json``
+    last: a failure part-way leaves an earlier set in ``out_dir`` as it was.
     """
     pil_format = _PIL_FORMATS.get(image_format.lower())
     if pil_format is None:
@@ -73,13 +74,6 @@ def write_wds_shards(samples: Iterable[Sample], out_dir: str | os.PathLike, pref
     out.mkdir(parents=True, exist_ok=True)
     stats: dict[str, Any] = {"written": 0, "unreadable": 0, "shards": 0, "shard_paths": []}
     writer, in_shard = None, 0
-
-    def finish_shard() -> None:
-        """Close the shard being written and give it its name: never a truncated shard under it."""
-        writer.close()
-        shard_path = stats["shard_paths"][-1]
-        partial_path(shard_path).replace(shard_path)
-
     try:
         for key, source, caption, meta in tqdm(samples, disable=not progress, unit="img", desc="writing shards"):
             if not key or "." in key or "/" in key:
@@ -92,7 +86,7 @@ def write_wds_shards(samples: Iterable[Sample], out_dir: str | os.PathLike, pref
                 continue
             if writer is None or in_shard >= maxcount:
                 if writer is not None:
-                    finish_shard()
+                    writer.close()
                 shard_path = out / f"{prefix}{stats['shards']:05d}.tar"
                 writer, in_shard = wds.TarWriter(str(partial_path(shard_path)), mtime=SHARD_MTIME), 0
                 stats["shards"] += 1
@@ -106,10 +100,14 @@ def write_wds_shards(samples: Iterable[Sample], out_dir: str | os.PathLike, pref
     except BaseException:
         if writer is not None:
             writer.close()
-            partial_path(stats["shard_paths"][-1]).unlink(missing_ok=True)
+        for shard_path in stats["shard_paths"]:
+            partial_path(shard_path).unlink(missing_ok=True)
         raise
     if writer is not None:
-        finish_shard()
+        writer.close()
+    # every shard whole before any takes its name: a crash leaves the earlier set, not a mix
+    for shard_path in stats["shard_paths"]:
+        partial_path(shard_path).replace(shard_path)
     write_text_whole(out / "stats.json", json.dumps(stats, indent=2))
     return stats
 

@@ -174,11 +174,16 @@ class ResumeOverridesHook(Hook):
         from diffengine.models.editors.lavi_bridge.lavi_bridge import check_bridge_settings
 
         model = unwrap_model(runner.model)
-        # without load_from, MMEngine resumes the newest checkpoint of the work dir
-        checkpoint_dir = Path(runner.cfg.load_from).parent if runner.cfg.get("load_from") else Path(runner.work_dir)
-        saved = model_folder(checkpoint_dir, BRIDGE_FOLDER, checkpoint.get("meta", {}).get("iter"))
-        if not hasattr(model, "weight_settings") or not (saved / BRIDGE_MANIFEST).is_file():
+        iteration = checkpoint.get("meta", {}).get("iter")
+        # the work dir beside the checkpoint (--resume PATH of another run), else this one's: the
+        # bridge hook writes there whatever CheckpointHook(out_dir=...) says
+        places = [Path(runner.cfg.load_from).parent] if runner.cfg.get("load_from") else []
+        found = [folder for folder in (model_folder(place, BRIDGE_FOLDER, iteration)
+                                       for place in [*places, Path(runner.work_dir)])
+                 if (folder / BRIDGE_MANIFEST).is_file()]
+        if not hasattr(model, "weight_settings") or not found:
             return
+        saved = found[0]
         try:
             check_bridge_settings(saved, model.weight_settings, model.base_models)
         except ValueError as error:

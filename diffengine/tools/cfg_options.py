@@ -5,7 +5,8 @@ tuple, and a comma outside brackets, braces and quotes makes a list too (``KEY=1
 ``DictAction``, which deletes every space of a value (``model.text_encoder=/data/my models/t5``
 became ``/data/mymodels/t5``, a prompt lost its spaces), only the spaces around an element are
 dropped; ``'...'`` or ``"..."`` keeps an element a string as typed, commas and brackets included
-(``custom_hooks.3.prompts=["a red, round shape",a blue square]``); a comma inside ``{...}`` belongs
+(``custom_hooks.3.prompts=["a red, round shape",a blue square]``; a quote inside an element, as in
+``/home/o'neil``, is a character); a comma inside ``{...}`` belongs
 to a shard pattern (``/data/{a,b}.tar``). Import-free beyond the standard library.
 """
 from typing import Any
@@ -43,7 +44,7 @@ def parse_value(text: str) -> Any:
         inner = text[1:-1].strip()
         values = [parse_value(element) for element in _split_top_level(inner)] if inner else []
         return values if text[0] == "[" else tuple(values)
-    if len(text) >= 2 and text[0] in _QUOTES and text[-1] == text[0] and _closing_quote(text, 0) == len(text) - 1:
+    if len(text) >= 2 and _opens_string(text, 0) and _closing_quote(text, 0) == len(text) - 1:
         return text[1:-1]
     return _scalar(text)
 
@@ -64,7 +65,7 @@ def _split_top_level(text: str) -> list[str]:
     elements, start, index = [], 0, 0
     while index < len(text):
         char = text[index]
-        if char in _QUOTES:
+        if _opens_string(text, index):
             index = _closing_quote(text, index)
         elif char in _CLOSING:
             index = _matching_close(text, index)
@@ -85,7 +86,7 @@ def _matching_close(text: str, start: int) -> int:
     expected, index = [_CLOSING[text[start]]], start + 1
     while index < len(text):
         char = text[index]
-        if char in _QUOTES:
+        if _opens_string(text, index):
             index = _closing_quote(text, index)
         elif char in _CLOSING:
             expected.append(_CLOSING[char])
@@ -98,9 +99,13 @@ def _matching_close(text: str, start: int) -> int:
     raise ValueError(f"unbalanced brackets: {text[start]!r} is never closed")
 
 
+def _opens_string(text: str, index: int) -> bool:
+    """A quote that starts an element and is closed later: ``'a, b'`` is one string, while the
+    apostrophes of ``/home/o'neil`` or ``a dog's ball`` are characters like any other."""
+    return (text[index] in _QUOTES and text[:index].rstrip()[-1:] in ("", "[", "(", ",")
+            and text.find(text[index], index + 1) > 0)
+
+
 def _closing_quote(text: str, start: int) -> int:
-    """The index of the quote that closes ``text[start]``."""
-    end = text.find(text[start], start + 1)
-    if end < 0:
-        raise ValueError(f"unbalanced quotes: {text[start]} is never closed")
-    return end
+    """The index of the quote that closes the one at ``start`` (``_opens_string`` holds)."""
+    return text.find(text[start], start + 1)

@@ -36,7 +36,7 @@ def resolve_config(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    if path.is_dir():
+    if len(path.parts) > 1 and path.is_dir():
         raise UnknownConfigError(f"config '{name_or_path}' is a folder: give a config file in it, or a "
                                  "packaged config name (`diffengine list-cfg`)")
     if len(path.parts) > 1:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from .. import constants
 from ..constants import BRIDGE_MANIFEST, OFFICIAL_COMBO_NAMES
+from ..file_writes import visible
 from .arguments import add_overwrite_argument, refuse_to_overwrite
 
 
@@ -27,7 +28,7 @@ def run_convert_official(args: argparse.Namespace) -> None:
     """Convert and print where the bridge went; errors are ValueError/FileNotFoundError."""
     refuse_to_overwrite([Path(args.out) / BRIDGE_MANIFEST], args.overwrite)
     out = Path(args.out)
-    if out.is_dir() and any(out.iterdir()) and not (out / BRIDGE_MANIFEST).is_file():
+    if out.is_dir() and visible(out.iterdir()) and not (out / BRIDGE_MANIFEST).is_file():
         raise ValueError(f"OUT_BRIDGE_DIR {out} holds files that are not a bridge: choose a new or empty folder")
     from diffengine.models.editors.lavi_bridge.official_weights import convert_official_checkpoint
 

@@ -3,7 +3,7 @@ import argparse
 from pathlib import Path
 
 from .. import constants
-from ..file_writes import whole_folder
+from ..file_writes import filled_folder, visible
 from ..work_dirs import resolve_bridge_dir
 from .infer import add_base_model_arguments, load_bridge_model
 
@@ -29,7 +29,7 @@ def run_export(args: argparse.Namespace) -> Path:
     """
     bridge_dir = resolve_bridge_dir(args.bridge)
     out_dir = Path(args.out)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if out_dir.exists() and (not out_dir.is_dir() or visible(out_dir.iterdir())):
         raise ValueError(f"{out_dir} exists and is not an empty folder; choose a new OUT_DIR")
     for option, path in (("--text-encoder", args.text_encoder), ("--vision-model", args.vision_model)):
         if path is not None and not Path(path).is_dir():
@@ -42,7 +42,8 @@ def run_export(args: argparse.Namespace) -> Path:
     pipeline = LaViBridgePipeline.from_model(model, args.scheduler)
     if args.merge_lora:
         pipeline.merge_lora()
-    with whole_folder(out_dir) as staging:  # a crash never leaves a pipeline missing its LoRA
+    # model_index.json last: a crash never leaves a pipeline that loads without its LoRA
+    with filled_folder(out_dir, "model_index.json") as staging:
         pipeline.save_pretrained(staging)
     lora = "LoRA merged" if args.merge_lora else "LoRA beside the base weights in *_lora/"
     print(f"exported {bridge_dir} to {out_dir} ({lora}); load it with "

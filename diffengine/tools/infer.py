@@ -73,8 +73,6 @@ def run_infer(args: argparse.Namespace) -> list[Path]:
     non-finite pixels is refused by ``LaViBridge.infer`` before it is written)."""
     from tqdm import tqdm
 
-    if not all(prompt.strip() for prompt in args.prompts):
-        raise ValueError("a PROMPT is empty: give the text of each image")
     bridge_dir = resolve_bridge_dir(args.bridge)
     out_dir = Path(args.out)
     refuse_to_overwrite((out_dir / image_filename(i, p) for i, p in enumerate(args.prompts)), args.overwrite)

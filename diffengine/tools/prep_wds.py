@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..file_writes import visible
 from .arguments import add_overwrite_argument, positive_int
 
 
@@ -47,15 +48,15 @@ def run_prep_wds(args: argparse.Namespace) -> int:
     else:
         raise ValueError(f"source {args.source!r} does not exist (expected an annotation file or an image folder)")
     out_dir = Path(args.out_dir).expanduser()
-    previous = sorted(out_dir.glob("*.tar")) + [p for p in (out_dir / "stats.json",) if p.exists()]
+    previous = visible(sorted(out_dir.glob("*.tar"))) + [p for p in (out_dir / "stats.json",) if p.exists()]
     if previous and not args.overwrite:
         raise ValueError(f"{out_dir} already holds shards or stats.json ({previous[0].name}, "
                          f"{len(previous)} file(s)): choose an empty OUT_DIR, or --overwrite to replace them")
     stats = write_wds_shards(samples, out_dir, prefix=args.prefix, maxcount=args.maxcount,
                              image_format=args.image_format, resize_to=args.resize,
                              progress=not args.no_progress)
-    # each shard replaced the old one of its name when whole; a shorter new set must not leave
-    # old shards behind (deleted only now: a crash while writing kept the old ones)
+    # the new set replaced the old shards of its names once whole; a shorter one must not leave
+    # old shards behind (deleted only now: a crash while writing kept the old set)
     for path in previous:
         if path.name != "stats.json" and str(path) not in stats["shard_paths"]:
             path.unlink()

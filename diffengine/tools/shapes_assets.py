@@ -23,7 +23,7 @@ from diffengine.datasets.shapes import (
     with_article,
 )
 
-from ..file_writes import whole_folder
+from ..file_writes import filled_folder
 from .demo_assets import word_level_tokenizer
 
 # the stage-1 text encoder's width is the UNet's cross-attention width
@@ -186,7 +186,7 @@ def make_pretrained_tiny_llama(out_dir: str | Path, steps: int = 900, hidden_siz
     model.config.pretraining = {"corpus": "diffengine.tools.shapes_assets.text_corpus",
                                 "steps": steps, "final_loss": round(loss.item(), 4)}
     # whole or not at all: a later run takes a folder with config.json as finished
-    with whole_folder(out_dir) as staging:
+    with filled_folder(out_dir, "config.json") as staging:
         tokenizer.save_pretrained(staging)
         model.save_pretrained(staging)
     return out_dir

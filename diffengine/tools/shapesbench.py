@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..constants import PRETRAINED_FOLDER, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
-from ..file_writes import whole_file, whole_folder, write_text_whole
+from ..file_writes import filled_folder, whole_file, write_text_whole
 from ..work_dirs import latest_model_folder
 from .arguments import add_overwrite_argument, positive_int, refuse_to_overwrite
 
@@ -128,7 +128,7 @@ def run_stage1(args: argparse.Namespace) -> Path:
     if out.is_symlink():
         out.unlink()
     # the earlier stage 1 stays whole until the new one, SOURCE.md included, is
-    with whole_folder(out) as staging:
+    with filled_folder(out, STAGE1_SOURCE_FILE) as staging:
         shutil.copytree(latest_model_folder(work / "stage1_sd", PRETRAINED_FOLDER), staging, dirs_exist_ok=True)
         report = {"vae": reconstruction_report(AutoencoderKL.from_pretrained(staging / "vae")),
                   "minutes": round((time.perf_counter() - start) / 60, 1)}

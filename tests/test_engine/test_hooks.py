@@ -7,7 +7,8 @@ import pytest
 from mmengine.logging import MessageHub
 from PIL import Image
 
-from diffengine.engine import BridgeCheckpointHook, ThroughputHook, VisualizationHook
+from diffengine.engine import BridgeCheckpointHook, ShapesBenchHook, ThroughputHook, VisualizationHook
+from diffengine.errors import NonFiniteImagesError
 
 
 class RecordingVisualizer:
@@ -73,3 +74,20 @@ def test_throughput_hook_counts_the_global_batch(monkeypatch):
         hook.after_train_iter(runner, index, batch)
     history = runner.message_hub.get_scalar("train/samples_per_s").data[0]
     np.testing.assert_allclose(history, [16.0, 16.0])  # 4 samples x 2 ranks / 0.5 s
+
+
+def test_sampling_hooks_skip_non_finite_images_with_a_warning(tiny_bridge, tmp_path, monkeypatch):
+    # a diverged bridge: the optimizer's guard, not a sample grid, decides whether training goes on
+    def non_finite(*args, **kwargs):
+        raise NonFiniteImagesError("the model generated non-finite pixels in 2 of 2 image(s)")
+
+    monkeypatch.setattr(tiny_bridge, "infer", non_finite)
+    warnings = []
+    runner = fake_runner(tiny_bridge, tmp_path)
+    runner.logger = SimpleNamespace(warning=warnings.append)
+    VisualizationHook(["a red circle", "a blue square"], num_inference_steps=2).before_train(runner)
+    ShapesBenchHook(num_inference_steps=2).before_train(runner)
+    assert not (tmp_path / "samples").exists() and not runner.visualizer.images
+    assert warnings == ["sample grid of iteration 0 not written: the model generated non-finite pixels in 2 of 2 "
+                        "image(s)", "ShapesBench at iteration 0 skipped: the model generated non-finite pixels in "
+                        "2 of 2 image(s)"]

@@ -385,3 +385,27 @@ def test_resuming_a_bridge_under_settings_that_change_its_weights_meaning_is_ref
     assert str(error.value) == (f"--resume: {tmp_path}/bridge/iter_6/bridge.json was trained with hidden_layer=-1, "
                                 "this model has hidden_layer=0: set model.hidden_layer=-1 to continue that bridge")
     assert not (tmp_path / "iter_8.pth").exists()
+
+
+def test_a_full_disk_while_saving_ends_the_run_with_the_kept_checkpoint_whole(
+        tmp_path, tiny_t5, tiny_sd, demo_shards, monkeypatch):
+    from mmengine.fileio import LocalBackend
+
+    put = LocalBackend.put
+
+    def disk_full_at_iteration_4(backend, data, path):
+        if "iter_4" in str(path):
+            with open(path, "wb") as file:
+                file.write(data[:len(data) // 2])
+            raise OSError(28, "No space left on device")
+        put(backend, data, path)
+
+    monkeypatch.setattr(LocalBackend, "put", disk_full_at_iteration_4)
+    options = [*demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=4),
+               "default_hooks.checkpoint.max_keep_ckpts=1",
+               # a subfolder in the file names: the partial file goes beside the final one
+               "default_hooks.checkpoint.filename_tmpl=ckpts/iter_{}.pth"]
+    with pytest.raises(OSError, match="No space left"):
+        train(tmp_path, options)
+    assert sorted(path.name for path in (tmp_path / "ckpts").iterdir()) == ["iter_2.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "ckpts" / "iter_2.pth")

@@ -36,11 +36,15 @@ class CrashSafeCheckpointHook(CheckpointHook):
         name = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, name)
         runner.message_hub.update_info("last_ckpt", self.last_ckpt)
-        partial = partial_path(Path(self.out_dir) / name)
-        runner.save_checkpoint(self.out_dir, partial.name, self.file_client_args,
-                               save_optimizer=self.save_optimizer,
-                               save_param_scheduler=self.save_param_scheduler, meta=meta,
-                               by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        partial = partial_path(Path(self.out_dir) / name)  # beside it: filename_tmpl may name a subfolder
+        try:
+            runner.save_checkpoint(self.out_dir, str(partial.relative_to(self.out_dir)), self.file_client_args,
+                                   save_optimizer=self.save_optimizer,
+                                   save_param_scheduler=self.save_param_scheduler, meta=meta,
+                                   by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        except BaseException:  # a full disk, say: the run ends, without a partial file left behind
+            partial.unlink(missing_ok=True)
+            raise
         if not is_main_process():
             return
         os.replace(partial, self.last_ckpt)

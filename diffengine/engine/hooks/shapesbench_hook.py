@@ -3,6 +3,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
 from diffengine.constants import SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
+from diffengine.errors import NonFiniteImagesError
 from diffengine.models.vision.samplers import check_sampling_options
 from diffengine.registry import HOOKS
 
@@ -45,7 +46,11 @@ class ShapesBenchHook(Hook):
 
         self._last_step = step
         model = text_to_image_model(runner.model, type(self).__name__)
-        result = evaluate_shapes(model_generator(model, **self.sampler), self.images_per_prompt)
+        try:
+            result = evaluate_shapes(model_generator(model, **self.sampler), self.images_per_prompt)
+        except NonFiniteImagesError as error:  # the optimizer's guard decides whether training goes on
+            runner.logger.warning(f"ShapesBench at iteration {step} skipped: {error}")
+            return
         if not is_main_process():  # it took part in a sharded forward; rank 0 reports
             return
         del result["records"]

@@ -7,6 +7,7 @@ from mmengine.hooks import Hook
 from PIL import Image
 
 from diffengine.constants import SAMPLES_FOLDER
+from diffengine.errors import NonFiniteImagesError
 from diffengine.file_writes import whole_file
 from diffengine.models.vision.samplers import check_sampling_options
 from diffengine.registry import HOOKS
@@ -53,7 +54,11 @@ class VisualizationHook(Hook):
             return
         self._last_step = step
         model = text_to_image_model(runner.model, type(self).__name__)
-        grid = image_grid(model.infer(self.prompts, **self.infer_kwargs))
+        try:
+            grid = image_grid(model.infer(self.prompts, **self.infer_kwargs))
+        except NonFiniteImagesError as error:  # the optimizer's guard decides whether training goes on
+            runner.logger.warning(f"sample grid of iteration {step} not written: {error}")
+            return
         if not is_main_process():  # it took part in a sharded forward; rank 0 writes
             return
         out_dir = Path(runner.work_dir) / SAMPLES_FOLDER

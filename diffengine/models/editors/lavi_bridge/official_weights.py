@@ -16,7 +16,8 @@ import torch
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from diffengine.file_writes import whole_folder
+from diffengine.constants import BRIDGE_MANIFEST
+from diffengine.file_writes import filled_folder
 from diffengine.models.weights_file import load_local_checkpoint
 from diffengine.precision import TORCH_DTYPES
 
@@ -118,8 +119,8 @@ def convert_official_checkpoint(ckpt_dir: str | Path, combo: str, out_bridge_dir
     _copy_lora(model.denoiser, model.vision_family.lora_target_classes, vision_tensors,
                ckpt_dir / VISION_LORA_FILE, f"vision model {vision_model} of combo '{combo}'")
     model.adapter.load_state_dict(adapter.state_dict())
-    # whole: an earlier bridge there stays intact until this one is
-    with whole_folder(out_bridge_dir) as staging:
+    # bridge.json last: an earlier bridge there stays usable until this one is whole
+    with filled_folder(out_bridge_dir, BRIDGE_MANIFEST) as staging:
         model.save_bridge(staging, source="official", combo=combo)
     return Path(out_bridge_dir)
 
