@@ -1,7 +1,7 @@
 """Files and folders written whole: a failure mid-write leaves the earlier version, never a part."""
 import pytest
 
-from diffengine.file_writes import remove_folder, whole_file, whole_folder, write_text_whole
+from diffengine.file_writes import filled_folder, remove_folder, whole_file, whole_folder, write_text_whole
 
 
 class Crash(Exception):
@@ -34,3 +34,27 @@ def test_a_folder_is_replaced_only_when_written_whole(tmp_path):
     assert [p.name for p in folder.iterdir()] == ["other"] and [p.name for p in tmp_path.iterdir()] == ["bridge"]
     remove_folder(folder)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_folder_the_user_names_is_filled_in_place_with_its_marker_last(tmp_path):
+    out = tmp_path / "out"  # kept itself: it may be a mount point, or "."
+    out.mkdir()
+    with filled_folder(out, "bridge.json") as staging:
+        (staging / "adapter").mkdir()
+        (staging / "adapter" / "weights").write_text("first")
+        (staging / "bridge.json").write_text("{}")
+    with pytest.raises(Crash), filled_folder(out, "bridge.json") as staging:
+        (staging / "adapter").mkdir()
+        raise Crash
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "bridge.json"]
+    assert (out / "adapter" / "weights").read_text() == "first"
+    with pytest.raises(FileNotFoundError, match="left no bridge.json"), filled_folder(out, "bridge.json"):
+        pass
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "bridge.json"]
+
+
+def test_a_symbolic_link_is_written_through(tmp_path):
+    (tmp_path / "README.md").write_text("old")
+    (tmp_path / "link.md").symlink_to(tmp_path / "README.md")
+    write_text_whole(tmp_path / "link.md", "new")
+    assert (tmp_path / "link.md").is_symlink() and (tmp_path / "README.md").read_text() == "new"
