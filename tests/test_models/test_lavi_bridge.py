@@ -223,3 +223,14 @@ def test_rank_0_trains_the_adapter_alone_and_round_trips(tiny_t5, tiny_sd, tmp_p
     with_lora = LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(rank=0))
     with pytest.raises(ValueError, match="vision_lora has LoRA rank 0 alpha None, this model rank 32"):
         with_lora.load_bridge(bridge)
+
+
+def test_an_adapter_that_does_not_fit_the_language_model_is_refused_before_it_loads(tiny_t5, tiny_sd, monkeypatch):
+    import diffengine.models.editors.lavi_bridge.lavi_bridge as lavi_bridge
+
+    def never(*args, **kwargs):
+        raise AssertionError("the language model's weights were loaded")
+
+    monkeypatch.setattr(lavi_bridge, "LanguageModel", never)
+    with pytest.raises(ValueError, match=r"adapter in_dim=4096 does not match the language model's hidden size 32 "):
+        LaViBridge(tiny_t5, tiny_sd, adapter=dict(in_dim=4096))

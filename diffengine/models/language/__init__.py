@@ -1,6 +1,13 @@
 """Language-model side of a bridge: loading, tokenizing and hidden states per LM family."""
 from .families import LANGUAGE_FAMILIES, LanguageFamily, language_family_of
-from .language_model import LanguageModel, drop_captions, lm_hidden_states, tokenize_prompts, truncated_parts
+from .language_model import (
+    LanguageModel,
+    drop_captions,
+    hidden_width,
+    lm_hidden_states,
+    tokenize_prompts,
+    truncated_parts,
+)
 
 __all__ = ["LANGUAGE_FAMILIES", "LanguageFamily", "language_family_of", "LanguageModel",
-           "drop_captions", "lm_hidden_states", "tokenize_prompts", "truncated_parts"]
+           "drop_captions", "hidden_width", "lm_hidden_states", "tokenize_prompts", "truncated_parts"]

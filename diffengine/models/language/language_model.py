@@ -48,6 +48,11 @@ def lm_hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: 
     return outputs.hidden_states[hidden_layer]
 
 
+def hidden_width(config) -> int:
+    """The width of a language model's hidden states, from its config (``hidden_size``; T5's ``d_model``)."""
+    return config.hidden_size if hasattr(config, "hidden_size") else config.d_model
+
+
 class LanguageModel(nn.Module):
     """Tokenizer + language model loaded with ``from_pretrained``, frozen (a bridge adds LoRA to it;
     ``StableDiffusion`` may unfreeze it to train its own text encoder).
@@ -93,7 +98,7 @@ class LanguageModel(nn.Module):
         self.max_length = max_length
         self.hidden_layer = hidden_layer
         self.use_attention_mask = use_attention_mask
-        self.hidden_size = config.hidden_size if hasattr(config, "hidden_size") else config.d_model
+        self.hidden_size = hidden_width(config)
         self._captions_checked = False
 
     def warn_truncated_captions(self, texts: list[str]) -> None:

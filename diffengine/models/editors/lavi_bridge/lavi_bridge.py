@@ -13,6 +13,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from peft import LoraConfig
 from PIL import Image
+from transformers import AutoConfig
 
 from diffengine.constants import BRIDGE_MANIFEST
 from diffengine.contracts import TEXT_KEY
@@ -23,7 +24,7 @@ from diffengine.version import __version__
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
 from ...generated_images import finite_pil_images
-from ...language import LanguageModel, drop_captions
+from ...language import LanguageModel, drop_captions, hidden_width
 from ...lora import LORA_WEIGHTS, inject_lora, load_lora_weights, save_lora
 from ...losses import training_objective
 from ...model_paths import language_model_location, looks_local, vision_model_location
@@ -144,6 +145,7 @@ class LaViBridge(BaseModel):
         self.base_models = {"text_encoder": text_encoder, "vision_model": vision_model}
         if bridge_path is not None:
             check_bridge_settings(bridge_path, self.weight_settings, self.base_models)
+        _check_adapter_input(adapter, text_encoder)
         # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
         self.language = LanguageModel(text_encoder, max_length=max_length,
                                             hidden_layer=hidden_layer,
@@ -205,10 +207,7 @@ class LaViBridge(BaseModel):
         if context_dim is None:
             raise ValueError(f"{self.vision_model_path}'s denoiser has no "
                              f"{self.vision_family.context_dim_key}: it is not text-conditioned")
-        dims = adapter_dims(self.language.hidden_size, context_dim, adapter)
-        if dims["in_dim"] != self.language.hidden_size:
-            raise ValueError(f"adapter in_dim={dims['in_dim']} does not match the language model's "
-                             f"hidden size {self.language.hidden_size} ({self.text_encoder_path})")
+        dims = adapter_dims(self.language.hidden_size, context_dim, adapter)  # in_dim: _check_adapter_input
         if dims["out_dim"] != context_dim:
             raise ValueError(f"adapter out_dim={dims['out_dim']} does not match the vision model's "
                              f"{self.vision_family.context_dim_key}={context_dim} "
@@ -371,6 +370,18 @@ class LaViBridge(BaseModel):
             self.adapter.load_state_dict(load_checked_safetensors(adapter_file))
         except RuntimeError as error:  # torch's size-mismatch report
             raise ValueError(f"{adapter_file} does not fit this model's adapter: {error}") from None
+
+
+def _check_adapter_input(adapter: dict | None, text_encoder: str) -> None:
+    """An ``adapter.in_dim`` the language model's width, read from its config before its weights
+    load (minutes for a 7B model)."""
+    in_dim = (adapter or {}).get("in_dim")
+    if in_dim is None:
+        return
+    width = hidden_width(AutoConfig.from_pretrained(text_encoder))
+    if in_dim != width:
+        raise ValueError(f"adapter in_dim={in_dim} does not match the language model's hidden size {width} "
+                         f"({text_encoder})")
 
 
 def read_bridge_manifest(directory: str | Path) -> dict:
