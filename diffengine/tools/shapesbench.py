@@ -75,9 +75,11 @@ def add_shapesbench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def file_checksums(folder: Path) -> dict[str, str]:
-    """SHA-256 of every weights file under ``folder``, by relative path."""
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*.safetensors"))}
+    """SHA-256 of every weights file under ``folder``, by relative path (not in dot-folders: a
+    write that a crash cut short, see ``file_writes``)."""
+    return {str(relative): hashlib.sha256((folder / relative).read_bytes()).hexdigest()
+            for relative in sorted(path.relative_to(folder) for path in folder.rglob("*.safetensors"))
+            if not any(part.startswith(".") for part in relative.parts)}
 
 
 def _train(config: str, work_dir: Path, *cfg_options: str):

@@ -58,6 +58,10 @@ def test_shards_are_written_once(tmp_path):
 def test_packaged_stage1_matches_its_checksums_and_a_changed_file_is_caught(tmp_path):
     verify_stage1(STAGE1_ASSET)
     copy = shutil.copytree(STAGE1_ASSET, tmp_path / "stage1")
+    # what a stage-1 write cut short by a crash leaves inside: not part of the folder's weights
+    shutil.copytree(copy / "unet", copy / ".partial" / "unet")
+    (copy / ".partial" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"cut sho")
+    verify_stage1(copy)
     weights = copy / "unet" / "diffusion_pytorch_model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
