@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    from .errors import REPORTED_ERRORS, exit_status, report_line
+    from .errors import INTERRUPTED_STATUS, REPORTED_ERRORS, exit_status, report_line
     from .tools.config_lookup import UnknownConfigError
 
     # training: ConfigError covers its user mistakes (train.run turns setup errors into it), so a
@@ -213,10 +213,6 @@ def main(argv: list[str] | None = None) -> int:
                   if args.command in ("train", "wds_train", "demo") else "")
         print(f"diffengine: interrupted (Ctrl-C){resume}", file=sys.stderr)
         return INTERRUPTED_STATUS
-
-
-# what a shell reports for a command ended by SIGINT (128 + 2)
-INTERRUPTED_STATUS = 130
 
 
 def cli() -> None:

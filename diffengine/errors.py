@@ -25,6 +25,10 @@ class TrainingStopped(RuntimeError):
         self.exit_code = 128 + signal_number
 
 
+# the exit status of a command interrupted by Ctrl-C, as a shell reports one ended by SIGINT (128 + 2)
+INTERRUPTED_STATUS = 130
+
+
 class UnreadableCheckpointError(ValueError):
     """A checkpoint that is truncated, corrupt, or holds objects refused as unsafe to unpickle."""
 

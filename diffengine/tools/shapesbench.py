@@ -357,8 +357,8 @@ def _write_docs(docs: Path, report: dict, rows: dict[str, dict], sets: dict, rea
     if readme:
         head, tail = _readme_around_table(Path(readme))
         write_text_whole(readme, f"{head}{README_START}\n{tables}\n\n"
-                                f"![ShapesBench samples]({docs.as_posix()}/shapesbench.png)\n"
-                                f"{README_END}{tail}")
+                                 f"![ShapesBench samples]({docs.as_posix()}/shapesbench.png)\n"
+                                 f"{README_END}{tail}")
     print(f"wrote {docs}/shapesbench.md, .json and .png")
 
 

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from diffengine.errors import REPORTED_ERRORS, ConfigError, TrainingStopped, exit_status
+from diffengine.errors import INTERRUPTED_STATUS, REPORTED_ERRORS, ConfigError, TrainingStopped, exit_status
 from diffengine.work_dirs import run_outputs, sample_grids_in
 
 from .cfg_options import parse_cfg_options
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
             pass_to_launcher(error)
             sys.exit(exit_status(error))
         if isinstance(error, KeyboardInterrupt) and WORKER_ERROR_FILE_ENV in os.environ:
-            sys.exit(130)  # Ctrl-C: the launcher says so once, rather than a traceback per worker
+            sys.exit(INTERRUPTED_STATUS)  # Ctrl-C: the launcher says so once, not a traceback per worker
         raise
     _destroy_process_group()
 

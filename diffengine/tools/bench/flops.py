@@ -42,7 +42,7 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
     from torch.utils.flop_counter import FlopCounterMode
 
     from diffengine.models.editors.lavi_bridge.text_adapter import LaViBridgeTextAdapter
-    from diffengine.models.language import language_family_of, lm_hidden_states
+    from diffengine.models.language import hidden_width, language_family_of, lm_hidden_states
     from diffengine.models.lora import inject_lora
     from diffengine.models.vision import SizeConditioning, TextConditioning, vision_family_of
 
@@ -54,7 +54,7 @@ def count_training_flops(architecture: dict[str, Any], model_kwargs: dict, resol
         denoiser_class = architecture["denoiser"].get("_class_name", "UNet2DConditionModel")
         denoiser = getattr(diffusers, denoiser_class).from_config(architecture["denoiser"])
         vae = AutoencoderKL.from_config(architecture["vae"])
-        hidden = getattr(text_config, "hidden_size", None) or text_config.d_model
+        hidden = hidden_width(text_config)
         # the family from the denoiser's class and config, as a bridge finds it
         vision = vision_family_of(type(denoiser).__name__, denoiser.config)
         context_dim = denoiser.config[vision.context_dim_key]
