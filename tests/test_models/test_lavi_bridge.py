@@ -225,12 +225,20 @@ def test_rank_0_trains_the_adapter_alone_and_round_trips(tiny_t5, tiny_sd, tmp_p
         with_lora.load_bridge(bridge)
 
 
-def test_an_adapter_that_does_not_fit_the_language_model_is_refused_before_it_loads(tiny_t5, tiny_sd, monkeypatch):
+@pytest.mark.parametrize(("adapter", "message"), [
+    (dict(in_dim=4096), r"adapter in_dim=4096 does not match the language model's hidden size 32 "),
+    (dict(out_dim=768), r"adapter out_dim=768 does not match the vision model's cross_attention_dim=32 "),
+    (dict(pooled_dim=16), r"adapter pooled_dim=16 does not match the pooled text width None "),
+], ids=["in_dim", "out_dim", "pooled_dim"])
+def test_an_adapter_that_does_not_fit_either_model_is_refused_before_any_weights_load(
+        tiny_t5, tiny_sd, monkeypatch, adapter, message):
     import diffengine.models.editors.lavi_bridge.lavi_bridge as lavi_bridge
+    from diffengine.models.vision import VisionFamily
 
     def never(*args, **kwargs):
-        raise AssertionError("the language model's weights were loaded")
+        raise AssertionError("a model's weights were loaded")
 
     monkeypatch.setattr(lavi_bridge, "LanguageModel", never)
-    with pytest.raises(ValueError, match=r"adapter in_dim=4096 does not match the language model's hidden size 32 "):
-        LaViBridge(tiny_t5, tiny_sd, adapter=dict(in_dim=4096))
+    monkeypatch.setattr(VisionFamily, "load", never)
+    with pytest.raises(ValueError, match=message):
+        LaViBridge(tiny_t5, tiny_sd, adapter=adapter)

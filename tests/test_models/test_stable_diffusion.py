@@ -59,12 +59,22 @@ def test_saves_a_stable_diffusion_folder_that_diffusers_runs_the_same(tiny_bert,
     assert bridge.denoiser.config.cross_attention_dim == 32
 
 
-def test_refuses_mismatched_widths_and_non_unet_models(tiny_bert, tiny_pixart, tmp_path):
+def test_refuses_mismatched_widths_and_non_unet_models(tiny_bert, tiny_pixart, tmp_path, monkeypatch):
+    from diffengine.models.language import LanguageModel
+    from diffengine.models.vision import VisionFamily
     from diffengine.tools.demo_assets import make_tiny_sd
 
+    def never(*args, **kwargs):
+        raise AssertionError("a model's weights were loaded")
+
+
     wide = make_tiny_sd(tmp_path / "wide", cross_attention_dim=64)
-    with pytest.raises(ValueError, match="cross_attention_dim 64 does not match"):
-        StableDiffusion(tiny_bert, str(wide))
+    with monkeypatch.context() as patch:  # refused from the configs, before any weights load
+        patch.setattr(LanguageModel, "__init__", never)
+        patch.setattr(VisionFamily, "load", never)
+        with pytest.raises(ValueError, match="cross_attention_dim 64 does not match the text encoder's hidden "
+                                             "size 32"):
+            StableDiffusion(tiny_bert, str(wide))
     with pytest.raises(ValueError, match="trains SD-style UNets"):
         StableDiffusion(tiny_bert, tiny_pixart)
     with pytest.raises(FileNotFoundError, match="not a Stable Diffusion folder"):

@@ -8,6 +8,7 @@ family the same ``TextConditioning`` (context, mask, pooled) and ``SizeCondition
 sample's original size, crop and target size), and each family takes what it needs.
 """
 import functools
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -96,6 +97,13 @@ class VisionFamily:
         """What the latents' sides must be a multiple of: a transformer's patch size (1: any size,
         as UNets pass odd sizes to their upsamplers)."""
         return config.get("patch_size") or 1
+
+    def denoiser_config(self, vision_model: str) -> dict:
+        """The denoiser's config as its class reads it (the saved values over the class's defaults),
+        read without loading its weights, so settings are checked against it in a second."""
+        parameters = inspect.signature(getattr(diffusers, self.model_class).__init__).parameters.values()
+        defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+        return {**defaults, **load_diffusers_config(vision_model, self.subfolder)}
 
     def load(self, vision_model: str, dtype: torch.dtype) -> nn.Module:
         """The denoiser of a base-model folder (or hub id), in ``dtype``."""

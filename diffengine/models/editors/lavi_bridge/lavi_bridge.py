@@ -145,13 +145,15 @@ class LaViBridge(BaseModel):
         self.base_models = {"text_encoder": text_encoder, "vision_model": vision_model}
         if bridge_path is not None:
             check_bridge_settings(bridge_path, self.weight_settings, self.base_models)
-        _check_adapter_input(adapter, text_encoder)
+        self.vision_family = find_vision_family(vision_model)
+        # from both models' configs, before their weights load (minutes for a 7B LM)
+        adapter = self._adapter_dims(adapter or {}, hidden_width(AutoConfig.from_pretrained(text_encoder)),
+                                     self.vision_family.denoiser_config(vision_model))
         # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
         self.language = LanguageModel(text_encoder, max_length=max_length,
-                                            hidden_layer=hidden_layer,
-                                            use_attention_mask=text_attention_mask,
-                                            dtype=self.weight_dtype, pad_token=pad_token)
-        self.vision_family = find_vision_family(vision_model)
+                                      hidden_layer=hidden_layer,
+                                      use_attention_mask=text_attention_mask,
+                                      dtype=self.weight_dtype, pad_token=pad_token)
         # registered under its subfolder's name, so checkpoint keys read "unet.*" / "transformer.*"
         self.add_module(self.vision_family.subfolder,
                         self.vision_family.load(vision_model, self.weight_dtype))
@@ -165,9 +167,6 @@ class LaViBridge(BaseModel):
             for convolutional in (self.denoiser, self.vae):
                 convolutional.to(memory_format=torch.channels_last)
 
-        context_dim = self.denoiser.config[self.vision_family.context_dim_key]
-        adapter = self._adapter_dims(adapter or {}, context_dim,
-                                     self.vision_family.pooled_dim(self.denoiser.config))
         self.adapter = LaViBridgeTextAdapter(**adapter)
 
         self.text_lora_config = _inject_lora_unless_rank_0(
@@ -203,15 +202,22 @@ class LaViBridge(BaseModel):
         self.register_state_dict_post_hook(_drop_frozen_from_state_dict)
         self.register_load_state_dict_post_hook(_ignore_missing_frozen_keys)
 
-    def _adapter_dims(self, adapter: dict, context_dim: int | None, pooled_dim: int | None) -> dict:
+    def _adapter_dims(self, adapter: dict, lm_width: int, denoiser_config: dict) -> dict:
+        """The adapter's dims, defaults filled in by the paper's rule and given ones checked against the
+        language model's width and the denoiser's context (and pooled) width."""
+        context_dim = denoiser_config.get(self.vision_family.context_dim_key)
         if context_dim is None:
             raise ValueError(f"{self.vision_model_path}'s denoiser has no "
                              f"{self.vision_family.context_dim_key}: it is not text-conditioned")
-        dims = adapter_dims(self.language.hidden_size, context_dim, adapter)  # in_dim: _check_adapter_input
+        dims = adapter_dims(lm_width, context_dim, adapter)
+        if dims["in_dim"] != lm_width:
+            raise ValueError(f"adapter in_dim={dims['in_dim']} does not match the language model's hidden size "
+                             f"{lm_width} ({self.text_encoder_path})")
         if dims["out_dim"] != context_dim:
             raise ValueError(f"adapter out_dim={dims['out_dim']} does not match the vision model's "
                              f"{self.vision_family.context_dim_key}={context_dim} "
                              f"({self.vision_model_path})")
+        pooled_dim = self.vision_family.pooled_dim(denoiser_config)
         if dims.setdefault("pooled_dim", pooled_dim) != pooled_dim:
             raise ValueError(f"adapter pooled_dim={dims['pooled_dim']} does not match the pooled text "
                              f"width {pooled_dim} the vision model takes ({self.vision_model_path})")
@@ -370,18 +376,6 @@ class LaViBridge(BaseModel):
             self.adapter.load_state_dict(load_checked_safetensors(adapter_file))
         except RuntimeError as error:  # torch's size-mismatch report
             raise ValueError(f"{adapter_file} does not fit this model's adapter: {error}") from None
-
-
-def _check_adapter_input(adapter: dict | None, text_encoder: str) -> None:
-    """An ``adapter.in_dim`` the language model's width, read from its config before its weights
-    load (minutes for a 7B model)."""
-    in_dim = (adapter or {}).get("in_dim")
-    if in_dim is None:
-        return
-    width = hidden_width(AutoConfig.from_pretrained(text_encoder))
-    if in_dim != width:
-        raise ValueError(f"adapter in_dim={in_dim} does not match the language model's hidden size {width} "
-                         f"({text_encoder})")
 
 
 def read_bridge_manifest(directory: str | Path) -> dict:

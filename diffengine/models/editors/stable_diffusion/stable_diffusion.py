@@ -6,6 +6,7 @@ from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from mmengine.model import BaseModel
 from PIL import Image
+from transformers import AutoConfig
 
 from diffengine.contracts import TEXT_KEY
 from diffengine.registry import MODELS
@@ -13,7 +14,7 @@ from diffengine.registry import MODELS
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
 from ...generated_images import finite_pil_images
-from ...language import LanguageModel, drop_captions
+from ...language import LanguageModel, drop_captions, hidden_width
 from ...losses import training_objective
 from ...model_paths import language_model_location, vision_model_location
 from ...vision import UNetFamily, batch_latents, find_vision_family, inference_scheduler
@@ -57,15 +58,16 @@ class StableDiffusion(BaseModel):
                              f"(unet/), not {type(family).__name__}'s {family.model_class}")
         # read before any weights load: a bad prediction_type fails in a second, not after minutes
         self.objective = training_objective(vision_model, prediction_type, snr_gamma)
+        context_dim = family.denoiser_config(vision_model)["cross_attention_dim"]
+        text_width = hidden_width(AutoConfig.from_pretrained(text_encoder))
+        if context_dim != text_width:
+            raise ValueError(f"the UNet's cross_attention_dim {context_dim} does not match the text "
+                             f"encoder's hidden size {text_width} ({text_encoder})")
         # loaded frozen like a bridge's LM; trained fully when train_text_encoder
         self.language = LanguageModel(text_encoder, max_length=max_length, tokenizer=tokenizer)
         self.language.model.requires_grad_(train_text_encoder)
         self.unet = family.load(vision_model, torch.float32)
         self.vae = AutoencoderKL.from_pretrained(vision_model, subfolder="vae").requires_grad_(False)
-        if self.unet.config.cross_attention_dim != self.language.hidden_size:
-            raise ValueError(f"the UNet's cross_attention_dim {self.unet.config.cross_attention_dim} "
-                             f"does not match the text encoder's hidden size "
-                             f"{self.language.hidden_size} ({text_encoder})")
         self.caption_dropout = caption_dropout
 
     @classmethod
