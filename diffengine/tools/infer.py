@@ -52,10 +52,16 @@ def add_base_model_arguments(parser: argparse.ArgumentParser) -> None:
 def load_bridge_model(args: argparse.Namespace, bridge_dir: Path, **overrides):
     """``LaViBridge.from_bridge`` with the base-model options of ``add_base_model_arguments``.
 
-    ``overrides`` are further constructor arguments.
+    ``overrides`` are further constructor arguments. A ``--scheduler`` that cannot sample the base
+    model's schedule is refused before any weights load.
     """
     from diffengine.models import LaViBridge
+    from diffengine.models.editors.lavi_bridge.lavi_bridge import read_bridge_manifest
+    from diffengine.models.vision import check_sampler
 
+    vision_model = args.vision_model or read_bridge_manifest(bridge_dir).get("vision_model")
+    if vision_model and Path(vision_model).is_dir():  # a hub id is read when its weights load
+        check_sampler(getattr(args, "scheduler", None), vision_model)
     overrides.update({k: v for k, v in (("text_encoder", args.text_encoder),
                                         ("vision_model", args.vision_model),
                                         ("weight_dtype", args.dtype)) if v is not None})

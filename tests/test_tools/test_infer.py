@@ -114,3 +114,18 @@ def test_a_diverged_bridges_non_finite_images_are_refused_not_saved_or_scored(co
         r"diverged \(a training whose loss went non-finite\?\), or a float16 VAE overflowed \(use bfloat16 or "
         r"float32\)", capsys.readouterr().err.strip().splitlines()[-1])
     assert not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.parametrize("command", [["infer", "{bridge}", "a red circle", "--out", "{out}"],
+                                     ["export", "{bridge}", "{out}"]])
+def test_a_sampler_the_base_model_cannot_use_is_refused_before_any_weights_load(command, bridge_dir, tmp_path,
+                                                                               capsys, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the bridge's models were loaded")
+
+    monkeypatch.setattr(LaViBridge, "__init__", never)
+    argv = [arg.format(bridge=bridge_dir, out=tmp_path / "out") for arg in command]
+    assert main([*argv, "--scheduler", "flow_euler"]) == 2
+    assert capsys.readouterr().err.strip() == ("diffengine: error: scheduler 'flow_euler' does not sample this "
+                                               "model's ddpm schedule: choose unipc, ddim, dpm, ddpm")
+    assert not list((tmp_path / "out").rglob("*"))  # infer made its (empty) --out folder, as it checks it is writable

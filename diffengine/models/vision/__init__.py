@@ -13,9 +13,9 @@ from .families import (
     vision_family_of,
 )
 from .latents import batch_latents, drop_vae_encoder, vae_scale_factor
-from .samplers import INFERENCE_SCHEDULERS, inference_scheduler
+from .samplers import INFERENCE_SCHEDULERS, check_sampler, inference_scheduler
 
 __all__ = ["INFERENCE_SCHEDULERS", "VISION_FAMILIES", "FluxFamily", "PixArtFamily", "SD3Family", "SDXLFamily",
            "SizeConditioning", "TextConditioning", "UNetFamily", "VisionFamily",
-           "batch_latents", "drop_vae_encoder", "find_vision_family", "inference_scheduler", "vae_scale_factor",
-           "vision_family_of"]
+           "batch_latents", "check_sampler", "drop_vae_encoder", "find_vision_family", "inference_scheduler",
+           "vae_scale_factor", "vision_family_of"]

@@ -10,6 +10,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffengine.constants import INFERENCE_SCHEDULER_NAMES, PIXEL_MULTIPLE
 
+from .families import load_diffusers_config
+
 # the CLI's choices are INFERENCE_SCHEDULER_NAMES (import-free, for --help); a test keeps the two equal.
 # Each kind of training schedule has its own samplers, the first being its default: unipc (as the
 # paper) for DDPM schedules, and for flow-matching ones (SD3, Flux) the Euler sampler their
@@ -40,6 +42,13 @@ def inference_scheduler(name: str | None, training_config) -> SchedulerMixin:
         raise ValueError(f"scheduler {name!r} does not sample this model's {kind.replace('_', '-')} "
                          f"schedule: choose {', '.join(samplers)}")
     return samplers[name].from_config(training_config)
+
+
+def check_sampler(name: str | None, vision_model: str) -> None:
+    """Raise ValueError when the sampler ``name`` cannot sample the training schedule of a local base
+    model folder, read from its ``scheduler/`` config before any weights load."""
+    if name is not None:
+        inference_scheduler(name, load_diffusers_config(vision_model, "scheduler", "scheduler_config.json"))
 
 
 def check_sampling_options(num_inference_steps: int = 1, guidance_scale: float = 0.0, height: int | None = None,
