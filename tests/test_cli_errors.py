@@ -144,6 +144,9 @@ BAD_INPUTS = [
     ("sampler the pipelines lack", DEMO, [], ["custom_hooks.3.scheduler=euler"],
      "custom_hooks.3.scheduler must be one of unipc, ddim, dpm, ddpm, flow_euler (or None: the model's "
      "default), got 'euler'"),
+    ("sampler the base model's schedule cannot use", DEMO, [], ["custom_hooks.3.scheduler=flow_euler"],
+     "custom_hooks.3.scheduler 'flow_euler' does not sample this model's ddpm schedule: choose unipc, ddim, dpm, "
+     "ddpm"),
     ("sample grid of a side no pipeline takes", DEMO, [], ["custom_hooks.3.height=500"],
      "custom_hooks.3.height must be a positive multiple of 8 pixels, got 500"),
     ("negative guidance in a sampling hook", DEMO, [], ["custom_hooks.3.guidance_scale=-3"],

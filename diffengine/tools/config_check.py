@@ -12,6 +12,7 @@ import math
 import types
 import typing
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffengine.errors import ConfigError
@@ -123,11 +124,11 @@ def check_epoch_counting(cfg: "Config", registries: dict[str, Any]) -> None:
 def check_training_values(cfg: "Config") -> None:
     """Learning rates must be positive finite numbers (a negative one trains uphill without an
     error), paramwise options ones the optimizer constructor reads, sampling hooks' options ones
-    inference takes, and the training resolution a multiple of 8, which every pipeline asks to
-    sample at."""
+    inference takes (a sampler the base model's schedule can use), and the training resolution a
+    multiple of 8, which every pipeline asks to sample at."""
     from diffengine.constants import PIXEL_MULTIPLE
     from diffengine.engine import ParamGroupsOptimWrapperConstructor, ShapesBenchHook, VisualizationHook
-    from diffengine.models.vision.samplers import check_sampling_options
+    from diffengine.models.vision.samplers import check_sampler, check_sampling_options
     from diffengine.registry import HOOKS, OPTIM_WRAPPER_CONSTRUCTORS
 
     optim = cfg.get("optim_wrapper") or {}
@@ -148,6 +149,7 @@ def check_training_values(cfg: "Config") -> None:
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
                                  or not math.isfinite(rate) or rate <= 0):
             raise ConfigError(f"{where} must be a number > 0, got {rate!r}")
+    vision_model = (cfg.get("model") or {}).get("vision_model")
     for index, hook in enumerate(cfg.get("custom_hooks") or []):
         kind = _resolve(hook.get("type"), HOOKS) if isinstance(hook, dict) else None
         if not (isinstance(kind, type) and issubclass(kind, (VisualizationHook, ShapesBenchHook))):
@@ -155,6 +157,8 @@ def check_training_values(cfg: "Config") -> None:
         sampling = {key: value for key, value in hook.items() if key in _SAMPLING_OPTIONS}
         try:
             check_sampling_options(**sampling)
+            if isinstance(vision_model, str) and Path(vision_model).is_dir():
+                check_sampler(sampling.get("scheduler"), vision_model)
         except ValueError as error:
             raise ConfigError(f"custom_hooks.{index}.{error}") from None
     loader = cfg.get("train_dataloader") or {}
