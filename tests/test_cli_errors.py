@@ -1,10 +1,14 @@
 """Every user mistake on the training path: one line on stderr, exit status 2, before any compute."""
+import io
 import json
 import shutil
+import tarfile
+from pathlib import Path
 
 import pytest
 import torch
 
+from diffengine.datasets.latent_shards import LATENTS_RECORD
 from diffengine.entry_point import main
 from diffengine.errors import ConfigError, NonFiniteTrainingError, NoUsableSampleError, TrainingStopped
 from tests.helpers import demo_cfg_options
@@ -16,6 +20,10 @@ def assets(tmp_path_factory, tiny_t5, tiny_sd, demo_shards, latent_shards):
     tiny_sd's latent shard beside a copy of tiny_sd whose VAE scales latents otherwise."""
     root = tmp_path_factory.mktemp("bad_inputs")
     shutil.copy(latent_shards.replace("{00000..00003}", "00000"), root / "latents.tar")
+    shutil.copy(demo_shards.replace("{00000..00003}", "00000"), root / "images.tar")
+    # latents.tar as another VAE, or another resolution, would have made it
+    relabel_latents(root / "latents.tar", root / "latents_other_vae.tar", scaling_factor=0.5)
+    relabel_latents(root / "latents.tar", root / "latents_64px.tar", resolution=64)
     shutil.copytree(tiny_sd, root / "rescaled_vae")
     vae_config = root / "rescaled_vae" / "vae" / "config.json"
     vae_config.write_text(json.dumps({**json.loads(vae_config.read_text()), "scaling_factor": 0.5}))
@@ -34,6 +42,19 @@ def assets(tmp_path_factory, tiny_t5, tiny_sd, demo_shards, latent_shards):
 
     torch.save({"state_dict": {}, "payload": Payload()}, root / "unsafe.pth")
     return root
+
+
+def relabel_latents(source: Path, target: Path, **record) -> None:
+    """A copy of a latent shard with ``record`` in every sample's latents record."""
+    with tarfile.open(source) as reader, tarfile.open(target, "w") as writer:
+        for member in reader.getmembers():
+            data = reader.extractfile(member).read()
+            if member.name.endswith(".json"):
+                meta = json.loads(data)
+                meta[LATENTS_RECORD].update(record)
+                data = json.dumps(meta).encode()
+                member.size = len(data)
+            writer.addfile(member, io.BytesIO(data))
 
 
 DEMO = "lavi_bridge_demo"
@@ -112,6 +133,16 @@ BAD_INPUTS = [
     ("latent shards of another resolution", DEMO, [],
      ["train_dataloader.shards={assets}/latents.tar", "train_dataloader.resolution=64"],
      "latents.tar holds latents encoded at 32 px but train_dataloader.resolution is 64"),
+    ("latent shards of another VAE after the first", DEMO, [],
+     ["train_dataloader.shards=[{assets}/latents.tar,{assets}/latents_other_vae.tar]"],
+     "latents_other_vae.tar holds latents of the VAE "),
+    ("latent shards of another resolution after the first", DEMO, [],
+     ["train_dataloader.shards=[{assets}/latents.tar,{assets}/latents_64px.tar]"],
+     "latents_64px.tar holds latents encoded at 64 px but train_dataloader.resolution is 32"),
+    ("latent shards beside image shards", DEMO, [],
+     ["train_dataloader.shards=[{assets}/images.tar,{assets}/latents.tar]"],
+     "train_dataloader.shards mixes latent shards ({assets}/latents.tar) with shards without latents "
+     "({assets}/images.tar): a batch holds one kind"),
     ("negative learning rate", DEMO, [], ["optim_wrapper.optimizer.lr=-1"],
      "optim_wrapper.optimizer.lr must be a number > 0, got -1"),
     ("negative group learning rate", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adapter=-1e-4"],

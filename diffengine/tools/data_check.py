@@ -49,10 +49,10 @@ def check_shards(cfg: "Config") -> None:
     except ValueError as error:
         raise ConfigError(f"train_dataloader: {error}") from None
     local = [[url for url in source if not is_remote(url)] for source in sources]
-    first = next((urls[0] for urls in local if urls), None)
     model = cfg.get("model")
-    if first is not None and isinstance(model, dict):
-        _check_latent_shard(first, model, loader.get("resolution"))
+    if isinstance(model, dict):
+        _check_latent_shards(list(dict.fromkeys(url for urls in local for url in urls)), model,
+                             loader.get("resolution"))
     weights = loader.get("weights") or [1.0] * len(specs)
     # a source of weight 0 is never read
     _check_first_samples(loader, [(spec, urls) for spec, urls, weight in zip(specs, local, weights, strict=True)
@@ -74,21 +74,47 @@ def _check_first_samples(loader: dict, sources: list[tuple[Any, list[str]]]) -> 
             raise ConfigError(f"train_dataloader: shards {spec!r}: {reason}")
 
 
-def _check_latent_shard(path: str, model: dict, resolution: Any) -> None:
-    """The first local shard must hold latents when the model has no VAE encoder, and latents
-    made by this model's VAE at the loader's resolution: another VAE's latents (another scale,
-    offset or channel count) would train without error and teach the bridge nothing usable."""
-    from diffengine.datasets.latent_shards import LATENT_EXT, first_latent_sample, resolution_mismatch, vae_mismatch
+def _check_latent_shards(paths: list[str], model: dict, resolution: Any) -> None:
+    """Every local shard, by its first sample: latents when the model has no VAE encoder, one kind of
+    shard only (a batch cannot mix latents and images), and latents made by this model's VAE at the
+    loader's resolution: another VAE's latents (another scale, offset or channel count) would train
+    without error and teach the bridge nothing usable. Each distinct latents record is compared once."""
+    from diffengine.datasets.latent_shards import LATENT_EXT, first_latent_sample
+
+    compared, latent_shard, other_shards = set(), None, []
+    for path in paths:
+        latent = first_latent_sample(path)
+        if latent is None:
+            other_shards.append(path)
+            continue
+        latent_shard = latent_shard or path
+        record, parameters = latent
+        key = (json.dumps(record, sort_keys=True, default=str), parameters.shape[0])
+        if key not in compared:
+            compared.add(key)
+            _check_latents_fit(path, record, parameters, model, resolution)
+    if model.get("vae_encoder", True) is not False and latent_shard is None:
+        return  # image shards only
     from diffengine.datasets.shards import count_samples
 
-    latent = first_latent_sample(path)
-    if latent is None:
-        if model.get("vae_encoder", True) is False and count_samples([path], [LATENT_EXT])[0][0] == 0:
-            raise ConfigError(f"model.vae_encoder=False trains from latent shards, but {path} holds no "
-                              f"*.{LATENT_EXT}: encode the image shards with `diffengine prep-latents`, "
-                              "or set model.vae_encoder=True")
+    # a shard whose first sample is unreadable may still hold latents: its headers tell
+    without_latents = next((path for path in other_shards if count_samples([path], [LATENT_EXT])[0][0] == 0), None)
+    if without_latents is None:
         return
-    record, parameters = latent
+    if latent_shard is None:
+        raise ConfigError(f"model.vae_encoder=False trains from latent shards, but {without_latents} holds no "
+                          f"*.{LATENT_EXT}: encode the image shards with `diffengine prep-latents`, "
+                          "or set model.vae_encoder=True")
+    raise ConfigError(f"train_dataloader.shards mixes latent shards ({latent_shard}) with shards without latents "
+                      f"({without_latents}): a batch holds one kind, so train from image shards or from latent "
+                      "shards (`diffengine prep-latents` encodes the others)")
+
+
+def _check_latents_fit(path: str, record: dict, parameters: Any, model: dict, resolution: Any) -> None:
+    """Latents of ``path`` (its first sample's record and parameters) must be this model's VAE's, at
+    the loader's resolution."""
+    from diffengine.datasets.latent_shards import resolution_mismatch, vae_mismatch
+
     vision_model = model.get("vision_model")
     vae_config = Path(str(vision_model)).expanduser() / "vae" / "config.json"
     mismatch = vae_mismatch(record, parameters, json.loads(vae_config.read_text())) if vae_config.is_file() else None
