@@ -17,6 +17,10 @@ class NonFiniteImagesError(NonFiniteTrainingError):
     """A model generated images with non-finite pixels, which PIL would save black (exit status 1)."""
 
 
+class NonFiniteLatentsError(NonFiniteTrainingError):
+    """A VAE encoded images into non-finite latents, on which a bridge would train only NaN (exit status 1)."""
+
+
 class TrainingStopped(RuntimeError):
     """Training stopped on a signal (SIGTERM) after saving a checkpoint (exit status 128 + signal)."""
 

@@ -187,7 +187,11 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
                 if LATENTS_KEY in batch[0]:
                     raise ValueError(f"{url} is a latent shard already: prep-latents encodes image shards")
                 parameters = _latent_parameters(vae, torch.stack([s[PIXELS_KEY] for s in batch]), args.flip)
+                _check_finite(parameters, batch, url, "the VAE made them: a float16 VAE overflows where "
+                              "bfloat16 and float32 do not (--dtype), or its weights are broken")
                 parameters = parameters.to(getattr(torch, args.latent_dtype)).cpu()
+                _check_finite(parameters, batch, url, f"they overflowed {args.latent_dtype} storage: "
+                              "use --latent-dtype float32")
                 for index, sample in enumerate(batch):
                     crop = sample["crop"]
                     # mirrored, the crop's right margin becomes its left
@@ -210,6 +214,21 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
         return 0
     os.replace(staging, path)
     return count
+
+
+def _check_finite(parameters: torch.Tensor, batch: list[dict[str, Any]], url: str, cause: str) -> None:
+    """Raise NonFiniteLatentsError when any sample of a batch (or of its mirror images) got non-finite latent
+    parameters, which would train only NaN and be reported as a diverging learning rate."""
+    import torch
+
+    from diffengine.errors import NonFiniteLatentsError
+
+    finite = torch.isfinite(parameters).flatten(1).all(1).view(-1, len(batch)).all(0)
+    if not finite.all():
+        key = batch[int((~finite).nonzero()[0])]["__key__"]
+        raise NonFiniteLatentsError(f"{int((~finite).sum())} of {len(batch)} image(s) of a batch of {url} (e.g. "
+                                    f"sample {key}) got non-finite latents, and {cause}; no latent shard is "
+                                    "written for that image shard (finished ones are kept)")
 
 
 def _latent_parameters(vae: AutoencoderKL, pixels: torch.Tensor, flip: bool) -> torch.Tensor:

@@ -160,3 +160,30 @@ def test_a_shard_without_usable_samples_writes_nothing(demo_shards, tiny_sd, tmp
     assert prep(f"{{{first},{empty}}}", out, "--vision-model", tiny_sd, "--resolution", 32) == 0
     assert f"no usable sample, not written: 1 shard(s), e.g. {empty}" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["00000.tar"]
+
+
+@pytest.mark.parametrize(("change", "latent_dtype", "cause"), [
+    ({"encoder.conv_in.weight": float("nan")}, "float32", "the VAE made them: a float16 VAE overflows"),
+    ({"quant_conv.bias": 1e6}, "float16", "they overflowed float16 storage: use --latent-dtype float32"),
+], ids=["broken-vae", "float16-storage"])
+def test_non_finite_latents_are_refused_not_written(change, latent_dtype, cause, demo_shards, tiny_sd, tmp_path,
+                                                    capsys):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken_sd"
+    shutil.copytree(tiny_sd, broken)
+    weights = broken / "vae" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    save_file({**tensors, **{name: torch.full_like(tensors[name], value) for name, value in change.items()}},
+              weights)
+    first, second = (demo_shards.replace("{00000..00003}", f"0000{index}") for index in (0, 1))
+    assert prep(first, tmp_path / "out", "--vision-model", tiny_sd, "--resolution", 32) == 0
+    capsys.readouterr()
+    args = ("--vision-model", broken, "--resolution", 32, "--latent-dtype", latent_dtype)
+    assert prep(second, tmp_path / "out", *args) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"diffengine: error: 16 of 16 image(s) of a batch of {second} (e.g. sample 000016) got non-finite "
+        f"latents, and {cause}" + ("" if "storage" in cause else " where bfloat16 and float32 do not (--dtype), "
+                                   "or its weights are broken") +
+        "; no latent shard is written for that image shard (finished ones are kept)")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000.tar"]
