@@ -295,6 +295,26 @@ def test_unknown_combo(ckpt_copy, tiny_t5, tiny_sd):
         convert(ckpt_copy, tiny_t5, tiny_sd, combo="sdxl_unet")
 
 
+@pytest.mark.parametrize("combo, expected", [
+    ("t5_transformer", "combo 't5_transformer' bridges a t5 language model to a transformer/ denoiser"),
+    ("llama2_unet", "combo 'llama2_unet' bridges a llama language model to a unet/ denoiser"),
+])
+def test_a_combo_of_other_base_model_kinds_is_refused_before_any_weights_load(ckpt_copy, tiny_t5, tiny_sd,
+                                                                              combo, expected, monkeypatch):
+    from diffengine.models.editors.lavi_bridge import official_weights
+
+    def never(*args, **kwargs):
+        raise AssertionError("the base models were loaded")
+
+    # the t5_unet release converted as another combo: LoRA lists of the same shapes would fit
+    monkeypatch.setattr(official_weights, "LaViBridge", never)
+    with pytest.raises(ValueError) as error:
+        convert(ckpt_copy, tiny_t5, tiny_sd, combo=combo)
+    assert str(error.value) == (f"{expected}, but {tiny_t5} is t5 and {tiny_sd} has a unet/ denoiser: use "
+                                "combo 't5_unet'")
+    assert not (ckpt_copy.parent / "out").exists()
+
+
 def test_reduced_precision_base_models_keep_the_exact_lora_values(ckpt_copy, tiny_t5, tiny_sd):
     out = convert_official_checkpoint(ckpt_copy, "t5_unet", ckpt_copy.parent / "out",
                                       text_encoder=tiny_t5, vision_model=tiny_sd,

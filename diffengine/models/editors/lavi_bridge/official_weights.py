@@ -15,12 +15,14 @@ from pathlib import Path
 import torch
 from peft.tuners.lora import LoraLayer
 from torch import nn
+from transformers import AutoConfig
 
 from diffengine.constants import BRIDGE_MANIFEST
 from diffengine.file_writes import filled_folder
 from diffengine.models.weights_file import load_local_checkpoint
 from diffengine.precision import TORCH_DTYPES
 
+from ...vision import find_vision_family
 from .lavi_bridge import LaViBridge
 from .text_adapter import LaViBridgeTextAdapter
 
@@ -35,22 +37,25 @@ OFFICIAL_LORA_DROPOUT = 0.1
 
 @dataclass(frozen=True)
 class OfficialCombo:
-    """The base models one released checkpoint was trained on (hub ids) and how it read the LM."""
+    """The base models one released checkpoint was trained on (hub ids, their kinds) and how it read the LM."""
 
     text_encoder: str
     vision_model: str
+    # what local copies given instead must be: the LM's config model_type, the denoiser's subfolder
+    language_model_type: str
+    denoiser_subfolder: str
     # LaViBridge arguments of the authors' training script, recorded in the bridge manifest
     options: dict = field(default_factory=dict)
 
 
 OFFICIAL_COMBOS: dict[str, OfficialCombo] = {
-    "t5_unet": OfficialCombo("google-t5/t5-large", "CompVis/stable-diffusion-v1-4"),
+    "t5_unet": OfficialCombo("google-t5/t5-large", "CompVis/stable-diffusion-v1-4", "t5", "unet"),
     # their pad token '[PAD]' is not in Llama's vocabulary: their slow tokenizer encodes it as
     # <unk> (id 0)
-    "llama2_unet": OfficialCombo("meta-llama/Llama-2-7b-hf", "CompVis/stable-diffusion-v1-4",
+    "llama2_unet": OfficialCombo("meta-llama/Llama-2-7b-hf", "CompVis/stable-diffusion-v1-4", "llama", "unet",
                                  dict(pad_token="<unk>")),
-    "t5_transformer": OfficialCombo("google-t5/t5-large", "PixArt-alpha/PixArt-XL-2-512x512",
-                                    dict(max_length=120, text_attention_mask=True)),
+    "t5_transformer": OfficialCombo("google-t5/t5-large", "PixArt-alpha/PixArt-XL-2-512x512", "t5",
+                                    "transformer", dict(max_length=120, text_attention_mask=True)),
 }
 
 
@@ -103,6 +108,7 @@ def convert_official_checkpoint(ckpt_dir: str | Path, combo: str, out_bridge_dir
 
     text_encoder = text_encoder or OFFICIAL_COMBOS[combo].text_encoder
     vision_model = vision_model or OFFICIAL_COMBOS[combo].vision_model
+    _check_base_model_kinds(combo, text_encoder, vision_model)
     try:
         model = LaViBridge(
             text_encoder, vision_model, adapter={k: adapter.config[k] for k in ADAPTER_ARGS},
@@ -123,6 +129,24 @@ def convert_official_checkpoint(ckpt_dir: str | Path, combo: str, out_bridge_dir
     with filled_folder(out_bridge_dir, BRIDGE_MANIFEST) as staging:
         model.save_bridge(staging, source="official", combo=combo)
     return Path(out_bridge_dir)
+
+
+def _check_base_model_kinds(combo: str, text_encoder: str, vision_model: str) -> None:
+    """Local base models must be of the combo's kinds, read from their configs: LoRA lists of the same
+    shapes would convert and record the other combo's options (max_length, text mask, pad token)."""
+    expected = OFFICIAL_COMBOS[combo]
+    given = (AutoConfig.from_pretrained(text_encoder).model_type if Path(text_encoder).is_dir()
+             else expected.language_model_type,
+             find_vision_family(vision_model).subfolder if Path(vision_model).is_dir()
+             else expected.denoiser_subfolder)
+    if given == (expected.language_model_type, expected.denoiser_subfolder):
+        return
+    fitting = [name for name, kinds in OFFICIAL_COMBOS.items()
+               if (kinds.language_model_type, kinds.denoiser_subfolder) == given]
+    raise ValueError(f"combo '{combo}' bridges a {expected.language_model_type} language model to a "
+                     f"{expected.denoiser_subfolder}/ denoiser, but {text_encoder} is {given[0]} and "
+                     f"{vision_model} has a {given[1]}/ denoiser: "
+                     + (f"use combo '{fitting[0]}'" if fitting else "no released combo pairs these"))
 
 
 def _load_lora_list(path: Path) -> list[torch.Tensor]:
