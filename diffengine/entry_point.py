@@ -7,7 +7,7 @@ from .tools.convert_official import add_convert_official_arguments
 from .tools.eval import add_eval_arguments
 from .tools.export import add_export_arguments
 from .tools.infer import add_infer_arguments
-from .tools.launch import launch_workers, processes_per_node, several_nodes
+from .tools.launch import check_node_environment, launch_workers, processes_per_node, several_nodes
 from .tools.prep_latents import add_prep_latents_arguments
 from .tools.prep_wds import add_prep_wds_arguments
 from .tools.shapesbench import add_shapesbench_arguments
@@ -20,6 +20,8 @@ def _train(args: argparse.Namespace, argv: list[str], wds: bool) -> int:
     # independent copies
     if (nproc > 1 or several_nodes()) and args.launcher == "none":
         from .tools.train import prepare_config
+
+        check_node_environment()
 
         prepare_config(args, wds)  # one clear error here rather than one traceback per worker
         return launch_workers([*argv, "--wds"] if wds else argv, nproc, report_errors=not args.debug)

@@ -231,6 +231,39 @@ def test_bad_process_count_is_one_line(value, monkeypatch, capsys):
         ">= 1 (processes per node, one per GPU)")
 
 
+@pytest.mark.parametrize("environment, expected", [
+    (dict(NNODES="0"), "NNODES='0': expected a whole number >= 1 (nodes), or an elastic range MIN:MAX"),
+    (dict(NNODES="abc"), "NNODES='abc': expected a whole number >= 1 (nodes), or an elastic range MIN:MAX"),
+    (dict(NNODES="4:2"), "NNODES='4:2': expected a whole number >= 1 (nodes), or an elastic range MIN:MAX"),
+    (dict(NNODES="2", NODE_RANK="2"), "NODE_RANK='2': expected a whole number from 0 to 1 (this node's place "
+                                      "among NNODES=2)"),
+    (dict(NNODES="1:3", NODE_RANK="x"), "NODE_RANK='x': expected a whole number from 0 to 2 (this node's place "
+                                        "among NNODES=1:3)"),
+    (dict(NNODES="2", MASTER_PORT="99999"), "MASTER_PORT='99999': expected a port number from 1 to 65535"),
+], ids=["no-nodes", "nodes-not-a-number", "empty-range", "rank-past-the-nodes", "rank-not-a-number",
+        "port-out-of-range"])
+def test_bad_node_environment_is_one_line_before_any_launch(environment, expected, monkeypatch, capsys):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert main(["wds_train", "lavi_bridge_demo"]) == 2
+    assert capsys.readouterr().err.strip() == f"diffengine: error: environment variable {expected}"
+
+
+def test_a_rendezvous_port_in_use_on_node_0_is_one_line(monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as other_job:
+        other_job.bind(("", 0))
+        other_job.listen()
+        port = other_job.getsockname()[1]
+        monkeypatch.setenv("NNODES", "2")
+        monkeypatch.setenv("MASTER_PORT", str(port))
+        assert main(["wds_train", "lavi_bridge_demo"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"diffengine: error: environment variable MASTER_PORT={port}: the port is in use on this machine, where "
+        "node 0 serves the rendezvous (another job?): choose a free port")
+
+
 def test_debug_shows_the_traceback(assets):
     with pytest.raises(Exception, match="syntax error"):
         main(["wds_train", f"{assets}/syntax.py", "--debug"])

@@ -9,7 +9,9 @@ library, so the CLI starts fast.
 """
 import contextlib
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,39 @@ def processes_per_node() -> int:
         raise ConfigError(f"environment variable NPROC_PER_NODE={text!r}: expected a whole number >= 1 "
                           "(processes per node, one per GPU)")
     return int(text)
+
+
+def check_node_environment() -> None:
+    """Raise ConfigError for an ``NNODES``, ``NODE_RANK`` or ``MASTER_PORT`` that torchrun would refuse
+    with a traceback, or wait on forever (a node rank past the node count), and for a ``MASTER_PORT``
+    that is in use where this node serves the rendezvous (node 0)."""
+    nodes = os.environ.get("NNODES", "").strip() or "1"
+    counts = re.fullmatch(r"(\d+)(?::(\d+))?", nodes)
+    if not counts or int(counts[1]) < 1 or int(counts[2] or counts[1]) < int(counts[1]):
+        raise ConfigError(f"environment variable NNODES={nodes!r}: expected a whole number >= 1 (nodes), or an "
+                          "elastic range MIN:MAX")
+    most = int(counts[2] or counts[1])
+    rank = os.environ.get("NODE_RANK", "").strip() or "0"
+    if not rank.isdigit() or int(rank) >= most:
+        raise ConfigError(f"environment variable NODE_RANK={rank!r}: expected a whole number from 0 to {most - 1} "
+                          f"(this node's place among NNODES={nodes})")
+    port = os.environ.get("MASTER_PORT", "").strip()
+    if port and (not port.isdigit() or not 1 <= int(port) <= 65535):
+        raise ConfigError(f"environment variable MASTER_PORT={port!r}: expected a port number from 1 to 65535")
+    if port and int(rank) == 0 and _port_in_use(int(port)):
+        raise ConfigError(f"environment variable MASTER_PORT={port}: the port is in use on this machine, where "
+                          "node 0 serves the rendezvous (another job?): choose a free port")
+
+
+def _port_in_use(port: int) -> bool:
+    """True when no socket can listen on ``port`` here (as torchrun's rendezvous store, reusing a closed one's)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError:
+            return True
+    return False
 
 
 def several_nodes() -> bool:
