@@ -28,13 +28,13 @@ step() {  # step NAME COMMAND...: run (when selected), report wall time and exit
         "$work/$name.log" | grep -v Warning | cut -c1-400 | tail -16
 }
 
-step demo $py -m diffengine demo --data-dir "$work/demo_data" --work-dir "$work/demo"
-step demo_amp $py -m diffengine wds_train lavi_bridge_demo --amp --work-dir "$work/demo_amp" \
+step demo $py -m diffengine demo --data-dir "$work/demo_data" --work-dir "$work/demo" --overwrite
+step demo_amp $py -m diffengine wds_train lavi_bridge_demo --amp --work-dir "$work/demo_amp" --overwrite \
     --cfg-options "model.text_encoder=$work/demo_data/t5" "model.vision_model=$work/demo_data/stage1" \
     "train_dataloader.shards=$work/demo_data/shards/{00000..00001}.tar"
-step bench_gpu $py -m diffengine bench gpu --out "$work/bench_gpu.json"
+step bench_gpu $py -m diffengine bench gpu --out "$work/bench_gpu.json" --overwrite
 step bench_gpu_ckpt $py -m diffengine bench gpu --gradient-checkpointing --no-paper --inputs pixels \
-    --batch-sizes 16 --iters 5 --out "$work/bench_gpu_ckpt.json"
+    --batch-sizes 16 --iters 5 --out "$work/bench_gpu_ckpt.json" --overwrite
 step sync_check $py -c "import sys, torch; torch.cuda.set_sync_debug_mode('warn'); \
 from diffengine.entry_point import main; sys.exit(main(sys.argv[1:]))" \
     wds_train lavi_bridge_demo --amp --work-dir "$work/sync_check" --overwrite --cfg-options \

@@ -140,3 +140,40 @@ def test_loader_mode_writes_a_row_per_resolution_and_worker_count(tmp_path):
     assert [(row["resolution"], row["workers"]) for row in report["rows"]] == [(32, "raw"), (32, 0), (32, 1)]
     assert all(row["images_per_s"] > 0 and row["cpu_ms_per_image"] > 0 for row in report["rows"])
     assert 0 < report["rows"][1]["decode_share"] <= 1
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["loader", "--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+    (["loader", "--num-samples", "0"], "--num-samples: must be >= 1, got 0"),
+    (["loader", "--repeats", "0"], "--repeats: must be >= 1, got 0"),
+    (["loader", "--shuffle-buffer", "-5"], "--shuffle-buffer: must be >= 0, got -5"),
+    (["loader", "--workers", "0", "-1"], "--workers: must be >= 0, got -1"),
+    (["flops", "--resolution", "33"], "--resolution: must be a multiple of 8 pixels, got 33"),
+    (["gpu", "--peak-tflops", "nan"], "--peak-tflops: must be a finite number > 0, got nan"),
+    (["gpu", "--peak-tflops", "-1"], "--peak-tflops: must be a finite number > 0, got -1"),
+])
+def test_out_of_range_options_are_refused_before_the_run(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", *argv])
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_an_earlier_report_or_an_unusable_out_is_refused_before_the_run(tmp_path, capsys, monkeypatch):
+    from diffengine.tools import bench
+
+    def never(args):
+        raise AssertionError("the benchmark ran")
+
+    monkeypatch.setattr(bench, "run_loader", never)
+    earlier = tmp_path / "bench_loader.json"
+    earlier.write_text("{}")
+    assert main(["bench", "loader", "--out", str(earlier)]) == 2
+    assert capsys.readouterr().err.strip() == (f"diffengine: error: {earlier} already exist(s): not overwriting "
+                                               "(--overwrite replaces)")
+    assert main(["bench", "loader", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"diffengine: error: --out {tmp_path} is a folder: name the JSON file "
+                                               "to write")
+    assert main(["bench", "loader", "--out", str(earlier / "report.json")]) == 2
+    assert "cannot create this folder" in capsys.readouterr().err
+    assert earlier.read_text() == "{}"

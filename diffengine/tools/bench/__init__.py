@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from ...file_writes import write_text_whole
-from ..arguments import positive_int
+from ..arguments import (
+    add_overwrite_argument,
+    image_side,
+    positive_float,
+    positive_int,
+    refuse_to_overwrite,
+    writable_folder,
+)
 from .cpu import run_cpu
 from .flops import run_flops
 from .gpu import PEAK_FLOPS, run_gpu
@@ -48,6 +55,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         sub = modes.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--work-dir", default="work_dirs/bench", help="where the JSON goes by default")
         sub.add_argument("--out", help="JSON file of every figure (default: WORK_DIR/bench_MODE.json)")
+        add_overwrite_argument(sub, "the JSON file")
         if demo_assets:
             sub.add_argument("--data-dir", default="data/demo",
                              help="the demo's assets (tiny models, shards), built here once as `diffengine demo` does")
@@ -69,7 +77,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                        help="full: T5-Large + SD1.5 UNet + SD VAE; sdxl: T5-Large + SDXL base UNet + SD VAE "
                        "(lavi_bridge_t5_sdxl_laion); sd35_medium / flux_dev: Llama-2-7B + SD3.5-medium / "
                        "FLUX.1-dev (lavi_bridge_llama2_sd35_medium_laion / _flux_dev_laion); tiny: the demo's models")
-    flops.add_argument("--resolution", type=positive_int,
+    flops.add_argument("--resolution", type=image_side,
                        help="px (default: 512 full, 32 tiny, 1024 the others)")
 
     gpu = mode("gpu", "samples/s, peak memory and MFU of the paper's loop and diffengine's fast defaults")
@@ -77,7 +85,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                      help="full: T5-Large + SD1.5 UNet + SD VAE (random weights); tiny: the demo's models "
                      "(a CPU check of this mode: --size tiny --device cpu)")
     gpu.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    gpu.add_argument("--resolution", type=positive_int, help="px (default: 512 full, 32 tiny)")
+    gpu.add_argument("--resolution", type=image_side, help="px (default: 512 full, 32 tiny)")
     gpu.add_argument("--batch-sizes", nargs="+", default=["1", "16", "max"], metavar="N|max",
                      help="batch sizes of the fast rows; max: the largest that fits (doubling, then bisection)")
     gpu.add_argument("--inputs", nargs="+", choices=["pixels", "latents"], default=["pixels", "latents"],
@@ -87,7 +95,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     gpu.add_argument("--iters", type=positive_int, default=10, help="timed steps per row")
     gpu.add_argument("--warmup", type=positive_int, default=3, help="untimed steps per row first")
     gpu.add_argument("--max-batch", type=positive_int, default=1024, help="upper bound of the max search")
-    gpu.add_argument("--peak-tflops", type=float, default=None,
+    gpu.add_argument("--peak-tflops", type=positive_float, default=None,
                      help="the device's peak TFLOP/s for MFU (default: dense bf16 by GPU name: "
                      + ", ".join(f"{name} {peak / 1e12:.0f}" for name, peak in PEAK_FLOPS) + ")")
 
@@ -100,6 +108,12 @@ def run_bench(args: argparse.Namespace, command: list[str]) -> int:
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    out = Path(args.out or Path(args.work_dir) / f"bench_{args.mode}.json")
+    # before the run, not after its minutes of measuring
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: name the JSON file to write")
+    refuse_to_overwrite([out], args.overwrite)
+    writable_folder(out.parent, "--out's folder")
     started, load_before = time.perf_counter(), os.getloadavg()
     figures = {"cpu": run_cpu, "flops": run_flops, "gpu": run_gpu, "loader": run_loader}[args.mode](args)
     report = {"mode": args.mode, "command": command,
@@ -107,8 +121,6 @@ def run_bench(args: argparse.Namespace, command: list[str]) -> int:
               # other work on the machine slows both sides of a comparison, unevenly
               "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
               "wall_s": round(time.perf_counter() - started, 1), **figures}
-    out = Path(args.out or Path(args.work_dir) / f"bench_{args.mode}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_text_whole(out, json.dumps(report, indent=2) + "\n")
     print(f"load average (1 min) at start / end: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} CPUs; figures written to {out}")

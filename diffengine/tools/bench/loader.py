@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..arguments import image_side, non_negative_int, positive_int
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
@@ -44,14 +46,15 @@ _DECODE_CPU: Any = None
 
 def add_loader_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``bench loader``."""
-    parser.add_argument("--num-images", type=int, default=256, help="distinct synthetic images written to shards")
-    parser.add_argument("--num-samples", type=int, default=512, help="images timed per measurement")
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--shuffle-buffer", type=int, default=1000,
+    parser.add_argument("--num-images", type=positive_int, default=256,
+                        help="distinct synthetic images written to shards")
+    parser.add_argument("--num-samples", type=positive_int, default=512, help="images timed per measurement")
+    parser.add_argument("--resolutions", type=image_side, nargs="+", default=[256, 512])
+    parser.add_argument("--workers", type=non_negative_int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--shuffle-buffer", type=non_negative_int, default=1000,
                         help="the loader's sample shuffle buffer (its default); as many samples per worker warm up")
-    parser.add_argument("--repeats", type=int, default=5,
+    parser.add_argument("--repeats", type=positive_int, default=5,
                         help="rounds over all rows; ratios are paired within a round, the table shows their median")
 
 
