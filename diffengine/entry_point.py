@@ -186,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # training: ConfigError covers its user mistakes (train.run turns setup errors into it), so a
     # ValueError raised while training keeps its traceback. The other commands read files the
-    # user names: their ValueError / NotImplementedError and errors of those paths are for the user.
+    # user names: their ValueError / NotImplementedError and errors of those paths are for the user,
+    # and so is the OSError from_pretrained raises for a model folder that lacks or has broken files.
     path_errors = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
-    input_errors = (ValueError, NotImplementedError, *path_errors)
+    input_errors = (ValueError, NotImplementedError, OSError)
     worker_argv = [arg for arg in argv[1:] if arg != "--debug"]
     commands = {
         "train": (lambda a: _train(a, worker_argv, wds=False), ()),

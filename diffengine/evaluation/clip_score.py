@@ -1,6 +1,7 @@
 """CLIP score (Hessel et al. 2021, as torchmetrics computes it) with a local CLIP model."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,28 @@ CLIP_MODEL_HELP = (
     "for c in (CLIPModel, CLIPProcessor)]\"`, copy PATH here and pass --clip-model PATH")
 
 
+def check_clip_folder(path: str | Path) -> None:
+    """Raise FileNotFoundError or ValueError unless ``path`` holds a CLIP model, its image processor
+    config and its tokenizer: read from the files, before any weights load."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"--clip-model {path}: no CLIP model there. {CLIP_MODEL_HELP}")
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--clip-model {path}/config.json is not valid JSON: {error}") from None
+    if model_type != "clip":
+        raise ValueError(f"--clip-model {path} holds a {model_type!r} model, not a CLIP model (model_type 'clip'). "
+                         f"{CLIP_MODEL_HELP}")
+    missing = [what for what, names in (("image processor (preprocessor_config.json)", ["preprocessor_config.json"]),
+                                        ("tokenizer (tokenizer.json, or vocab.json and merges.txt)",
+                                         ["tokenizer.json", "vocab.json"]))
+               if not any((path / name).is_file() for name in names)]
+    if missing:
+        raise FileNotFoundError(f"--clip-model {path} has no {' and no '.join(missing)}: save CLIPProcessor "
+                                f"beside the model. {CLIP_MODEL_HELP}")
+
+
 class ClipScorer:
     """``100 * max(cos(image, text), 0)`` per image-text pair with a ``CLIPModel`` folder.
 
@@ -25,8 +48,7 @@ class ClipScorer:
         from transformers import AutoTokenizer, CLIPModel
 
         path = Path(path)
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"--clip-model {path}: no CLIP model there. {CLIP_MODEL_HELP}")
+        check_clip_folder(path)
         self.model = CLIPModel.from_pretrained(path).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.image_processor = _pil_image_processor_class().from_pretrained(path)

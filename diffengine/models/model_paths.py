@@ -40,6 +40,12 @@ def vision_model_location(path: str, role: str = "vision_model") -> str:
             raise FileNotFoundError(f"{role} {path} has no {', no '.join(missing)}: a vision model is a "
                                     "diffusers base-model folder with unet/ or transformer/, vae/ "
                                     "and scheduler/")
+        configs = [folder / name / "config.json" for name in ("vae", *DENOISER_SUBFOLDERS)
+                   if (folder / name).is_dir()] + [folder / "scheduler" / "scheduler_config.json"]
+        unconfigured = [str(config.relative_to(folder)) for config in configs if not config.is_file()]
+        if unconfigured:
+            raise FileNotFoundError(f"{role} {path} has no {', no '.join(unconfigured)}: an incomplete copy of "
+                                    "a diffusers base-model folder?")
     return location
 
 

@@ -80,15 +80,14 @@ def _check_inputs(args: argparse.Namespace) -> None:
         raise ValueError(f"{' and '.join(ignored)}: rebuild a bridge's base models; {args.model} is a "
                          "diffusers pipeline folder, loaded whole")
     if args.metric == "clip_score":
-        from diffengine.evaluation.clip_score import CLIP_MODEL_HELP
+        from diffengine.evaluation.clip_score import CLIP_MODEL_HELP, check_clip_folder
 
         if args.training_prompts:
             raise ValueError("--training-prompts chooses ShapesBench's prompts (--benchmark shapes); "
                              "clip_score reads its prompts from --prompts")
-
-        if args.clip_model is None or not (Path(args.clip_model) / "config.json").is_file():
-            where = "is required" if args.clip_model is None else f"{args.clip_model} holds no model"
-            raise FileNotFoundError(f"--clip-model {where}. {CLIP_MODEL_HELP}")
+        if args.clip_model is None:
+            raise FileNotFoundError(f"--clip-model is required. {CLIP_MODEL_HELP}")
+        check_clip_folder(args.clip_model)
         if args.prompts is None or not Path(args.prompts).is_file():
             raise FileNotFoundError("--metric clip_score needs --prompts FILE (one prompt per line)"
                                     + (f"; {args.prompts} is not a file" if args.prompts else ""))
@@ -97,7 +96,12 @@ def _check_inputs(args: argparse.Namespace) -> None:
 
 def read_prompts(path: str) -> list[str]:
     """The non-empty lines of a prompt file; ValueError when there is none."""
-    prompts = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): save the prompt "
+                         "file as UTF-8") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"{path} holds no prompt")
     return prompts
@@ -107,6 +111,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     """Score the model; print a table and return (and optionally write) the scores."""
 
     _check_inputs(args)
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder: name the JSON file to write")
     refuse_to_overwrite([Path(args.out)] if args.out else [], args.overwrite)
     device = resolve_device(args.device)
     if args.out:

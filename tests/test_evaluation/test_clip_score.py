@@ -71,5 +71,42 @@ def test_eval_says_how_to_provide_a_clip_model(bridge_dir, tmp_path, capsys):
     assert main(["eval", str(bridge_dir), "--metric", "clip_score", "--clip-model",
                  str(tmp_path / "missing"), "--prompts", "p.txt"]) == 2
     error = capsys.readouterr().err
-    assert "--clip-model" in error and "holds no model" in error and "save_pretrained" in error
+    assert "--clip-model" in error and "no CLIP model there" in error and "save_pretrained" in error
     assert len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("another model", "holds a 't5' model, not a CLIP model (model_type 'clip')"),
+    ("no image processor", "has no image processor (preprocessor_config.json): save CLIPProcessor beside the model"),
+    ("prompts not UTF-8", "prompts.txt is not UTF-8 text (invalid continuation byte at byte 3): save the prompt "
+                          "file as UTF-8"),
+    ("a folder for --out", "is a folder: name the JSON file to write"),
+])
+def test_eval_refuses_bad_clip_inputs_before_the_bridge_loads(case, expected, bridge_dir, tiny_clip, tmp_path,
+                                                              capsys, monkeypatch):
+    import shutil
+
+    from diffengine.tools import eval as eval_tool
+
+    def never(args):
+        raise AssertionError("the bridge was loaded")
+
+    monkeypatch.setattr(eval_tool, "load_text_to_image_model", never)
+    clip = tmp_path / "clip"
+    shutil.copytree(tiny_clip, clip)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS))
+    out = tmp_path / "scores.json"
+    if case == "another model":
+        config = json.loads((clip / "config.json").read_text())
+        (clip / "config.json").write_text(json.dumps({**config, "model_type": "t5"}))
+    elif case == "no image processor":
+        (clip / "preprocessor_config.json").unlink()
+    elif case == "prompts not UTF-8":
+        prompts.write_bytes("caf\u00e9 au lait".encode("latin-1") + b"\nx")
+    else:
+        out.mkdir()
+    assert main(["eval", str(bridge_dir), "--metric", "clip_score", "--clip-model", str(clip),
+                 "--prompts", str(prompts), "--out", str(out), "--overwrite"]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and expected in error

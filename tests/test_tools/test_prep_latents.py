@@ -100,6 +100,15 @@ def test_bad_inputs_are_one_line_errors(demo_shards, latent_shards, tiny_sd, tmp
     no_vae = tmp_path / "no_vae"
     shutil.copytree(tiny_sd, no_vae, ignore=shutil.ignore_patterns("vae"))
     assert "has no vae/" in error(demo_shards, tmp_path / "o", "--vision-model", no_vae, "--resolution", 32)
+    (no_vae / "vae").mkdir()
+    assert "has no vae/config.json: an incomplete copy" in error(demo_shards, tmp_path / "o", "--vision-model",
+                                                                 no_vae, "--resolution", 32)
+    cut = tmp_path / "cut_weights"
+    shutil.copytree(tiny_sd, cut)
+    weights = cut / "vae" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short: from_pretrained's OSError
+    assert "diffusion_pytorch_model.safetensors" in error(demo_shards, tmp_path / "o", "--vision-model", cut,
+                                                          "--resolution", 32)
     assert "holds the image shards themselves" in error(demo_shards, Path(demo_shards).parent,
                                                         "--vision-model", tiny_sd, "--resolution", 32)
     assert "is a latent shard already" in error(latent_shards, tmp_path / "o", "--vision-model", tiny_sd,
