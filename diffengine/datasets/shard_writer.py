@@ -82,7 +82,8 @@ def write_wds_shards(samples: Iterable[Sample], out_dir: str | os.PathLike, pref
                 data, original, stored = _encode(source, pil_format, resize_to)
             except Exception as exn:  # noqa: BLE001 - PIL and the file system raise many types
                 stats["unreadable"] += 1
-                logger.warning("unreadable image for key %s: %r", key, exn)
+                where = source if isinstance(source, str | os.PathLike) else (meta or {}).get("source", "")
+                logger.warning("unreadable image %s (key %s): %r", where, key, exn)
                 continue
             if writer is None or in_shard >= maxcount:
                 if writer is not None:
@@ -117,8 +118,13 @@ def samples_from_annotation_file(path: str | os.PathLike) -> Iterator[Sample]:
     against the file's folder, malformed lines are logged and skipped."""
     path = Path(path)
     index = 0
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{number}: not UTF-8 text ({error.reason}): save the annotation file "
+                                 "as UTF-8") from None
             if not line.strip():
                 continue
             image_path, tab, caption = line.rstrip("\r\n").partition("\t")
@@ -135,9 +141,14 @@ def samples_from_image_folder(folder: str | os.PathLike) -> Iterator[Sample]:
     folder = Path(folder)
     images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     index = uncaptioned = 0
+    undecodable: list[Path] = []
     for image in images:
         caption_file = image.with_suffix(".txt")
-        caption = caption_file.read_text(encoding="utf-8").strip() if caption_file.is_file() else ""
+        try:
+            caption = caption_file.read_text(encoding="utf-8").strip() if caption_file.is_file() else ""
+        except UnicodeDecodeError:
+            undecodable.append(caption_file)
+            continue
         if not caption:
             uncaptioned += 1
             continue
@@ -145,3 +156,6 @@ def samples_from_image_folder(folder: str | os.PathLike) -> Iterator[Sample]:
         index += 1
     if uncaptioned:
         logger.warning("%s: skipped %d image(s) without a non-empty .txt caption", folder, uncaptioned)
+    if undecodable:
+        logger.warning("%s: skipped %d image(s) whose .txt caption is not UTF-8 text, e.g. %s", folder,
+                       len(undecodable), undecodable[0])

@@ -5,6 +5,7 @@ Two inputs are understood: the LaVi-Bridge annotation format (a text file of
 of images with same-named ``.txt`` captions.
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def run_prep_wds(args: argparse.Namespace) -> int:
         write_wds_shards,
     )
 
+    if "/" in args.prefix or os.sep in args.prefix or args.prefix.startswith("."):
+        raise ValueError(f"--prefix {args.prefix!r}: a shard file name prefix, without '/' and not starting "
+                         "with '.' (put a subfolder into OUT_DIR instead)")
     source = Path(args.source).expanduser()
     if source.is_dir():
         samples, kind = samples_from_image_folder(source), "image folder"

@@ -67,6 +67,30 @@ def test_annotation_file_round_trip(tmp_path):
         "000000000": "a red thing", "000000001": "a png thing", "000000002": "an absolute path"}
 
 
+def test_text_that_is_not_utf8_is_named(tmp_path, caplog):
+    folder = tmp_path / "folder"
+    save_image(folder / "one.jpg")
+    (folder / "one.txt").write_text("first caption")
+    save_image(folder / "latin.jpg")
+    (folder / "latin.txt").write_bytes("caf\u00e9".encode("latin-1"))
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    (folder / "broken.txt").write_text("broken")
+    with caplog.at_level("WARNING"):
+        samples = list(samples_from_image_folder(folder))
+        stats = write_wds_shards(samples, tmp_path / "out", progress=False)
+    # one caption file in another encoding skips its image, not the run, and names the file
+    assert [s[2] for s in samples] == ["broken", "first caption"] and stats["written"] == 1
+    warnings = [record.getMessage() for record in caplog.records]
+    assert f"{folder}: skipped 1 image(s) whose .txt caption is not UTF-8 text, e.g. {folder / 'latin.txt'}" in warnings
+    assert any(message.startswith(f"unreadable image {folder / 'broken.jpg'} (key 000000000): ")
+               for message in warnings)
+    annotations = tmp_path / "train.txt"
+    annotations.write_bytes(b"one.jpg\tfine\n" + "latin.jpg\tcaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"^{annotations}:2: not UTF-8 text \(invalid continuation byte\): "
+                                         "save the annotation file as UTF-8$"):
+        list(samples_from_annotation_file(annotations))
+
+
 def test_image_folder_round_trip(tmp_path):
     folder = tmp_path / "folder"
     save_image(folder / "one.jpg")

@@ -98,6 +98,16 @@ def test_missing_source_raises(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("prefix", ["sub/x", ".hidden-"])
+def test_a_prefix_that_is_not_a_file_name_prefix_is_refused_before_writing(tmp_path, prefix):
+    save_image(tmp_path / "imgs" / "a.jpg", (40, 30))
+    (tmp_path / "imgs" / "a.txt").write_text("a caption")
+    with pytest.raises(ValueError, match=rf"^--prefix '{prefix}': a shard file name prefix, without '/' and not "
+                                         r"starting with '\.'"):
+        prep_wds(tmp_path / "imgs", tmp_path / "out", "--prefix", prefix)
+    assert not (tmp_path / "out").exists()
+
+
 def test_all_unreadable_returns_1(tmp_path, capsys):
     (tmp_path / "broken.jpg").write_bytes(b"garbage")
     annotations = tmp_path / "ann.txt"
