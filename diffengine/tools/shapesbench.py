@@ -202,6 +202,7 @@ def verify_stage1(folder: Path) -> None:
 def _link_if_absent(link: Path, target: Path) -> None:
     """Point the configs' default model path (``data/shapes/...``) at ``target`` unless it exists."""
     if not link.exists() and not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(target, target_is_directory=True)
 
 
@@ -386,14 +387,17 @@ def run_probe(args: argparse.Namespace) -> dict:
     from diffengine.evaluation.language_probe import probe_language_model
     from diffengine.models.language import LanguageModel
 
-    data, rows = Path(args.data_dir).resolve(), {}
-    for key in args.language_models:
+    data, rows, plan = Path(args.data_dir).resolve(), {}, []
+    for key in args.language_models:  # every layer checked before the first is probed
         label, _ = LANGUAGE_MODELS[key]
         folder = language_model_folder(key, data, progress=not args.no_progress)
         count = AutoConfig.from_pretrained(folder).num_hidden_layers
-        for layer in args.layers or [*range(count), -1]:
-            if not -1 <= layer <= count:
-                raise ValueError(f"--layers {layer}: {label} has hidden layers 0..{count} (and -1)")
+        wrong = [layer for layer in args.layers or [] if not -1 <= layer <= count]
+        if wrong:
+            raise ValueError(f"--layers {wrong[0]}: {label} has hidden layers 0..{count} (and -1)")
+        plan.append((label, folder, args.layers or [*range(count), -1]))
+    for label, folder, layers in plan:
+        for layer in layers:
             lm = LanguageModel(str(folder), max_length=PROBE_MAX_LENGTH, hidden_layer=layer).eval()
             rows[f"{label}, layer {layer}"] = result = probe_language_model(lm, seeds=PROBE_SEEDS)
             print(f"{label}, layer {layer}: all three {100 * result['new_phrasing']['all']:.1f} % (new "

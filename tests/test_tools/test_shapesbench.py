@@ -81,3 +81,15 @@ def test_bad_inputs_are_refused_before_any_compute(stage_args, expected, tmp_pat
     assert main(argv) == 2
     assert expected in capsys.readouterr().err
     assert (tmp_path / "no_markers.md").is_file() and not (tmp_path / "data").exists()
+
+
+def test_probe_checks_every_layer_before_probing_into_a_fresh_data_dir(tmp_path, capsys, monkeypatch):
+    from diffengine.evaluation import language_probe
+
+    monkeypatch.setattr(language_probe, "probe_language_model", lambda *a, **k: pytest.fail("probed"))
+    data = tmp_path / "fresh" / "shapes"  # its parent does not exist yet either
+    assert main(["shapesbench", "probe", "--language-models", "minilm", "--layers", "0", "99", "--data-dir",
+                 str(data), "--docs", str(tmp_path / "docs")]) == 2
+    assert capsys.readouterr().err.strip().startswith("diffengine: error: --layers 99: ")
+    assert (data / "minilm" / "config.json").is_file()  # the configs' default path, linked
+    assert not (tmp_path / "docs").exists()
