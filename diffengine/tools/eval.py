@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..constants import BRIDGE_MANIFEST, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
@@ -137,14 +138,25 @@ def _shapes(model, args: argparse.Namespace) -> dict:
         training_prompts,
     )
 
+    from .shapesbench import verify_stage1
+
+    # a bridge's vision model, or the folder itself (stage 1 with its own text encoder)
+    base = str(getattr(model, "vision_model_path", args.model))
+    try:
+        verify_stage1(Path(base))
+        stage1 = True
+    except (FileNotFoundError, ValueError) as error:
+        stage1 = False
+        print(f"diffengine: warning: {error}. ShapesBench's scores are comparable with its tables only for "
+              "its stage-1 model (`diffengine shapesbench stage1`)", file=sys.stderr, flush=True)
     sets = {"training": training_prompts()} if args.training_prompts else prompt_sets()
     result = evaluate_shapes(model_generator(model, args.steps, args.guidance),
                              images_per_prompt=args.images_per_prompt, seed=args.seed, sets=sets)
     del result["records"]
     for name in sets:
         print(format_table({args.model: result}, name) + "\n")
-    return {"model": args.model, "benchmark": "shapes", "steps": args.steps,
-            "guidance": args.guidance, **result}
+    return {"model": args.model, "benchmark": "shapes", "vision_model": base, "stage1_verified": stage1,
+            "steps": args.steps, "guidance": args.guidance, **result}
 
 
 def _clip_score(model, args: argparse.Namespace, device: str) -> dict:

@@ -33,13 +33,28 @@ def test_training_prompts_are_training_captions_only():
     assert len({p.text for p in prompts}) == len(prompts) == 48
 
 
-def test_eval_scores_the_training_prompts_alone(bridge_dir, tmp_path, capsys):
+def test_eval_scores_the_training_prompts_alone(bridge_dir, tiny_sd, tmp_path, capsys):
     out = tmp_path / "fit.json"
     assert main(["eval", str(bridge_dir), "--benchmark", "shapes", "--training-prompts", "--steps", "2",
                  "--images-per-prompt", "1", "--device", "cpu", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["training"]["prompts"] == 48 and "new_phrasing" not in result
-    assert "| training | color | shape | background | all |" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "| training | color | shape | background | all |" in captured.out
+    # this bridge's base is a random tiny model, not stage 1: scored, with a warning and the record
+    assert result["stage1_verified"] is False and result["vision_model"] == str(tiny_sd)
+    assert f"diffengine: warning: {tiny_sd} has no SOURCE.md: not a stage-1 folder" in captured.err
+
+
+def test_eval_of_the_stage1_model_itself_is_verified_silently(tmp_path, capsys):
+    from diffengine.tools.shapesbench import STAGE1_ASSET
+
+    out = tmp_path / "stage1.json"
+    assert main(["eval", str(STAGE1_ASSET), "--benchmark", "shapes", "--training-prompts", "--steps", "1",
+                 "--images-per-prompt", "1", "--device", "cpu", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["stage1_verified"] is True and result["vision_model"] == str(STAGE1_ASSET)
+    assert "warning" not in capsys.readouterr().err
 
 
 def oracle(prompts_by_text):
