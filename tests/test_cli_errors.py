@@ -31,6 +31,7 @@ def assets(tmp_path_factory, tiny_t5, tiny_sd, demo_shards, latent_shards):
     (root / "raises.py").write_text("max_iters = 1 / 0\n")
     shutil.copytree(f"{tiny_sd}/unet", root / "no_vae" / "unet")
     (root / "truncated.pth").write_bytes(b"PK\x03\x04 cut short")
+    (root / "empty.pth").write_bytes(b"")
     for name in ("empty", *(f"empty{index}" for index in range(4))):
         (root / f"{name}.tar").write_bytes(b"")
     (root / "bridge_of_layer_0").mkdir()
@@ -203,6 +204,8 @@ BAD_INPUTS = [
     ("nothing to resume", DEMO, ["--resume"], [], "holds no checkpoint (iter_N.pth) to resume from"),
     ("truncated checkpoint", DEMO, ["--resume", "{assets}/truncated.pth"], [],
      "truncated.pth is unreadable (truncated"),
+    ("empty checkpoint", DEMO, ["--resume", "{assets}/empty.pth"], [],
+     "empty.pth is unreadable (truncated or not a checkpoint): the file is empty"),
     ("unsafe checkpoint", DEMO, ["--resume", "{assets}/unsafe.pth"], [],
      "unsafe.pth was refused as unsafe: it holds objects other than tensors"),
     ("work dir is a file", DEMO, ["--work-dir", "{assets}/syntax.py"], [], "syntax.py is not writable"),

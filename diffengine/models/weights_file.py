@@ -32,6 +32,9 @@ def load_local_checkpoint(filename: str, map_location=None, mmap: bool = False) 
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f"checkpoint {filename} does not exist")
+    if osp.getsize(filename) == 0:  # torch's own errors for it are empty or about mmap
+        raise UnreadableCheckpointError(f"checkpoint {filename} is unreadable (truncated or not a checkpoint): "
+                                        "the file is empty")
     try:
         return torch.load(filename, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
@@ -43,4 +46,4 @@ def load_local_checkpoint(filename: str, map_location=None, mmap: bool = False) 
                                         f"code ({found[0] if found else type(error).__name__})") from error
     except (RuntimeError, EOFError, OSError) as error:
         raise UnreadableCheckpointError(f"checkpoint {filename} is unreadable (truncated or not a "
-                                        f"checkpoint): {error}") from error
+                                        f"checkpoint): {error or type(error).__name__}") from error
