@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from diffengine.contracts import LATENTS_KEY, ORIGINAL_SIZE_KEY, PIXELS_KEY, TEXT_KEY
 
 from .. import constants
-from .arguments import add_overwrite_argument, image_side, positive_int, resolve_device
+from .arguments import add_overwrite_argument, image_side, positive_int, resolve_device, writable_folder
 
 if TYPE_CHECKING:
     import torch
@@ -86,6 +86,7 @@ def run_prep_latents(args: argparse.Namespace) -> int:
         names[path] = url
     vision_model = vision_model_location(args.vision_model)
     device = resolve_device(args.device)
+    writable_folder(out_dir, "OUT_DIR")
     if not args.overwrite:
         _check_finished_shards([path for path in outputs if path.exists()], vision_model, args)
     todo = [(url, path) for url, path in zip(urls, outputs, strict=True) if args.overwrite or not path.exists()]

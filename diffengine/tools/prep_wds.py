@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..file_writes import visible
-from .arguments import add_overwrite_argument, positive_int
+from .arguments import add_overwrite_argument, positive_int, writable_folder
 
 
 def add_prep_wds_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +52,7 @@ def run_prep_wds(args: argparse.Namespace) -> int:
     else:
         raise ValueError(f"source {args.source!r} does not exist (expected an annotation file or an image folder)")
     out_dir = Path(args.out_dir).expanduser()
+    writable_folder(out_dir, "OUT_DIR")
     previous = visible(sorted(out_dir.glob("*.tar"))) + [p for p in (out_dir / "stats.json",) if p.exists()]
     if previous and not args.overwrite:
         raise ValueError(f"{out_dir} already holds shards or stats.json ({previous[0].name}, "

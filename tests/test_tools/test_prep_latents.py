@@ -114,6 +114,9 @@ def test_bad_inputs_are_one_line_errors(demo_shards, latent_shards, tiny_sd, tmp
     assert "is a latent shard already" in error(latent_shards, tmp_path / "o", "--vision-model", tiny_sd,
                                                 "--resolution", 32)
     assert not list((tmp_path / "o").glob("*"))  # the refused shard left nothing behind
+    (tmp_path / "afile").write_text("not a folder")
+    assert "afile: cannot create this folder (File exists)" in error(demo_shards, tmp_path / "afile",
+                                                                     "--vision-model", tiny_sd, "--resolution", 32)
     with pytest.raises(SystemExit):  # argparse: --resolution is required
         prep(demo_shards, tmp_path / "o", "--vision-model", tiny_sd)
 

@@ -108,6 +108,13 @@ def test_a_prefix_that_is_not_a_file_name_prefix_is_refused_before_writing(tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_an_out_dir_that_is_a_file_is_refused_before_reading(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"^OUT_DIR .*afile: cannot create this folder \(File exists\)$"):
+        prep_wds(tmp_path / "imgs", tmp_path / "afile")
+
+
 def test_all_unreadable_returns_1(tmp_path, capsys):
     (tmp_path / "broken.jpg").write_bytes(b"garbage")
     annotations = tmp_path / "ann.txt"
