@@ -38,6 +38,28 @@ def read_latent(data: bytes) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+def first_latents_record(path: str) -> dict | None:
+    """The latents record of a local shard's first sample, read from its json member alone (the
+    rest is seeked over: a few kilobytes whatever the shard's size, so every shard of a large set
+    can be checked); None when that sample holds no latent (an image shard) or the shard is not a
+    readable plain tar."""
+    from .tar_reader import is_plain_tar, iter_tar_samples
+
+    try:
+        with open(path, "rb") as stream:
+            if not is_plain_tar(stream):
+                return None
+            sample = next(iter_tar_samples(stream, path, read_data=lambda name: name.lower().endswith(".json")),
+                          None)
+        if sample is None or LATENT_EXT not in sample:
+            return None
+        meta = json.loads(sample["json"]) if sample.get("json") else {}
+    except (OSError, EOFError, ValueError):  # a corrupt sample: the loader counts and skips it
+        return None
+    record = meta.get(LATENTS_RECORD) if isinstance(meta, dict) else None
+    return record if isinstance(record, dict) else {}
+
+
 def first_latent_sample(path: str) -> tuple[dict, torch.Tensor] | None:
     """The latents record (from the json) and the latent parameters of a local shard's first sample;
     None when that sample holds no latent (an image shard) or the shard is not a plain tar."""

@@ -149,7 +149,7 @@ def _skip_corrupt(stream: IO[bytes], header: bytes, offset: int, long_name: str 
                          header[257:262] != b"ustar", extension)
 
 
-def _members(stream: IO[bytes], read_data: bool) -> Iterator[tuple[str, bytes | None] | _Lost]:
+def _members(stream: IO[bytes], read_data: bool | Callable[[str], bool]) -> Iterator[tuple[str, bytes | None] | _Lost]:
     """iter_tar_members' members, with a _Lost where a corrupt region was skipped."""
     start = stream.tell()
     length = stream.seek(0, os.SEEK_END)
@@ -198,7 +198,7 @@ def _members(stream: IO[bytes], read_data: bool) -> Iterator[tuple[str, bytes | 
         if kind == b"S":
             raise TarFormatError(f"member {name!r} is a GNU sparse file")
         if kind in _REGULAR and not name.endswith("/"):
-            if read_data:
+            if read_data is True or (callable(read_data) and read_data(name)):
                 yield name, _read(stream, size, length)
             else:
                 _skip(stream, size, length)
@@ -212,10 +212,12 @@ def _regions(losses: list[_Lost]) -> str:
     return f"{losses[0].reason}{more}, skipped to the next valid header"
 
 
-def iter_tar_members(stream: IO[bytes], read_data: bool = True) -> Iterator[tuple[str, bytes | None]]:
+def iter_tar_members(stream: IO[bytes], read_data: bool | Callable[[str], bool] = True,
+                     ) -> Iterator[tuple[str, bytes | None]]:
     """(name, bytes) of each regular file of a seekable tar stream, in order.
 
-    With ``read_data=False`` the data is seeked over and None stands for it. Directories, links,
+    With ``read_data=False`` the data is seeked over and None stands for it; a function of the
+    member's name reads the data of the members it is true for only. Directories, links,
     devices, fifos and unknown member types are skipped, as ``tarfile`` skips them. A corrupt
     header (or pax record) does not end the archive: as ``tar`` skips to the next header, reading
     resumes at the next block that is a valid header, and TarFormatError is raised once the
@@ -252,7 +254,7 @@ def _suspects(losses: list[_Lost], before: str | None, after: str | None) -> set
     return neighbours | keys
 
 
-def iter_tar_samples(stream: IO[bytes], url: str, read_data: bool = True,
+def iter_tar_samples(stream: IO[bytes], url: str, read_data: bool | Callable[[str], bool] = True,
                      on_dropped: Callable[[int, str], None] | None = None) -> Iterator[dict[str, Any]]:
     """webdataset samples (``__key__``, ``__url__`` and one bytes entry per extension) of a tar.
 

@@ -75,24 +75,27 @@ def _check_first_samples(loader: dict, sources: list[tuple[Any, list[str]]]) -> 
 
 
 def _check_latent_shards(paths: list[str], model: dict, resolution: Any) -> None:
-    """Every local shard, by its first sample: latents when the model has no VAE encoder, one kind of
-    shard only (a batch cannot mix latents and images), and latents made by this model's VAE at the
-    loader's resolution: another VAE's latents (another scale, offset or channel count) would train
-    without error and teach the bridge nothing usable. Each distinct latents record is compared once."""
-    from diffengine.datasets.latent_shards import LATENT_EXT, first_latent_sample
+    """Every local shard, by its first sample's json (a few kilobytes a shard): latents when the model
+    has no VAE encoder, one kind of shard only (a batch cannot mix latents and images), and latents
+    made by this model's VAE at the loader's resolution: another VAE's latents (another scale,
+    offset or channel count) would train without error and teach the bridge nothing usable. Each
+    distinct way of making latents is compared once, with the latents of its first shard."""
+    from diffengine.datasets.latent_shards import LATENT_EXT, first_latent_sample, first_latents_record
 
     compared, latent_shard, other_shards = set(), None, []
     for path in paths:
-        latent = first_latent_sample(path)
-        if latent is None:
+        record = first_latents_record(path)
+        if record is None:
             other_shards.append(path)
             continue
         latent_shard = latent_shard or path
-        record, parameters = latent
-        key = (json.dumps(record, sort_keys=True, default=str), parameters.shape[0])
-        if key not in compared:
-            compared.add(key)
-            _check_latents_fit(path, record, parameters, model, resolution)
+        # what differs between the shards of one prep-latents run: the image shard and the sizes
+        made = json.dumps({k: v for k, v in record.items() if k not in ("source", "sizes")}, sort_keys=True,
+                          default=str)
+        latent = first_latent_sample(path) if made not in compared else None
+        compared.add(made)
+        if latent is not None:
+            _check_latents_fit(path, *latent, model, resolution)
     if model.get("vae_encoder", True) is not False and latent_shard is None:
         return  # image shards only
     from diffengine.datasets.shards import count_samples

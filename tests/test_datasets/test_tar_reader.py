@@ -76,6 +76,10 @@ def test_headers_only_and_data_members():
     with_data = list(iter_tar_members(io.BytesIO(data)))
     assert with_data == [(n, d) for n, d in CONTENT]
     assert list(iter_tar_members(io.BytesIO(data), read_data=False)) == [(n, None) for n, _ in CONTENT]
+    # only the members a function of the name picks are read
+    picked = list(iter_tar_members(io.BytesIO(data), read_data=lambda name: name.endswith(".json")))
+    assert picked == [(n, d if n.endswith(".json") else None) for n, d in CONTENT]
+    assert any(d is not None for _, d in picked) and any(d is None for _, d in picked)
 
 
 def test_every_cut_raises_and_yields_only_whole_members():

@@ -113,6 +113,11 @@ def test_bad_inputs_are_one_line_errors(demo_shards, latent_shards, tiny_sd, tmp
                                                         "--vision-model", tiny_sd, "--resolution", 32)
     assert "is a latent shard already" in error(latent_shards, tmp_path / "o", "--vision-model", tiny_sd,
                                                 "--resolution", 32)
+    # after an image shard too, and before the VAE loads: the vision model named here does not exist
+    first_image_shard = demo_shards.replace("{00000..00003}", "00000")
+    assert "00001.tar is a latent shard already" in error(
+        first_image_shard, latent_shards.replace("{00000..00003}", "00001"), tmp_path / "o", "--vision-model",
+        tmp_path / "no_such_model", "--resolution", 32)
     assert not list((tmp_path / "o").glob("*"))  # the refused shard left nothing behind
     (tmp_path / "afile").write_text("not a folder")
     assert "afile: cannot create this folder (File exists)" in error(demo_shards, tmp_path / "afile",
