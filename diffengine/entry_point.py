@@ -181,15 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    from .errors import INTERRUPTED_STATUS, REPORTED_ERRORS, exit_status, report_line
+    from .errors import INTERRUPTED_STATUS, REPORTED_ERRORS, ModelFolderError, exit_status, report_line
     from .tools.config_lookup import UnknownConfigError
 
     # training: ConfigError covers its user mistakes (train.run turns setup errors into it), so a
     # ValueError raised while training keeps its traceback. The other commands read files the
     # user names: their ValueError / NotImplementedError and errors of those paths are for the user,
-    # and so is the OSError from_pretrained raises for a model folder that lacks or has broken files.
+    # and so is the OSError without an errno that from_pretrained raises for a model folder that
+    # lacks or has broken files (a full disk or a broken pipe has one, and keeps its traceback).
     path_errors = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
-    input_errors = (ValueError, NotImplementedError, OSError)
+    input_errors = (ValueError, NotImplementedError, *path_errors, ModelFolderError)
     worker_argv = [arg for arg in argv[1:] if arg != "--debug"]
     commands = {
         "train": (lambda a: _train(a, worker_argv, wds=False), ()),
@@ -203,7 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     command, user_errors = commands[args.command]
     try:
-        return command(args)
+        try:
+            return command(args)
+        except OSError as error:
+            if ModelFolderError in user_errors and error.errno is None and not isinstance(error, path_errors):
+                raise ModelFolderError(str(error)) from error
+            raise
     except (UnknownConfigError, *REPORTED_ERRORS, *user_errors) as error:
         if args.debug:
             raise

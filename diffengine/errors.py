@@ -5,6 +5,10 @@ class ConfigError(ValueError):
     """A config, option or input that cannot run the requested command (exit status 2)."""
 
 
+class ModelFolderError(OSError):
+    """A model folder that from_pretrained cannot load: files missing or unreadable (exit status 2)."""
+
+
 class NoUsableSampleError(RuntimeError):
     """The training shards gave no sample to train on: all empty, unreadable or filtered (exit status 2)."""
 

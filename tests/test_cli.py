@@ -113,7 +113,7 @@ def test_torchrun_runs_one_node_standalone_unless_given_a_rendezvous():
         return command[command.index("--nproc_per_node=2") + 1:command.index("-m", 3)]
 
     # two jobs on one machine must not meet on a fixed port
-    assert flags({}) == flags({"NNODES": "1"}) == ["--standalone"]
+    assert flags({}) == flags({"NNODES": "1"}) == flags({"NNODES": "", "MASTER_PORT": " "}) == ["--standalone"]
     assert flags({"MASTER_PORT": "4000"}) == ["--nnodes=1", "--node_rank=0", "--master_addr=127.0.0.1",
                                               "--master_port=4000"]
     assert flags({"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1"}) == [

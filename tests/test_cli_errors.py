@@ -243,8 +243,10 @@ def test_bad_process_count_is_one_line(value, monkeypatch, capsys):
     (dict(NNODES="1:3", NODE_RANK="x"), "NODE_RANK='x': expected a whole number from 0 to 2 (this node's place "
                                         "among NNODES=1:3)"),
     (dict(NNODES="2", MASTER_PORT="99999"), "MASTER_PORT='99999': expected a port number from 1 to 65535"),
+    (dict(NNODES="2", NODE_RANK="\u00b2"), "NODE_RANK='\u00b2': expected a whole number from 0 to 1 (this "
+                                           "node's place among NNODES=2)"),
 ], ids=["no-nodes", "nodes-not-a-number", "empty-range", "rank-past-the-nodes", "rank-not-a-number",
-        "port-out-of-range"])
+        "port-out-of-range", "rank-a-superscript-digit"])
 def test_bad_node_environment_is_one_line_before_any_launch(environment, expected, monkeypatch, capsys):
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
@@ -263,8 +265,30 @@ def test_a_rendezvous_port_in_use_on_node_0_is_one_line(monkeypatch, capsys):
         monkeypatch.setenv("MASTER_PORT", str(port))
         assert main(["wds_train", "lavi_bridge_demo"]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"diffengine: error: environment variable MASTER_PORT={port}: the port is in use on this machine, where "
-        "node 0 serves the rendezvous (another job?): choose a free port")
+        f"diffengine: error: environment variable MASTER_PORT={port}: the port is in use (another job?) on this "
+        "machine, where node 0 serves the rendezvous: choose a free port")
+
+
+@pytest.mark.parametrize("error, reported", [
+    (OSError("Error no file named config.json found in directory m"), True),
+    (OSError(28, "No space left on device"), False),
+], ids=["model-folder", "full-disk"])
+def test_a_model_folder_error_is_one_line_and_a_disk_error_keeps_its_traceback(error, reported, tmp_path,
+                                                                               monkeypatch, capsys):
+    from diffengine.tools import bench
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(bench, "run_flops", fail)
+    argv = ["bench", "flops", "--out", str(tmp_path / "flops.json")]
+    if reported:  # from_pretrained's errors carry no errno
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip() == ("diffengine: error: Error no file named config.json found in "
+                                                   "directory m")
+    else:
+        with pytest.raises(OSError, match="No space left on device"):
+            main(argv)
 
 
 def test_debug_shows_the_traceback(assets):

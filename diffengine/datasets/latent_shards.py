@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,46 +39,44 @@ def read_latent(data: bytes) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-def first_latents_record(path: str) -> dict | None:
-    """The latents record of a local shard's first sample, read from its json member alone (the
-    rest is seeked over: a few kilobytes whatever the shard's size, so every shard of a large set
-    can be checked); None when that sample holds no latent (an image shard) or the shard is not a
-    readable plain tar."""
+def is_json_member(name: str) -> bool:
+    """The metadata members of a shard (``KEY.json``): what ``first_sample(read_data=is_json_member)`` reads."""
+    return name.lower().endswith(".json")
+
+
+def first_sample(path: str, read_data: bool | Callable[[str], bool] = True) -> dict[str, Any] | None:
+    """A local shard's first sample, its members' data read as ``read_data`` says (see
+    ``iter_tar_samples``); None when the shard is not a readable plain tar or holds no sample.
+    Unbuffered: with ``read_data=is_json_member`` a shard costs a few kilobytes of reads, so every
+    shard of a large set on network storage can be looked at."""
     from .tar_reader import is_plain_tar, iter_tar_samples
 
     try:
-        with open(path, "rb") as stream:
+        with open(path, "rb", buffering=0) as stream:
             if not is_plain_tar(stream):
                 return None
-            sample = next(iter_tar_samples(stream, path, read_data=lambda name: name.lower().endswith(".json")),
-                          None)
-        if sample is None or LATENT_EXT not in sample:
-            return None
-        meta = json.loads(sample["json"]) if sample.get("json") else {}
-    except (OSError, EOFError, ValueError):  # a corrupt sample: the loader counts and skips it
+            return next(iter_tar_samples(stream, path, read_data=read_data), None)
+    except (OSError, EOFError, ValueError):  # a corrupt shard: the loader counts and skips it
         return None
+
+
+def sample_latents_record(sample: dict[str, Any]) -> dict:
+    """The latents record in a sample's json (``{}`` without one); ValueError for json that does not parse."""
+    meta = json.loads(sample["json"]) if sample.get("json") else {}
     record = meta.get(LATENTS_RECORD) if isinstance(meta, dict) else None
     return record if isinstance(record, dict) else {}
 
 
 def first_latent_sample(path: str) -> tuple[dict, torch.Tensor] | None:
     """The latents record (from the json) and the latent parameters of a local shard's first sample;
-    None when that sample holds no latent (an image shard) or the shard is not a plain tar."""
-    from .tar_reader import is_plain_tar, iter_tar_samples
-
-    try:
-        with open(path, "rb") as stream:
-            if not is_plain_tar(stream):
-                return None
-            sample = next(iter_tar_samples(stream, path), None)
-        if sample is None or LATENT_EXT not in sample:
-            return None
-        meta = json.loads(sample["json"]) if "json" in sample else {}
-        parameters = read_latent(sample[LATENT_EXT])
-    except (OSError, EOFError, ValueError):  # a corrupt sample: the loader counts and skips it
+    None when that sample holds no latent (an image shard), cannot be read, or the shard is not a plain tar."""
+    sample = first_sample(path)
+    if sample is None or LATENT_EXT not in sample:
         return None
-    record = meta.get(LATENTS_RECORD) if isinstance(meta, dict) else None
-    return (record if isinstance(record, dict) else {}), parameters
+    try:
+        return sample_latents_record(sample), read_latent(sample[LATENT_EXT])
+    except ValueError:  # a corrupt sample: the loader counts and skips it
+        return None
 
 
 def latents_record(resolution: int, flipped_view: bool, vae_folder: str, vae_config: Any, vae_dtype: str,

@@ -28,13 +28,23 @@ def check_clip_folder(path: str | Path) -> None:
     if model_type != "clip":
         raise ValueError(f"--clip-model {path} holds a {model_type!r} model, not a CLIP model (model_type 'clip'). "
                          f"{CLIP_MODEL_HELP}")
-    missing = [what for what, names in (("image processor (preprocessor_config.json)", ["preprocessor_config.json"]),
-                                        ("tokenizer (tokenizer.json, or vocab.json and merges.txt)",
-                                         ["tokenizer.json", "vocab.json"]))
-               if not any((path / name).is_file() for name in names)]
+    missing = [what for what, present in (
+        ("image processor (preprocessor_config.json, or processor_config.json as CLIPProcessor writes it)",
+         (path / "preprocessor_config.json").is_file() or _has_processor_entry(path, "image_processor")),
+        ("tokenizer (tokenizer.json, or vocab.json and merges.txt)",
+         any((path / name).is_file() for name in ("tokenizer.json", "vocab.json"))))
+        if not present]
     if missing:
         raise FileNotFoundError(f"--clip-model {path} has no {' and no '.join(missing)}: save CLIPProcessor "
                                 f"beside the model. {CLIP_MODEL_HELP}")
+
+
+def _has_processor_entry(path: Path, entry: str) -> bool:
+    """Whether ``processor_config.json`` (transformers 5's ``ProcessorMixin.save_pretrained``) holds ``entry``."""
+    try:
+        return entry in json.loads((path / "processor_config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        return False
 
 
 class ClipScorer:

@@ -95,3 +95,12 @@ def writable_folder(path: Path, option: str) -> None:
         raise ValueError(f"{option} {path}: cannot create this folder ({error.strerror})") from None
     if not os.access(path, os.W_OK):
         raise ValueError(f"{option} {path}: this folder is not writable")
+
+
+def writable_file(path: Path, overwrite: bool, option: str = "--out") -> None:
+    """An output file, checked before the work that fills it: not a folder, not an earlier output
+    unless ``overwrite``, in a folder that can be created (it is, now)."""
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder: name the file to write")
+    refuse_to_overwrite([path], overwrite)
+    writable_folder(path.parent, option)

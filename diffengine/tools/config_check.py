@@ -157,7 +157,8 @@ def check_training_values(cfg: "Config") -> None:
         sampling = {key: value for key, value in hook.items() if key in _SAMPLING_OPTIONS}
         try:
             check_sampling_options(**sampling)
-            if isinstance(vision_model, str) and Path(vision_model).is_dir():
+            # a folder without the scheduler's config is named by the model folder check
+            if isinstance(vision_model, str) and (Path(vision_model) / "scheduler" / "scheduler_config.json").is_file():
                 check_sampler(sampling.get("scheduler"), vision_model)
         except ValueError as error:
             raise ConfigError(f"custom_hooks.{index}.{error}") from None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from diffengine.errors import ConfigError
 
-from .launch import planned_world_size
+from .launch import checks_for_the_job, planned_world_size
 
 if TYPE_CHECKING:
     from mmengine.config import Config
@@ -49,14 +49,15 @@ def check_shards(cfg: "Config") -> None:
     except ValueError as error:
         raise ConfigError(f"train_dataloader: {error}") from None
     local = [[url for url in source if not is_remote(url)] for source in sources]
-    model = cfg.get("model")
-    if isinstance(model, dict):
-        _check_latent_shards(list(dict.fromkeys(url for urls in local for url in urls)), model,
-                             loader.get("resolution"))
     weights = loader.get("weights") or [1.0] * len(specs)
     # a source of weight 0 is never read
-    _check_first_samples(loader, [(spec, urls) for spec, urls, weight in zip(specs, local, weights, strict=True)
-                                  if weight > 0])
+    read = [(spec, urls) for spec, urls, weight in zip(specs, local, weights, strict=True) if weight > 0]
+    model = cfg.get("model")
+    # every shard, once per job (not again in each of its ranks)
+    if isinstance(model, dict) and checks_for_the_job():
+        _check_latent_shards(list(dict.fromkeys(url for _, urls in read for url in urls)), model,
+                             loader.get("resolution"))
+    _check_first_samples(loader, read)
 
 
 def _check_first_samples(loader: dict, sources: list[tuple[Any, list[str]]]) -> None:
@@ -75,34 +76,41 @@ def _check_first_samples(loader: dict, sources: list[tuple[Any, list[str]]]) -> 
 
 
 def _check_latent_shards(paths: list[str], model: dict, resolution: Any) -> None:
-    """Every local shard, by its first sample's json (a few kilobytes a shard): latents when the model
-    has no VAE encoder, one kind of shard only (a batch cannot mix latents and images), and latents
-    made by this model's VAE at the loader's resolution: another VAE's latents (another scale,
-    offset or channel count) would train without error and teach the bridge nothing usable. Each
-    distinct way of making latents is compared once, with the latents of its first shard."""
-    from diffengine.datasets.latent_shards import LATENT_EXT, first_latent_sample, first_latents_record
+    """Every local shard, by its first sample's file names and json (a few kilobytes a shard): latents
+    when the model has no VAE encoder, one kind of shard only (a batch cannot mix latents and
+    images), and latents made by this model's VAE at the loader's resolution: another VAE's latents
+    (another scale, offset or channel count) would train without error and teach the bridge nothing
+    usable. Each distinct way of making latents is compared once, with the latents of its first
+    shard. Shards that do not read are left to the loader, which counts and skips them."""
+    from diffengine.datasets.latent_shards import (
+        LATENT_EXT,
+        first_latent_sample,
+        first_sample,
+        is_json_member,
+        sample_latents_record,
+    )
 
-    compared, latent_shard, other_shards = set(), None, []
+    compared, latent_shard, without_latents = set(), None, None
     for path in paths:
-        record = first_latents_record(path)
-        if record is None:
-            other_shards.append(path)
+        sample = first_sample(path, read_data=is_json_member)
+        if sample is None:
+            continue
+        if LATENT_EXT not in sample:
+            without_latents = without_latents or path
             continue
         latent_shard = latent_shard or path
+        try:
+            record = sample_latents_record(sample)
+        except ValueError:
+            continue
         # what differs between the shards of one prep-latents run: the image shard and the sizes
         made = json.dumps({k: v for k, v in record.items() if k not in ("source", "sizes")}, sort_keys=True,
                           default=str)
         latent = first_latent_sample(path) if made not in compared else None
-        compared.add(made)
         if latent is not None:
+            compared.add(made)
             _check_latents_fit(path, *latent, model, resolution)
-    if model.get("vae_encoder", True) is not False and latent_shard is None:
-        return  # image shards only
-    from diffengine.datasets.shards import count_samples
-
-    # a shard whose first sample is unreadable may still hold latents: its headers tell
-    without_latents = next((path for path in other_shards if count_samples([path], [LATENT_EXT])[0][0] == 0), None)
-    if without_latents is None:
+    if without_latents is None or (latent_shard is None and model.get("vae_encoder", True) is not False):
         return
     if latent_shard is None:
         raise ConfigError(f"model.vae_encoder=False trains from latent shards, but {without_latents} holds no "

@@ -9,14 +9,7 @@ from pathlib import Path
 from ..constants import BRIDGE_MANIFEST, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
 from ..file_writes import write_text_whole
 from ..work_dirs import resolve_bridge_dir
-from .arguments import (
-    add_overwrite_argument,
-    non_negative_float,
-    positive_int,
-    refuse_to_overwrite,
-    resolve_device,
-    writable_folder,
-)
+from .arguments import add_overwrite_argument, non_negative_float, positive_int, resolve_device, writable_file
 from .infer import add_base_model_arguments, load_bridge_model
 
 BENCHMARKS = ("shapes",)
@@ -112,12 +105,9 @@ def run_eval(args: argparse.Namespace) -> dict:
     """Score the model; print a table and return (and optionally write) the scores."""
 
     _check_inputs(args)
-    if args.out and Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a folder: name the JSON file to write")
-    refuse_to_overwrite([Path(args.out)] if args.out else [], args.overwrite)
-    device = resolve_device(args.device)
     if args.out:
-        writable_folder(Path(args.out).parent, "--out")
+        writable_file(Path(args.out), args.overwrite)
+    device = resolve_device(args.device)
     model = load_text_to_image_model(args).to(device).eval()
     if args.benchmark == "shapes":
         result = _shapes(model, args)

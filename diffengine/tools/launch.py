@@ -8,6 +8,7 @@ exit status and one-line message to a file the launcher reports. Import-free bey
 library, so the CLI starts fast.
 """
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -41,32 +42,35 @@ def check_node_environment() -> None:
     with a traceback, or wait on forever (a node rank past the node count), and for a ``MASTER_PORT``
     that is in use where this node serves the rendezvous (node 0)."""
     nodes = os.environ.get("NNODES", "").strip() or "1"
-    counts = re.fullmatch(r"(\d+)(?::(\d+))?", nodes)
+    counts = re.fullmatch(r"([0-9]+)(?::([0-9]+))?", nodes)
     if not counts or int(counts[1]) < 1 or int(counts[2] or counts[1]) < int(counts[1]):
         raise ConfigError(f"environment variable NNODES={nodes!r}: expected a whole number >= 1 (nodes), or an "
                           "elastic range MIN:MAX")
     most = int(counts[2] or counts[1])
     rank = os.environ.get("NODE_RANK", "").strip() or "0"
-    if not rank.isdigit() or int(rank) >= most:
+    if not re.fullmatch("[0-9]+", rank) or int(rank) >= most:
         raise ConfigError(f"environment variable NODE_RANK={rank!r}: expected a whole number from 0 to {most - 1} "
                           f"(this node's place among NNODES={nodes})")
     port = os.environ.get("MASTER_PORT", "").strip()
-    if port and (not port.isdigit() or not 1 <= int(port) <= 65535):
+    if port and (not re.fullmatch("[0-9]+", port) or not 1 <= int(port) <= 65535):
         raise ConfigError(f"environment variable MASTER_PORT={port!r}: expected a port number from 1 to 65535")
-    if port and int(rank) == 0 and _port_in_use(int(port)):
-        raise ConfigError(f"environment variable MASTER_PORT={port}: the port is in use on this machine, where "
-                          "node 0 serves the rendezvous (another job?): choose a free port")
+    refusal = _listen_refusal(int(port)) if port and int(rank) == 0 else None
+    if refusal is not None:
+        raise ConfigError(f"environment variable MASTER_PORT={port}: {refusal} on this machine, where node 0 "
+                          "serves the rendezvous: choose a free port")
 
 
-def _port_in_use(port: int) -> bool:
-    """True when no socket can listen on ``port`` here (as torchrun's rendezvous store, reusing a closed one's)."""
+def _listen_refusal(port: int) -> str | None:
+    """Why no socket can listen on ``port`` here, as torchrun's rendezvous store would (reusing a
+    closed one's), or None when one can."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("", port))
-        except OSError:
-            return True
-    return False
+        except OSError as error:
+            return ("the port is in use (another job?)" if error.errno == errno.EADDRINUSE
+                    else f"the port cannot be opened ({error.strerror})")
+    return None
 
 
 def several_nodes() -> bool:
@@ -100,9 +104,10 @@ def check_launcher_environment(launcher: str) -> None:
                           "and set NPROC_PER_NODE to train on several devices")
 
 
-def checks_the_work_dir() -> bool:
-    """True in the one process per job that checks and prepares the work dir: the launcher of the
-    workers, else global rank 0 (slurm, mpi, torchrun started by hand)."""
+def checks_for_the_job() -> bool:
+    """True in the one process per job that checks and prepares what every rank shares (the work dir,
+    every shard's kind): the launcher of the workers (one per node), else global rank 0 (slurm, mpi,
+    torchrun started by hand)."""
     rank = next((os.environ[k] for k in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK") if k in os.environ), "0")
     return WORK_DIR_CHECKED_ENV not in os.environ and rank == "0"
 
@@ -114,12 +119,14 @@ def torchrun_command(argv: list[str], nproc: int, env: dict[str, str]) -> list[s
     One node without a ``MASTER_PORT`` runs standalone (torchrun picks a free port), so that
     two jobs on one machine do not collide on a fixed port.
     """
-    if env.get("NNODES", "1").strip() in ("", "1") and "MASTER_PORT" not in env:
+    # an empty variable is an unset one, as check_node_environment reads them
+    nodes, rank, address, port = (env.get(name, "").strip() or default for name, default in (
+        ("NNODES", "1"), ("NODE_RANK", "0"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "")))
+    if nodes == "1" and not port:
         rendezvous = ["--standalone"]
     else:
-        rendezvous = [f"--nnodes={env.get('NNODES', '1')}", f"--node_rank={env.get('NODE_RANK', '0')}",
-                      f"--master_addr={env.get('MASTER_ADDR', '127.0.0.1')}",
-                      f"--master_port={env.get('MASTER_PORT', '29500')}"]
+        rendezvous = [f"--nnodes={nodes}", f"--node_rank={rank}", f"--master_addr={address}",
+                      f"--master_port={port or '29500'}"]
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *rendezvous,
             "-m", "diffengine.tools.train", *argv, "--launcher", "pytorch"]
 

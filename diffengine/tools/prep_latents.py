@@ -68,7 +68,7 @@ def run_prep_latents(args: argparse.Namespace) -> int:
     Raises ValueError / FileNotFoundError (one line for the CLI) for bad inputs, before the VAE loads.
     """
 
-    from diffengine.datasets.latent_shards import first_latents_record
+    from diffengine.datasets.latent_shards import LATENT_EXT, first_sample
     from diffengine.datasets.shards import expand_shards
     from diffengine.models.model_paths import vision_model_location
 
@@ -85,7 +85,8 @@ def run_prep_latents(args: argparse.Namespace) -> int:
         if os.path.exists(url) and path.resolve() == Path(url).resolve():
             raise ValueError(f"OUT_DIR {out_dir} holds the image shards themselves: choose another folder")
         names[path] = url
-    latent = next((url for url in urls if os.path.isfile(url) and first_latents_record(url) is not None), None)
+    latent = next((url for url in urls if os.path.isfile(url)
+                   and LATENT_EXT in (first_sample(url, read_data=False) or {})), None)
     if latent is not None:  # found again while encoding, but only after the VAE has loaded
         raise ValueError(f"{latent} is a latent shard already: prep-latents encodes image shards")
     vision_model = vision_model_location(args.vision_model)

@@ -16,7 +16,7 @@ from diffengine.work_dirs import run_outputs, sample_grids_in
 
 from .cfg_options import parse_cfg_options
 from .data_check import check_model_folders, check_shards
-from .launch import WORKER_ERROR_FILE_ENV, check_launcher_environment, checks_the_work_dir, pass_to_launcher
+from .launch import WORKER_ERROR_FILE_ENV, check_launcher_environment, checks_for_the_job, pass_to_launcher
 
 if TYPE_CHECKING:
     from mmengine.config import Config
@@ -263,7 +263,7 @@ def prepare_config(args: argparse.Namespace, wds: bool) -> "Config":
         raise ConfigError(f"{how} trains in mixed precision, which needs a GPU (MMEngine's "
                           "AmpOptimWrapper); none is available. On a CPU: drop --amp, or add "
                           "--cfg-options optim_wrapper.type=GuardedOptimWrapper")
-    if checks_the_work_dir():
+    if checks_for_the_job():
         prepare_work_dir(cfg.work_dir, resume=bool(cfg.get("resume")), overwrite=args.overwrite)
     return cfg
 

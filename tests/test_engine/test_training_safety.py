@@ -387,7 +387,9 @@ def test_resuming_a_bridge_under_settings_that_change_its_weights_meaning_is_ref
     checkpoint.parent.mkdir(exist_ok=True)
     (tmp_path / "iter_6.pth").rename(checkpoint)
     with pytest.raises(ConfigError) as error:
-        train(tmp_path, [*options, "train_cfg.max_iters=8", "model.hidden_layer=0"], "--resume", str(checkpoint))
+        # a bare --resume finds the checkpoint beside its bridge; one kept elsewhere is named
+        train(tmp_path, [*options, "train_cfg.max_iters=8", "model.hidden_layer=0"], "--resume",
+              *([] if checkpoint_folder == "." else [str(checkpoint)]))
     assert str(error.value) == (f"--resume: {tmp_path}/bridge/iter_6/bridge.json was trained with hidden_layer=-1, "
                                 "this model has hidden_layer=0: set model.hidden_layer=-1 to continue that bridge")
     assert not (tmp_path / "iter_8.pth").exists()

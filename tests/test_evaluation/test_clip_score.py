@@ -75,12 +75,28 @@ def test_eval_says_how_to_provide_a_clip_model(bridge_dir, tmp_path, capsys):
     assert len(error.strip().splitlines()) == 1
 
 
+def test_a_clip_folder_saved_with_clip_processor_scores_the_same(tiny_clip, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPProcessor
+
+    # as CLIP_MODEL_HELP says to save one: the image processor inside processor_config.json
+    folder = tmp_path / "clip"
+    shutil.copytree(tiny_clip, folder, ignore=shutil.ignore_patterns("preprocessor_config.json", "tokenizer*"))
+    CLIPProcessor(image_processor=CLIPImageProcessorPil.from_pretrained(tiny_clip),
+                  tokenizer=AutoTokenizer.from_pretrained(tiny_clip)).save_pretrained(folder)
+    assert not (folder / "preprocessor_config.json").exists()
+    images = [Image.new("RGB", (32, 32), color) for color in ("red", "blue")]
+    np.testing.assert_array_equal(ClipScorer(folder)(images, PROMPTS[:2]), ClipScorer(tiny_clip)(images, PROMPTS[:2]))
+
+
 @pytest.mark.parametrize("case, expected", [
     ("another model", "holds a 't5' model, not a CLIP model (model_type 'clip')"),
-    ("no image processor", "has no image processor (preprocessor_config.json): save CLIPProcessor beside the model"),
+    ("no image processor", "has no image processor (preprocessor_config.json, or processor_config.json as "
+                           "CLIPProcessor writes it): save CLIPProcessor beside the model"),
     ("prompts not UTF-8", "prompts.txt is not UTF-8 text (invalid continuation byte at byte 3): save the prompt "
                           "file as UTF-8"),
-    ("a folder for --out", "is a folder: name the JSON file to write"),
+    ("a folder for --out", "is a folder: name the file to write"),
 ])
 def test_eval_refuses_bad_clip_inputs_before_the_bridge_loads(case, expected, bridge_dir, tiny_clip, tmp_path,
                                                               capsys, monkeypatch):

@@ -172,8 +172,7 @@ def test_an_earlier_report_or_an_unusable_out_is_refused_before_the_run(tmp_path
     assert capsys.readouterr().err.strip() == (f"diffengine: error: {earlier} already exist(s): not overwriting "
                                                "(--overwrite replaces)")
     assert main(["bench", "loader", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == (f"diffengine: error: --out {tmp_path} is a folder: name the JSON file "
-                                               "to write")
+    assert capsys.readouterr().err.strip() == f"diffengine: error: --out {tmp_path} is a folder: name the file to write"
     assert main(["bench", "loader", "--out", str(earlier / "report.json")]) == 2
     assert "cannot create this folder" in capsys.readouterr().err
     assert earlier.read_text() == "{}"

@@ -32,14 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ...file_writes import write_text_whole
-from ..arguments import (
-    add_overwrite_argument,
-    image_side,
-    positive_float,
-    positive_int,
-    refuse_to_overwrite,
-    writable_folder,
-)
+from ..arguments import add_overwrite_argument, image_side, positive_float, positive_int, writable_file
 from .cpu import run_cpu
 from .flops import run_flops
 from .gpu import PEAK_FLOPS, run_gpu
@@ -109,11 +102,7 @@ def run_bench(args: argparse.Namespace, command: list[str]) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(args.out or Path(args.work_dir) / f"bench_{args.mode}.json")
-    # before the run, not after its minutes of measuring
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder: name the JSON file to write")
-    refuse_to_overwrite([out], args.overwrite)
-    writable_folder(out.parent, "--out's folder")
+    writable_file(out, args.overwrite)  # before the run, not after its minutes of measuring
     started, load_before = time.perf_counter(), os.getloadavg()
     figures = {"cpu": run_cpu, "flops": run_flops, "gpu": run_gpu, "loader": run_loader}[args.mode](args)
     report = {"mode": args.mode, "command": command,
