@@ -505,9 +505,9 @@ def test_an_output_folder_under_a_file_is_one_line(command, assets, bridge_dir, 
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("diffengine: error: [Errno 20] Not a directory:")
 
 
-def test_a_bridge_folder_missing_files_names_them_before_models_load(assets, capsys):
+def test_a_bridge_folder_missing_files_names_them_before_models_load(assets, tmp_path, capsys):
     # bridge.json alone, recording no model that exists here: the files are named first
-    assert main(["infer", str(assets / "bridge_of_layer_0"), "a red circle"]) == 2
+    assert main(["infer", str(assets / "bridge_of_layer_0"), "a red circle", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (
         f"diffengine: error: bridge folder {assets / 'bridge_of_layer_0'} lacks adapter/config.json, "
         "adapter/diffusion_pytorch_model.safetensors: it was not written whole (or its files were moved)")
