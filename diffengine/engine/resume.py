@@ -185,7 +185,7 @@ class ResumeOverridesHook(Hook):
             return
         saved = found[0]
         try:
-            check_bridge_settings(saved, model.weight_settings, model.base_models)
+            check_bridge_settings(saved, model.weight_settings, model.base_models, model.language.max_length)
         except ValueError as error:
             raise ConfigError(f"--resume: {error}") from None
 

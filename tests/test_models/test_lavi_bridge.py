@@ -138,6 +138,10 @@ def test_bridge_folder_round_trip(tiny_bridge, tiny_t5, tiny_sd, tmp_path, monke
     LaViBridge(str(t5_copy), tiny_sd, max_length=16, text_lora=dict(rank=4, dropout=0.0),
                vision_lora=dict(rank=4, dropout=0.0), bridge_path=str(tmp_path / "bridge"))
     assert len(warnings) == 1 and f"trained with text_encoder {tiny_t5}, loaded here with {t5_copy}" in warnings[0]
+    # so is a caption length other than the bridge learned
+    LaViBridge(tiny_t5, tiny_sd, max_length=24, text_lora=dict(rank=4, dropout=0.0),
+               vision_lora=dict(rank=4, dropout=0.0), bridge_path=str(tmp_path / "bridge"))
+    assert len(warnings) == 2 and "was trained with max_length=16, continued here with max_length=24: " in warnings[1]
     # what the weights mean is checked before any weights load
     with pytest.raises(ValueError, match=r"trained with text_lora=\{'rank': 4, 'alpha': 4\}, this model has "
                                          r"text_lora=\{'rank': 8, 'alpha': 8\}"):

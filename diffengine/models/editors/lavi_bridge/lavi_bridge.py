@@ -144,7 +144,7 @@ class LaViBridge(BaseModel):
                for side, lora in (("text_lora", text_lora), ("vision_lora", vision_lora))}}
         self.base_models = {"text_encoder": text_encoder, "vision_model": vision_model}
         if bridge_path is not None:
-            check_bridge_settings(bridge_path, self.weight_settings, self.base_models)
+            check_bridge_settings(bridge_path, self.weight_settings, self.base_models, max_length)
         self.vision_family = find_vision_family(vision_model)
         # from both models' configs, before their weights load (minutes for a 7B LM)
         adapter = self._adapter_dims(adapter or {}, hidden_width(AutoConfig.from_pretrained(text_encoder)),
@@ -400,9 +400,12 @@ def check_bridge_files(directory: Path, lora_sides: list[str]) -> None:
                                 "written whole (or its files were moved)")
 
 
-def check_bridge_settings(directory: str | Path, settings: dict, base_models: dict) -> None:
+def check_bridge_settings(directory: str | Path, settings: dict, base_models: dict,
+                          max_length: int | None = None) -> None:
     """Raise ValueError where the bridge in ``directory`` was trained under other ``settings``;
-    warn where it was trained on other ``base_models`` (by path).
+    warn where it was trained on other ``base_models`` (by path), or with captions cut or padded to
+    another ``max_length`` (its weights mean the same, but the denoiser learned a context of that
+    length: without the text mask, another number of pad tokens).
 
     The settings decide what the LoRA and adapter weights mean (which states the adapter reads,
     what the denoiser predicts, the LoRA's rank and scale): training it further under others would
@@ -425,6 +428,11 @@ def check_bridge_settings(directory: str | Path, settings: dict, base_models: di
             print_log(f"{manifest_path} was trained with {name} {manifest[name]}, loaded here with {value}: "
                       "its weights fit only the base model they were trained with", logger="current",
                       level=logging.WARNING)
+    if max_length is not None and manifest.get("max_length", max_length) != max_length:
+        print_log(f"{manifest_path} was trained with max_length={manifest['max_length']}, continued here with "
+                  f"max_length={max_length}: captions are cut or padded to another length than the bridge "
+                  f"learned (model.max_length={manifest['max_length']} keeps it)", logger="current",
+                  level=logging.WARNING)
 
 
 def _drop_frozen_from_state_dict(module: LaViBridge, state_dict: dict, prefix: str, _) -> None:
