@@ -117,6 +117,9 @@ BAD_INPUTS = [
      "default_hooks.logger.interval must be >= 1"),
     ("prediction type typo", DEMO, [], ["model.prediction_type=v-prediction"],
      "prediction_type must be one of epsilon, v_prediction (or None: the scheduler's own), got 'v-prediction'"),
+    ("a bare model name that is no folder here, offline", DEMO, [], ["model.vision_model=stage1_typo"],
+     "model.vision_model 'stage1_typo' is not a folder here, and the hub is off (HF_HUB_OFFLINE) with no cached "
+     "model of that id: a typo, or a local folder elsewhere?"),
     ("missing model path", DEMO, [], ["model.text_encoder={assets}/no_such_model"],
      "no_such_model' does not exist"),
     ("vision folder as the language model", DEMO, [], ["model.text_encoder={assets}/no_vae"],

@@ -25,7 +25,25 @@ def pretrained_location(path: str, role: str) -> str:
     if looks_local(path):
         raise FileNotFoundError(f"{role} {path!r} does not exist (a local model folder, or a hub id "
                                 "such as org/name)")
+    if not _cached_when_offline(path):
+        raise FileNotFoundError(f"{role} {path!r} is not a folder here, and the hub is off (HF_HUB_OFFLINE) with "
+                                "no cached model of that id: a typo, or a local folder elsewhere?")
     return path
+
+
+def _cached_when_offline(hub_id: str) -> bool:
+    """False when the hub is off and holds no cached snapshot of ``hub_id``: from_pretrained would fail
+    with a page about the cache; True otherwise (online, the hub answers for itself)."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if not huggingface_hub.is_offline_mode():
+        return True
+    try:
+        huggingface_hub.snapshot_download(hub_id, local_files_only=True)
+    except (LocalEntryNotFoundError, ValueError):  # ValueError: not a valid hub id either
+        return False
+    return True
 
 
 def vision_model_location(path: str, role: str = "vision_model") -> str:
