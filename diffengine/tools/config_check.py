@@ -39,9 +39,9 @@ _SAMPLING_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width",
 # smallest valid value of numeric options, wherever they appear (a negative weight decay grows
 # the weights; MMEngine and torch check the others only once the model is built)
 _MINIMUMS = {"max_iters": 1, "batch_size": 1, "num_workers": 0, "interval": 1,
-             "num_samples_per_epoch": 1, "max_keep": 1, "accumulative_counts": 1,
+             "num_samples_per_epoch": 1, "max_keep_ckpts": 1, "accumulative_counts": 1,
              "max_consecutive_nonfinite": 1, "host_read_interval": 1, "images_per_prompt": 1,
-             "prefetch_factor": 1, "weight_decay": 0}
+             "prefetch_factor": 1, "weight_decay": 0, "shuffle_buffer": 0}
 
 
 def check_cfg_options(cfg: "Config", options: dict[str, Any]) -> None:
@@ -94,6 +94,10 @@ def check_plain_sections(cfg: "Config") -> None:
                 raise ConfigError(f"{where}.{key}: {where} has no option {key!r}{_did_you_mean(key, accepted)}; "
                                   f"it takes {', '.join(accepted)}")
             _check_value(f"{where}.{key}", value, hints.get(key))
+    seed = (cfg.get("randomness") or {}).get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise ConfigError(f"randomness.seed must be a whole number from 0 to 2**32 - 1 (or None: a random one), "
+                          f"got {seed!r}")
     env = cfg.get("env_cfg")
     known = ["cudnn_benchmark", "dist_cfg", "mp_cfg", "resource_limit"]
     for key in env if isinstance(env, dict) else ():
@@ -154,6 +158,8 @@ def check_training_values(cfg: "Config") -> None:
         kind = _resolve(hook.get("type"), HOOKS) if isinstance(hook, dict) else None
         if not (isinstance(kind, type) and issubclass(kind, (VisualizationHook, ShapesBenchHook))):
             continue
+        if issubclass(kind, VisualizationHook) and not hook.get("prompts", True):
+            raise ConfigError(f"custom_hooks.{index}.prompts holds no prompt: give at least one, or drop the hook")
         sampling = {key: value for key, value in hook.items() if key in _SAMPLING_OPTIONS}
         try:
             check_sampling_options(**sampling)

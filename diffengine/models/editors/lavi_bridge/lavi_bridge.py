@@ -2,6 +2,7 @@
 import inspect
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -50,7 +51,14 @@ def lora_settings(cfg: dict | None, side: str) -> dict:
     rank = settings["rank"]
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
         raise ValueError(f"{side}.rank must be an integer >= 0 (0: no LoRA), got {rank!r}")
-    if settings["alpha"] is None:
+    alpha, dropout = settings["alpha"], settings["dropout"]
+    # alpha 0 scales the LoRA's update to nothing: it would train on and change nothing
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int | float)
+                              or not 0 < alpha < math.inf):
+        raise ValueError(f"{side}.alpha must be a number > 0 (None: the rank, a scale of 1), got {alpha!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ValueError(f"{side}.dropout must be a number from 0 to below 1, got {dropout!r}")
+    if alpha is None:
         settings["alpha"] = rank
     return settings
 
@@ -124,6 +132,9 @@ class LaViBridge(BaseModel):
         if weight_dtype not in (*TORCH_DTYPES, AUTO):
             raise ValueError(f"weight_dtype must be one of {', '.join(TORCH_DTYPES)} or {AUTO}, got {weight_dtype!r}")
         weight_dtype = weight_dtype_name(weight_dtype)
+        if not isinstance(torch_compile, bool | dict):
+            raise ValueError(f"torch_compile must be True, False or a dict of torch.compile options, got "
+                             f"{torch_compile!r}")
         if not 0.0 <= caption_dropout <= 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
         text_lora, vision_lora = lora_settings(text_lora, "text_lora"), lora_settings(vision_lora, "vision_lora")
