@@ -52,9 +52,10 @@ def lora_settings(cfg: dict | None, side: str) -> dict:
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
         raise ValueError(f"{side}.rank must be an integer >= 0 (0: no LoRA), got {rank!r}")
     alpha, dropout = settings["alpha"], settings["dropout"]
-    # alpha 0 scales the LoRA's update to nothing: it would train on and change nothing
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int | float)
-                              or not 0 < alpha < math.inf):
+    # alpha 0 scales the LoRA's update to nothing: it would train on and change nothing (without
+    # LoRA, rank 0, alpha means nothing: a bridge of rank 0 records alpha 0)
+    if rank and alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int | float)
+                                       or not 0 < alpha < math.inf):
         raise ValueError(f"{side}.alpha must be a number > 0 (None: the rank, a scale of 1), got {alpha!r}")
     if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
         raise ValueError(f"{side}.dropout must be a number from 0 to below 1, got {dropout!r}")
