@@ -1,54 +1,43 @@
 """argparse value types and checks shared by the commands (import-free: keeps ``--help`` fast)."""
 import argparse
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..constants import PIXEL_MULTIPLE
 
 
+def _number(text: str, kind: type, expected: str, valid: Callable[[float], bool], requirement: str):
+    """``kind(text)`` when ``valid``, else argparse's one-line usage error: what was ``expected``, or
+    the ``requirement`` the value fails."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """A whole number >= 1, or argparse's one-line usage error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return _number(text, int, "a whole number >= 1", lambda value: value >= 1, ">= 1")
 
 
 def non_negative_int(text: str) -> int:
     """A whole number >= 0 (a count that may be none: workers, a buffer)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _number(text, int, "a whole number >= 0", lambda value: value >= 0, ">= 0")
 
 
 def positive_float(text: str) -> float:
-    """A finite number > 0 (a rate, a peak throughput)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not 0 < value < float("inf"):  # NaN too
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+    """A finite number > 0 (a rate, a peak throughput); NaN fails every comparison."""
+    return _number(text, float, "a number > 0", lambda value: 0 < value < math.inf, "a finite number > 0")
 
 
 def non_negative_float(text: str) -> float:
-    """A number >= 0 (a guidance scale: a negative one would steer away from the prompt)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+    """A number >= 0 (a guidance scale: a negative one would steer away from the prompt); not NaN."""
+    return _number(text, float, "a number >= 0", lambda value: value >= 0, ">= 0")
 
 
 def image_side(text: str) -> int:
