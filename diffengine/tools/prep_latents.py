@@ -192,12 +192,9 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
             for batch in _batches(dataset.shard_samples(url), args.batch_size):
                 if LATENTS_KEY in batch[0]:
                     raise ValueError(f"{url} is a latent shard already: prep-latents encodes image shards")
-                parameters = _latent_parameters(vae, torch.stack([s[PIXELS_KEY] for s in batch]), args.flip)
-                _check_finite(parameters, batch, url, "the VAE made them: a float16 VAE overflows where "
-                              "bfloat16 and float32 do not (--dtype), or its weights are broken")
-                parameters = parameters.to(getattr(torch, args.latent_dtype)).cpu()
-                _check_finite(parameters, batch, url, f"they overflowed {args.latent_dtype} storage: "
-                              "use --latent-dtype float32")
+                encoded = _latent_parameters(vae, torch.stack([s[PIXELS_KEY] for s in batch]), args.flip)
+                parameters = encoded.to(getattr(torch, args.latent_dtype)).cpu()
+                _check_finite(parameters, encoded, batch, url, args.latent_dtype)
                 for index, sample in enumerate(batch):
                     crop = sample["crop"]
                     # mirrored, the crop's right margin becomes its left
@@ -222,15 +219,20 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
     return count
 
 
-def _check_finite(parameters: torch.Tensor, batch: list[dict[str, Any]], url: str, cause: str) -> None:
+def _check_finite(parameters: torch.Tensor, encoded: torch.Tensor, batch: list[dict[str, Any]], url: str,
+                  latent_dtype: str) -> None:
     """Raise NonFiniteLatentsError when any sample of a batch (or of its mirror images) got non-finite latent
-    parameters, which would train only NaN and be reported as a diverging learning rate."""
+    parameters to store, which would train only NaN and be reported as a diverging learning rate; the
+    VAE's own output (``encoded``) is looked at only then, to name the cause."""
     import torch
 
     from diffengine.errors import NonFiniteLatentsError
 
     finite = torch.isfinite(parameters).flatten(1).all(1).view(-1, len(batch)).all(0)
     if not finite.all():
+        cause = ("the VAE made them: a float16 VAE overflows where bfloat16 and float32 do not (--dtype), or its "
+                 "weights are broken" if not torch.isfinite(encoded).all()
+                 else f"they overflowed {latent_dtype} storage: use --latent-dtype float32")
         key = batch[int((~finite).nonzero()[0])]["__key__"]
         raise NonFiniteLatentsError(f"{int((~finite).sum())} of {len(batch)} image(s) of a batch of {url} (e.g. "
                                     f"sample {key}) got non-finite latents, and {cause}; no latent shard is "
