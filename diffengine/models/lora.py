@@ -59,6 +59,14 @@ def inject_lora(model: nn.Module, target_classes: Iterable[str], rank: int, alph
     return config
 
 
+def update_rank_limit(layer: nn.Module) -> int:
+    """The highest rank a LoRA update of a Linear/Conv2d layer can have: min(inputs, outputs)."""
+    if isinstance(layer, nn.Conv2d):
+        inputs = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
+        return min(inputs, layer.out_channels)
+    return min(layer.in_features, layer.out_features)
+
+
 def lora_layers(model: nn.Module) -> list[tuple[str, BaseTunerLayer]]:
     """The peft LoRA layers of ``model`` with their module names."""
     return [(name, module) for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)]

@@ -246,3 +246,14 @@ def test_an_adapter_that_does_not_fit_either_model_is_refused_before_any_weights
     monkeypatch.setattr(VisionFamily, "load", never)
     with pytest.raises(ValueError, match=message):
         LaViBridge(tiny_t5, tiny_sd, adapter=adapter)
+
+
+def test_a_lora_rank_above_what_its_layers_can_use_is_named(tiny_t5, tiny_sd, monkeypatch):
+    warnings = []
+    monkeypatch.setattr("diffengine.models.editors.lavi_bridge.lavi_bridge.print_log",
+                        lambda message, **kwargs: warnings.append(message))
+    # the tiny T5's 8 LoRA layers are 32 wide; 41 of the tiny UNet's 65 are 32 wide, 24 are 64
+    LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=dict(rank=32), vision_lora=dict(rank=40))
+    assert warnings == ["vision_lora.rank=40 is above what 41 of its 65 LoRA layers can use (an update's "
+                        "rank is at most min(inputs, outputs), 32 for the narrowest): the extra ranks add "
+                        "cost, not capacity"]

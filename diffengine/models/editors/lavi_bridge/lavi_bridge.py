@@ -26,7 +26,7 @@ from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
 from ...generated_images import finite_pil_images
 from ...language import LanguageModel, drop_captions, hidden_width
-from ...lora import LORA_WEIGHTS, inject_lora, load_lora_weights, save_lora
+from ...lora import LORA_WEIGHTS, inject_lora, load_lora_weights, lora_layers, save_lora, update_rank_limit
 from ...losses import training_objective
 from ...model_paths import language_model_location, looks_local, vision_model_location
 from ...vision import (
@@ -65,11 +65,22 @@ def lora_settings(cfg: dict | None, side: str) -> dict:
 
 
 def _inject_lora_unless_rank_0(model: torch.nn.Module, target_classes: tuple[str, ...],
-                               settings: dict) -> LoraConfig | None:
+                               settings: dict, side: str) -> LoraConfig | None:
     """Inject LoRA with ``lora_settings``; rank 0 means none (the paper's adapter-only ablation)."""
-    if settings["rank"] == 0:
+    rank = settings["rank"]
+    if rank == 0:
         return None
-    return inject_lora(model, target_classes, **settings)
+    config = inject_lora(model, target_classes, **settings)
+    limits = [update_rank_limit(layer.get_base_layer()) for _, layer in lora_layers(model)]
+    narrow = [limit for limit in limits if limit < rank]
+    if narrow:
+        # an update of a layer with m inputs or outputs has rank <= m whatever r is: the ranks
+        # above it cost memory and time and change nothing the layer can learn
+        print_log(f"{side}.rank={rank} is above what {len(narrow)} of its {len(limits)} LoRA layers can "
+                  f"use (an update's rank is at most min(inputs, outputs), {min(narrow)} for the "
+                  f"narrowest): the extra ranks add cost, not capacity", logger="current",
+                  level=logging.WARNING)
+    return config
 
 
 @MODELS.register_module()
@@ -182,9 +193,9 @@ class LaViBridge(BaseModel):
         self.adapter = LaViBridgeTextAdapter(**adapter)
 
         self.text_lora_config = _inject_lora_unless_rank_0(
-            self.language.model, self.language.family.lora_target_classes, text_lora)
+            self.language.model, self.language.family.lora_target_classes, text_lora, "text_lora")
         self.vision_lora_config = _inject_lora_unless_rank_0(
-            self.denoiser, self.vision_family.lora_target_classes, vision_lora)
+            self.denoiser, self.vision_family.lora_target_classes, vision_lora, "vision_lora")
         # LoRA layers are created in their base layer's dtype; train them in float32
         cast_training_params(self, dtype=torch.float32)
         if gradient_checkpointing:
