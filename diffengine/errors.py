@@ -50,6 +50,16 @@ def one_line(error: BaseException) -> str:
     return " ".join(message.split())
 
 
+# what building the runner and loading or resuming raise for a bad input (a path, a value, a file)
+SETUP_ERRORS = (ValueError, TypeError, KeyError, OSError, NotImplementedError)
+
+
+def describe_error(error: BaseException) -> str:
+    """One line saying what went wrong (the exception's own message, with its kind if unclear)."""
+    message = " ".join(str(error).split())
+    return message if isinstance(error, (ValueError, OSError)) and message else f"{type(error).__name__}: {message}"
+
+
 # the errors a command reports in one line, and what a torchrun worker passes on to its launcher
 REPORTED_ERRORS = (ConfigError, NoUsableSampleError, NonFiniteTrainingError, TrainingStopped)
 

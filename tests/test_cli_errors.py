@@ -561,3 +561,29 @@ def test_ctrl_c_is_one_line_and_exit_130(command, function, expected, monkeypatc
     assert capsys.readouterr().err.strip() == expected
     with pytest.raises(KeyboardInterrupt):
         main([*command, "--debug"])
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    ("model.hidden_layer=99", "hidden_layer=99 is out of range: "),
+    ("model.caption_dropout=2", "caption_dropout must be in [0, 1], got 2"),
+    ("model.weight_dtype=float64", "weight_dtype must be one of "),
+    ("model.text_lora.alpha=0", "text_lora.alpha must be a number > 0"),
+    ("model.adapter.out_dim=7", "adapter out_dim=7 does not match the vision model's cross_attention_dim=32 "),
+    ("model.prediction_type=sample", "prediction_type"),
+    ("model.max_length=0", "max_length must be >= 1, got 0"),
+], ids=["hidden_layer", "caption_dropout", "weight_dtype", "lora_alpha", "adapter", "prediction_type",
+        "max_length"])
+def test_a_bad_model_option_is_refused_before_a_runner_starts(option, expected, tiny_t5, tiny_sd, demo_shards,
+                                                              tmp_path, monkeypatch, capsys):
+    from diffengine.engine import DiffEngineRunner
+
+    def never(cfg):
+        raise AssertionError("a runner was built")
+
+    monkeypatch.setattr(DiffEngineRunner, "from_cfg", never)
+    argv = ["wds_train", DEMO, "--work-dir", str(tmp_path / "work"),
+            "--cfg-options", *demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=2), option]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("diffengine: error: ") and expected in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "work").exists()  # no log folder of a run that never started

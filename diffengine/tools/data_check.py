@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffengine.errors import ConfigError
+from diffengine.errors import SETUP_ERRORS, ConfigError, describe_error
 
 from .launch import checks_for_the_job, planned_world_size
 
@@ -28,6 +28,24 @@ def check_model_folders(cfg: "Config") -> None:
                 location(model[key], role=f"model.{key}")
             except (FileNotFoundError, NotADirectoryError) as error:
                 raise ConfigError(str(error)) from None
+
+
+def check_model_arguments(cfg: "Config") -> None:
+    """The model class's own check of its arguments (``check_arguments``, where it has one: configs
+    read, no weights), so that a bad option is one line before any runner or worker starts."""
+    from diffengine.registry import MODELS
+
+    model = cfg.get("model")
+    if not isinstance(model, dict) or "type" not in model:
+        return
+    kind = model["type"]
+    check = getattr(MODELS.get(kind) if isinstance(kind, str) else kind, "check_arguments", None)
+    if check is None:
+        return
+    try:
+        check(**{key: value for key, value in model.items() if key != "type"})
+    except SETUP_ERRORS as error:
+        raise ConfigError(describe_error(error)) from error
 
 
 def check_shards(cfg: "Config") -> None:

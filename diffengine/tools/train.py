@@ -11,11 +11,19 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from diffengine.errors import INTERRUPTED_STATUS, REPORTED_ERRORS, ConfigError, TrainingStopped, exit_status
+from diffengine.errors import (
+    INTERRUPTED_STATUS,
+    REPORTED_ERRORS,
+    SETUP_ERRORS,
+    ConfigError,
+    TrainingStopped,
+    describe_error,
+    exit_status,
+)
 from diffengine.work_dirs import run_outputs, sample_grids_in
 
 from .cfg_options import parse_cfg_options
-from .data_check import check_model_folders, check_shards
+from .data_check import check_model_arguments, check_model_folders, check_shards
 from .launch import WORKER_ERROR_FILE_ENV, check_launcher_environment, checks_for_the_job, pass_to_launcher
 
 if TYPE_CHECKING:
@@ -257,6 +265,7 @@ def prepare_config(args: argparse.Namespace, wds: bool) -> "Config":
     cfg = build_config(args, wds)
     check_resolved_config(cfg)
     check_model_folders(cfg)
+    check_model_arguments(cfg)
     check_shards(cfg)
     if _mixed_precision(cfg) and not _cuda_available():
         how = "--amp" if args.amp else f"{args.config} (optim_wrapper.type={_mixed_precision(cfg)})"
@@ -317,16 +326,6 @@ def _log_warnings(warnings: list[str]) -> None:
 
     for warning in warnings:
         print_log(warning, logger="current", level=logging.WARNING)
-
-
-# what building the runner and loading or resuming raise for a bad input (a path, a value, a file)
-SETUP_ERRORS = (ValueError, TypeError, KeyError, OSError, NotImplementedError)
-
-
-def describe_error(error: BaseException) -> str:
-    """One line saying what went wrong (the exception's own message, with its kind if unclear)."""
-    message = " ".join(str(error).split())
-    return message if isinstance(error, (ValueError, OSError)) and message else f"{type(error).__name__}: {message}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -53,6 +53,27 @@ def hidden_width(config) -> int:
     return config.hidden_size if hasattr(config, "hidden_size") else config.d_model
 
 
+def checked_language_model_config(pretrained: str, max_length: int, hidden_layer: int):
+    """The LM's config, once ``max_length`` and ``hidden_layer`` are checked against it (no weights
+    load) and its family is known."""
+    config = AutoConfig.from_pretrained(pretrained)
+    layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(layers, int) and not -(layers + 1) <= hidden_layer <= layers:
+        raise ValueError(f"hidden_layer={hidden_layer} is out of range: {pretrained} has {layers} layers, "
+                         f"so hidden_layer is -1 (the final normed state), 0 (the token embeddings) to "
+                         f"{layers}, or -{layers + 1} to -2 counted from the end")
+    positions = getattr(config, "max_position_embeddings", None)
+    rotary = any("rope" in key for key in config.to_dict())  # rotary positions extend past it
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    if isinstance(positions, int) and not rotary and max_length > positions:
+        # absolute position embeddings: longer inputs fail with an IndexError at the first batch
+        raise ValueError(f"max_length={max_length} does not fit {pretrained}: its position embeddings "
+                         f"take at most {positions} tokens")
+    language_family_of(config.model_type)
+    return config
+
+
 class LanguageModel(nn.Module):
     """Tokenizer + language model loaded with ``from_pretrained``, frozen (a bridge adds LoRA to it;
     ``StableDiffusion`` may unfreeze it to train its own text encoder).
@@ -69,20 +90,7 @@ class LanguageModel(nn.Module):
                  use_attention_mask: bool = False, dtype: torch.dtype | None = None,
                  pad_token: str | None = None, tokenizer: str | None = None):
         super().__init__()
-        config = AutoConfig.from_pretrained(pretrained)
-        layers = getattr(config, "num_hidden_layers", None)
-        if isinstance(layers, int) and not -(layers + 1) <= hidden_layer <= layers:
-            raise ValueError(f"hidden_layer={hidden_layer} is out of range: {pretrained} has {layers} layers, "
-                             f"so hidden_layer is -1 (the final normed state), 0 (the token embeddings) to "
-                             f"{layers}, or -{layers + 1} to -2 counted from the end")
-        positions = getattr(config, "max_position_embeddings", None)
-        rotary = any("rope" in key for key in config.to_dict())  # rotary positions extend past it
-        if max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
-        if isinstance(positions, int) and not rotary and max_length > positions:
-            # absolute position embeddings: longer inputs fail with an IndexError at the first batch
-            raise ValueError(f"max_length={max_length} does not fit {pretrained}: its position embeddings "
-                             f"take at most {positions} tokens")
+        config = checked_language_model_config(pretrained, max_length, hidden_layer)
         self.family = language_family_of(config.model_type)
         model_cls = (AutoModel if self.family.model_class is None else getattr(
             transformers, self.family.model_class))

@@ -3,6 +3,7 @@ import inspect
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,7 +15,6 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from peft import LoraConfig
 from PIL import Image
-from transformers import AutoConfig
 
 from diffengine.constants import BRIDGE_MANIFEST
 from diffengine.contracts import TEXT_KEY
@@ -25,13 +25,14 @@ from diffengine.version import __version__
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
 from ...generated_images import finite_pil_images
-from ...language import LanguageModel, drop_captions, hidden_width
+from ...language import LanguageModel, checked_language_model_config, drop_captions, hidden_width
 from ...lora import LORA_WEIGHTS, inject_lora, load_lora_weights, lora_layers, save_lora, update_rank_limit
-from ...losses import training_objective
+from ...losses import TrainingObjective, training_objective
 from ...model_paths import language_model_location, looks_local, vision_model_location
 from ...vision import (
     SizeConditioning,
     TextConditioning,
+    VisionFamily,
     batch_latents,
     drop_vae_encoder,
     find_vision_family,
@@ -81,6 +82,81 @@ def _inject_lora_unless_rank_0(model: torch.nn.Module, target_classes: tuple[str
                   f"narrowest): the extra ranks add cost, not capacity", logger="current",
                   level=logging.WARNING)
     return config
+
+
+@dataclass(frozen=True)
+class CheckedBridgeArguments:
+    """What ``LaViBridge``'s arguments resolve to, found from the models' configs before any weights load."""
+
+    text_encoder: str
+    vision_model: str
+    weight_dtype: str
+    text_lora: dict
+    vision_lora: dict
+    adapter: dict
+    objective: TrainingObjective
+    vision_family: VisionFamily
+    weight_settings: dict
+
+
+def _checked_arguments(text_encoder: str, vision_model: str, adapter: dict | None, *, max_length: int,
+                       hidden_layer: int, text_attention_mask: bool, pad_token: str | None,
+                       text_lora: dict | None, vision_lora: dict | None, prediction_type: str | None,
+                       snr_gamma: float | None, flow_matching: dict | None, caption_dropout: float,
+                       weight_dtype: str, torch_compile: bool | dict, bridge_path: str | None,
+                       warn: bool) -> CheckedBridgeArguments:
+    """Every check of ``LaViBridge``'s arguments: model folders and configs are read, no weights
+    (seconds, where loading a 7B LM takes minutes). ``warn``: log what a ``bridge_path`` differs in."""
+    if weight_dtype not in (*TORCH_DTYPES, AUTO):
+        raise ValueError(f"weight_dtype must be one of {', '.join(TORCH_DTYPES)} or {AUTO}, got {weight_dtype!r}")
+    if not isinstance(torch_compile, bool | dict):
+        raise ValueError(f"torch_compile must be True, False or a dict of torch.compile options, got "
+                         f"{torch_compile!r}")
+    if not 0.0 <= caption_dropout <= 1.0:
+        raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
+    text_lora, vision_lora = lora_settings(text_lora, "text_lora"), lora_settings(vision_lora, "vision_lora")
+    text_encoder = language_model_location(text_encoder)
+    vision_model = vision_model_location(vision_model)
+    objective = training_objective(vision_model, prediction_type, snr_gamma, flow_matching)
+    weight_settings = {
+        "hidden_layer": hidden_layer, "text_attention_mask": text_attention_mask,
+        "pad_token": pad_token, "prediction_type": objective.record().get("prediction_type"),
+        # without LoRA (rank 0) its alpha means nothing
+        **{side: {"rank": lora["rank"], "alpha": lora["alpha"]} if lora["rank"] else {"rank": 0}
+           for side, lora in (("text_lora", text_lora), ("vision_lora", vision_lora))}}
+    if bridge_path is not None:
+        base_models = {"text_encoder": text_encoder, "vision_model": vision_model}
+        check_bridge_settings(bridge_path, weight_settings, base_models, max_length, warn=warn)
+    vision_family = find_vision_family(vision_model)
+    lm_config = checked_language_model_config(text_encoder, max_length, hidden_layer)
+    adapter = _adapter_dims(adapter or {}, hidden_width(lm_config), text_encoder, vision_model, vision_family)
+    return CheckedBridgeArguments(text_encoder, vision_model, weight_dtype_name(weight_dtype), text_lora,
+                                  vision_lora, adapter, objective, vision_family, weight_settings)
+
+
+def _adapter_dims(adapter: dict, lm_width: int, text_encoder: str, vision_model: str,
+                  vision_family: VisionFamily) -> dict:
+    """The adapter's dims, defaults filled in by the paper's rule and given ones checked against the
+    language model's width and the denoiser's context (and pooled) width."""
+    denoiser_config = vision_family.denoiser_config(vision_model)
+    context_dim = denoiser_config.get(vision_family.context_dim_key)
+    if context_dim is None:
+        raise ValueError(f"{vision_model}'s denoiser has no {vision_family.context_dim_key}: it is not "
+                         "text-conditioned")
+    dims = adapter_dims(lm_width, context_dim, adapter)
+    if dims["in_dim"] != lm_width:
+        raise ValueError(f"adapter in_dim={dims['in_dim']} does not match the language model's hidden size "
+                         f"{lm_width} ({text_encoder})")
+    if dims["out_dim"] != context_dim:
+        raise ValueError(f"adapter out_dim={dims['out_dim']} does not match the vision model's "
+                         f"{vision_family.context_dim_key}={context_dim} ({vision_model})")
+    pooled_dim = vision_family.pooled_dim(denoiser_config)
+    if dims.setdefault("pooled_dim", pooled_dim) != pooled_dim:
+        raise ValueError(f"adapter pooled_dim={dims['pooled_dim']} does not match the pooled text "
+                         f"width {pooled_dim} the vision model takes ({vision_model})")
+    if pooled_dim is None:  # no pooled head: the adapter (and its manifest entry) of the paper
+        del dims["pooled_dim"]
+    return dims
 
 
 @MODELS.register_module()
@@ -141,37 +217,23 @@ class LaViBridge(BaseModel):
                  channels_last: bool = False, torch_compile: bool | dict = False,
                  bridge_path: str | None = None, data_preprocessor: dict | None = None):
         super().__init__(data_preprocessor=data_preprocessor or DiffusionDataPreprocessor())
-        if weight_dtype not in (*TORCH_DTYPES, AUTO):
-            raise ValueError(f"weight_dtype must be one of {', '.join(TORCH_DTYPES)} or {AUTO}, got {weight_dtype!r}")
-        weight_dtype = weight_dtype_name(weight_dtype)
-        if not isinstance(torch_compile, bool | dict):
-            raise ValueError(f"torch_compile must be True, False or a dict of torch.compile options, got "
-                             f"{torch_compile!r}")
-        if not 0.0 <= caption_dropout <= 1.0:
-            raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
-        text_lora, vision_lora = lora_settings(text_lora, "text_lora"), lora_settings(vision_lora, "vision_lora")
-        text_encoder = language_model_location(text_encoder)
-        vision_model = vision_model_location(vision_model)
+        checked = _checked_arguments(
+            text_encoder, vision_model, adapter, max_length=max_length, hidden_layer=hidden_layer,
+            text_attention_mask=text_attention_mask, pad_token=pad_token, text_lora=text_lora,
+            vision_lora=vision_lora, prediction_type=prediction_type, snr_gamma=snr_gamma,
+            flow_matching=flow_matching, caption_dropout=caption_dropout, weight_dtype=weight_dtype,
+            torch_compile=torch_compile, bridge_path=bridge_path, warn=True)
+        text_encoder, vision_model = checked.text_encoder, checked.vision_model
+        text_lora, vision_lora, adapter = checked.text_lora, checked.vision_lora, checked.adapter
+        weight_dtype = checked.weight_dtype
         self.text_encoder_path = text_encoder
         self.vision_model_path = vision_model
         self.weight_dtype = TORCH_DTYPES[weight_dtype]
         self.caption_dropout = caption_dropout
-
-        # read before any weights load: a bad prediction_type fails in a second, not after minutes
-        self.objective = training_objective(vision_model, prediction_type, snr_gamma, flow_matching)
-        self.weight_settings = {
-            "hidden_layer": hidden_layer, "text_attention_mask": text_attention_mask,
-            "pad_token": pad_token, "prediction_type": self.objective.record().get("prediction_type"),
-            # without LoRA (rank 0) its alpha means nothing
-            **{side: {"rank": lora["rank"], "alpha": lora["alpha"]} if lora["rank"] else {"rank": 0}
-               for side, lora in (("text_lora", text_lora), ("vision_lora", vision_lora))}}
+        self.objective = checked.objective
+        self.weight_settings = checked.weight_settings
         self.base_models = {"text_encoder": text_encoder, "vision_model": vision_model}
-        if bridge_path is not None:
-            check_bridge_settings(bridge_path, self.weight_settings, self.base_models, max_length)
-        self.vision_family = find_vision_family(vision_model)
-        # from both models' configs, before their weights load (minutes for a 7B LM)
-        adapter = self._adapter_dims(adapter or {}, hidden_width(AutoConfig.from_pretrained(text_encoder)),
-                                     self.vision_family.denoiser_config(vision_model))
+        self.vision_family = checked.vision_family
         # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
         self.language = LanguageModel(text_encoder, max_length=max_length,
                                       hidden_layer=hidden_layer,
@@ -225,28 +287,14 @@ class LaViBridge(BaseModel):
         self.register_state_dict_post_hook(_drop_frozen_from_state_dict)
         self.register_load_state_dict_post_hook(_ignore_missing_frozen_keys)
 
-    def _adapter_dims(self, adapter: dict, lm_width: int, denoiser_config: dict) -> dict:
-        """The adapter's dims, defaults filled in by the paper's rule and given ones checked against the
-        language model's width and the denoiser's context (and pooled) width."""
-        context_dim = denoiser_config.get(self.vision_family.context_dim_key)
-        if context_dim is None:
-            raise ValueError(f"{self.vision_model_path}'s denoiser has no "
-                             f"{self.vision_family.context_dim_key}: it is not text-conditioned")
-        dims = adapter_dims(lm_width, context_dim, adapter)
-        if dims["in_dim"] != lm_width:
-            raise ValueError(f"adapter in_dim={dims['in_dim']} does not match the language model's hidden size "
-                             f"{lm_width} ({self.text_encoder_path})")
-        if dims["out_dim"] != context_dim:
-            raise ValueError(f"adapter out_dim={dims['out_dim']} does not match the vision model's "
-                             f"{self.vision_family.context_dim_key}={context_dim} "
-                             f"({self.vision_model_path})")
-        pooled_dim = self.vision_family.pooled_dim(denoiser_config)
-        if dims.setdefault("pooled_dim", pooled_dim) != pooled_dim:
-            raise ValueError(f"adapter pooled_dim={dims['pooled_dim']} does not match the pooled text "
-                             f"width {pooled_dim} the vision model takes ({self.vision_model_path})")
-        if pooled_dim is None:  # no pooled head: the adapter (and its manifest entry) of the paper
-            del dims["pooled_dim"]
-        return dims
+    @classmethod
+    def check_arguments(cls, **arguments) -> None:
+        """Check what ``LaViBridge(**arguments)`` would be built from, reading no weights (seconds):
+        ``diffengine train`` runs it before any runner or worker process starts."""
+        bound = inspect.signature(cls).bind(**arguments)
+        bound.apply_defaults()
+        names = [name for name in inspect.signature(_checked_arguments).parameters if name != "warn"]
+        _checked_arguments(**{name: bound.arguments[name] for name in names}, warn=False)
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -424,7 +472,7 @@ def check_bridge_files(directory: Path, lora_sides: list[str]) -> None:
 
 
 def check_bridge_settings(directory: str | Path, settings: dict, base_models: dict,
-                          max_length: int | None = None) -> None:
+                          max_length: int | None = None, warn: bool = True) -> None:
     """Raise ValueError where the bridge in ``directory`` was trained under other ``settings``;
     warn where it was trained on other ``base_models`` (by path), or with captions cut or padded to
     another ``max_length`` (its weights mean the same, but the denoiser learned a context of that
@@ -446,6 +494,8 @@ def check_bridge_settings(directory: str | Path, settings: dict, base_models: di
         if name in manifest and recorded != value:
             raise ValueError(f"{manifest_path} was trained with {name}={recorded!r}, this model has "
                              f"{name}={value!r}: set model.{name}={recorded!r} to continue that bridge")
+    if not warn:
+        return
     for name, value in base_models.items():
         if name in manifest and manifest[name] != value:
             print_log(f"{manifest_path} was trained with {name} {manifest[name]}, loaded here with {value}: "
