@@ -265,13 +265,14 @@ def prepare_config(args: argparse.Namespace, wds: bool) -> "Config":
     cfg = build_config(args, wds)
     check_resolved_config(cfg)
     check_model_folders(cfg)
-    check_model_arguments(cfg)
-    check_shards(cfg)
+    # the machine before the model options: a CPU user of a mixed-precision config learns that first
     if _mixed_precision(cfg) and not _cuda_available():
         how = "--amp" if args.amp else f"{args.config} (optim_wrapper.type={_mixed_precision(cfg)})"
         raise ConfigError(f"{how} trains in mixed precision, which needs a GPU (MMEngine's "
                           "AmpOptimWrapper); none is available. On a CPU: drop --amp, or add "
                           "--cfg-options optim_wrapper.type=GuardedOptimWrapper")
+    check_model_arguments(cfg)
+    check_shards(cfg)
     if checks_for_the_job():
         prepare_work_dir(cfg.work_dir, resume=bool(cfg.get("resume")), overwrite=args.overwrite)
     return cfg
