@@ -77,7 +77,7 @@ def test_sdxl_config_is_t5_large_to_sdxl_base_at_1024_px_on_the_fast_path():
     assert (model.text_encoder, model.vision_model) == ("google-t5/t5-large",
                                                         "stabilityai/stable-diffusion-xl-base-1.0")
     assert dict(model.adapter) == dict(in_dim=1024, int_dim=1536, out_dim=2048, pooled_dim=1280)
-    assert (model.weight_dtype, model.channels_last, model.gradient_checkpointing) == ("auto", True, True)
+    assert (model.weight_dtype, model.channels_last, model.gradient_checkpointing) == ("auto", False, True)
     assert cfg.optim_wrapper.dtype == "auto" and cfg.train_dataloader.resolution == 1024
     samplers = [h for h in cfg.custom_hooks if "prompts" in h]
     assert samplers and all((h.height, h.width) == (1024, 1024) for h in samplers)

@@ -40,7 +40,7 @@ from diffengine.entry_point import main; sys.exit(main(sys.argv[1:]))" \
     wds_train lavi_bridge_demo --amp --work-dir "$work/sync_check" --overwrite --cfg-options \
     "model.text_encoder=$work/demo_data/t5" "model.vision_model=$work/demo_data/stage1" \
     "train_dataloader.shards=$work/demo_data/shards/{00000..00001}.tar" train_cfg.max_iters=30 \
-    default_hooks.logger.interval=10 "custom_hooks=[]" model.channels_last=True \
+    default_hooks.logger.interval=10 "custom_hooks=[]" \
     optim_wrapper.optimizer.fused=True optim_wrapper.host_read_interval=50
 [[ -f "$work/sync_check.log" ]] && echo "places that synchronized (Python shows each once):" && \
     grep "called a synchronizing" "$work/sync_check.log" | sed 's/: UserWarning.*//' | sort -u | head -20

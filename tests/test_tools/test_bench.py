@@ -119,8 +119,9 @@ def test_gpu_mode_runs_on_cpu_with_the_tiny_models(demo_data, tmp_path):
     out = tmp_path / "gpu.json"
     assert main(["bench", "gpu", "--size", "tiny", "--device", "cpu", "--batch-sizes", "2", "max",
                  "--max-batch", "4", "--iters", "1", "--warmup", "1", "--peak-tflops", "1",
-                 "--data-dir", str(demo_data), "--out", str(out)]) == 0
+                 "--data-dir", str(demo_data), "--out", str(out), "--cfg-options", "model.channels_last=True"]) == 0
     gpu = json.loads(out.read_text())["gpu"]
+    assert gpu["cfg_options"] == ["model.channels_last=True"]
     rows = [(r["loop"], r["inputs"], r["batch_size"]) for r in gpu["rows"]]
     assert rows == [("paper loop", "pixels", 1), *[("diffengine fast defaults", inputs, b)
                                                   for inputs in ("pixels", "latents") for b in (2, 4)]]
@@ -128,6 +129,13 @@ def test_gpu_mode_runs_on_cpu_with_the_tiny_models(demo_data, tmp_path):
     for row in gpu["rows"]:
         per_sample = flops["step_total"] if row["inputs"] == "pixels" else flops["step_total_from_latents"]
         assert row["mfu"] == pytest.approx(row["samples_per_s"] * per_sample / 1e12)
+
+
+def test_gpu_mode_cfg_options_reach_the_model(demo_data, tmp_path, capsys):
+    assert main(["bench", "gpu", "--size", "tiny", "--device", "cpu", "--no-paper", "--batch-sizes", "1",
+                 "--data-dir", str(demo_data), "--out", str(tmp_path / "gpu.json"),
+                 "--cfg-options", "model.caption_dropout=2"]) != 0
+    assert "caption_dropout" in capsys.readouterr().err
 
 
 def test_loader_mode_writes_a_row_per_resolution_and_worker_count(tmp_path):

@@ -17,5 +17,5 @@ model = dict(
     # the frozen 7B LM in bfloat16 is about 13 GB instead of 26 GB; LoRA and adapter train in float32
     weight_dtype="bfloat16",
     gradient_checkpointing=False,
-    channels_last=True,  # the same computation in the NHWC layout of the GPU's tensor cores
+    channels_last=False,  # NHWC measured 7-14 % slower for the SD1.5 UNet on an H200 (docs/benchmarks.md)
 )

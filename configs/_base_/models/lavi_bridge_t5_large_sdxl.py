@@ -16,5 +16,5 @@ model = dict(
     weight_dtype="auto",  # frozen weights in the autocast format on a GPU (bf16 or fp16), float32 on a CPU
     # a 2.6 B-parameter UNet at 1024 px (128 x 128 latents): recompute activations in the backward
     gradient_checkpointing=True,
-    channels_last=True,  # the same computation in the NHWC layout of the GPU's tensor cores
+    channels_last=False,  # NHWC measured 7-14 % slower for the SD1.5 UNet on an H200 (docs/benchmarks.md)
 )

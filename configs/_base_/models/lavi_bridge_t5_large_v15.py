@@ -13,5 +13,5 @@ model = dict(
     caption_dropout=0.0,
     weight_dtype="auto",  # frozen weights in the autocast format on a GPU (bf16 or fp16), float32 on a CPU
     gradient_checkpointing=False,
-    channels_last=True,  # the same computation in the NHWC layout of the GPU's tensor cores
+    channels_last=False,  # NHWC measured 7-14 % slower for the SD1.5 UNet on an H200 (docs/benchmarks.md)
 )

@@ -88,6 +88,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     gpu.add_argument("--iters", type=positive_int, default=10, help="timed steps per row")
     gpu.add_argument("--warmup", type=positive_int, default=3, help="untimed steps per row first")
     gpu.add_argument("--max-batch", type=positive_int, default=1024, help="upper bound of the max search")
+    gpu.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                     help="overrides of the size's packaged config, as in `diffengine train` (e.g. "
+                     "model.torch_compile=True model.channels_last=False)")
     gpu.add_argument("--peak-tflops", type=positive_float, default=None,
                      help="the device's peak TFLOP/s for MFU (default: dense bf16 by GPU name: "
                      + ", ".join(f"{name} {peak / 1e12:.0f}" for name, peak in PEAK_FLOPS) + ")")

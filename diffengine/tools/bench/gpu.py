@@ -154,7 +154,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     for value in args.batch_sizes:
         if value != "max" and not (value.isdigit() and int(value) >= 1):
             raise ValueError(f"--batch-sizes: expected whole numbers >= 1 or max, got {value!r}")
-    cfg = packaged_config(args.size)
+    cfg = packaged_config(args.size, *args.cfg_options)
     model_kwargs = model_kwargs_of(cfg)
     flops = size_flops(args.size, args.data_dir, resolution)["per_sample"]
     flops_by_input = {"pixels": flops["step_total"], "latents": flops["step_total_from_latents"]}
@@ -235,7 +235,8 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     result = {"size": args.size, "config": CONFIG_BY_SIZE[args.size], "resolution": resolution,
               "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "peak_flops": peak, "peak_flops_source": peak_source, "iters": args.iters, "warmup": args.warmup,
+              "cfg_options": list(args.cfg_options), "peak_flops": peak, "peak_flops_source": peak_source,
+              "iters": args.iters, "warmup": args.warmup,
               "flops_per_sample": flops, "rows": rows,
               "method": "fast rows time model.train_step(batch, optim_wrapper) (what each iteration of "
                         "`diffengine train --amp` runs, without the loop's hooks: `bench cpu` measures those); "
@@ -249,7 +250,8 @@ def print_gpu(result: dict[str, Any]) -> None:
     """The GPU mode's table."""
     print(f"\ndiffengine bench gpu: {result['size']} size at {result['resolution']} px on {result['device_name']}; "
           f"peak {result['peak_flops'] / 1e12 if result['peak_flops'] else 'n/a'} TFLOP/s "
-          f"({result['peak_flops_source']})")
+          f"({result['peak_flops_source']})"
+          + (f"; config overrides: {' '.join(result['cfg_options'])}" if result["cfg_options"] else ""))
     print("| loop | dtype | inputs | batch | samples/s | peak memory | MFU |\n|---|---|---|---|---|---|---|")
     for row in result["rows"]:
         memory = f"{row['peak_memory_gib']:.1f} GiB" if row["peak_memory_gib"] is not None else "n/a"
