@@ -327,8 +327,12 @@ def test_infer_refuses_a_step_count_below_one(steps, capsys):
      "--resolution: must be a multiple of 8 pixels, got 500"),
     (["infer", "some_bridge", "a prompt", "--guidance", "-5"], "--guidance: must be >= 0, got -5"),
     (["infer", "some_bridge", "a prompt", "--guidance", "nan"], "--guidance: must be >= 0, got nan"),
-    (["eval", "some_bridge", "--benchmark", "shapes", "--guidance", "-5"], "--guidance: must be >= 0, got -5")])
-def test_image_sides_and_guidance_are_checked_by_the_parser(command, expected, capsys):
+    (["eval", "some_bridge", "--benchmark", "shapes", "--guidance", "-5"], "--guidance: must be >= 0, got -5"),
+    (["infer", "some_bridge", "a prompt", "--seed", str(2**70)],
+     f"--seed: must be from 0 to 2**64 - 1 ({2**64 - 1}), got {2**70}"),
+    (["eval", "some_bridge", "--benchmark", "shapes", "--seed", "-1"],
+     f"--seed: must be from 0 to 2**64 - 1 ({2**64 - 1}), got -1")])
+def test_image_sides_guidance_and_seeds_are_checked_by_the_parser(command, expected, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(command)
     assert exit_info.value.code == 2 and expected in capsys.readouterr().err
@@ -533,6 +537,8 @@ def test_a_bridge_folder_missing_files_names_them_before_models_load(assets, tmp
 @pytest.mark.parametrize("command, expected", [
     (["eval", "{bridge}", "--benchmark", "shapes", "--prompts", "p.txt"],
      "--prompts: for --metric clip_score; --benchmark shapes scores ShapesBench's own prompts with its judge"),
+    (["eval", "{bridge}", "--benchmark", "shapes", "--seed", str(2**64 - 2)],
+     f"--seed {2**64 - 2}: image j of a prompt uses seed + j, and seed + 3 is above 2**64 - 1 ({2**64 - 1})"),
     (["eval", "{pipeline}", "--benchmark", "shapes", "--text-encoder", "t5", "--dtype", "bfloat16"],
      "--text-encoder and --dtype: rebuild a bridge's base models; {pipeline} is a diffusers pipeline folder, "
      "loaded whole"),

@@ -40,6 +40,16 @@ def non_negative_float(text: str) -> float:
     return _number(text, float, "a number >= 0", lambda value: value >= 0, ">= 0")
 
 
+# a torch.Generator takes seeds up to 2**64 - 1; a larger one overflows only when the first image is made
+MAX_SEED = 2**64 - 1
+
+
+def seed(text: str) -> int:
+    """A random seed: a whole number from 0 to ``MAX_SEED``."""
+    return _number(text, int, "a whole number >= 0", lambda value: 0 <= value <= MAX_SEED,
+                   f"from 0 to 2**64 - 1 ({MAX_SEED})")
+
+
 def image_side(text: str) -> int:
     """An image side in pixels: a whole number >= 1 that is a multiple of ``PIXEL_MULTIPLE``."""
     value = positive_int(text)

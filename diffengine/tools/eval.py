@@ -9,7 +9,15 @@ from pathlib import Path
 from ..constants import BRIDGE_MANIFEST, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
 from ..file_writes import write_text_whole
 from ..work_dirs import resolve_bridge_dir
-from .arguments import add_overwrite_argument, non_negative_float, positive_int, resolve_device, writable_file
+from .arguments import (
+    MAX_SEED,
+    add_overwrite_argument,
+    non_negative_float,
+    positive_int,
+    resolve_device,
+    seed,
+    writable_file,
+)
 from .infer import add_base_model_arguments, load_bridge_model
 
 BENCHMARKS = ("shapes",)
@@ -38,7 +46,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"denoising steps (default {SHAPESBENCH_STEPS})")
     parser.add_argument("--guidance", type=non_negative_float, default=SHAPESBENCH_GUIDANCE,
                         help=f"classifier-free guidance scale (default {SHAPESBENCH_GUIDANCE})")
-    parser.add_argument("--seed", type=int, default=0, help="image j of a prompt uses seed + j")
+    parser.add_argument("--seed", type=seed, default=0, help="image j of a prompt uses seed + j")
     parser.add_argument("--out", default=None, metavar="FILE.json", help="also write the scores here")
     add_overwrite_argument(parser, "the --out file")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
@@ -73,6 +81,9 @@ def _check_inputs(args: argparse.Namespace) -> None:
     if ignored:
         raise ValueError(f"{' and '.join(ignored)}: rebuild a bridge's base models; {args.model} is a "
                          "diffusers pipeline folder, loaded whole")
+    if args.seed + args.images_per_prompt - 1 > MAX_SEED:
+        raise ValueError(f"--seed {args.seed}: image j of a prompt uses seed + j, and seed + "
+                         f"{args.images_per_prompt - 1} is above 2**64 - 1 ({MAX_SEED})")
     if args.metric == "clip_score":
         from diffengine.evaluation.clip_score import CLIP_MODEL_HELP, check_clip_folder
 

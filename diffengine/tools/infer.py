@@ -13,6 +13,7 @@ from .arguments import (
     positive_int,
     refuse_to_overwrite,
     resolve_device,
+    seed,
     writable_folder,
 )
 
@@ -29,7 +30,7 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=image_side, default=None,
                         help="image height, a multiple of 8 (default: the denoiser's native size)")
     parser.add_argument("--width", type=image_side, default=None, help="image width, a multiple of 8")
-    parser.add_argument("--seed", type=int, default=0, help="same seed, same image (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="same seed, same image (default 0)")
     parser.add_argument("--scheduler", choices=constants.INFERENCE_SCHEDULER_NAMES,
                         default=None, help="sampler (default: unipc, as the paper; flow_euler for SD3 "
                         "and Flux, whose flow-matching schedules only it samples)")
