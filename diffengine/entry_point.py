@@ -2,6 +2,7 @@
 import argparse
 import sys
 
+from .tools.arguments import add_cfg_options_argument
 from .tools.bench import add_bench_arguments
 from .tools.convert_official import add_convert_official_arguments
 from .tools.eval import add_eval_arguments
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default="data/demo", help="where the demo assets are written")
     demo.add_argument("--work-dir", default="work_dirs/lavi_bridge_demo")
     demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo run's outputs")
-    demo.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
+    add_cfg_options_argument(demo, "override the demo config's entries, as in `diffengine train`")
     infer = command("infer", help="generate images from a trained bridge")
     add_infer_arguments(infer)
     evaluate = command("eval", help="score a bridge on ShapesBench or by CLIP score")

@@ -58,6 +58,11 @@ def image_side(text: str) -> int:
     return value
 
 
+def add_cfg_options_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--cfg-options KEY=VALUE ...``: overrides of a config's entries (none by default)."""
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help=help_text)
+
+
 def add_overwrite_argument(parser: argparse.ArgumentParser, what: str) -> None:
     """``--overwrite``: replace ``what`` where it already exists."""
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what} that already exist(s)")

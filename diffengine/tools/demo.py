@@ -24,7 +24,7 @@ def run_demo(args: argparse.Namespace) -> None:
     data = make_demo_assets(args.data_dir).resolve()
     train_args = train_arguments(
         "lavi_bridge_demo", "--work-dir", args.work_dir, *(["--overwrite"] if args.overwrite else []),
-        "--cfg-options", *demo_overrides(*demo_folders(data)), *(args.cfg_options or []))
+        "--cfg-options", *demo_overrides(*demo_folders(data)), *args.cfg_options)
     runner = run(train_args, wds=True)
     loss = runner.message_hub.get_scalar("train/loss")
     print(f"demo finished in {time.perf_counter() - start:.0f} s; loss {loss.data[0][0]:.4f} at the "

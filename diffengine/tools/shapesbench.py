@@ -18,7 +18,7 @@ from pathlib import Path
 from ..constants import PRETRAINED_FOLDER, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
 from ..file_writes import filled_folder, whole_file, write_text_whole
 from ..work_dirs import latest_model_folder
-from .arguments import add_overwrite_argument, positive_int, refuse_to_overwrite
+from .arguments import add_cfg_options_argument, add_overwrite_argument, positive_int, refuse_to_overwrite
 
 STAGE1_ASSET = Path(__file__).resolve().parents[1] / "assets" / "shapesbench_stage1"
 STAGE1_SOURCE_FILE = "SOURCE.md"
@@ -59,9 +59,8 @@ def add_shapesbench_arguments(parser: argparse.ArgumentParser) -> None:
                         "intervals over runs, then prompts (default 1: the configs' own seed)")
     parser.add_argument("--iters", type=positive_int, default=None,
                         help="run: bridge training iterations instead of the configs' own")
-    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="run: config options for every bridge (floor, adapter only, full), "
-                        "e.g. model.hidden_layer=1")
+    add_cfg_options_argument(parser, "run: config options for every bridge (floor, adapter only, full), "
+                             "e.g. model.hidden_layer=1")
     parser.add_argument("--layers", nargs="+", type=int, default=None,
                         help="probe: the hidden layers to read (0: the token embeddings; -1, the "
                         "bridges' default: the final normed states); default every layer")

@@ -22,6 +22,7 @@ from diffengine.errors import (
 )
 from diffengine.work_dirs import run_outputs, sample_grids_in
 
+from .arguments import add_cfg_options_argument
 from .cfg_options import parse_cfg_options
 from .data_check import check_model_arguments, check_model_folders, check_shards
 from .launch import WORKER_ERROR_FILE_ENV, check_launcher_environment, checks_for_the_job, pass_to_launcher
@@ -47,9 +48,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", action="store_true",
                         help="automatic mixed precision on a GPU: bfloat16, or float16 with loss "
                         "scaling where the GPU lacks bfloat16")
-    parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="override config entries (MMEngine DictAction syntax; spaces and quotes kept), e.g. "
-                        "train_cfg.max_iters=10 model.vision_lora.rank=16")
+    add_cfg_options_argument(parser, "override config entries (MMEngine DictAction syntax; spaces and quotes "
+                             "kept), e.g. train_cfg.max_iters=10 model.vision_lora.rank=16")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
                         help="job launcher (set for you when NPROC_PER_NODE > 1)")
 

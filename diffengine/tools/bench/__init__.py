@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from ...file_writes import write_text_whole
-from ..arguments import add_overwrite_argument, image_side, positive_float, positive_int, writable_file
+from ..arguments import (
+    add_cfg_options_argument,
+    add_overwrite_argument,
+    image_side,
+    positive_float,
+    positive_int,
+    writable_file,
+)
 from .cpu import run_cpu
 from .flops import run_flops
 from .gpu import PEAK_FLOPS, run_gpu
@@ -88,9 +95,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     gpu.add_argument("--iters", type=positive_int, default=10, help="timed steps per row")
     gpu.add_argument("--warmup", type=positive_int, default=3, help="untimed steps per row first")
     gpu.add_argument("--max-batch", type=positive_int, default=1024, help="upper bound of the max search")
-    gpu.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
-                     help="overrides of the size's packaged config, as in `diffengine train` (e.g. "
-                     "model.torch_compile=True model.channels_last=False)")
+    add_cfg_options_argument(gpu, "overrides of the size's packaged config, as in `diffengine train` (e.g. "
+                             "model.torch_compile=True model.channels_last=False)")
     gpu.add_argument("--peak-tflops", type=positive_float, default=None,
                      help="the device's peak TFLOP/s for MFU (default: dense bf16 by GPU name: "
                      + ", ".join(f"{name} {peak / 1e12:.0f}" for name, peak in PEAK_FLOPS) + ")")
