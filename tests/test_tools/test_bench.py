@@ -7,7 +7,7 @@ import torch
 from diffengine.entry_point import main
 from diffengine.tools.bench.cpu import build_cpu_runner, median_interval
 from diffengine.tools.bench.flops import count_training_flops
-from diffengine.tools.bench.gpu import find_largest_batch, memory_probe
+from diffengine.tools.bench.gpu import busy_seconds, find_largest_batch, memory_probe
 from diffengine.tools.bench.models import architecture_configs, model_kwargs_of, optimizer_settings_of, packaged_config
 from diffengine.tools.bench.plain_loop import PlainLoop
 from diffengine.tools.bench.startup import time_to_first_iteration
@@ -74,6 +74,11 @@ def test_plain_loop_and_diffengine_make_the_same_update(demo_data, tmp_path):
         torch.testing.assert_close(value, theirs[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_device_busy_time_counts_overlapping_kernels_once():
+    assert busy_seconds([]) == 0
+    assert busy_seconds([(5, 7), (0, 2), (1, 3), (6, 6.5)]) == 3 + 2  # [0, 3] and [5, 7]
+
+
 def test_largest_batch_search_doubles_then_bisects_and_frees_between_tries():
     tried, freed = [], []
 
@@ -119,12 +124,24 @@ def test_gpu_mode_runs_on_cpu_with_the_tiny_models(demo_data, tmp_path):
     out = tmp_path / "gpu.json"
     assert main(["bench", "gpu", "--size", "tiny", "--device", "cpu", "--batch-sizes", "2", "max",
                  "--max-batch", "4", "--iters", "1", "--warmup", "1", "--peak-tflops", "1",
-                 "--data-dir", str(demo_data), "--out", str(out), "--cfg-options", "model.channels_last=True"]) == 0
+                 "--data-dir", str(demo_data), "--out", str(out), "--cfg-options", "model.channels_last=True",
+                 "--profile", "1"]) == 0
     gpu = json.loads(out.read_text())["gpu"]
     assert gpu["cfg_options"] == ["model.channels_last=True"]
     rows = [(r["loop"], r["inputs"], r["batch_size"]) for r in gpu["rows"]]
     assert rows == [("paper loop", "pixels", 1), *[("diffengine fast defaults", inputs, b)
                                                   for inputs in ("pixels", "latents") for b in (2, 4)]]
+    assert "profile" not in gpu["rows"][0]  # the paper's loop is not profiled
+    for row in gpu["rows"][1:]:
+        profile = row["profile"]
+        trace = tmp_path / f"gpu_trace_{row['inputs']}_b{row['batch_size']}.json"
+        assert profile["trace"] == str(trace)
+        assert json.loads(trace.read_text())["traceEvents"]  # Chrome's trace format
+        names = [op["name"] for op in profile["top_ops"]]
+        # the step's matrix products and the optimizer are among what the host spent its time on
+        assert any(name in ("aten::addmm", "aten::mm", "aten::bmm", "aten::convolution_backward",
+                            "aten::mkldnn_convolution", "aten::_foreach_addcdiv_") for name in names), names
+        assert profile["device_busy_fraction"] is None  # no GPU: no device time
     flops = gpu["flops_per_sample"]
     for row in gpu["rows"]:
         per_sample = flops["step_total"] if row["inputs"] == "pixels" else flops["step_total_from_latents"]

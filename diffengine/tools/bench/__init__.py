@@ -95,6 +95,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     gpu.add_argument("--iters", type=positive_int, default=10, help="timed steps per row")
     gpu.add_argument("--warmup", type=positive_int, default=3, help="untimed steps per row first")
     gpu.add_argument("--max-batch", type=positive_int, default=1024, help="upper bound of the max search")
+    gpu.add_argument("--profile", type=positive_int, default=0, metavar="STEPS",
+                     help="after timing each fast row, profile STEPS more steps with torch.profiler: the row "
+                     "records how busy the GPU was and the top operators; the Chrome trace goes beside the "
+                     "JSON as OUT_STEM_trace_INPUTS_bBATCH.json (default: no profiling)")
     add_cfg_options_argument(gpu, "overrides of the size's packaged config, as in `diffengine train` (e.g. "
                              "model.torch_compile=True model.channels_last=False)")
     gpu.add_argument("--peak-tflops", type=positive_float, default=None,
@@ -112,6 +116,7 @@ def run_bench(args: argparse.Namespace, command: list[str]) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(args.out or Path(args.work_dir) / f"bench_{args.mode}.json")
     writable_file(out, args.overwrite)  # before the run, not after its minutes of measuring
+    args.out = str(out)  # the modes write their other files beside it
     started, load_before = time.perf_counter(), os.getloadavg()
     figures = {"cpu": run_cpu, "flops": run_flops, "gpu": run_gpu, "loader": run_loader}[args.mode](args)
     report = {"mode": args.mode, "command": command,

@@ -132,6 +132,52 @@ def time_steps(step: Callable[[], None], iters: int, warmup: int, device: torch.
     return {"s_per_step": seconds, "peak_memory_gib": peak}
 
 
+def busy_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` intervals: time with at least one of them running."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def profile_steps(step: Callable[[], None], steps: int, device: torch.device, trace: Path) -> dict[str, Any]:
+    """Profile ``steps`` steps with torch.profiler: the Chrome trace goes to ``trace``.
+
+    Returns the wall and device-busy seconds per step, and the operators that took the most self
+    time on the device (on a CPU: on the host). A busy fraction well below 1 means the GPU waits for
+    the host to launch work.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_gpu else [])]
+    if on_gpu:
+        torch.cuda.synchronize(device)
+    with profile(activities=activities) as profiler:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if on_gpu:
+            torch.cuda.synchronize(device)
+        wall = time.perf_counter() - start
+    trace.parent.mkdir(parents=True, exist_ok=True)
+    profiler.export_chrome_trace(str(trace))
+    kernels = [(event.time_range.start, event.time_range.end) for event in profiler.events()
+               if event.device_type == torch.autograd.DeviceType.CUDA]
+    busy = busy_seconds(kernels) / 1e6 if on_gpu else None  # the profiler's times are in microseconds
+    time_key = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    averages = sorted(profiler.key_averages(), key=lambda average: getattr(average, time_key), reverse=True)
+    top = [{"name": average.key, "calls_per_step": average.count / steps,
+            "self_ms_per_step": getattr(average, time_key) / 1e3 / steps} for average in averages[:15]]
+    return {"trace": str(trace), "steps": steps, "wall_s_per_step": wall / steps,
+            "device_busy_s_per_step": busy / steps if on_gpu else None,
+            "device_busy_fraction": busy / wall if on_gpu else None,
+            "top_ops_by": "device self time" if on_gpu else "host self time", "top_ops": top}
+
+
 def _free(device: torch.device) -> None:
     import gc
 
@@ -232,6 +278,10 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
             batch = _batch(inputs, batch_size, resolution, latent_shape)
             add_row(fast, "bfloat16", inputs, batch_size,
                     time_steps(lambda batch=batch: train_step(batch), args.iters, args.warmup, device), note)
+            if args.profile:
+                trace = Path(args.out).with_name(f"{Path(args.out).stem}_trace_{inputs}_b{batch_size}.json")
+                rows[-1]["profile"] = profile_steps(lambda batch=batch: train_step(batch), args.profile,
+                                                    device, trace)
     result = {"size": args.size, "config": CONFIG_BY_SIZE[args.size], "resolution": resolution,
               "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -258,3 +308,19 @@ def print_gpu(result: dict[str, Any]) -> None:
         mfu = f"{100 * row['mfu']:.1f} %" if row["mfu"] is not None else "n/a"
         print(f"| {row['loop']} | {row['dtype']} | {row['inputs']} | {row['batch_size']}{row['note']} | "
               f"{row['samples_per_s']:.2f} | {memory} | {mfu} |")
+    for row in result["rows"]:
+        if "profile" in row:
+            print_profile(row)
+
+
+def print_profile(row: dict[str, Any]) -> None:
+    """One profiled row: how busy the device was and its top operators."""
+    profile = row["profile"]
+    busy = (f"device busy {profile['device_busy_s_per_step']:.3f} s of {profile['wall_s_per_step']:.3f} s "
+            f"per step ({100 * profile['device_busy_fraction']:.0f} %)"
+            if profile["device_busy_fraction"] is not None else f"{profile['wall_s_per_step']:.3f} s per step")
+    print(f"\nprofile of {row['inputs']}, batch {row['batch_size']} ({profile['steps']} steps): {busy}; "
+          f"trace: {profile['trace']}")
+    print(f"| operator | calls/step | {profile['top_ops_by']} (ms/step) |\n|---|---|---|")
+    for op in profile["top_ops"]:
+        print(f"| {op['name'][:80]} | {op['calls_per_step']:g} | {op['self_ms_per_step']:.2f} |")
