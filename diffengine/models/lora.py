@@ -72,6 +72,17 @@ def lora_layers(model: nn.Module) -> list[tuple[str, BaseTunerLayer]]:
     return [(name, module) for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)]
 
 
+def set_lora_input_casting(layers: Iterable[BaseTunerLayer], enabled: bool) -> None:
+    """Whether peft casts each LoRA layer's input to the dtype of its (float32) weights.
+
+    Under autocast the cast is two copies of the activation for nothing: the LoRA matmuls cast
+    it straight back to the autocast dtype. Without autocast it is needed where the frozen
+    weights are in bfloat16 or float16.
+    """
+    for layer in layers:
+        layer.cast_input_dtype_enabled = enabled
+
+
 @contextmanager
 def base_layers_only(model: nn.Module) -> Iterator[nn.Module]:
     """Temporarily put every LoRA layer's base layer back in its place (to save the base model)."""

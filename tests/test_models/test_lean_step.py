@@ -4,9 +4,11 @@ import json
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from diffengine.engine import GuardedAmpOptimWrapper
 from diffengine.models import LaViBridge
+from diffengine.models.lora import set_lora_input_casting
 from diffengine.precision import autocast_dtype_name, weight_dtype_name
 from tests.helpers import fixed_batch
 
@@ -86,3 +88,51 @@ def test_a_bridge_records_the_weight_dtype_auto_chose(tiny_t5, tiny_sd):
     assert model.bridge_config["weight_dtype"] == "float32" and model.unet.dtype == torch.float32
     with pytest.raises(ValueError, match="weight_dtype must be one of float32, bfloat16, float16 or auto"):
         LaViBridge(tiny_t5, tiny_sd, weight_dtype="half")
+
+
+class CountedCopies(TorchDispatchMode):
+    """Counts the dtype copies (``aten._to_copy``) dispatched inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.copies += func is torch.ops.aten._to_copy.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_lora_inputs_stay_in_the_autocast_dtype_under_autocast(tiny_t5, tiny_sd):
+    """peft casts each LoRA input to the float32 LoRA weights, and autocast casts it straight back:
+    under autocast the bridge skips that round trip (same loss and gradients, bit for bit, and at
+    least one copy fewer per LoRA layer); without autocast the cast is back, as bfloat16 frozen
+    weights need it."""
+    torch.manual_seed(0)
+    model = LaViBridge(tiny_t5, tiny_sd, max_length=16, text_lora=NO_DROPOUT, vision_lora=NO_DROPOUT,
+                       weight_dtype="bfloat16")
+    layers = model._lora_layers
+    assert len(layers) > 10
+
+    def step() -> tuple[torch.Tensor, dict, int]:
+        model.zero_grad()
+        torch.manual_seed(7)
+        with CountedCopies() as counted, torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(fixed_batch())["loss"]
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}, \
+            counted.copies
+
+    loss, grads, copies = step()
+    assert not any(layer.cast_input_dtype_enabled for layer in layers)
+    with pytest.MonkeyPatch.context() as patch:  # peft's default: cast every LoRA input
+        patch.setattr(model, "_match_lora_input_casting_to_autocast", lambda: None)
+        set_lora_input_casting(layers, True)
+        cast_loss, cast_grads, cast_copies = step()
+    assert torch.equal(loss, cast_loss)
+    assert grads.keys() == cast_grads.keys()
+    assert all(torch.equal(grads[name], cast_grads[name]) for name in grads)
+    assert cast_copies - copies >= len(layers)
+    set_lora_input_casting(layers, False)
+    torch.manual_seed(7)
+    assert torch.isfinite(model(fixed_batch())["loss"])  # bfloat16 base layers, float32 LoRA: no dtype error
+    assert all(layer.cast_input_dtype_enabled for layer in layers)

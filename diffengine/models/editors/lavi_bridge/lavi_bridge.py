@@ -26,7 +26,15 @@ from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
 from ...generated_images import finite_pil_images
 from ...language import LanguageModel, checked_language_model_config, drop_captions, hidden_width
-from ...lora import LORA_WEIGHTS, inject_lora, load_lora_weights, lora_layers, save_lora, update_rank_limit
+from ...lora import (
+    LORA_WEIGHTS,
+    inject_lora,
+    load_lora_weights,
+    lora_layers,
+    save_lora,
+    set_lora_input_casting,
+    update_rank_limit,
+)
 from ...losses import TrainingObjective, training_objective
 from ...model_paths import language_model_location, looks_local, vision_model_location
 from ...vision import (
@@ -260,6 +268,8 @@ class LaViBridge(BaseModel):
             self.denoiser, self.vision_family.lora_target_classes, vision_lora, "vision_lora")
         # LoRA layers are created in their base layer's dtype; train them in float32
         cast_training_params(self, dtype=torch.float32)
+        self._lora_layers = [layer for _, layer in lora_layers(self)]
+        self._lora_input_casting = True  # peft's default
         if gradient_checkpointing:
             self.denoiser.enable_gradient_checkpointing()
             # the name every supported transformers version has (5.x also offers a new one)
@@ -337,6 +347,7 @@ class LaViBridge(BaseModel):
         if mode != "loss":
             raise NotImplementedError(f"LaViBridge.forward supports mode='loss' only, got '{mode}'; "
                                       "use infer() to generate images")
+        self._match_lora_input_casting_to_autocast()
         latents = batch_latents(self.vae, inputs)
         self._check_latent_size(latents)
         noised = self.objective.noised(latents)
@@ -347,6 +358,17 @@ class LaViBridge(BaseModel):
         model_pred = self.vision_family.predict(self.denoiser, noised.noisy.to(self.weight_dtype),
                                                 noised.timesteps, text, sizes)
         return {"loss": self.objective.loss(model_pred, noised)}
+
+    def _match_lora_input_casting_to_autocast(self) -> None:
+        """LoRA inputs stay in the autocast dtype under autocast (``set_lora_input_casting``).
+
+        Set at each entry (training step, inference) and kept until the next one, so that gradient
+        checkpointing recomputes the forward pass in backward with the same casts.
+        """
+        casting = not torch.is_autocast_enabled(self.device.type)
+        if casting != self._lora_input_casting:
+            set_lora_input_casting(self._lora_layers, casting)
+            self._lora_input_casting = casting
 
     def _check_latent_size(self, latents: torch.Tensor) -> None:
         """A one-line error for an image size the denoiser cannot patch (rather than a shape error deep inside)."""
@@ -370,6 +392,7 @@ class LaViBridge(BaseModel):
         generator is seeded on the model's device, so the same seed gives the same image. PIL
         images are refused (``NonFiniteImagesError``) when a pixel is not finite.
         """
+        self._match_lora_input_casting_to_autocast()
         pipeline = LaViBridgePipeline.from_model(self, scheduler)
         pipeline.set_progress_bar_config(disable=not show_progress)
         with eval_mode(self):
