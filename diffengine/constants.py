@@ -10,6 +10,9 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 # the paper authors' released pairings that `convert-official` understands
 OFFICIAL_COMBO_NAMES = ("t5_unet", "llama2_unet", "t5_transformer")
 
+# a torch.Generator takes seeds up to 2**64 - 1; a larger one overflows only when the first image is made
+MAX_SEED = 2**64 - 1
+
 # the sampler settings every ShapesBench row is scored with, fixed before any result was seen
 SHAPESBENCH_STEPS = 25
 SHAPESBENCH_GUIDANCE = 5.0

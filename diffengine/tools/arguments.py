@@ -5,7 +5,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..constants import PIXEL_MULTIPLE
+from ..constants import MAX_SEED, PIXEL_MULTIPLE
 
 
 def _number(text: str, kind: type, expected: str, valid: Callable[[float], bool], requirement: str):
@@ -38,10 +38,6 @@ def positive_float(text: str) -> float:
 def non_negative_float(text: str) -> float:
     """A number >= 0 (a guidance scale: a negative one would steer away from the prompt); not NaN."""
     return _number(text, float, "a number >= 0", lambda value: value >= 0, ">= 0")
-
-
-# a torch.Generator takes seeds up to 2**64 - 1; a larger one overflows only when the first image is made
-MAX_SEED = 2**64 - 1
 
 
 def seed(text: str) -> int:

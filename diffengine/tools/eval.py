@@ -6,11 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-from ..constants import BRIDGE_MANIFEST, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
+from ..constants import BRIDGE_MANIFEST, MAX_SEED, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
 from ..file_writes import write_text_whole
 from ..work_dirs import resolve_bridge_dir
 from .arguments import (
-    MAX_SEED,
     add_overwrite_argument,
     non_negative_float,
     positive_int,

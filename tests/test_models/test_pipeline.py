@@ -85,3 +85,8 @@ def test_pipeline_rejects_bad_arguments(tiny_bridge):
         pipeline("x", seed=1, generator=torch.Generator(), **KWARGS)
     with pytest.raises(ValueError, match="2 negative prompts for 1 prompts"):
         pipeline("x", negative_prompt=["a", "b"], **KWARGS)
+    # torch.Generator would overflow (2**70), wrap around (-1) or read a float's bits
+    for seed in (2**70, -1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"seed must be a whole number from 0 to 2\*\*64 - 1 .*got {seed!r}"):
+            tiny_bridge.infer("x", seed=seed, **KWARGS)
+    assert len(tiny_bridge.infer("x", seed=2**64 - 1, **KWARGS)) == 1

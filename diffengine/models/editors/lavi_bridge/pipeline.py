@@ -31,6 +31,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from diffengine.constants import MAX_SEED
+
 from ...language import lm_hidden_states, tokenize_prompts, truncated_parts
 from ...lora import base_layers_only, load_lora, lora_layers, merge_lora_layers, save_lora
 from ...vision import TextConditioning, VisionFamily, inference_scheduler, vision_family_of
@@ -167,6 +169,8 @@ class LaViBridgePipeline(DiffusionPipeline):
         if seed is not None:
             if generator is not None:
                 raise ValueError("pass either seed or generator, not both")
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+                raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1 ({MAX_SEED}), got {seed!r}")
             generator = torch.Generator(self._execution_device).manual_seed(seed)
         # the denoising loop is diffusers' own for the denoiser's family, fed with our embeddings
         images = self.vision_family.generate(
