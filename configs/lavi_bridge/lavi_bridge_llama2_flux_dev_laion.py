@@ -3,24 +3,12 @@ from mmengine.config import read_base
 with read_base():
     # the Llama-2 + SD1.5 run's schedule (the paper's learning rates), runtime and prompts, with
     # this model and 1024 px data
+    # the names imported after the star replace its ones: keep this order
+    # isort: off
+    from .lavi_bridge_llama2_v15_laion import *
     from .._base_.datasets.laion_wds_1024 import train_dataloader
     from .._base_.models.lavi_bridge_llama2_7b_flux_dev import model
-    from .lavi_bridge_llama2_v15_laion import (
-        custom_hooks,
-        default_hooks,
-        default_scope,
-        env_cfg,
-        load_from,
-        log_level,
-        log_processor,
-        model_wrapper_cfg,
-        optim_wrapper,
-        param_scheduler,
-        randomness,
-        resume,
-        train_cfg,
-        visualizer,
-    )
+    # isort: on
 
 # the sample grid at the model's size, with its own sampler (flow_euler: the default for flow
 # matching) and FluxPipeline's 28 steps; guidance 1: no classifier-free guidance, since FLUX.1-dev is guided
