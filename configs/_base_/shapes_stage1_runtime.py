@@ -3,18 +3,7 @@ from mmengine.config import read_base
 from diffengine.engine import DataSkipLogHook, ModelFolderCheckpointHook, ThroughputHook
 
 with read_base():
-    from .default_runtime import (
-        default_hooks,
-        default_scope,
-        env_cfg,
-        load_from,
-        log_level,
-        log_processor,
-        model_wrapper_cfg,
-        randomness,
-        resume,
-        visualizer,
-    )
+    from .default_runtime import *
 
 # ShapesBench's stage 1 on CPU: the default runtime with gloo, a fixed seed, a checkpoint every
 # 500 iterations, and the default hooks without the bridge saver: these models save a diffusers

@@ -7,19 +7,7 @@ from diffengine.models import AutoencoderKLTrainer
 
 with read_base():
     from .._base_.datasets.shapes_wds_32 import train_dataloader
-    from .._base_.shapes_stage1_runtime import (
-        custom_hooks,
-        default_hooks,
-        default_scope,
-        env_cfg,
-        load_from,
-        log_level,
-        log_processor,
-        model_wrapper_cfg,
-        randomness,
-        resume,
-        visualizer,
-    )
+    from .._base_.shapes_stage1_runtime import *
 
 # ShapesBench stage 1a: the VAE of the small text-to-image model (32 px <-> 8 x 8 x 4 latents)
 model = dict(type=AutoencoderKLTrainer, vae="data/shapes/untrained/vae", kl_weight=1e-6)

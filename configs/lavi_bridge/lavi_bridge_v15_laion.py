@@ -4,19 +4,7 @@ from diffengine.engine import VisualizationHook
 
 with read_base():
     from .._base_.datasets.laion_wds_512 import train_dataloader
-    from .._base_.default_runtime import (
-        custom_hooks,
-        default_hooks,
-        default_scope,
-        env_cfg,
-        load_from,
-        log_level,
-        log_processor,
-        model_wrapper_cfg,
-        randomness,
-        resume,
-        visualizer,
-    )
+    from .._base_.default_runtime import *
     from .._base_.models.lavi_bridge_t5_large_v15 import model
     from .._base_.schedules.lavi_bridge_100k import optim_wrapper, param_scheduler, train_cfg
 

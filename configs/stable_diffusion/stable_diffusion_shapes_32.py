@@ -12,19 +12,7 @@ from diffengine.models import StableDiffusion
 
 with read_base():
     from .._base_.datasets.shapes_wds_32 import train_dataloader
-    from .._base_.shapes_stage1_runtime import (
-        custom_hooks,
-        default_hooks,
-        default_scope,
-        env_cfg,
-        load_from,
-        log_level,
-        log_processor,
-        model_wrapper_cfg,
-        randomness,
-        resume,
-        visualizer,
-    )
+    from .._base_.shapes_stage1_runtime import *
 
 # ShapesBench stage 1b: a small SD-style UNet and its own text encoder trained together on the
 # latents of the stage-1a VAE; the result is the "pretrained" vision model bridges are tested on
