@@ -32,6 +32,7 @@ def assets(tmp_path_factory, tiny_t5, tiny_sd, demo_shards, latent_shards):
     shutil.copytree(f"{tiny_sd}/unet", root / "no_vae" / "unet")
     (root / "truncated.pth").write_bytes(b"PK\x03\x04 cut short")
     (root / "empty.pth").write_bytes(b"")
+    torch.save({"meta": {"iter": 2}, "state_dict": {}}, root / "iter_2.pth")  # as a finished 2-iteration run's
     for name in ("empty", *(f"empty{index}" for index in range(4))):
         (root / f"{name}.tar").write_bytes(b"")
     (root / "bridge_of_layer_0").mkdir()
@@ -227,6 +228,9 @@ BAD_INPUTS = [
      "empty.pth is unreadable (truncated or not a checkpoint): the file is empty"),
     ("unsafe checkpoint", DEMO, ["--resume", "{assets}/unsafe.pth"], [],
      "unsafe.pth was refused as unsafe: it holds objects other than tensors"),
+    ("resuming a finished run", DEMO, ["--resume", "{assets}/iter_2.pth"], [],
+     "iter_2.pth is at iteration 2 and train_cfg.max_iters=2: nothing is left to train; to train further, "
+     "raise it (--cfg-options train_cfg.max_iters=N)"),
     ("work dir is a file", DEMO, ["--work-dir", "{assets}/syntax.py"], [], "syntax.py is not writable"),
 ]
 
@@ -264,9 +268,13 @@ def test_bad_process_count_is_one_line(value, monkeypatch, capsys):
     (dict(NNODES="2", MASTER_PORT="99999"), "MASTER_PORT='99999': expected a port number from 1 to 65535"),
     (dict(NNODES="2", NODE_RANK="\u00b2"), "NODE_RANK='\u00b2': expected a whole number from 0 to 1 (this "
                                            "node's place among NNODES=2)"),
+    (dict(NNODES="2", NODE_RANK="1"), "MASTER_ADDR is not set: NODE_RANK=1 of NNODES=2 needs node 0's address "
+                                      "(without it, this node would wait for node 0 on its own machine until the "
+                                      "rendezvous times out)"),
 ], ids=["no-nodes", "nodes-not-a-number", "empty-range", "rank-past-the-nodes", "rank-not-a-number",
-        "port-out-of-range", "rank-a-superscript-digit"])
+        "port-out-of-range", "rank-a-superscript-digit", "node-1-without-master-address"])
 def test_bad_node_environment_is_one_line_before_any_launch(environment, expected, monkeypatch, capsys):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert main(["wds_train", "lavi_bridge_demo"]) == 2

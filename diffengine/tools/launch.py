@@ -39,8 +39,9 @@ def processes_per_node() -> int:
 
 def check_node_environment() -> None:
     """Raise ConfigError for an ``NNODES``, ``NODE_RANK`` or ``MASTER_PORT`` that torchrun would refuse
-    with a traceback, or wait on forever (a node rank past the node count), and for a ``MASTER_PORT``
-    that is in use where this node serves the rendezvous (node 0)."""
+    with a traceback, or wait on forever (a node rank past the node count, a node other than 0
+    without ``MASTER_ADDR``), and for a ``MASTER_PORT`` that is in use where this node serves the
+    rendezvous (node 0)."""
     nodes = os.environ.get("NNODES", "").strip() or "1"
     counts = re.fullmatch(r"([0-9]+)(?::([0-9]+))?", nodes)
     if not counts or int(counts[1]) < 1 or int(counts[2] or counts[1]) < int(counts[1]):
@@ -51,6 +52,10 @@ def check_node_environment() -> None:
     if not re.fullmatch("[0-9]+", rank) or int(rank) >= most:
         raise ConfigError(f"environment variable NODE_RANK={rank!r}: expected a whole number from 0 to {most - 1} "
                           f"(this node's place among NNODES={nodes})")
+    if most > 1 and int(rank) > 0 and not os.environ.get("MASTER_ADDR", "").strip():
+        raise ConfigError(f"environment variable MASTER_ADDR is not set: NODE_RANK={rank} of NNODES={nodes} needs "
+                          "node 0's address (without it, this node would wait for node 0 on its own machine "
+                          "until the rendezvous times out)")
     port = os.environ.get("MASTER_PORT", "").strip()
     if port and (not re.fullmatch("[0-9]+", port) or not 1 <= int(port) <= 65535):
         raise ConfigError(f"environment variable MASTER_PORT={port!r}: expected a port number from 1 to 65535")

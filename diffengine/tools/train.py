@@ -116,7 +116,7 @@ def build_config(args: argparse.Namespace, wds: bool) -> "Config":
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / config_path.stem)
     if args.resume is not None:
-        cfg.resume, cfg.load_from = True, str(_resume_checkpoint(args.resume, cfg.work_dir))
+        cfg.resume, cfg.load_from = True, str(_resume_checkpoint(args.resume, cfg.work_dir, cfg))
     if args.amp:
         # a scoped name: the config holds no class object added after loading (see below)
         cfg.optim_wrapper.type = "diffengine.GuardedAmpOptimWrapper"
@@ -130,8 +130,9 @@ def build_config(args: argparse.Namespace, wds: bool) -> "Config":
     return cfg
 
 
-def _resume_checkpoint(resume: str, work_dir: str) -> Path:
-    """The checkpoint ``--resume [CHECKPOINT]`` names, checked to exist and to be readable."""
+def _resume_checkpoint(resume: str, work_dir: str, cfg: "Config") -> Path:
+    """The checkpoint ``--resume [CHECKPOINT]`` names, checked to exist, to be readable and to
+    leave iterations to train before ``train_cfg.max_iters``."""
     from diffengine.engine.resume import find_resume_checkpoint
     from diffengine.errors import UnreadableCheckpointError
     from diffengine.models.weights_file import load_local_checkpoint
@@ -147,9 +148,16 @@ def _resume_checkpoint(resume: str, work_dir: str) -> Path:
                               "drop --resume to start a new run there")
     try:
         # memory-mapped: reads the archive's index and pickled structure, not the tensors
-        load_local_checkpoint(str(found), map_location="cpu", mmap=True)
+        checkpoint = load_local_checkpoint(str(found), map_location="cpu", mmap=True)
     except UnreadableCheckpointError as error:
         raise ConfigError(f"--resume: {error}") from None
+    iteration = (checkpoint.get("meta") or {}).get("iter") if isinstance(checkpoint, dict) else None
+    max_iters = (cfg.get("train_cfg") or {}).get("max_iters")
+    if isinstance(iteration, int) and isinstance(max_iters, int) and iteration >= max_iters:
+        # the loop would start past its end: the models would load, nothing train, and the run exit 0
+        raise ConfigError(f"--resume: {found} is at iteration {iteration} and train_cfg.max_iters={max_iters}: "
+                          "nothing is left to train; to train further, raise it "
+                          "(--cfg-options train_cfg.max_iters=N)")
     return found
 
 

@@ -4,10 +4,10 @@ import shutil
 import pytest
 import torch
 
-from diffengine.engine import load_local_checkpoint
+from diffengine.engine import DiffEngineRunner, load_local_checkpoint
 from diffengine.entry_point import build_parser
 from diffengine.errors import UnreadableCheckpointError
-from diffengine.tools.train import run
+from diffengine.tools.train import prepare_config, run
 from tests.helpers import demo_cfg_options
 
 
@@ -65,9 +65,15 @@ def test_untrusted_pickles_are_refused(tmp_path):
 def test_resume_restores_iteration_and_optimizer(trained, tmp_path, tiny_t5, tiny_sd, demo_shards):
     work_dir, _ = trained
     saved = torch.load(work_dir / "iter_2.pth", weights_only=False)
-    # max_iters == the checkpoint's iteration: resume, then stop without a step
-    runner = train(tmp_path, demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=2),
-                   "--resume", str(work_dir / "iter_2.pth"))
+    args = build_parser().parse_args(
+        ["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path), "--resume", str(work_dir / "iter_2.pth"),
+         "--cfg-options", *demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=3)])
+    cfg = prepare_config(args, wds=True)
+    # past the command's check (which refuses a resume with nothing left to train): resume, then
+    # stop without a step, so that the state is the restored one
+    cfg.train_cfg.max_iters = 2
+    runner = DiffEngineRunner.from_cfg(cfg)
+    runner.train()
     assert runner.iter == 2
     restored = runner.optim_wrapper.state_dict()
     assert restored["param_groups"] == saved["optimizer"]["param_groups"]
