@@ -20,10 +20,10 @@ def _train(args: argparse.Namespace, argv: list[str], wds: bool) -> int:
     # one process on each of several nodes is distributed too: training in-process would run
     # independent copies
     if (nproc > 1 or several_nodes()) and args.launcher == "none":
-        from .tools.train import prepare_config
+        from .tools.train import check_process_count, prepare_config
 
         check_node_environment()
-
+        check_process_count(nproc)
         prepare_config(args, wds)  # one clear error here rather than one traceback per worker
         return launch_workers([*argv, "--wds"] if wds else argv, nproc, report_errors=not args.debug)
     from .tools.train import run

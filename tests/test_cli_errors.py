@@ -257,6 +257,17 @@ def test_bad_process_count_is_one_line(value, monkeypatch, capsys):
         ">= 1 (processes per node, one per GPU)")
 
 
+def test_more_processes_than_visible_gpus_is_one_line_before_any_launch(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with two GPUs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr("diffengine.entry_point.launch_workers", lambda *a, **k: pytest.fail("launched"))
+    monkeypatch.setenv("NPROC_PER_NODE", "8")
+    assert main(["wds_train", "lavi_bridge_demo"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "diffengine: error: environment variable NPROC_PER_NODE=8: this machine shows 2 CUDA device(s) "
+        "(CUDA_VISIBLE_DEVICES decides which), one per process: set NPROC_PER_NODE=2 or less")
+
+
 @pytest.mark.parametrize("environment, expected", [
     (dict(NNODES="0"), "NNODES='0': expected a whole number >= 1 (nodes), or an elastic range MIN:MAX"),
     (dict(NNODES="abc"), "NNODES='abc': expected a whole number >= 1 (nodes), or an elastic range MIN:MAX"),
@@ -450,6 +461,15 @@ def test_cuda_without_a_gpu_is_refused_before_any_model_loads(assets, capsys, mo
     monkeypatch.setattr("diffengine.tools.infer.load_bridge_model", lambda *a: pytest.fail("loaded"))
     assert main(["infer", str(assets / "bridge_of_layer_0"), "a prompt", "--device", "cuda"]) == 2
     assert "--device cuda: no CUDA device is available here (use --device cpu)" in capsys.readouterr().err
+
+
+def test_a_cuda_device_past_the_visible_ones_is_refused_before_any_model_loads(assets, capsys, monkeypatch):
+    monkeypatch.setattr("diffengine.tools.infer.load_bridge_model", lambda *a: pytest.fail("loaded"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert main(["infer", str(assets / "bridge_of_layer_0"), "a prompt", "--device", "cuda:1"]) == 2
+    assert ("--device cuda:1: this machine shows 1 CUDA device(s), cuda:0 to cuda:0 (CUDA_VISIBLE_DEVICES decides "
+            "which)") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("environment, workers", [({}, 8), ({"NPROC_PER_NODE": "2", "NNODES": "2"}, 2),

@@ -84,6 +84,10 @@ def resolve_device(requested: str | None) -> str:
         raise ValueError(f"--device {requested}: not a torch device (cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {requested}: no CUDA device is available here (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"--device {requested}: this machine shows {count} CUDA device(s), "
+                         f"cuda:0 to cuda:{count - 1} (CUDA_VISIBLE_DEVICES decides which)")
     return requested
 
 

@@ -227,6 +227,19 @@ def _mixed_precision(cfg: "Config") -> str | None:
     return name if name in ("AmpOptimWrapper", "GuardedAmpOptimWrapper") else None
 
 
+def check_process_count(nproc: int) -> None:
+    """On a machine with CUDA, ``NPROC_PER_NODE`` must not exceed the visible devices: each process
+    takes the device of its local rank, and one past them fails with a traceback per worker."""
+    if nproc > 1 and _cuda_available():
+        import torch
+
+        count = torch.cuda.device_count()
+        if nproc > count:
+            raise ConfigError(f"environment variable NPROC_PER_NODE={nproc}: this machine shows {count} CUDA "
+                              f"device(s) (CUDA_VISIBLE_DEVICES decides which), one per process: set "
+                              f"NPROC_PER_NODE={count} or less")
+
+
 def _cuda_available() -> bool:
     import torch
 

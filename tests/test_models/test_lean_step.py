@@ -90,6 +90,19 @@ def test_a_bridge_records_the_weight_dtype_auto_chose(tiny_t5, tiny_sd):
         LaViBridge(tiny_t5, tiny_sd, weight_dtype="half")
 
 
+@pytest.mark.parametrize("options, expected", [
+    (dict(mode="max-autotun"), "torch_compile.mode must be one of default, .*max-autotune.*, got 'max-autotun'"),
+    (dict(mode="max-autotune", options={"triton.cudagraphs": False}),
+     "torch_compile: give mode or options, not both"),
+    (dict(fulgraph=True), "torch_compile.fulgraph: torch.compile has no option 'fulgraph'; it takes .*fullgraph"),
+])
+def test_torch_compile_options_are_checked_before_any_weight_loads(tiny_t5, tiny_sd, options, expected):
+    with pytest.raises(ValueError, match=expected):
+        LaViBridge.check_arguments(text_encoder=tiny_t5, vision_model=tiny_sd, torch_compile=options)
+    LaViBridge.check_arguments(text_encoder=tiny_t5, vision_model=tiny_sd,
+                               torch_compile=dict(mode="max-autotune", fullgraph=False))
+
+
 class CountedCopies(TorchDispatchMode):
     """Counts the dtype copies (``aten._to_copy``) dispatched inside it."""
 

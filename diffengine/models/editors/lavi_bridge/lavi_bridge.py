@@ -107,6 +107,25 @@ class CheckedBridgeArguments:
     weight_settings: dict
 
 
+def _check_compile_options(options: dict) -> None:
+    """The ``torch.compile`` arguments of ``torch_compile=dict(...)``, checked as torch.compile checks
+    them, but before the weights load rather than after."""
+    accepted = sorted(set(inspect.signature(torch.compile).parameters) - {"model"})
+    for key in options:
+        if key not in accepted:
+            raise ValueError(f"torch_compile.{key}: torch.compile has no option {key!r}; it takes "
+                             f"{', '.join(accepted)}")
+    mode = options.get("mode")
+    if mode is not None and options.get("options") is not None:
+        raise ValueError("torch_compile: give mode or options, not both (torch.compile takes one of them)")
+    if mode is not None and options.get("backend", "inductor") == "inductor":
+        from torch._inductor import list_mode_options
+
+        modes = list(list_mode_options())
+        if mode not in modes:
+            raise ValueError(f"torch_compile.mode must be one of {', '.join(modes)}, got {mode!r}")
+
+
 def _checked_arguments(text_encoder: str, vision_model: str, adapter: dict | None, *, max_length: int,
                        hidden_layer: int, text_attention_mask: bool, pad_token: str | None,
                        text_lora: dict | None, vision_lora: dict | None, prediction_type: str | None,
@@ -120,6 +139,8 @@ def _checked_arguments(text_encoder: str, vision_model: str, adapter: dict | Non
     if not isinstance(torch_compile, bool | dict):
         raise ValueError(f"torch_compile must be True, False or a dict of torch.compile options, got "
                          f"{torch_compile!r}")
+    if isinstance(torch_compile, dict):
+        _check_compile_options(torch_compile)
     if not 0.0 <= caption_dropout <= 1.0:
         raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
     text_lora, vision_lora = lora_settings(text_lora, "text_lora"), lora_settings(vision_lora, "vision_lora")
