@@ -155,6 +155,19 @@ def test_gpu_mode_cfg_options_reach_the_model(demo_data, tmp_path, capsys):
     assert "caption_dropout" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, expected", [
+    ("model.torch_compil=True", "model.torch_compil: LaViBridge has no option 'torch_compil' (did you mean "
+                                "'torch_compile'?)"),
+    ("optim_wrapper.optimizer.lr=-1", "optim_wrapper.optimizer.lr must be a number > 0, got -1"),
+])
+def test_gpu_mode_cfg_options_are_checked_as_train_checks_them_before_the_run(option, expected, tmp_path, capsys,
+                                                                               monkeypatch):
+    monkeypatch.setattr("diffengine.tools.bench.gpu.size_flops", lambda *a: pytest.fail("ran"))
+    assert main(["bench", "gpu", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path / "gpu.json"),
+                 "--cfg-options", option]) == 2
+    assert f"diffengine: error: {expected}" in capsys.readouterr().err
+
+
 def test_loader_mode_writes_a_row_per_resolution_and_worker_count(tmp_path):
     out = tmp_path / "loader.json"
     assert main(["bench", "loader", "--num-images", "8", "--num-samples", "16", "--resolutions", "32",

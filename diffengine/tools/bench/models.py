@@ -94,12 +94,16 @@ def demo_models(data_dir: str | Path) -> tuple[Path, Path, Path]:
 
 
 def packaged_config(size: str, *options: str):
-    """The packaged config a size trains with, with ``--cfg-options``-style overrides applied."""
-    from ..train import build_config, train_arguments
+    """The packaged config a size trains with, with ``--cfg-options``-style overrides applied and
+    checked as ``diffengine train`` checks them (option names, types, values; not model folders)."""
+    from ..train import build_config, check_resolved_config, train_arguments
 
     with tempfile.TemporaryDirectory() as work_dir:
-        return build_config(train_arguments(CONFIG_BY_SIZE[size], "--work-dir", work_dir,
-                                            *(["--cfg-options", *options] if options else [])), wds=True)
+        cfg = build_config(train_arguments(CONFIG_BY_SIZE[size], "--work-dir", work_dir,
+                                           *(["--cfg-options", *options] if options else [])), wds=True)
+    if options:
+        check_resolved_config(cfg)
+    return cfg
 
 
 def model_kwargs_of(cfg) -> dict[str, Any]:
