@@ -248,6 +248,25 @@ def test_bad_input_is_one_line_and_exit_2(config, flags, cfg_options, expected, 
     assert len(errors) == 1 and expected.replace("{assets}", str(assets)) in errors[0], errors
 
 
+def test_an_image_size_the_denoiser_cannot_patch_is_refused_before_any_model_loads(tiny_t5, tiny_pixart, demo_shards,
+                                                                                  tmp_path, capsys, monkeypatch):
+    from diffengine.models import LaViBridge
+
+    # tiny_pixart with a VAE of SD's scale (8): its 2 x 2 latent patches need sides in multiples of 16 px
+    vision = shutil.copytree(tiny_pixart, tmp_path / "pixart_vae_scale_8")
+    vae_config = vision / "vae" / "config.json"
+    vae_config.write_text(json.dumps({**json.loads(vae_config.read_text()), "block_out_channels": [8, 8, 8, 8]}))
+    assert LaViBridge.image_side_multiple(str(vision)) == 16
+    monkeypatch.setattr("diffengine.engine.DiffEngineRunner.from_cfg", lambda *a: pytest.fail("a runner was built"))
+    argv = ["wds_train", DEMO, "--work-dir", str(tmp_path / "work"), "--cfg-options",
+            *demo_cfg_options(tiny_t5, str(vision), demo_shards, max_iters=2), "model.adapter=None",
+            "train_dataloader.resolution=24"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"train_dataloader.resolution must be a multiple of 16 pixels for {vision} (its denoiser's latent patch x "
+        "its VAE's scale), got 24")
+
+
 @pytest.mark.parametrize("value", ["abc", "0", "-2"])
 def test_bad_process_count_is_one_line(value, monkeypatch, capsys):
     monkeypatch.setenv("NPROC_PER_NODE", value)

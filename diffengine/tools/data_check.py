@@ -46,6 +46,16 @@ def check_model_arguments(cfg: "Config") -> None:
         check(**{key: value for key, value in model.items() if key != "type"})
     except SETUP_ERRORS as error:
         raise ConfigError(describe_error(error)) from error
+    loader = cfg.get("train_dataloader")
+    resolution = loader.get("resolution") if isinstance(loader, dict) else None
+    side_multiple = getattr(MODELS.get(kind) if isinstance(kind, str) else kind, "image_side_multiple", None)
+    if isinstance(resolution, int) and side_multiple is not None and isinstance(model.get("vision_model"), str):
+        # the model refuses it too, but only at the first step, after every weight has loaded
+        multiple = side_multiple(model["vision_model"])
+        if resolution % multiple:
+            raise ConfigError(f"train_dataloader.resolution must be a multiple of {multiple} pixels for "
+                              f"{model['vision_model']} (its denoiser's latent patch x its VAE's scale), "
+                              f"got {resolution}")
 
 
 def check_shards(cfg: "Config") -> None:

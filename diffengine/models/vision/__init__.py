@@ -10,6 +10,7 @@ from .families import (
     UNetFamily,
     VisionFamily,
     find_vision_family,
+    load_diffusers_config,
     vision_family_of,
 )
 from .latents import batch_latents, drop_vae_encoder, vae_scale_factor
@@ -18,4 +19,4 @@ from .samplers import INFERENCE_SCHEDULERS, check_sampler, inference_scheduler
 __all__ = ["INFERENCE_SCHEDULERS", "VISION_FAMILIES", "FluxFamily", "PixArtFamily", "SD3Family", "SDXLFamily",
            "SizeConditioning", "TextConditioning", "UNetFamily", "VisionFamily",
            "batch_latents", "check_sampler", "drop_vae_encoder", "find_vision_family", "inference_scheduler",
-           "vae_scale_factor", "vision_family_of"]
+           "load_diffusers_config", "vae_scale_factor", "vision_family_of"]

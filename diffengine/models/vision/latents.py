@@ -8,7 +8,7 @@ from diffengine.contracts import LATENTS_KEY, PIXELS_KEY
 
 def vae_scale_factor(vae_config) -> int:
     """Pixels per latent along a side: 2 for each downsampling stage of the VAE (8 for SD's)."""
-    return 2 ** (len(vae_config.block_out_channels) - 1)
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)  # a model's config, or the dict of its file
 
 
 def scaled_sample(distribution: DiagonalGaussianDistribution, vae_config) -> torch.Tensor:

@@ -44,6 +44,7 @@ from ...vision import (
     batch_latents,
     drop_vae_encoder,
     find_vision_family,
+    load_diffusers_config,
     vae_scale_factor,
 )
 from ...weights_file import load_checked_safetensors
@@ -326,6 +327,15 @@ class LaViBridge(BaseModel):
         bound.apply_defaults()
         names = [name for name in inspect.signature(_checked_arguments).parameters if name != "warn"]
         _checked_arguments(**{name: bound.arguments[name] for name in names}, warn=False)
+
+    @classmethod
+    def image_side_multiple(cls, vision_model: str) -> int:
+        """What the sides of training images must be a multiple of, in pixels, for ``vision_model``:
+        its denoiser's latent patch times its VAE's scale (read from the configs, no weights)."""
+        location = vision_model_location(vision_model)
+        family = find_vision_family(location)
+        return (family.latent_multiple(family.denoiser_config(location))
+                * vae_scale_factor(load_diffusers_config(location, "vae")))
 
     @property
     def denoiser(self) -> torch.nn.Module:
