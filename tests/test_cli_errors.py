@@ -586,6 +586,8 @@ def test_a_bridge_folder_missing_files_names_them_before_models_load(assets, tmp
 @pytest.mark.parametrize("command, expected", [
     (["eval", "{bridge}", "--benchmark", "shapes", "--prompts", "p.txt"],
      "--prompts: for --metric clip_score; --benchmark shapes scores ShapesBench's own prompts with its judge"),
+    (["eval", "{bridge}", "--benchmark", "shapes", "--batch-size", "4"],
+     "--batch-size: for --metric clip_score; --benchmark shapes scores ShapesBench's own prompts with its judge"),
     (["eval", "{bridge}", "--benchmark", "shapes", "--seed", str(2**64 - 2)],
      f"--seed {2**64 - 2}: image j of a prompt uses seed + j, and seed + 3 is above 2**64 - 1 ({2**64 - 1})"),
     (["eval", "{pipeline}", "--benchmark", "shapes", "--text-encoder", "t5", "--dtype", "bfloat16"],

@@ -23,6 +23,9 @@ BENCHMARKS = ("shapes",)
 METRICS = ("clip_score",)
 
 
+CLIP_BATCH_SIZE = 16  # prompts per generation call of clip_score
+
+
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``diffengine eval`` (argparse only: keeps ``--help`` fast)."""
     parser.add_argument("model", metavar="BRIDGE_OR_WORK_DIR",
@@ -38,6 +41,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", default=None, metavar="FILE",
                         help="clip_score: a text file, one prompt per line")
     parser.add_argument("--images-per-prompt", type=positive_int, default=4)
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help=f"clip_score: prompts generated and scored together (default {CLIP_BATCH_SIZE}; "
+                        "memory grows with it; each batch's images are drawn from one generator seeded seed + j)")
     parser.add_argument("--training-prompts", action="store_true",
                         help="shapes: score 48 training prompts (training triples and phrasings) "
                         "instead of the held-out sets: fit, measured without looking at them")
@@ -69,7 +75,8 @@ def load_text_to_image_model(args: argparse.Namespace):
 
 def _check_inputs(args: argparse.Namespace) -> None:
     """One-line errors for bad options, before any model loads."""
-    ignored = [option for option, value in (("--prompts", args.prompts), ("--clip-model", args.clip_model))
+    ignored = [option for option, value in (("--prompts", args.prompts), ("--clip-model", args.clip_model),
+                                            ("--batch-size", args.batch_size))
                if value is not None and args.benchmark == "shapes"]
     if ignored:
         raise ValueError(f"{' and '.join(ignored)}: for --metric clip_score; --benchmark shapes scores "
@@ -166,11 +173,17 @@ def _clip_score(model, args: argparse.Namespace, device: str) -> dict:
     prompts = read_prompts(args.prompts)
     scorer = ClipScorer(args.clip_model, device)
     per_prompt: list[list[float]] = [[] for _ in prompts]
+    total, done = len(prompts) * args.images_per_prompt, 0
+    batch_size = args.batch_size or CLIP_BATCH_SIZE
     for j in range(args.images_per_prompt):
-        images = model.infer(prompts, num_inference_steps=args.steps,
-                             guidance_scale=args.guidance, seed=args.seed + j)
-        for index, score in enumerate(scorer(images, prompts)):
-            per_prompt[index].append(float(score))
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start:start + batch_size]
+            images = model.infer(batch, num_inference_steps=args.steps,
+                                 guidance_scale=args.guidance, seed=args.seed + j)
+            for index, score in enumerate(scorer(images, batch), start=start):
+                per_prompt[index].append(float(score))
+            done += len(batch)
+            print(f"clip_score: {done}/{total} images scored", file=sys.stderr, flush=True)
     summary = bootstrap_mean(per_prompt)
     print(f"CLIP score {summary['mean']:.2f} (95 % interval {summary['ci95'][0]:.2f}-"
           f"{summary['ci95'][1]:.2f}) over {len(prompts)} prompts x {args.images_per_prompt} images")

@@ -67,6 +67,28 @@ def test_eval_clip_score_of_a_bridge(bridge_dir, tiny_clip, tmp_path, capsys):
     assert "CLIP score" in capsys.readouterr().out
 
 
+def test_eval_clip_score_generates_and_scores_in_batches(bridge_dir, tiny_clip, tmp_path, capsys, monkeypatch):
+    from diffengine.models import LaViBridge
+
+    prompts = [*PROMPTS, "a green triangle over black"]
+    (tmp_path / "prompts.txt").write_text("\n".join(prompts))
+    batches = []
+    infer = LaViBridge.infer
+
+    def recorded_infer(model, batch, **kwargs):
+        batches.append((list(batch), kwargs["seed"]))
+        return infer(model, batch, **kwargs)
+
+    monkeypatch.setattr(LaViBridge, "infer", recorded_infer)
+    assert main(["eval", str(bridge_dir), "--metric", "clip_score", "--clip-model", str(tiny_clip), "--prompts",
+                 str(tmp_path / "prompts.txt"), "--images-per-prompt", "2", "--steps", "2", "--batch-size", "2",
+                 "--seed", "5", "--out", str(tmp_path / "scores.json")]) == 0
+    assert batches == [(prompts[:2], 5), (prompts[2:], 5), (prompts[:2], 6), (prompts[2:], 6)]
+    scores = json.loads((tmp_path / "scores.json").read_text())["per_prompt"]
+    assert list(scores) == prompts and all(len(v) == 2 for v in scores.values())
+    assert "clip_score: 6/6 images scored" in capsys.readouterr().err
+
+
 def test_eval_says_how_to_provide_a_clip_model(bridge_dir, tmp_path, capsys):
     assert main(["eval", str(bridge_dir), "--metric", "clip_score", "--clip-model",
                  str(tmp_path / "missing"), "--prompts", "p.txt"]) == 2
