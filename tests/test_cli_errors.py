@@ -217,6 +217,9 @@ BAD_INPUTS = [
      "with a caption shorter than min_caption_length=1000); e.g. "),
     ("aspect ratio range of one number", DEMO, [], ["train_dataloader.aspect_ratio_range=[0.5]"],
      "aspect_ratio_range must be [low, high] with 0 < low <= high, got [0.5]"),
+    ("misspelt adapter option", DEMO, [], ["model.adapter.intdim=40"],
+     "adapter.intdim: LaViBridgeTextAdapter has no option 'intdim'; it takes dropout, in_dim, int_dim, mult, "
+     "out_dim, pooled_dim"),
     ("unknown optimizer group", DEMO, [], ["optim_wrapper.paramwise_cfg.group_lr.adaptr=0.1"],
      "group_lr names unknown parameter groups ['adaptr']"),
     ("missing resume checkpoint", DEMO, ["--resume", "{assets}/nothing.pth"], [],

@@ -168,6 +168,11 @@ def _adapter_dims(adapter: dict, lm_width: int, text_encoder: str, vision_model:
                   vision_family: VisionFamily) -> dict:
     """The adapter's dims, defaults filled in by the paper's rule and given ones checked against the
     language model's width and the denoiser's context (and pooled) width."""
+    accepted = sorted(set(inspect.signature(LaViBridgeTextAdapter.__init__).parameters) - {"self"})
+    for key in adapter:
+        if key not in accepted:
+            raise ValueError(f"adapter.{key}: LaViBridgeTextAdapter has no option {key!r}; it takes "
+                             f"{', '.join(accepted)}")
     denoiser_config = vision_family.denoiser_config(vision_model)
     context_dim = denoiser_config.get(vision_family.context_dim_key)
     if context_dim is None:
