@@ -87,6 +87,8 @@ BAD_INPUTS = [
     ("batch size not a number", DEMO, [], ["train_dataloader.batch_size=abc"],
      "train_dataloader.batch_size must be int, got 'abc'"),
     ("zero iterations", DEMO, [], ["train_cfg.max_iters=0"], "train_cfg.max_iters must be >= 1, got 0"),
+    ("bridge folders kept: none", DEMO, [], ["custom_hooks.1.max_keep=0"],
+     "custom_hooks.1.max_keep must be >= 1, got 0"),
     ("validation every 0 iterations", DEMO, [], ["train_cfg.val_interval=0"],
      "train_cfg.val_interval must be >= 1, got 0"),
     # torch scales gradients by max_norm / norm: a negative bound would train uphill without an error

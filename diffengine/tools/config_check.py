@@ -41,7 +41,8 @@ _SAMPLING_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width",
 _MINIMUMS = {"max_iters": 1, "batch_size": 1, "num_workers": 0, "interval": 1,
              "num_samples_per_epoch": 1, "max_keep_ckpts": 1, "accumulative_counts": 1,
              "max_consecutive_nonfinite": 1, "host_read_interval": 1, "images_per_prompt": 1,
-             "prefetch_factor": 1, "weight_decay": 0, "shuffle_buffer": 0, "val_interval": 1}
+             "prefetch_factor": 1, "weight_decay": 0, "shuffle_buffer": 0, "val_interval": 1,
+             "max_keep": 1}
 
 
 def check_cfg_options(cfg: "Config", options: dict[str, Any]) -> None:
