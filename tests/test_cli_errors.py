@@ -627,14 +627,15 @@ def test_ctrl_c_is_one_line_and_exit_130(command, function, expected, monkeypatc
 
 @pytest.mark.parametrize(("option", "expected"), [
     ("model.hidden_layer=99", "hidden_layer=99 is out of range: "),
-    ("model.caption_dropout=2", "caption_dropout must be in [0, 1], got 2"),
+    ("model.caption_dropout=2", "caption_dropout must be in [0, 1) (1 would drop every caption), got 2"),
+    ("model.caption_dropout=1.0", "caption_dropout must be in [0, 1) (1 would drop every caption), got 1.0"),
     ("model.weight_dtype=float64", "weight_dtype must be one of "),
     ("model.text_lora.alpha=0", "text_lora.alpha must be a number > 0"),
     ("model.adapter.out_dim=7", "adapter out_dim=7 does not match the vision model's cross_attention_dim=32 "),
     ("model.prediction_type=sample", "prediction_type"),
     ("model.max_length=0", "max_length must be >= 1, got 0"),
-], ids=["hidden_layer", "caption_dropout", "weight_dtype", "lora_alpha", "adapter", "prediction_type",
-        "max_length"])
+], ids=["hidden_layer", "caption_dropout", "caption_dropout_1", "weight_dtype", "lora_alpha", "adapter",
+        "prediction_type", "max_length"])
 def test_a_bad_model_option_is_refused_before_a_runner_starts(option, expected, tiny_t5, tiny_sd, demo_shards,
                                                               tmp_path, monkeypatch, capsys):
     from diffengine.engine import DiffEngineRunner

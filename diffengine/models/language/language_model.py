@@ -30,6 +30,13 @@ def truncated_parts(tokenizer, texts: list[str], max_length: int) -> list[str]:
     return parts
 
 
+def check_caption_dropout(probability: float) -> None:
+    """A caption dropout probability in [0, 1): at 1 every caption would be dropped, and the model
+    would train only the unconditional branch, deaf to the text, without an error."""
+    if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 <= probability < 1:
+        raise ValueError(f"caption_dropout must be in [0, 1) (1 would drop every caption), got {probability!r}")
+
+
 def drop_captions(texts: list[str], probability: float) -> list[str]:
     """Each caption replaced by "" with ``probability`` (trains the unconditional branch of CFG)."""
     if probability == 0.0:

@@ -25,7 +25,7 @@ from diffengine.version import __version__
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
 from ...generated_images import finite_pil_images
-from ...language import LanguageModel, checked_language_model_config, drop_captions, hidden_width
+from ...language import LanguageModel, check_caption_dropout, checked_language_model_config, drop_captions, hidden_width
 from ...lora import (
     LORA_WEIGHTS,
     inject_lora,
@@ -142,8 +142,7 @@ def _checked_arguments(text_encoder: str, vision_model: str, adapter: dict | Non
                          f"{torch_compile!r}")
     if isinstance(torch_compile, dict):
         _check_compile_options(torch_compile)
-    if not 0.0 <= caption_dropout <= 1.0:
-        raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
+    check_caption_dropout(caption_dropout)
     text_lora, vision_lora = lora_settings(text_lora, "text_lora"), lora_settings(vision_lora, "vision_lora")
     text_encoder = language_model_location(text_encoder)
     vision_model = vision_model_location(vision_model)

@@ -14,7 +14,7 @@ from diffengine.registry import MODELS
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
 from ...generated_images import finite_pil_images
-from ...language import LanguageModel, drop_captions, hidden_width
+from ...language import LanguageModel, check_caption_dropout, drop_captions, hidden_width
 from ...losses import training_objective
 from ...model_paths import language_model_location, vision_model_location
 from ...vision import UNetFamily, batch_latents, find_vision_family, inference_scheduler
@@ -48,8 +48,7 @@ class StableDiffusion(BaseModel):
                  snr_gamma: float | None = None, caption_dropout: float = 0.0,
                  data_preprocessor: dict | None = None):
         super().__init__(data_preprocessor=data_preprocessor or DiffusionDataPreprocessor())
-        if not 0.0 <= caption_dropout <= 1.0:
-            raise ValueError(f"caption_dropout must be in [0, 1], got {caption_dropout}")
+        check_caption_dropout(caption_dropout)
         text_encoder = language_model_location(text_encoder)
         vision_model = vision_model_location(vision_model)
         family = find_vision_family(vision_model)
