@@ -183,14 +183,18 @@ def test_reduced_precision_frozen_weights_train_in_float32(tiny_t5, tiny_sd):
 
 def test_loss_options_and_caption_dropout(tiny_t5, tiny_sd):
     model = LaViBridge(tiny_t5, tiny_sd, max_length=16, prediction_type="v_prediction",
-                       snr_gamma=5.0, caption_dropout=1.0, gradient_checkpointing=True)
+                       snr_gamma=5.0, caption_dropout=0.5, gradient_checkpointing=True)
     assert model.noise_scheduler.config.prediction_type == "v_prediction"
-    assert drop_captions(list(TWO_CAPTIONS), model.caption_dropout) == ["", ""]
+    torch.manual_seed(0)
+    dropped = [drop_captions(list(TWO_CAPTIONS), model.caption_dropout) for _ in range(20)]
+    assert ["", ""] in dropped and list(TWO_CAPTIONS) in dropped  # each caption dropped half the time
+    assert drop_captions(list(TWO_CAPTIONS), 0.0) == list(TWO_CAPTIONS)
     loss = model(fixed_batch())["loss"]
     loss.backward()
     assert torch.isfinite(loss)
-    with pytest.raises(ValueError, match="caption_dropout"):
-        LaViBridge(tiny_t5, tiny_sd, caption_dropout=1.5)
+    for probability in (1.0, 1.5):  # at 1 every caption would be dropped: a bridge deaf to the text
+        with pytest.raises(ValueError, match=r"caption_dropout must be in \[0, 1\)"):
+            LaViBridge(tiny_t5, tiny_sd, caption_dropout=probability)
     with pytest.raises(ValueError, match="weight_dtype"):
         LaViBridge(tiny_t5, tiny_sd, weight_dtype="fp8")
     with pytest.raises(NotImplementedError, match="mode='loss'"):
