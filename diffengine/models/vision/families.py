@@ -21,6 +21,8 @@ from torch import nn
 
 from diffengine.contracts import CROP_TOP_LEFT_KEY, ORIGINAL_SIZE_KEY
 
+from .latents import vae_scale_factor
+
 
 @functools.cache  # Flux's training step asks for its pipeline's packing helpers every step
 def diffusers_pipeline_class(name: str) -> type[DiffusionPipeline]:
@@ -97,6 +99,10 @@ class VisionFamily:
         """What the latents' sides must be a multiple of: a transformer's patch size (1: any size,
         as UNets pass odd sizes to their upsamplers)."""
         return config.get("patch_size") or 1
+
+    def pixel_multiple(self, config: Mapping, vae_config: Mapping) -> int:
+        """What image sides must be a multiple of, in pixels: the latent multiple times the VAE's scale."""
+        return self.latent_multiple(config) * vae_scale_factor(vae_config)
 
     def denoiser_config(self, vision_model: str) -> dict:
         """The denoiser's config as its class reads it (the saved values over the class's defaults),

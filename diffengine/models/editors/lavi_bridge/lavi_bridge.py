@@ -338,8 +338,7 @@ class LaViBridge(BaseModel):
         its denoiser's latent patch times its VAE's scale (read from the configs, no weights)."""
         location = vision_model_location(vision_model)
         family = find_vision_family(location)
-        return (family.latent_multiple(family.denoiser_config(location))
-                * vae_scale_factor(load_diffusers_config(location, "vae")))
+        return family.pixel_multiple(family.denoiser_config(location), load_diffusers_config(location, "vae"))
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -407,13 +406,14 @@ class LaViBridge(BaseModel):
 
     def _check_latent_size(self, latents: torch.Tensor) -> None:
         """A one-line error for an image size the denoiser cannot patch (rather than a shape error deep inside)."""
-        multiple = self.vision_family.latent_multiple(self.denoiser.config)
-        if any(side % multiple for side in latents.shape[-2:]):
-            scale = vae_scale_factor(self.vae.config)
-            pixels = " x ".join(str(side * scale) for side in latents.shape[-2:])
+        scale = vae_scale_factor(self.vae.config)
+        multiple = self.vision_family.pixel_multiple(self.denoiser.config, self.vae.config)
+        pixels = [side * scale for side in latents.shape[-2:]]
+        if any(side % multiple for side in pixels):
             raise ValueError(f"{self.vision_family.model_class} takes images whose sides are multiples of "
-                             f"{multiple * scale} px ({multiple}-latent patches, VAE scale {scale}), got {pixels} "
-                             f"px: set train_dataloader.resolution to a multiple of {multiple * scale}")
+                             f"{multiple} px ({multiple // scale}-latent patches, VAE scale {scale}), got "
+                             f"{' x '.join(map(str, pixels))} px: set train_dataloader.resolution to a "
+                             f"multiple of {multiple}")
 
     @torch.no_grad()
     def infer(self, prompts: list[str] | str, negative_prompt: str = "",
