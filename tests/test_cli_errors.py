@@ -205,6 +205,14 @@ BAD_INPUTS = [
      "custom_hooks.3.height must be a positive multiple of 8 pixels, got 500"),
     ("negative guidance in a sampling hook", DEMO, [], ["custom_hooks.3.guidance_scale=-3"],
      "custom_hooks.3.guidance_scale must be >= 0, got -3"),
+    ("a sample grid seed torch.Generator cannot take", DEMO, [], ["custom_hooks.3.seed=-1"],
+     "custom_hooks.3.seed must be a whole number from 0 to 2**64 - 1 (18446744073709551615), got -1"),
+    ("a learning rate held at 0 by its schedule", DEMO, [], ["param_scheduler.0.factor=0"],
+     "param_scheduler.0.factor must be in (0, 1], got 0"),
+    ("remote shards without an epoch length", DEMO, [],
+     ["train_dataloader.shards=https://example.com/shard-{{0..3}}.tar", "train_dataloader.num_samples_per_epoch=None"],
+     "train_dataloader.num_samples_per_epoch is required for remote shards such as "
+     "'https://example.com/shard-0.tar': give the number of samples an epoch reads"),
     ("no bridge to continue", DEMO, [], ["model.bridge_path={assets}/no_such_bridge"],
      "no_such_bridge is not a bridge folder (no bridge.json)"),
     ("bridge trained under other settings", DEMO, [], ["model.bridge_path={assets}/bridge_of_layer_0"],
@@ -253,23 +261,63 @@ def test_bad_input_is_one_line_and_exit_2(config, flags, cfg_options, expected, 
     assert len(errors) == 1 and expected.replace("{assets}", str(assets)) in errors[0], errors
 
 
-def test_an_image_size_the_denoiser_cannot_patch_is_refused_before_any_model_loads(tiny_t5, tiny_pixart, demo_shards,
-                                                                                  tmp_path, capsys, monkeypatch):
+@pytest.fixture(scope="module")
+def pixart_16px(tiny_pixart, tmp_path_factory):
+    """tiny_pixart with a VAE of SD's scale (8): its 2 x 2 latent patches need sides in multiples of 16 px."""
+    from diffusers import AutoencoderKL
+
     from diffengine.models import LaViBridge
 
-    # tiny_pixart with a VAE of SD's scale (8): its 2 x 2 latent patches need sides in multiples of 16 px
-    vision = shutil.copytree(tiny_pixart, tmp_path / "pixart_vae_scale_8")
-    vae_config = vision / "vae" / "config.json"
-    vae_config.write_text(json.dumps({**json.loads(vae_config.read_text()), "block_out_channels": [8, 8, 8, 8]}))
+    vision = shutil.copytree(tiny_pixart, tmp_path_factory.mktemp("pixart") / "pixart_vae_scale_8")
+    vae = AutoencoderKL.from_pretrained(vision / "vae")
+    torch.manual_seed(0)
+    AutoencoderKL.from_config({**vae.config, "block_out_channels": [8] * 4,
+                               "down_block_types": vae.config.down_block_types * 2,
+                               "up_block_types": vae.config.up_block_types * 2}).save_pretrained(vision / "vae")
     assert LaViBridge.image_side_multiple(str(vision)) == 16
+    return vision
+
+
+def patch_error(option: str, side: int, vision: Path) -> str:
+    """What every command says of an image side that ``vision`` (pixart_16px) cannot patch."""
+    return f"{option} must be a multiple of 16 pixels for {vision} (its denoiser's latent patch x its VAE's scale), " \
+           f"got {side}"
+
+
+@pytest.mark.parametrize("key, side", [("train_dataloader.resolution", 24), ("custom_hooks.3.height", 24),
+                                       ("custom_hooks.3.width", 40)])
+def test_an_image_size_the_denoiser_cannot_patch_is_refused_before_any_model_loads(key, side, tiny_t5, pixart_16px,
+                                                                                  demo_shards, tmp_path, capsys,
+                                                                                  monkeypatch):
     monkeypatch.setattr("diffengine.engine.DiffEngineRunner.from_cfg", lambda *a: pytest.fail("a runner was built"))
     argv = ["wds_train", DEMO, "--work-dir", str(tmp_path / "work"), "--cfg-options",
-            *demo_cfg_options(tiny_t5, str(vision), demo_shards, max_iters=2), "model.adapter=None",
-            "train_dataloader.resolution=24"]
+            *demo_cfg_options(tiny_t5, str(pixart_16px), demo_shards, max_iters=2), "model.adapter=None",
+            "train_dataloader.resolution=32", f"{key}={side}"]
     assert main(argv) == 2
-    assert capsys.readouterr().err.strip().endswith(
-        f"train_dataloader.resolution must be a multiple of 16 pixels for {vision} (its denoiser's latent patch x "
-        "its VAE's scale), got 24")
+    assert capsys.readouterr().err.strip().endswith(patch_error(key, side, pixart_16px))
+
+
+@pytest.mark.parametrize("command, option, side", [
+    (["infer", "{bridge}", "a prompt", "--vision-model", "{vision}", "--height", "24"], "--height", 24),
+    (["infer", "{bridge}", "a prompt", "--vision-model", "{vision}", "--width", "40"], "--width", 40),
+    (["prep-latents", "{shards}", "{out}", "--vision-model", "{vision}", "--resolution", "24"], "--resolution", 24)])
+def test_infer_and_prep_latents_refuse_a_size_the_denoiser_cannot_patch_before_loading(
+        command, option, side, assets, pixart_16px, demo_shards, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("diffengine.models.LaViBridge.from_bridge", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr("diffengine.tools.prep_latents._encode_shards", lambda *a: pytest.fail("encoded"))
+    argv = [part.format(bridge=assets / "bridge_of_layer_0", vision=pixart_16px, shards=demo_shards,
+                        out=tmp_path / "latents") for part in command]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().endswith(patch_error(option, side, pixart_16px))
+
+
+def test_the_pipeline_refuses_a_size_its_denoiser_cannot_patch(tiny_t5, pixart_16px):
+    from diffengine.models import LaViBridge
+
+    model = LaViBridge(tiny_t5, str(pixart_16px), max_length=16)
+    with pytest.raises(ValueError, match="^width must be a multiple of 16 pixels for PixArtTransformer2DModel "):
+        model.infer("a red circle", num_inference_steps=1, height=32, width=24)
+    assert model.infer("a red circle", num_inference_steps=2, height=32, width=16)[0].size == (16, 32)
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-2"])
@@ -527,18 +575,42 @@ def test_a_schedule_that_max_iters_cuts_short_is_a_warning_not_an_error():
     from mmengine.config import Config
     from mmengine.optim import LinearLR
 
-    from diffengine.tools.config_check import check_schedule_range, schedules_cut_short
+    from diffengine.tools.config_check import check_schedules, schedules_cut_short
 
     cfg = Config(dict(train_cfg=dict(max_iters=1000),
                       param_scheduler=[dict(type=LinearLR, start_factor=0.1, by_epoch=False, end=2000),
                                        dict(type="ConstantLR", by_epoch=False, begin=1000),
                                        dict(type="ConstantLR", by_epoch=False, begin=100, end=1000)]))
-    check_schedule_range(cfg)
+    check_schedules(cfg)
     assert schedules_cut_short(cfg) == [
         "param_scheduler.0: LinearLR ends at iteration 2000, after train_cfg.max_iters=1000: training stops "
         "1000 of its 2000 iterations in",
         "param_scheduler.1: ConstantLR begins at iteration 1000, not before train_cfg.max_iters=1000: it never "
         "acts in this run"]
+
+
+@pytest.mark.parametrize("scheduler, expected", [
+    (dict(type="ConstantLR", factor=0), "param_scheduler.0.factor must be in (0, 1], got 0"),
+    (dict(type="LinearLR", start_factor=0, end=10), "param_scheduler.0.start_factor must be in (0, 1], got 0"),
+    (dict(type="LinearLR", start_factor=0.1, end_factor=1.5, end=10),
+     "param_scheduler.0.end_factor must be in [0, 1], got 1.5"),
+    (dict(type="CosineAnnealingLR", eta_min=-1e-5, T_max=10), "param_scheduler.0.eta_min must be >= 0, got -1e-05"),
+    (dict(type="CosineAnnealingLR", eta_min=0.0, eta_min_ratio=0.1, T_max=10),
+     "param_scheduler.0: give eta_min or eta_min_ratio, not both"),
+    (dict(type="LinearLR", start_factor=0.1, end_factor=0, end=10), None),  # a decay to 0 trains
+])
+def test_a_schedule_that_would_train_nothing_uphill_or_fail_later_is_refused(scheduler, expected):
+    from mmengine.config import Config
+
+    from diffengine.tools.config_check import check_schedules
+
+    cfg = Config(dict(train_cfg=dict(max_iters=10), param_scheduler=[dict(by_epoch=False, **scheduler)]))
+    if expected is None:
+        check_schedules(cfg)
+        return
+    with pytest.raises(ConfigError) as error:
+        check_schedules(cfg)
+    assert str(error.value) == expected
 
 
 def test_model_folders_are_checked_by_the_launching_process(tiny_t5, tiny_sd, demo_shards, tmp_path):
@@ -573,11 +645,25 @@ def test_resume_and_overwrite_together_are_refused(capsys):
     assert "argument --overwrite: not allowed with argument --resume" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["export", "{bridge}", "{file}/pipeline"], ["copy-cfg", DEMO, "{file}/configs"]])
-def test_an_output_folder_under_a_file_is_one_line(command, assets, bridge_dir, capsys):
-    argv = [arg.format(bridge=bridge_dir, file=assets / "syntax.py") for arg in command]
+@pytest.mark.parametrize("command, expected", [
+    (["export", "{bridge}", "{file}/pipeline"],
+     "OUT_DIR {file}/pipeline: cannot create this folder ({file} is a file)"),
+    (["convert-official", "{assets}/official", "{file}/bridge", "--combo", "t5_unet"],
+     "OUT_BRIDGE_DIR {file}/bridge: cannot create this folder ({file} is a file)"),
+    (["shapesbench", "run", "--docs", "{file}/docs"], "--docs {file}/docs: cannot create this folder"),
+    (["shapesbench", "probe", "--docs", "{file}/docs"], "--docs {file}/docs: cannot create this folder"),
+    (["copy-cfg", DEMO, "{file}/configs"], "[Errno 20] Not a directory:")])
+def test_an_output_folder_under_a_file_is_one_line_before_any_work(command, expected, assets, bridge_dir, capsys,
+                                                                    monkeypatch):
+    for work in ("diffengine.tools.infer.load_bridge_model", "diffengine.tools.shapes_assets.write_shape_shards",
+                 "diffengine.tools.shapesbench.language_model_folder",
+                 "diffengine.models.editors.lavi_bridge.official_weights.convert_official_checkpoint"):
+        monkeypatch.setattr(work, lambda *a, **k: pytest.fail("started its work"))
+    file = assets / "syntax.py"
+    argv = [arg.format(bridge=bridge_dir, file=file, assets=assets) for arg in command]
     assert main(argv) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("diffengine: error: [Errno 20] Not a directory:")
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"diffengine: error: {expected.format(file=file)}")
 
 
 def test_a_bridge_folder_missing_files_names_them_before_models_load(assets, tmp_path, capsys):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -50,9 +51,10 @@ def shard_sources(shards: str | Sequence[str] | Sequence[str | Sequence[str]], w
     (world_size x num_workers) at least."""
     if weights is None:
         source_specs: list[Any] = [shards]
-    elif isinstance(shards, str) or len(shards) != len(weights) or min(weights) < 0 or sum(weights) <= 0:
+    elif (isinstance(shards, str) or len(shards) != len(weights) or not all(0 <= w < math.inf for w in weights)
+          or sum(weights) <= 0):  # NaN fails 0 <= w too
         raise ValueError("weights needs shards as a list of sources of the same length, "
-                         "with non-negative weights that do not all vanish")
+                         "with finite non-negative weights that do not all vanish")
     else:
         source_specs = list(shards)
     sources = [expand_shards(spec) for spec in source_specs]

@@ -101,6 +101,19 @@ def writable_folder(path: Path, option: str) -> None:
         raise ValueError(f"{option} {path}: this folder is not writable")
 
 
+def creatable_folder(path: Path, option: str) -> None:
+    """An output folder checked before the work that fills it, without creating it (an input error
+    found next must not leave an empty one): its nearest existing folder must be writable."""
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{option} {path}: cannot create this folder ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: {'this folder' if existing == path.absolute() else existing} "
+                         "is not writable")
+
+
 def writable_file(path: Path, overwrite: bool, option: str = "--out") -> None:
     """An output file, checked before the work that fills it: not a folder, not an earlier output
     unless ``overwrite``, in a folder that can be created (it is, now)."""

@@ -35,7 +35,7 @@ _PASSED_BY_RUNNER = {"runner", "dataloader", "optimizer", "module", "model", "pa
 _READ_BY_MMENGINE = {"optim_wrapper": {"constructor", "optimizer", "paramwise_cfg"},
                      "hook": {"priority"}, "param_scheduler": {"convert_to_iter_based"}}
 # the sampling hooks' options (VisualizationHook, ShapesBenchHook), checked as inference checks them
-_SAMPLING_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width", "scheduler")
+_SAMPLING_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width", "scheduler", "seed")
 # smallest valid value of numeric options, wherever they appear (a negative weight decay grows
 # the weights; MMEngine and torch check the others only once the model is built)
 _MINIMUMS = {"max_iters": 1, "batch_size": 1, "num_workers": 0, "interval": 1,
@@ -43,6 +43,14 @@ _MINIMUMS = {"max_iters": 1, "batch_size": 1, "num_workers": 0, "interval": 1,
              "max_consecutive_nonfinite": 1, "host_read_interval": 1, "images_per_prompt": 1,
              "prefetch_factor": 1, "weight_decay": 0, "shuffle_buffer": 0, "val_interval": 1,
              "max_keep": 1}
+# what MMEngine's schedulers multiply the learning rate by, and the bounds that keep it a rate that
+# trains: a factor of 0 holds it at 0 for the whole run, a start_factor of 0 divides by zero at
+# the second step, a negative eta_min ends the run training uphill
+_SCHEDULE_BOUNDS = {"factor": ("in (0, 1]", lambda v: 0 < v <= 1),
+                    "start_factor": ("in (0, 1]", lambda v: 0 < v <= 1),
+                    "end_factor": ("in [0, 1]", lambda v: 0 <= v <= 1),
+                    "eta_min": (">= 0", lambda v: v >= 0),
+                    "eta_min_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1)}
 
 
 def check_cfg_options(cfg: "Config", options: dict[str, Any]) -> None:
@@ -200,12 +208,24 @@ def _check_clip_grad(clip: Any) -> None:
         raise ConfigError(f"optim_wrapper.clip_grad.{bound} must be a number > 0, got {value!r}")
 
 
-def check_schedule_range(cfg: "Config") -> None:
-    """Refuse a learning-rate schedule without a span (``begin >= end``), which MMEngine refuses
-    only after the models load."""
+def check_schedules(cfg: "Config") -> None:
+    """Refuse a learning-rate schedule without a span (``begin >= end``), a factor outside (0, 1]
+    (an end_factor may be 0), a negative eta_min, or eta_min beside eta_min_ratio: MMEngine refuses
+    some of these only after the models load, with messages that name no key, and lets the others
+    train nothing or uphill."""
     for where, _, begin, end, _ in _schedule_spans(cfg):
         if end is not None and begin >= end:
             raise ConfigError(f"{where}: begin={begin} is not before end={end}")
+    schedulers = cfg.get("param_scheduler") or []
+    for index, scheduler in enumerate([schedulers] if isinstance(schedulers, dict) else schedulers):
+        if not isinstance(scheduler, dict):
+            continue
+        for key, (rule, holds) in _SCHEDULE_BOUNDS.items():
+            value = scheduler.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and not holds(value):
+                raise ConfigError(f"param_scheduler.{index}.{key} must be {rule}, got {value}")
+        if scheduler.get("eta_min") is not None and scheduler.get("eta_min_ratio") is not None:
+            raise ConfigError(f"param_scheduler.{index}: give eta_min or eta_min_ratio, not both")
 
 
 def schedules_cut_short(cfg: "Config") -> list[str]:

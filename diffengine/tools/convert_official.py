@@ -5,7 +5,7 @@ from pathlib import Path
 from .. import constants
 from ..constants import BRIDGE_MANIFEST, OFFICIAL_COMBO_NAMES
 from ..file_writes import visible
-from .arguments import add_overwrite_argument, refuse_to_overwrite
+from .arguments import add_overwrite_argument, creatable_folder, refuse_to_overwrite
 
 
 def add_convert_official_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +30,7 @@ def run_convert_official(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.is_dir() and visible(out.iterdir()) and not (out / BRIDGE_MANIFEST).is_file():
         raise ValueError(f"OUT_BRIDGE_DIR {out} holds files that are not a bridge: choose a new or empty folder")
+    creatable_folder(out, "OUT_BRIDGE_DIR")
     from diffengine.models.editors.lavi_bridge.official_weights import convert_official_checkpoint
 
     out = convert_official_checkpoint(args.ckpt_dir, args.combo, args.out,

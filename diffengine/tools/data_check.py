@@ -15,19 +15,33 @@ if TYPE_CHECKING:
 
 
 def check_model_folders(cfg: "Config") -> None:
-    """``model.text_encoder`` and ``model.vision_model`` must be folders of their kind (or hub ids),
-    found here, by the process that launches the workers, rather than by each worker after its imports."""
-    from diffengine.models.model_paths import language_model_location, vision_model_location
+    """``model.text_encoder``, ``model.vision_model`` and, where a model takes them, ``model.tokenizer``
+    and ``model.vae`` must be folders of their kind (or hub ids), found here, by the process that
+    launches the workers, rather than by each worker after its imports and the weights before them."""
+    from diffengine.models.model_paths import language_model_location, pretrained_location, vision_model_location
 
     model = cfg.get("model")
     if not isinstance(model, dict):
         return
-    for key, location in (("text_encoder", language_model_location), ("vision_model", vision_model_location)):
+    locations = (("text_encoder", language_model_location), ("vision_model", vision_model_location),
+                 ("tokenizer", pretrained_location), ("vae", _vae_location))
+    for key, location in locations:
         if isinstance(model.get(key), str):
             try:
                 location(model[key], role=f"model.{key}")
             except (FileNotFoundError, NotADirectoryError) as error:
                 raise ConfigError(str(error)) from None
+
+
+def _vae_location(path: str, role: str) -> str:
+    """``pretrained_location`` of an AutoencoderKL folder, which holds its ``config.json``."""
+    from diffengine.models.model_paths import pretrained_location
+
+    location = pretrained_location(path, role)
+    if Path(location).is_dir() and not (Path(location) / "config.json").is_file():
+        raise FileNotFoundError(f"{role} {path} has no config.json: an AutoencoderKL folder is what "
+                                "AutoencoderKL.save_pretrained writes (a base model's vae/)")
+    return location
 
 
 def check_model_arguments(cfg: "Config") -> None:
@@ -46,16 +60,25 @@ def check_model_arguments(cfg: "Config") -> None:
         check(**{key: value for key, value in model.items() if key != "type"})
     except SETUP_ERRORS as error:
         raise ConfigError(describe_error(error)) from error
-    loader = cfg.get("train_dataloader")
-    resolution = loader.get("resolution") if isinstance(loader, dict) else None
     side_multiple = getattr(MODELS.get(kind) if isinstance(kind, str) else kind, "image_side_multiple", None)
-    if isinstance(resolution, int) and side_multiple is not None and isinstance(model.get("vision_model"), str):
-        # the model refuses it too, but only at the first step, after every weight has loaded
-        multiple = side_multiple(model["vision_model"])
-        if resolution % multiple:
-            raise ConfigError(f"train_dataloader.resolution must be a multiple of {multiple} pixels for "
-                              f"{model['vision_model']} (its denoiser's latent patch x its VAE's scale), "
-                              f"got {resolution}")
+    if side_multiple is not None and isinstance(model.get("vision_model"), str):
+        _check_image_sides(cfg, side_multiple(model["vision_model"]), model["vision_model"])
+
+
+def _check_image_sides(cfg: "Config", multiple: int, vision_model: str) -> None:
+    """The training resolution and the sampling hooks' sizes, against what the denoiser patches: the
+    model and the pipeline refuse them too, but only once every weight has loaded."""
+    from diffengine.models.vision import check_image_sides
+
+    loader = cfg.get("train_dataloader")
+    sides = {"train_dataloader.resolution": loader.get("resolution") if isinstance(loader, dict) else None}
+    for index, hook in enumerate(cfg.get("custom_hooks") or []):
+        if isinstance(hook, dict):
+            sides.update({f"custom_hooks.{index}.{name}": hook.get(name) for name in ("height", "width")})
+    try:
+        check_image_sides(multiple, {key: side for key, side in sides.items() if isinstance(side, int)}, vision_model)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_shards(cfg: "Config") -> None:
@@ -76,6 +99,11 @@ def check_shards(cfg: "Config") -> None:
         raise ConfigError(f"train_dataloader.shards: {error}") from None
     except ValueError as error:
         raise ConfigError(f"train_dataloader: {error}") from None
+    remote = next((url for source in sources for url in source if is_remote(url)), None)
+    if remote is not None and loader.get("num_samples_per_epoch") is None:
+        # the loader counts an epoch from local tar headers; it would say so once the model has loaded
+        raise ConfigError(f"train_dataloader.num_samples_per_epoch is required for remote shards such as "
+                          f"{remote!r}: give the number of samples an epoch reads")
     local = [[url for url in source if not is_remote(url)] for source in sources]
     weights = loader.get("weights") or [1.0] * len(specs)
     # a source of weight 0 is never read

@@ -5,6 +5,7 @@ from pathlib import Path
 from .. import constants
 from ..file_writes import filled_folder, visible
 from ..work_dirs import resolve_bridge_dir
+from .arguments import creatable_folder
 from .infer import add_base_model_arguments, load_bridge_model
 
 
@@ -34,6 +35,7 @@ def run_export(args: argparse.Namespace) -> Path:
     for option, path in (("--text-encoder", args.text_encoder), ("--vision-model", args.vision_model)):
         if path is not None and not Path(path).is_dir():
             raise FileNotFoundError(f"{option} {path} is not a folder")
+    creatable_folder(out_dir, "OUT_DIR")
 
     from diffengine.models import LaViBridgePipeline
 

@@ -28,8 +28,10 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=non_negative_float, default=7.5,
                         help="classifier-free guidance scale (default 7.5)")
     parser.add_argument("--height", type=image_side, default=None,
-                        help="image height, a multiple of 8 (default: the denoiser's native size)")
-    parser.add_argument("--width", type=image_side, default=None, help="image width, a multiple of 8")
+                        help="image height, a multiple of 8, of 16 for PixArt, SD3 and Flux (default: the "
+                        "denoiser's native size)")
+    parser.add_argument("--width", type=image_side, default=None,
+                        help="image width, a multiple of 8, of 16 for PixArt, SD3 and Flux")
     parser.add_argument("--seed", type=seed, default=0, help="same seed, same image (default 0)")
     parser.add_argument("--scheduler", choices=constants.INFERENCE_SCHEDULER_NAMES,
                         default=None, help="sampler (default: unipc, as the paper; flow_euler for SD3 "
@@ -54,15 +56,18 @@ def load_bridge_model(args: argparse.Namespace, bridge_dir: Path, **overrides):
     """``LaViBridge.from_bridge`` with the base-model options of ``add_base_model_arguments``.
 
     ``overrides`` are further constructor arguments. A ``--scheduler`` that cannot sample the base
-    model's schedule is refused before any weights load.
+    model's schedule, or a ``--height`` / ``--width`` its denoiser cannot patch, is refused before
+    any weights load.
     """
     from diffengine.models import LaViBridge
     from diffengine.models.editors.lavi_bridge.lavi_bridge import read_bridge_manifest
-    from diffengine.models.vision import check_sampler
+    from diffengine.models.vision import check_image_sides, check_sampler, image_side_multiple
 
     vision_model = args.vision_model or read_bridge_manifest(bridge_dir).get("vision_model")
     if vision_model and Path(vision_model).is_dir():  # a hub id is read when its weights load
         check_sampler(getattr(args, "scheduler", None), vision_model)
+        check_image_sides(image_side_multiple(vision_model), {f"--{name}": getattr(args, name, None)
+                                                              for name in ("height", "width")}, vision_model)
     overrides.update({k: v for k, v in (("text_encoder", args.text_encoder),
                                         ("vision_model", args.vision_model),
                                         ("weight_dtype", args.dtype)) if v is not None})

@@ -40,7 +40,8 @@ def add_prep_latents_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the diffusers base-model folder (or hub id) whose vae/ encodes the images: "
                         "the model.vision_model you will train with")
     parser.add_argument("--resolution", type=image_side, required=True,
-                        help="image size in px (a multiple of 8), the train_dataloader.resolution you will train at")
+                        help="image size in px (a multiple of 8, of 16 for PixArt, SD3 and Flux), the "
+                        "train_dataloader.resolution you will train at")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per VAE call (default 32)")
     parser.add_argument("--flip", action="store_true",
                         help="also store the latents of the horizontally flipped image, so that "
@@ -71,6 +72,7 @@ def run_prep_latents(args: argparse.Namespace) -> int:
     from diffengine.datasets.latent_shards import LATENT_EXT, first_sample
     from diffengine.datasets.shards import expand_shards
     from diffengine.models.model_paths import vision_model_location
+    from diffengine.models.vision import check_image_sides, image_side_multiple
 
     urls = expand_shards(args.shards)
     if any(url.startswith("pipe:") for url in urls):
@@ -90,6 +92,8 @@ def run_prep_latents(args: argparse.Namespace) -> int:
     if latent is not None:  # found again while encoding, but only after the VAE has loaded
         raise ValueError(f"{latent} is a latent shard already: prep-latents encodes image shards")
     vision_model = vision_model_location(args.vision_model)
+    if Path(vision_model).is_dir():  # latents of a size the denoiser cannot patch would not train
+        check_image_sides(image_side_multiple(vision_model), {"--resolution": args.resolution}, vision_model)
     device = resolve_device(args.device)
     writable_folder(out_dir, "OUT_DIR")
     if not args.overwrite:

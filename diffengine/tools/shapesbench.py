@@ -18,7 +18,13 @@ from pathlib import Path
 from ..constants import PRETRAINED_FOLDER, SHAPESBENCH_GUIDANCE, SHAPESBENCH_STEPS
 from ..file_writes import filled_folder, whole_file, write_text_whole
 from ..work_dirs import latest_model_folder
-from .arguments import add_cfg_options_argument, add_overwrite_argument, positive_int, refuse_to_overwrite
+from .arguments import (
+    add_cfg_options_argument,
+    add_overwrite_argument,
+    creatable_folder,
+    positive_int,
+    refuse_to_overwrite,
+)
 
 STAGE1_ASSET = Path(__file__).resolve().parents[1] / "assets" / "shapesbench_stage1"
 STAGE1_SOURCE_FILE = "SOURCE.md"
@@ -236,6 +242,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     data, work = Path(args.data_dir).resolve(), Path(args.work_dir).resolve()
     stage1 = Path(args.stage1).resolve() if args.stage1 else STAGE1_ASSET
     verify_stage1(stage1)
+    creatable_folder(Path(args.docs), "--docs")  # written at the end, after the training
     if args.readme:
         _readme_around_table(Path(args.readme))
     bridge_options = [*([f"train_cfg.max_iters={args.iters}"] if args.iters else []), *args.cfg_options]
@@ -387,6 +394,7 @@ def run_probe(args: argparse.Namespace) -> dict:
     from diffengine.models.language import LanguageModel
 
     data, rows, plan = Path(args.data_dir).resolve(), {}, []
+    creatable_folder(Path(args.docs), "--docs")
     for key in args.language_models:  # every layer checked before the first is probed
         label, _ = LANGUAGE_MODELS[key]
         folder = language_model_folder(key, data, progress=not args.no_progress)

@@ -265,7 +265,7 @@ def check_resolved_config(cfg: "Config") -> None:
         check_epoch_counting,
         check_model_wrapper_scope,
         check_plain_sections,
-        check_schedule_range,
+        check_schedules,
         check_training_values,
     )
 
@@ -275,7 +275,7 @@ def check_resolved_config(cfg: "Config") -> None:
     check_model_wrapper_scope(cfg)
     check_plain_sections(cfg)
     check_training_values(cfg)
-    check_schedule_range(cfg)
+    check_schedules(cfg)
 
 
 def prepare_config(args: argparse.Namespace, wds: bool) -> "Config":

@@ -392,6 +392,9 @@ def test_weighted_sources(tmp_path):
         load(a[0], weights=[1.0])
     with pytest.raises(ValueError, match="weights"):
         load([a, b], weights=[1.0])
+    for bad in ([1.0, float("nan")], [1.0, float("inf")], [1.0, -1.0], [0.0, 0.0]):
+        with pytest.raises(ValueError, match="with finite non-negative weights that do not all vanish"):
+            load([a, b], weights=bad)
     assert {key[:2] for key in keys} == {"a0", "a1", "b0", "b1"}  # every shard of both sources drawn
 
 

@@ -5,7 +5,7 @@ import pytest
 from mmengine.config import Config
 
 from diffengine.errors import ConfigError
-from diffengine.tools.data_check import check_shards
+from diffengine.tools.data_check import check_model_folders, check_shards
 
 
 def config(shards, tiny_sd, weights=None, vae_encoder=False) -> Config:
@@ -33,3 +33,14 @@ def test_ranks_started_by_the_launcher_leave_the_scan_to_it(latent_shards, demo_
 
     monkeypatch.setenv(WORK_DIR_CHECKED_ENV, "1")
     check_shards(config([latent_shards, demo_shards], tiny_sd))
+
+
+def test_a_tokenizer_or_vae_folder_is_checked_with_the_model_folders(tiny_t5, tiny_sd, tmp_path):
+    (tmp_path / "empty").mkdir()
+    stable_diffusion = dict(type="StableDiffusion", text_encoder=tiny_t5, vision_model=tiny_sd)
+    check_model_folders(Config(dict(model=dict(**stable_diffusion, tokenizer=tiny_t5))))
+    with pytest.raises(ConfigError, match=f"^model.tokenizer '{tmp_path}/no_tokenizer' does not exist"):
+        check_model_folders(Config(dict(model=dict(**stable_diffusion, tokenizer=f"{tmp_path}/no_tokenizer"))))
+    check_model_folders(Config(dict(model=dict(type="AutoencoderKLTrainer", vae=f"{tiny_sd}/vae"))))
+    with pytest.raises(ConfigError, match=f"^model.vae {tmp_path}/empty has no config.json: an AutoencoderKL folder"):
+        check_model_folders(Config(dict(model=dict(type="AutoencoderKLTrainer", vae=f"{tmp_path}/empty"))))

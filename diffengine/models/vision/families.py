@@ -411,3 +411,20 @@ def load_diffusers_config(folder: str, subfolder: str, config_name: str = "confi
     # ConfigMixin.load_config reads the file its class names, so a class per file name
     reader = type("DiffusersConfig", (ConfigMixin,), {"config_name": config_name})
     return reader.load_config(folder, subfolder=subfolder)
+
+
+def image_side_multiple(vision_model: str) -> int:
+    """What image sides must be a multiple of, in pixels, for a diffusers base-model folder: its
+    denoiser's latent patch times its VAE's scale, read from the configs (no weights)."""
+    family = find_vision_family(vision_model)
+    return family.pixel_multiple(family.denoiser_config(vision_model), load_diffusers_config(vision_model, "vae"))
+
+
+def check_image_sides(multiple: int, sides: Mapping[str, int | None], model: str) -> None:
+    """Raise ValueError naming the first side (``{option: pixels}``) that is not a multiple of
+    ``multiple``: PixArt, SD3 and Flux patch latents in 2 x 2, so 8-pixel steps are not enough
+    (SD3's pipeline refuses such a size only once loaded, Flux's silently makes a smaller image)."""
+    for name, side in sides.items():
+        if side is not None and side % multiple:
+            raise ValueError(f"{name} must be a multiple of {multiple} pixels for {model} (its denoiser's "
+                             f"latent patch x its VAE's scale), got {side}")

@@ -8,7 +8,7 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from diffengine.constants import INFERENCE_SCHEDULER_NAMES, PIXEL_MULTIPLE
+from diffengine.constants import INFERENCE_SCHEDULER_NAMES, MAX_SEED, PIXEL_MULTIPLE
 
 from .families import load_diffusers_config
 
@@ -52,8 +52,11 @@ def check_sampler(name: str | None, vision_model: str) -> None:
 
 
 def check_sampling_options(num_inference_steps: int = 1, guidance_scale: float = 0.0, height: int | None = None,
-                           width: int | None = None, scheduler: str | None = None) -> None:
+                           width: int | None = None, scheduler: str | None = None, seed: int | None = None) -> None:
     """Raise ValueError for sampling options that a pipeline would refuse, or silently misuse, later."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        # torch.Generator's range: torch raises an overflow for more, and wraps -1 around silently
+        raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1 ({MAX_SEED}), got {seed!r}")
     if num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
     if not guidance_scale >= 0:  # NaN too; a negative scale steers away from the prompt

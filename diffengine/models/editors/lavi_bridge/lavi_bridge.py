@@ -44,7 +44,7 @@ from ...vision import (
     batch_latents,
     drop_vae_encoder,
     find_vision_family,
-    load_diffusers_config,
+    image_side_multiple,
     vae_scale_factor,
 )
 from ...weights_file import load_checked_safetensors
@@ -336,9 +336,7 @@ class LaViBridge(BaseModel):
     def image_side_multiple(cls, vision_model: str) -> int:
         """What the sides of training images must be a multiple of, in pixels, for ``vision_model``:
         its denoiser's latent patch times its VAE's scale (read from the configs, no weights)."""
-        location = vision_model_location(vision_model)
-        family = find_vision_family(location)
-        return family.pixel_multiple(family.denoiser_config(location), load_diffusers_config(location, "vae"))
+        return image_side_multiple(vision_model_location(vision_model))
 
     @property
     def denoiser(self) -> torch.nn.Module:

@@ -31,11 +31,16 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from diffengine.constants import MAX_SEED
-
 from ...language import lm_hidden_states, tokenize_prompts, truncated_parts
 from ...lora import base_layers_only, load_lora, lora_layers, merge_lora_layers, save_lora
-from ...vision import TextConditioning, VisionFamily, inference_scheduler, vision_family_of
+from ...vision import (
+    TextConditioning,
+    VisionFamily,
+    check_image_sides,
+    check_sampling_options,
+    inference_scheduler,
+    vision_family_of,
+)
 from .text_adapter import LaViBridgeTextAdapter
 
 logger = logging.getLogger(__name__)
@@ -166,12 +171,13 @@ class LaViBridgePipeline(DiffusionPipeline):
                      else list(negative_prompt))
         if len(negatives) != len(prompts):
             raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+        check_sampling_options(num_inference_steps, guidance_scale, height, width, seed=seed)
         if seed is not None:
             if generator is not None:
                 raise ValueError("pass either seed or generator, not both")
-            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-                raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1 ({MAX_SEED}), got {seed!r}")
             generator = torch.Generator(self._execution_device).manual_seed(seed)
+        check_image_sides(self.vision_family.pixel_multiple(self.denoiser.config, self.vae.config),
+                          {"height": height, "width": width}, type(self.denoiser).__name__)
         # the denoising loop is diffusers' own for the denoiser's family, fed with our embeddings
         images = self.vision_family.generate(
             self.denoiser, self.vae, self.scheduler, self.encode_prompt(prompts),
