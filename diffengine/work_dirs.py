@@ -26,6 +26,24 @@ def model_folder(work_dir: str | Path, folder: str, iteration: int) -> Path:
     return Path(work_dir) / folder / f"iter_{iteration}"
 
 
+def checkpoint_iteration(checkpoint: str | Path) -> int | None:
+    """N of an ``iter_N.pth`` checkpoint, by its name (None for another name)."""
+    match = _CHECKPOINT_NAME.fullmatch(Path(checkpoint).name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_bridge(checkpoint: str | Path | None, iteration: int, work_dir: str | Path) -> Path | None:
+    """The bridge folder saved with checkpoint ``iteration``: beside the checkpoint file (another
+    run's), else in ``work_dir`` (where the bridge hook writes whatever ``CheckpointHook(out_dir=...)``
+    says)."""
+    places = [Path(checkpoint).parent] if checkpoint else []
+    for place in dict.fromkeys([*places, Path(work_dir)]):
+        folder = model_folder(place, BRIDGE_FOLDER, iteration)
+        if (folder / BRIDGE_MANIFEST).is_file():
+            return folder
+    return None
+
+
 def latest_pointer(work_dir: str | Path, folder: str) -> Path:
     """``WORK_DIR/<folder>/last_<folder>``: the file naming the newest model folder."""
     return Path(work_dir) / folder / f"last_{folder}"

@@ -207,6 +207,13 @@ BAD_INPUTS = [
      "custom_hooks.3.guidance_scale must be >= 0, got -3"),
     ("a sample grid seed torch.Generator cannot take", DEMO, [], ["custom_hooks.3.seed=-1"],
      "custom_hooks.3.seed must be a whole number from 0 to 2**64 - 1 (18446744073709551615), got -1"),
+    ("a negative prompt that guidance would drop", DEMO, [],
+     ["custom_hooks.3.negative_prompt=blurry", "custom_hooks.3.guidance_scale=1"],
+     "custom_hooks.3.negative_prompt is used only with guidance_scale > 1 (classifier-free guidance), got "
+     "guidance_scale=1"),
+    ("a folder hook whose writer the model lacks", DEMO, [], ["custom_hooks.1.type=ModelFolderCheckpointHook"],
+     "custom_hooks.1: ModelFolderCheckpointHook writes its folders with the model's save_pretrained(), which "
+     "LaViBridge lacks: use BridgeCheckpointHook"),
     ("a learning rate held at 0 by its schedule", DEMO, [], ["param_scheduler.0.factor=0"],
      "param_scheduler.0.factor must be in (0, 1], got 0"),
     ("remote shards without an epoch length", DEMO, [],
@@ -318,6 +325,8 @@ def test_the_pipeline_refuses_a_size_its_denoiser_cannot_patch(tiny_t5, pixart_1
     with pytest.raises(ValueError, match="^width must be a multiple of 16 pixels for PixArtTransformer2DModel "):
         model.infer("a red circle", num_inference_steps=1, height=32, width=24)
     assert model.infer("a red circle", num_inference_steps=2, height=32, width=16)[0].size == (16, 32)
+    with pytest.raises(ValueError, match="^negative_prompt is used only with guidance_scale > 1"):
+        model.infer("a red circle", negative_prompt="blurry", guidance_scale=1.0, num_inference_steps=2)
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-2"])
@@ -327,6 +336,16 @@ def test_bad_process_count_is_one_line(value, monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         f"diffengine: error: environment variable NPROC_PER_NODE={value!r}: expected a whole number "
         ">= 1 (processes per node, one per GPU)")
+
+
+@pytest.mark.parametrize("name, value", [("WORLD_SIZE", "4"), ("RANK", "2")])
+def test_a_rank_or_world_size_without_a_launcher_is_one_line(name, value, monkeypatch, capsys):
+    # the shard loader would have read that rank's share of the data only, without a word
+    monkeypatch.setenv(name, value)
+    assert main(["wds_train", "lavi_bridge_demo"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"diffengine: error: environment variable {name}={value}, but this process was started without a launcher: "
+        "unset it, add --launcher pytorch under torchrun, or set NPROC_PER_NODE to train on several devices")
 
 
 def test_more_processes_than_visible_gpus_is_one_line_before_any_launch(monkeypatch, capsys):
@@ -517,6 +536,8 @@ def test_one_process_on_each_of_several_nodes_is_launched_with_torchrun(tiny_t5,
     (["infer", "{bridge}", "a prompt", "--out", "{assets}/syntax.py"], "syntax.py: cannot create this folder"),
     (["eval", "{bridge}", "--benchmark", "shapes", "--out", "{assets}/syntax.py/scores.json"],
      "syntax.py: cannot create this folder"),
+    (["infer", "{bridge}", "a prompt", "--negative-prompt", "blurry", "--guidance", "1"],
+     "--negative-prompt is used only with --guidance > 1 (classifier-free guidance), got --guidance 1.0"),
     (["eval", "{bridge}", "--metric", "clip_score", "--training-prompts"],
      "--training-prompts chooses ShapesBench's prompts (--benchmark shapes)"),
 ])
@@ -544,8 +565,13 @@ def test_a_cuda_device_past_the_visible_ones_is_refused_before_any_model_loads(a
             "which)") in capsys.readouterr().err
 
 
+# the launching process reads NPROC_PER_NODE x NNODES; a worker that torchrun started, WORLD_SIZE
+WORKER_ENVIRONMENT = {"WORLD_SIZE": "8", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                      "MASTER_PORT": "29500"}
+
+
 @pytest.mark.parametrize("environment, workers", [({}, 8), ({"NPROC_PER_NODE": "2", "NNODES": "2"}, 2),
-                                                  ({"WORLD_SIZE": "8"}, 1)])
+                                                  (WORKER_ENVIRONMENT, 1)])
 def test_too_few_shards_for_the_readers_is_found_before_any_model_loads(environment, workers, tiny_t5, tiny_sd,
                                                                         demo_shards, tmp_path, monkeypatch):
     from diffengine.tools.train import prepare_config, train_arguments
@@ -554,7 +580,8 @@ def test_too_few_shards_for_the_readers_is_found_before_any_model_loads(environm
         monkeypatch.delenv(key, raising=False)
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
-    args = train_arguments(DEMO, "--work-dir", str(tmp_path / "work"), "--cfg-options",
+    launcher = ["--launcher", "pytorch"] if "WORLD_SIZE" in environment else []
+    args = train_arguments(DEMO, "--work-dir", str(tmp_path / "work"), *launcher, "--cfg-options",
                            *demo_cfg_options(tiny_t5, tiny_sd, demo_shards), f"train_dataloader.num_workers={workers}")
     # the demo shards are 4; prepare_config builds no model
     with pytest.raises(ConfigError, match="4 shard\\(s\\) cannot give each of world_size x num_workers = 8 readers"):
@@ -720,8 +747,9 @@ def test_ctrl_c_is_one_line_and_exit_130(command, function, expected, monkeypatc
     ("model.adapter.out_dim=7", "adapter out_dim=7 does not match the vision model's cross_attention_dim=32 "),
     ("model.prediction_type=sample", "prediction_type"),
     ("model.max_length=0", "max_length must be >= 1, got 0"),
+    ("model.pad_token=<no_such_token>", "pad_token '<no_such_token>' is not in the vocabulary of "),
 ], ids=["hidden_layer", "caption_dropout", "caption_dropout_1", "weight_dtype", "lora_alpha", "adapter",
-        "prediction_type", "max_length"])
+        "prediction_type", "max_length", "pad_token"])
 def test_a_bad_model_option_is_refused_before_a_runner_starts(option, expected, tiny_t5, tiny_sd, demo_shards,
                                                               tmp_path, monkeypatch, capsys):
     from diffengine.engine import DiffEngineRunner

@@ -8,9 +8,9 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from diffengine.constants import BRIDGE_FOLDER, BRIDGE_MANIFEST, LAST_CHECKPOINT
+from diffengine.constants import LAST_CHECKPOINT
 from diffengine.registry import HOOKS
-from diffengine.work_dirs import checkpoints_in, model_folder
+from diffengine.work_dirs import checkpoint_bridge, checkpoints_in
 
 from .model_wrapper import unwrap_model
 
@@ -175,15 +175,10 @@ class ResumeOverridesHook(Hook):
 
         model = unwrap_model(runner.model)
         iteration = checkpoint.get("meta", {}).get("iter")
-        # the work dir beside the checkpoint (--resume PATH of another run), else this one's: the
-        # bridge hook writes there whatever CheckpointHook(out_dir=...) says
-        places = [Path(runner.cfg.load_from).parent] if runner.cfg.get("load_from") else []
-        found = [folder for folder in (model_folder(place, BRIDGE_FOLDER, iteration)
-                                       for place in [*places, Path(runner.work_dir)])
-                 if (folder / BRIDGE_MANIFEST).is_file()]
-        if not hasattr(model, "weight_settings") or not found:
+        saved = (checkpoint_bridge(runner.cfg.get("load_from"), iteration, runner.work_dir)
+                 if isinstance(iteration, int) else None)
+        if not hasattr(model, "weight_settings") or saved is None:
             return
-        saved = found[0]
         try:
             check_bridge_settings(saved, model.weight_settings, model.base_models, model.language.max_length)
         except ValueError as error:

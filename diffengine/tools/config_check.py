@@ -35,7 +35,8 @@ _PASSED_BY_RUNNER = {"runner", "dataloader", "optimizer", "module", "model", "pa
 _READ_BY_MMENGINE = {"optim_wrapper": {"constructor", "optimizer", "paramwise_cfg"},
                      "hook": {"priority"}, "param_scheduler": {"convert_to_iter_based"}}
 # the sampling hooks' options (VisualizationHook, ShapesBenchHook), checked as inference checks them
-_SAMPLING_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width", "scheduler", "seed")
+_SAMPLING_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width", "scheduler", "seed",
+                     "negative_prompt")
 # smallest valid value of numeric options, wherever they appear (a negative weight decay grows
 # the weights; MMEngine and torch check the others only once the model is built)
 _MINIMUMS = {"max_iters": 1, "batch_size": 1, "num_workers": 0, "interval": 1,
@@ -182,6 +183,29 @@ def check_training_values(cfg: "Config") -> None:
     if isinstance(resolution, int) and resolution % PIXEL_MULTIPLE:
         raise ConfigError(f"train_dataloader.resolution must be a multiple of {PIXEL_MULTIPLE} pixels, "
                           f"got {resolution}: a bridge trained at it could not sample at its own size")
+
+
+def check_model_folder_hooks(cfg: "Config") -> None:
+    """A hook that writes model folders (``BridgeCheckpointHook``, ``ModelFolderCheckpointHook``)
+    calls a method of the model that the model must have: else the first checkpoint, an interval
+    into training, would fail with an AttributeError and be lost."""
+    from diffengine.engine import ModelFolderCheckpointHook
+    from diffengine.registry import HOOKS, MODELS
+
+    model = _resolve((cfg.get("model") or {}).get("type"), MODELS)
+    if not isinstance(model, type):
+        return
+    writers = [name for name in ("save_bridge", "save_pretrained") if callable(getattr(model, name, None))]
+    for index, hook in enumerate(cfg.get("custom_hooks") or []):
+        kind = _resolve(hook.get("type"), HOOKS) if isinstance(hook, dict) else None
+        if not (isinstance(kind, type) and issubclass(kind, ModelFolderCheckpointHook)):
+            continue
+        save_method = kind(**{k: v for k, v in hook.items() if k not in ("type", "priority")}).save_method
+        if not callable(getattr(model, save_method, None)):
+            fits = {"save_bridge": "BridgeCheckpointHook", "save_pretrained": "ModelFolderCheckpointHook"}
+            use = " or ".join(fits[name] for name in writers) or "no folder hook"
+            raise ConfigError(f"custom_hooks.{index}: {kind.__name__} writes its folders with the model's "
+                              f"{save_method}(), which {model.__name__} lacks: use {use}")
 
 
 def _check_clip_grad(clip: Any) -> None:

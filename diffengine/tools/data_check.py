@@ -46,23 +46,39 @@ def _vae_location(path: str, role: str) -> str:
 
 def check_model_arguments(cfg: "Config") -> None:
     """The model class's own check of its arguments (``check_arguments``, where it has one: configs
-    read, no weights), so that a bad option is one line before any runner or worker starts."""
+    read, no weights), so that a bad option is one line before any runner or worker starts. On
+    ``--resume``, the bridge saved with the checkpoint is checked as a ``bridge_path`` would be:
+    settings that change what its weights mean, or weights that would not fit, are refused now,
+    not once every model has loaded."""
     from diffengine.registry import MODELS
 
     model = cfg.get("model")
     if not isinstance(model, dict) or "type" not in model:
         return
-    kind = model["type"]
-    check = getattr(MODELS.get(kind) if isinstance(kind, str) else kind, "check_arguments", None)
+    kind = MODELS.get(model["type"]) if isinstance(model["type"], str) else model["type"]
+    check = getattr(kind, "check_arguments", None)
     if check is None:
         return
+    arguments = {key: value for key, value in model.items() if key != "type"}
+    resumed = _resumed_bridge(cfg) if "bridge_path" in inspect.signature(kind).parameters else None
+    if resumed is not None and arguments.get("bridge_path") is None:
+        arguments["bridge_path"] = str(resumed)
     try:
-        check(**{key: value for key, value in model.items() if key != "type"})
+        check(**arguments)
     except SETUP_ERRORS as error:
-        raise ConfigError(describe_error(error)) from error
-    side_multiple = getattr(MODELS.get(kind) if isinstance(kind, str) else kind, "image_side_multiple", None)
+        raise ConfigError(f"{'--resume: ' if resumed else ''}{describe_error(error)}") from error
+    side_multiple = getattr(kind, "image_side_multiple", None)
     if side_multiple is not None and isinstance(model.get("vision_model"), str):
         _check_image_sides(cfg, side_multiple(model["vision_model"]), model["vision_model"])
+
+
+def _resumed_bridge(cfg: "Config") -> Path | None:
+    """The bridge folder saved with the checkpoint ``--resume`` continues from, when there is one."""
+    from diffengine.work_dirs import checkpoint_bridge, checkpoint_iteration
+
+    load_from = cfg.get("load_from")
+    iteration = checkpoint_iteration(load_from) if cfg.get("resume") and isinstance(load_from, str) else None
+    return checkpoint_bridge(load_from, iteration, cfg.work_dir) if iteration is not None else None
 
 
 def _check_image_sides(cfg: "Config", multiple: int, vision_model: str) -> None:

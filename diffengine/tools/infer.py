@@ -23,7 +23,8 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bridge", metavar="BRIDGE_DIR",
                         help="a bridge folder, or a work dir (its newest bridge is used)")
     parser.add_argument("prompts", nargs="+", metavar="PROMPT")
-    parser.add_argument("--negative-prompt", default="")
+    parser.add_argument("--negative-prompt", default="",
+                        help="what to guide away from, with --guidance > 1 (default: the empty prompt)")
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps (default 50)")
     parser.add_argument("--guidance", type=non_negative_float, default=7.5,
                         help="classifier-free guidance scale (default 7.5)")
@@ -85,6 +86,9 @@ def run_infer(args: argparse.Namespace) -> list[Path]:
     non-finite pixels is refused by ``LaViBridge.infer`` before it is written)."""
     from tqdm import tqdm
 
+    if args.negative_prompt and args.guidance <= 1:  # the pipelines would drop it without a word
+        raise ValueError(f"--negative-prompt is used only with --guidance > 1 (classifier-free guidance), got "
+                         f"--guidance {args.guidance}")
     bridge_dir = resolve_bridge_dir(args.bridge)
     out_dir = Path(args.out)
     refuse_to_overwrite((out_dir / image_filename(i, p) for i, p in enumerate(args.prompts)), args.overwrite)

@@ -101,7 +101,17 @@ LAUNCHER_ENVIRONMENT = {
 
 
 def check_launcher_environment(launcher: str) -> None:
-    """Raise ConfigError when ``--launcher`` runs outside the launcher that sets its variables."""
+    """Raise ConfigError when ``--launcher`` runs outside the launcher that sets its variables, or
+    when a process started without one finds a rank or world size in its environment: the shard
+    loader would read only that rank's share of the data, silently (a variable left over from
+    another job, or torchrun without ``--launcher pytorch``)."""
+    if launcher == "none":
+        for name, alone in (("WORLD_SIZE", "1"), ("RANK", "0")):
+            value = os.environ.get(name, alone).strip()
+            if value not in ("", alone):
+                raise ConfigError(f"environment variable {name}={value}, but this process was started without a "
+                                  "launcher: unset it, add --launcher pytorch under torchrun, or set "
+                                  "NPROC_PER_NODE to train on several devices")
     missing = [name for name in LAUNCHER_ENVIRONMENT.get(launcher, ()) if name not in os.environ]
     if missing:
         raise ConfigError(f"--launcher {launcher} needs the environment its launcher sets ({', '.join(missing)} "

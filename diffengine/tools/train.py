@@ -263,6 +263,7 @@ def check_resolved_config(cfg: "Config") -> None:
     from .config_check import (
         check_config,
         check_epoch_counting,
+        check_model_folder_hooks,
         check_model_wrapper_scope,
         check_plain_sections,
         check_schedules,
@@ -276,6 +277,7 @@ def check_resolved_config(cfg: "Config") -> None:
     check_plain_sections(cfg)
     check_training_values(cfg)
     check_schedules(cfg)
+    check_model_folder_hooks(cfg)
 
 
 def prepare_config(args: argparse.Namespace, wds: bool) -> "Config":

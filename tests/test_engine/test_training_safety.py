@@ -286,11 +286,30 @@ def test_resume_applies_new_learning_rates_and_logs_what_changed(uninterrupted, 
     assert runner.message_hub.get_scalar("train/adapter_lr").current() == 5e-4
 
 
-def test_a_checkpoint_of_another_lora_rank_is_one_line(uninterrupted, tmp_path, capsys):
+def test_a_checkpoint_of_another_lora_rank_is_one_line(uninterrupted, tmp_path, capsys, monkeypatch):
     options, _, _, work_dir = uninterrupted
-    status = main(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path), "--resume",
-                   str(work_dir / "iter_4.pth"), "--cfg-options", *options, "model.vision_lora.rank=3"])
-    assert status == 2
+    arguments = ["--cfg-options", *options, "model.vision_lora.rank=3"]
+    built, from_cfg = [], DiffEngineRunner.from_cfg
+
+    def counted_from_cfg(cfg):
+        built.append(cfg)
+        return from_cfg(cfg)
+
+    monkeypatch.setattr(DiffEngineRunner, "from_cfg", counted_from_cfg)
+    # the bridge saved with the checkpoint tells, before any model loads
+    status = main(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path / "run"), "--resume",
+                   str(work_dir / "iter_4.pth"), *arguments])
+    assert status == 2 and not built
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"diffengine: error: --resume: {work_dir}/bridge/iter_4/bridge.json was trained with "
+                            "vision_lora={'rank': 8, ")
+    assert "this model has vision_lora={'rank': 3, " in error and error.endswith("to continue that bridge")
+    # a checkpoint without its bridge: the weights themselves tell, once loaded
+    (tmp_path / "alone").mkdir()
+    shutil.copy(work_dir / "iter_4.pth", tmp_path / "alone")
+    status = main(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path / "run"), "--resume",
+                   str(tmp_path / "alone" / "iter_4.pth"), *arguments])
+    assert status == 2 and built
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("diffengine: error: the checkpoint does not fit this model (")
     assert "tensors differ in shape, e.g. unet." in error and "other LoRA ranks" in error

@@ -71,3 +71,21 @@ def test_a_bad_prediction_type_fails_before_any_weights_load(tiny_t5, tiny_sd, m
     monkeypatch.setattr(lavi_bridge, "LanguageModel", no_loading)
     with pytest.raises(ValueError, match="prediction_type must be one of epsilon, v_prediction"):
         LaViBridge(tiny_t5, tiny_sd, prediction_type="v-prediction")
+
+
+def test_a_bridge_to_continue_is_checked_against_the_model_before_any_weights_load(bridge_dir, tiny_t5, tiny_sd,
+                                                                                   monkeypatch):
+    import transformers
+
+    # what tiny_bridge was built with: its bridge may be continued under these arguments
+    arguments = dict(text_encoder=tiny_t5, vision_model=tiny_sd, max_length=16, bridge_path=str(bridge_dir),
+                     text_lora=dict(rank=4), vision_lora=dict(rank=4))
+    monkeypatch.setattr(transformers.T5EncoderModel, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    LaViBridge.check_arguments(**arguments)
+    saved_int_dim = json.loads((bridge_dir / "adapter" / "config.json").read_text())["int_dim"]
+    with pytest.raises(ValueError, match=f"has an adapter of int_dim={saved_int_dim}, this model's has int_dim=7: "
+                                         f"set model.adapter.int_dim={saved_int_dim} to continue that bridge"):
+        LaViBridge.check_arguments(**arguments, adapter=dict(int_dim=7))
+    (bridge_dir / "vision_lora" / "adapter_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks vision_lora/adapter_model.safetensors"):
+        LaViBridge.check_arguments(**arguments)

@@ -40,7 +40,8 @@ class VisualizationHook(Hook):
                  scheduler: str | None = None):
         if not prompts:
             raise ValueError("VisualizationHook needs at least one prompt")
-        check_sampling_options(num_inference_steps, guidance_scale, height, width, scheduler, seed)
+        check_sampling_options(num_inference_steps, guidance_scale, height, width, scheduler, seed,
+                               negative_prompt)
         self.prompts = list(prompts)
         self.interval = interval
         self.infer_kwargs = dict(negative_prompt=negative_prompt,

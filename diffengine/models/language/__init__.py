@@ -3,6 +3,7 @@ from .families import LANGUAGE_FAMILIES, LanguageFamily, language_family_of
 from .language_model import (
     LanguageModel,
     check_caption_dropout,
+    check_pad_token,
     checked_language_model_config,
     drop_captions,
     hidden_width,
@@ -12,5 +13,5 @@ from .language_model import (
 )
 
 __all__ = ["LANGUAGE_FAMILIES", "LanguageFamily", "language_family_of", "LanguageModel",
-           "check_caption_dropout", "checked_language_model_config", "drop_captions", "hidden_width",
+           "check_caption_dropout", "check_pad_token", "checked_language_model_config", "drop_captions", "hidden_width",
            "lm_hidden_states", "tokenize_prompts", "truncated_parts"]

@@ -101,14 +101,15 @@ class LanguageModel(nn.Module):
         self.family = language_family_of(config.model_type)
         model_cls = (AutoModel if self.family.model_class is None else getattr(
             transformers, self.family.model_class))
-        self.model = model_cls.from_pretrained(pretrained, dtype=dtype)
-        self.model.requires_grad_(False)
+        # the tokenizer first: a pad token it lacks is refused before the weights load (minutes for 7B)
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or pretrained)
         if pad_token is not None:
             self.tokenizer.pad_token = _vocabulary_token(self.tokenizer, pad_token, pretrained)
         elif self.tokenizer.pad_token is None:
             # decoder-only LMs often ship without one; padding needs it
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.model = model_cls.from_pretrained(pretrained, dtype=dtype)
+        self.model.requires_grad_(False)
         self.pad_token = pad_token
         self.max_length = max_length
         self.hidden_layer = hidden_layer
@@ -140,6 +141,11 @@ class LanguageModel(nn.Module):
         """Hidden states (batch, max_length, hidden_size) of the configured layer."""
         return lm_hidden_states(self.model, input_ids, attention_mask, self.hidden_layer,
                                 self.use_attention_mask)
+
+
+def check_pad_token(pretrained: str, pad_token: str, tokenizer: str | None = None) -> None:
+    """Raise ValueError when ``pad_token`` is not in the tokenizer's vocabulary (reads the tokenizer only)."""
+    _vocabulary_token(AutoTokenizer.from_pretrained(tokenizer or pretrained), pad_token, pretrained)
 
 
 def _vocabulary_token(tokenizer, token: str, pretrained: str) -> str:

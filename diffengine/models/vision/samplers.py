@@ -52,7 +52,8 @@ def check_sampler(name: str | None, vision_model: str) -> None:
 
 
 def check_sampling_options(num_inference_steps: int = 1, guidance_scale: float = 0.0, height: int | None = None,
-                           width: int | None = None, scheduler: str | None = None, seed: int | None = None) -> None:
+                           width: int | None = None, scheduler: str | None = None, seed: int | None = None,
+                           negative_prompt: str | list[str] = "") -> None:
     """Raise ValueError for sampling options that a pipeline would refuse, or silently misuse, later."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
         # torch.Generator's range: torch raises an overflow for more, and wraps -1 around silently
@@ -61,6 +62,11 @@ def check_sampling_options(num_inference_steps: int = 1, guidance_scale: float =
         raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
     if not guidance_scale >= 0:  # NaN too; a negative scale steers away from the prompt
         raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+    negatives = [negative_prompt] if isinstance(negative_prompt, str) else negative_prompt
+    if guidance_scale <= 1 and any(negatives):
+        # every family's pipeline guides with the negative prompt only above 1, and drops it silently
+        raise ValueError(f"negative_prompt is used only with guidance_scale > 1 (classifier-free guidance), "
+                         f"got guidance_scale={guidance_scale}")
     for name, side in (("height", height), ("width", width)):
         if side is not None and (side < 1 or side % PIXEL_MULTIPLE):
             raise ValueError(f"{name} must be a positive multiple of {PIXEL_MULTIPLE} pixels, got {side}")

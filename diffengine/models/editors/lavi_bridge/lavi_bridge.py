@@ -25,7 +25,14 @@ from diffengine.version import __version__
 from ...data_preprocessor import DiffusionDataPreprocessor
 from ...eval_mode import eval_mode
 from ...generated_images import finite_pil_images
-from ...language import LanguageModel, check_caption_dropout, checked_language_model_config, drop_captions, hidden_width
+from ...language import (
+    LanguageModel,
+    check_caption_dropout,
+    check_pad_token,
+    checked_language_model_config,
+    drop_captions,
+    hidden_width,
+)
 from ...lora import (
     LORA_WEIGHTS,
     inject_lora,
@@ -159,8 +166,24 @@ def _checked_arguments(text_encoder: str, vision_model: str, adapter: dict | Non
     vision_family = find_vision_family(vision_model)
     lm_config = checked_language_model_config(text_encoder, max_length, hidden_layer)
     adapter = _adapter_dims(adapter or {}, hidden_width(lm_config), text_encoder, vision_model, vision_family)
+    if bridge_path is not None:
+        _check_bridge_fits(Path(bridge_path), adapter, [side for side, lora in (("text_lora", text_lora),
+                                                                                 ("vision_lora", vision_lora))
+                                                       if lora["rank"]])
     return CheckedBridgeArguments(text_encoder, vision_model, weight_dtype_name(weight_dtype), text_lora,
                                   vision_lora, adapter, objective, vision_family, weight_settings)
+
+
+def _check_bridge_fits(directory: Path, adapter: dict, lora_sides: list[str]) -> None:
+    """The files a ``bridge_path`` must hold, and its adapter's widths (from ``adapter/config.json``)
+    against this model's, before any base model loads: else its weights would not load into it."""
+    check_bridge_files(directory, lora_sides)
+    saved = LaViBridgeTextAdapter.load_config(directory / "adapter")
+    for key in ("in_dim", "int_dim", "out_dim", "pooled_dim"):
+        if saved.get(key) != adapter.get(key):
+            raise ValueError(f"{directory} has an adapter of {key}={saved.get(key)}, this model's has {key}="
+                             f"{adapter.get(key)}: set model.adapter.{key}={saved.get(key)} to continue that "
+                             "bridge (or leave model.bridge_path unset to start a new one)")
 
 
 def _adapter_dims(adapter: dict, lm_width: int, text_encoder: str, vision_model: str,
@@ -331,6 +354,8 @@ class LaViBridge(BaseModel):
         bound.apply_defaults()
         names = [name for name in inspect.signature(_checked_arguments).parameters if name != "warn"]
         _checked_arguments(**{name: bound.arguments[name] for name in names}, warn=False)
+        if bound.arguments["pad_token"] is not None:  # the tokenizer only: seconds
+            check_pad_token(language_model_location(bound.arguments["text_encoder"]), bound.arguments["pad_token"])
 
     @classmethod
     def image_side_multiple(cls, vision_model: str) -> int:

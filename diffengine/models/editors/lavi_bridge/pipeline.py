@@ -171,7 +171,8 @@ class LaViBridgePipeline(DiffusionPipeline):
                      else list(negative_prompt))
         if len(negatives) != len(prompts):
             raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
-        check_sampling_options(num_inference_steps, guidance_scale, height, width, seed=seed)
+        check_sampling_options(num_inference_steps, guidance_scale, height, width, seed=seed,
+                               negative_prompt=negatives)
         if seed is not None:
             if generator is not None:
                 raise ValueError("pass either seed or generator, not both")
