@@ -43,7 +43,12 @@ def _list_cfg(args: argparse.Namespace) -> int:
     from .tools.config_lookup import configs_root, list_configs
 
     root = configs_root()
-    for name, path in list_configs(args.pattern).items():
+    found = list_configs(args.pattern)
+    if not found:  # as grep: nothing matched is exit code 1, said on stderr
+        print(f"diffengine: no packaged config name contains {args.pattern!r} (list-cfg lists them all)",
+              file=sys.stderr)
+        return 1
+    for name, path in found.items():
         print(f"{name:40s} {path.relative_to(root)}")
     return 0
 

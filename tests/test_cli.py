@@ -41,8 +41,12 @@ def test_version_and_list_cfg(capsys):
     assert main(["list-cfg"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert {"lavi_bridge_v15_laion", "lavi_bridge_demo"} <= set(names)
-    assert main(["list-cfg", "-p", "demo"]) == 0
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["lavi_bridge_demo"]
+    for pattern in ("demo", "DEMO"):  # any case
+        assert main(["list-cfg", "-p", pattern]) == 0
+        assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["lavi_bridge_demo"]
+    assert main(["list-cfg", "-p", "no_such"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == "diffengine: no packaged config name contains 'no_such' (list-cfg lists them all)\n"
 
 
 def test_copy_cfg_copies_a_loadable_config(tmp_path):

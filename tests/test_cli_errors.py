@@ -148,6 +148,10 @@ BAD_INPUTS = [
     ("latent shards of another resolution after the first", DEMO, [],
      ["train_dataloader.shards=[{assets}/latents.tar,{assets}/latents_64px.tar]"],
      "latents_64px.tar holds latents encoded at 64 px but train_dataloader.resolution is 32"),
+    ("random crops of latent shards", DEMO, [],
+     ["train_dataloader.shards={assets}/latents.tar", "train_dataloader.center_crop=False"],
+     "train_dataloader.center_crop=False takes random crops, but {assets}/latents.tar holds latents of centre "
+     "crops (prep-latents): set center_crop=True, or train from the image shards"),
     ("latent shards beside image shards", DEMO, [],
      ["train_dataloader.shards=[{assets}/images.tar,{assets}/latents.tar]"],
      "train_dataloader.shards mixes latent shards ({assets}/latents.tar) with shards without latents "

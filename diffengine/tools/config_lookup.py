@@ -22,12 +22,12 @@ def configs_root() -> Path:
 
 
 def list_configs(pattern: str | None = None) -> dict[str, Path]:
-    """Runnable configs (not ``_base_`` parts) by name, optionally filtered by a substring."""
+    """Runnable configs (not ``_base_`` parts) by name, optionally filtered by a substring (any case)."""
     root = configs_root()
     found = {p.stem: p for p in sorted(root.rglob("*.py"))
              if "_base_" not in p.relative_to(root).parts and not p.name.startswith("_")}
     if pattern:
-        found = {name: path for name, path in found.items() if pattern in name}
+        found = {name: path for name, path in found.items() if pattern.lower() in name.lower()}
     return found
 
 

@@ -128,7 +128,7 @@ def check_shards(cfg: "Config") -> None:
     # every shard, once per job (not again in each of its ranks)
     if isinstance(model, dict) and checks_for_the_job():
         _check_latent_shards(list(dict.fromkeys(url for _, urls in read for url in urls)), model,
-                             loader.get("resolution"))
+                             loader.get("resolution"), loader.get("center_crop", True))
     _check_first_samples(loader, read)
 
 
@@ -147,13 +147,14 @@ def _check_first_samples(loader: dict, sources: list[tuple[Any, list[str]]]) -> 
             raise ConfigError(f"train_dataloader: shards {spec!r}: {reason}")
 
 
-def _check_latent_shards(paths: list[str], model: dict, resolution: Any) -> None:
+def _check_latent_shards(paths: list[str], model: dict, resolution: Any, center_crop: Any = True) -> None:
     """Every local shard, by its first sample's file names and json (a few kilobytes a shard): latents
     when the model has no VAE encoder, one kind of shard only (a batch cannot mix latents and
     images), and latents made by this model's VAE at the loader's resolution: another VAE's latents
     (another scale, offset or channel count) would train without error and teach the bridge nothing
-    usable. Each distinct way of making latents is compared once, with the latents of its first
-    shard. Shards that do not read are left to the loader, which counts and skips them."""
+    usable; and no random crop (``center_crop=False``) of latents, which hold centre crops. Each
+    distinct way of making latents is compared once, with the latents of its first shard. Shards
+    that do not read are left to the loader, which counts and skips them."""
     from diffengine.datasets.latent_shards import (
         LATENT_EXT,
         first_latent_sample,
@@ -182,6 +183,10 @@ def _check_latent_shards(paths: list[str], model: dict, resolution: Any) -> None
         if latent is not None:
             compared.add(made)
             _check_latents_fit(path, *latent, model, resolution)
+    if latent_shard is not None and center_crop is False:
+        # the random crop would be silently the centre one: prep-latents encoded centre crops
+        raise ConfigError(f"train_dataloader.center_crop=False takes random crops, but {latent_shard} holds latents "
+                          "of centre crops (prep-latents): set center_crop=True, or train from the image shards")
     if without_latents is None or (latent_shard is None and model.get("vae_encoder", True) is not False):
         return
     if latent_shard is None:

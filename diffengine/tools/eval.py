@@ -185,8 +185,11 @@ def _clip_score(model, args: argparse.Namespace, device: str) -> dict:
             done += len(batch)
             print(f"clip_score: {done}/{total} images scored", file=sys.stderr, flush=True)
     summary = bootstrap_mean(per_prompt)
+    scores_by_prompt: dict[str, list[float]] = {}
+    for prompt, scores in zip(prompts, per_prompt, strict=True):  # a repeated prompt keeps every score
+        scores_by_prompt.setdefault(prompt, []).extend(scores)
     print(f"CLIP score {summary['mean']:.2f} (95 % interval {summary['ci95'][0]:.2f}-"
           f"{summary['ci95'][1]:.2f}) over {len(prompts)} prompts x {args.images_per_prompt} images")
     return {"model": args.model, "metric": "clip_score", "clip_model": args.clip_model,
             "steps": args.steps, "guidance": args.guidance, "clip_score": summary,
-            "per_prompt": dict(zip(prompts, per_prompt, strict=True))}
+            "per_prompt": scores_by_prompt}

@@ -52,14 +52,15 @@ def test_score_is_100_times_the_clipped_cosine(tiny_clip):
 
 def test_eval_clip_score_of_a_bridge(bridge_dir, tiny_clip, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join(PROMPTS) + "\n\n")
+    prompts.write_text("\n".join([*PROMPTS, PROMPTS[0]]) + "\n\n")  # a repeated prompt keeps every score
     out = tmp_path / "scores.json"
     assert main(["eval", str(bridge_dir), "--metric", "clip_score", "--clip-model", str(tiny_clip),
                  "--prompts", str(prompts), "--images-per-prompt", "2", "--steps", "2",
                  "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert list(result["per_prompt"]) == PROMPTS
-    assert all(len(v) == 2 and all(0 <= s <= 100 for s in v) for v in result["per_prompt"].values())
+    assert [len(v) for v in result["per_prompt"].values()] == [4] + [2] * (len(PROMPTS) - 1)
+    assert all(0 <= s <= 100 for v in result["per_prompt"].values() for s in v)
     mean = np.mean([s for v in result["per_prompt"].values() for s in v])
     assert result["clip_score"]["mean"] == pytest.approx(mean, abs=1e-4)
     low, high = result["clip_score"]["ci95"]

@@ -6,7 +6,7 @@ import torch
 
 from diffengine.entry_point import main
 from diffengine.tools.bench.cpu import build_cpu_runner, median_interval
-from diffengine.tools.bench.flops import count_training_flops
+from diffengine.tools.bench.flops import count_training_flops, size_flops
 from diffengine.tools.bench.gpu import busy_seconds, find_largest_batch, memory_probe
 from diffengine.tools.bench.models import architecture_configs, model_kwargs_of, optimizer_settings_of, packaged_config
 from diffengine.tools.bench.plain_loop import PlainLoop
@@ -159,6 +159,8 @@ def test_gpu_mode_cfg_options_reach_the_model(demo_data, tmp_path, capsys):
     ("model.torch_compil=True", "model.torch_compil: LaViBridge has no option 'torch_compil' (did you mean "
                                 "'torch_compile'?)"),
     ("optim_wrapper.optimizer.lr=-1", "optim_wrapper.optimizer.lr must be a number > 0, got -1"),
+    ("model.gradient_checkpointing=True",
+     "--cfg-options model.gradient_checkpointing: bench gpu sets it itself (use --gradient-checkpointing)"),
 ])
 def test_gpu_mode_cfg_options_are_checked_as_train_checks_them_before_the_run(option, expected, tmp_path, capsys,
                                                                                monkeypatch):
@@ -166,6 +168,15 @@ def test_gpu_mode_cfg_options_are_checked_as_train_checks_them_before_the_run(op
     assert main(["bench", "gpu", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path / "gpu.json"),
                  "--cfg-options", option]) == 2
     assert f"diffengine: error: {expected}" in capsys.readouterr().err
+
+
+def test_gpu_mode_counts_the_flops_of_the_model_its_options_make(demo_data):
+    # the MFU's denominator: a larger LoRA is more FLOPs per sample, counted
+    plain, wider = (size_flops("tiny", demo_data, 32, *options)["per_sample"]["step_total"]
+                    for options in ((), ("model.vision_lora.rank=32",)))
+    assert wider > plain
+    # a config without gradient clipping: the paper loop's bound is None (no clipping), not a TypeError
+    assert optimizer_settings_of(packaged_config("tiny", "optim_wrapper.clip_grad=None"))[2] is None
 
 
 def test_loader_mode_writes_a_row_per_resolution_and_worker_count(tmp_path):

@@ -188,6 +188,11 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+# model options the fast rows set whatever the config says, and how to choose them instead
+_SET_BY_BENCH = {"model.weight_dtype": "bfloat16 frozen weights, as the configs train on a GPU",
+                 "model.gradient_checkpointing": "use --gradient-checkpointing"}
+
+
 def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     """Time the paper's loop and diffengine's fast defaults; batch sizes include the largest that fits."""
     import torch
@@ -200,9 +205,14 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     for value in args.batch_sizes:
         if value != "max" and not (value.isdigit() and int(value) >= 1):
             raise ValueError(f"--batch-sizes: expected whole numbers >= 1 or max, got {value!r}")
+    for option in args.cfg_options:  # what the fast rows set themselves: an option would be replaced unseen
+        key = option.partition("=")[0]
+        if key in _SET_BY_BENCH:
+            raise ValueError(f"--cfg-options {key}: bench gpu sets it itself ({_SET_BY_BENCH[key]})")
     cfg = packaged_config(args.size, *args.cfg_options)
     model_kwargs = model_kwargs_of(cfg)
-    flops = size_flops(args.size, args.data_dir, resolution)["per_sample"]
+    # the MFU's denominator counted for the model timed here, options included
+    flops = size_flops(args.size, args.data_dir, resolution, *args.cfg_options)["per_sample"]
     flops_by_input = {"pixels": flops["step_total"], "latents": flops["step_total_from_latents"]}
     peak, peak_source = peak_flops(device, args.peak_tflops)
     rows: list[dict[str, Any]] = []

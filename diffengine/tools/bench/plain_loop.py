@@ -29,7 +29,7 @@ class PlainLoop:
     """
 
     def __init__(self, text_encoder: str | Path, vision_model: str | Path, model_kwargs: dict,
-                 optimizer: dict, group_lr: dict[str, float], max_norm: float,
+                 optimizer: dict, group_lr: dict[str, float], max_norm: float | None,
                  device: str | torch.device = "cpu", weight_dtype: torch.dtype | None = None):
         import torch
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -129,7 +129,8 @@ class PlainLoop:
         pred = self.unet(noisy.to(self.weight_dtype), timesteps, encoder_hidden_states=context).sample
         loss = F.mse_loss(pred.float(), target.float(), reduction="mean")
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        if self.max_norm is not None:  # the config's optim_wrapper.clip_grad=None: no clipping
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad()
