@@ -147,7 +147,7 @@ def _check_first_samples(loader: dict, sources: list[tuple[Any, list[str]]]) -> 
             raise ConfigError(f"train_dataloader: shards {spec!r}: {reason}")
 
 
-def _check_latent_shards(paths: list[str], model: dict, resolution: Any, center_crop: Any = True) -> None:
+def _check_latent_shards(paths: list[str], model: dict, resolution: Any, center_crop: Any) -> None:
     """Every local shard, by its first sample's file names and json (a few kilobytes a shard): latents
     when the model has no VAE encoder, one kind of shard only (a batch cannot mix latents and
     images), and latents made by this model's VAE at the loader's resolution: another VAE's latents

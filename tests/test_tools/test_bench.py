@@ -172,7 +172,7 @@ def test_gpu_mode_cfg_options_are_checked_as_train_checks_them_before_the_run(op
 
 def test_gpu_mode_counts_the_flops_of_the_model_its_options_make(demo_data):
     # the MFU's denominator: a larger LoRA is more FLOPs per sample, counted
-    plain, wider = (size_flops("tiny", demo_data, 32, *options)["per_sample"]["step_total"]
+    plain, wider = (size_flops("tiny", demo_data, 32, packaged_config("tiny", *options))["per_sample"]["step_total"]
                     for options in ((), ("model.vision_lora.rank=32",)))
     assert wider > plain
     # a config without gradient clipping: the paper loop's bound is None (no clipping), not a TypeError

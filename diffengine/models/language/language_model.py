@@ -143,9 +143,9 @@ class LanguageModel(nn.Module):
                                 self.use_attention_mask)
 
 
-def check_pad_token(pretrained: str, pad_token: str, tokenizer: str | None = None) -> None:
+def check_pad_token(pretrained: str, pad_token: str) -> None:
     """Raise ValueError when ``pad_token`` is not in the tokenizer's vocabulary (reads the tokenizer only)."""
-    _vocabulary_token(AutoTokenizer.from_pretrained(tokenizer or pretrained), pad_token, pretrained)
+    _vocabulary_token(AutoTokenizer.from_pretrained(pretrained), pad_token, pretrained)
 
 
 def _vocabulary_token(tokenizer, token: str, pretrained: str) -> str:

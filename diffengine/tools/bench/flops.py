@@ -161,10 +161,11 @@ def _gflop(flops: float) -> str:
     return f"{gflop:.4g}" if gflop < 1000 else f"{gflop:,.0f}"
 
 
-def size_flops(size: str, data_dir: str | Path | None, resolution: int, *cfg_options: str) -> dict[str, Any]:
-    """The training FLOPs per sample of a bench size with its packaged config's settings (with
-    ``cfg_options`` over them: a LoRA rank or max_length changes the count), and how counted."""
-    cfg = packaged_config(size, *cfg_options)
+def size_flops(size: str, data_dir: str | Path | None, resolution: int, cfg=None) -> dict[str, Any]:
+    """The training FLOPs per sample of a bench size with its packaged config's settings, or those of
+    ``cfg`` (that config with options over it: a LoRA rank or max_length changes the count), and how
+    counted."""
+    cfg = cfg if cfg is not None else packaged_config(size)
     per_sample = count_training_flops(architecture_configs(size, data_dir), model_kwargs_of(cfg), resolution)
     return {"size": size, "config": CONFIG_BY_SIZE[size], "resolution": resolution, "per_sample": per_sample,
             "counted_with": "torch.utils.flop_counter.FlopCounterMode on the meta device, batch 1"}

@@ -212,7 +212,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     cfg = packaged_config(args.size, *args.cfg_options)
     model_kwargs = model_kwargs_of(cfg)
     # the MFU's denominator counted for the model timed here, options included
-    flops = size_flops(args.size, args.data_dir, resolution, *args.cfg_options)["per_sample"]
+    flops = size_flops(args.size, args.data_dir, resolution, cfg)["per_sample"]
     flops_by_input = {"pixels": flops["step_total"], "latents": flops["step_total_from_latents"]}
     peak, peak_source = peak_flops(device, args.peak_tflops)
     rows: list[dict[str, Any]] = []
