@@ -276,3 +276,14 @@ def test_demo_keeps_an_earlier_run_unless_overwritten(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (f"diffengine: error: {tmp_path / 'work'} holds an earlier demo run: "
                                                "add --overwrite to replace it, or choose another --work-dir")
     assert not (tmp_path / "data").exists()  # refused before building anything
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("model.hidden_layr=2", "model.hidden_layr: LaViBridge has no option 'hidden_layr' (did you mean 'hidden_layer'?)"),
+    ("train_cfg.max_iters=0", "train_cfg.max_iters"),
+])
+def test_demo_checks_its_cfg_options_before_building_assets(tmp_path, capsys, option, message):
+    assert main(["demo", "--data-dir", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"),
+                 "--cfg-options", option]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # refused before building anything

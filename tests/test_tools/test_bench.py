@@ -9,7 +9,7 @@ from diffengine.tools.bench.cpu import build_cpu_runner, median_interval
 from diffengine.tools.bench.flops import count_training_flops, size_flops
 from diffengine.tools.bench.gpu import busy_seconds, find_largest_batch, memory_probe
 from diffengine.tools.bench.models import architecture_configs, model_kwargs_of, optimizer_settings_of, packaged_config
-from diffengine.tools.bench.plain_loop import PlainLoop
+from diffengine.tools.bench.plain_loop import PlainLoop, clip_gradients
 from diffengine.tools.bench.startup import time_to_first_iteration
 
 
@@ -175,8 +175,25 @@ def test_gpu_mode_counts_the_flops_of_the_model_its_options_make(demo_data):
     plain, wider = (size_flops("tiny", demo_data, 32, packaged_config("tiny", *options))["per_sample"]["step_total"]
                     for options in ((), ("model.vision_lora.rank=32",)))
     assert wider > plain
-    # a config without gradient clipping: the paper loop's bound is None (no clipping), not a TypeError
-    assert optimizer_settings_of(packaged_config("tiny", "optim_wrapper.clip_grad=None"))[2] is None
+
+
+@pytest.mark.parametrize("clip_grad", [dict(max_norm=1.0), None, dict(type="value", clip_value=0.01)])
+def test_paper_loop_clips_gradients_as_the_configs_optim_wrapper_does(clip_grad):
+    from mmengine.optim import OptimWrapper
+
+    cfg = packaged_config("tiny")
+    cfg.optim_wrapper.clip_grad = clip_grad
+    grads = [torch.tensor([3.0, -0.5, 0.004, -0.2, 1.0]), torch.tensor([-2.0, 0.0, 0.5, 0.3, -0.003])]
+    mine, theirs = ([torch.nn.Parameter(torch.zeros(5)) for _ in grads] for _ in range(2))
+    for weight, grad in (*zip(mine, grads, strict=True), *zip(theirs, grads, strict=True)):
+        weight.grad = grad.clone()
+    clip_gradients(mine, optimizer_settings_of(cfg)[2])
+    reference = OptimWrapper(torch.optim.SGD(theirs, lr=0.1), clip_grad=clip_grad)
+    if clip_grad:
+        reference._clip_grad()
+    for weight, their in zip(mine, theirs, strict=True):
+        torch.testing.assert_close(weight.grad, their.grad)
+    assert any(not torch.equal(w.grad, g) for w, g in zip(mine, grads, strict=True)) == bool(clip_grad)
 
 
 def test_loader_mode_writes_a_row_per_resolution_and_worker_count(tmp_path):

@@ -232,10 +232,10 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
             t5_dir, sd_dir, _ = demo_models(args.data_dir)
         print(f"models written in {time.perf_counter() - start:.0f} s", flush=True)
         if not args.no_paper:
-            optimizer, group_lr, max_norm = optimizer_settings_of(cfg)
+            optimizer, group_lr, clip_grad = optimizer_settings_of(cfg)
             # the paper's AdamW: the fused one is among diffengine's fast defaults
             optimizer = {key: value for key, value in optimizer.items() if key != "fused"}
-            plain = PlainLoop(t5_dir, sd_dir, model_kwargs, optimizer, group_lr, max_norm, device=device)
+            plain = PlainLoop(t5_dir, sd_dir, model_kwargs, optimizer, group_lr, clip_grad, device=device)
             batch = _batch("pixels", 1, resolution, (0, 0))
             add_row("paper loop", "float32", "pixels", 1,
                     time_steps(lambda: plain.step(batch["inputs"]), args.iters, args.warmup, device))

@@ -111,13 +111,13 @@ def model_kwargs_of(cfg) -> dict[str, Any]:
     return {key: value for key, value in cfg.model.items() if key != "type"}
 
 
-def optimizer_settings_of(cfg) -> tuple[dict, dict[str, float], float]:
-    """(AdamW keyword arguments, learning rate by group, clip max norm or None: no clipping) of a
+def optimizer_settings_of(cfg) -> tuple[dict, dict[str, float], dict | None]:
+    """(AdamW keyword arguments, learning rate by group, ``clip_grad`` or None: no clipping) of a
     config's optim_wrapper."""
     wrapper = cfg.optim_wrapper
     optimizer = {key: value for key, value in wrapper.optimizer.items() if key != "type"}
     group_lr = dict(wrapper.get("paramwise_cfg", {}).get("group_lr", {}))
-    return optimizer, group_lr, (wrapper.get("clip_grad") or {}).get("max_norm")
+    return optimizer, group_lr, dict(wrapper.get("clip_grad") or {}) or None
 
 
 def architecture_configs(size: str, data_dir: str | Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ class PlainLoop:
     """
 
     def __init__(self, text_encoder: str | Path, vision_model: str | Path, model_kwargs: dict,
-                 optimizer: dict, group_lr: dict[str, float], max_norm: float | None,
+                 optimizer: dict, group_lr: dict[str, float], clip_grad: dict | None,
                  device: str | torch.device = "cpu", weight_dtype: torch.dtype | None = None):
         import torch
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -50,7 +50,7 @@ class PlainLoop:
         self.weight_dtype = weight_dtype or torch.float32
         self.max_length = model_kwargs.get("max_length", 77)
         self.caption_dropout = model_kwargs.get("caption_dropout", 0.0)
-        self.max_norm = max_norm
+        self.clip_grad = clip_grad
         self.tokenizer = AutoTokenizer.from_pretrained(text_encoder)
         self.text_encoder = T5EncoderModel.from_pretrained(text_encoder, dtype=self.weight_dtype)
         self.unet = UNet2DConditionModel.from_pretrained(vision_model, subfolder="unet",
@@ -129,8 +129,19 @@ class PlainLoop:
         pred = self.unet(noisy.to(self.weight_dtype), timesteps, encoder_hidden_states=context).sample
         loss = F.mse_loss(pred.float(), target.float(), reduction="mean")
         loss.backward()
-        if self.max_norm is not None:  # the config's optim_wrapper.clip_grad=None: no clipping
-            torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        clip_gradients(self.params, self.clip_grad)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad()
+
+
+def clip_gradients(params: list[torch.nn.Parameter], clip_grad: dict | None) -> None:
+    """A config's ``optim_wrapper.clip_grad`` as MMEngine's ``OptimWrapper`` applies it: by norm
+    (``type`` "norm", the default) or by value (``type`` "value"); None clips nothing."""
+    import torch
+
+    if not clip_grad:
+        return
+    kwargs = {key: value for key, value in clip_grad.items() if key != "type"}
+    by_value = clip_grad.get("type", "norm") == "value"
+    (torch.nn.utils.clip_grad_value_ if by_value else torch.nn.utils.clip_grad_norm_)(params, **kwargs)
