@@ -141,10 +141,25 @@ def test_options_of_the_other_objective_are_refused_in_one_line(tiny_sd, tiny_sd
                           (dict(flow_matching=dict(weighting_scheme="uniform")), "weighting_scheme must be one of"),
                           (dict(flow_matching=dict(shift=2.0)), "unknown: shift"),
                           (dict(flow_matching=dict(weighting_scheme="mode", mode_scale=2.0)),
-                           r"mode_scale must be in \[-1, 1.752\]")):
+                           r"mode_scale must be in \[-1, 1.752\]"),
+                          # an option the scheme's density does not read, changed: ignored before
+                          (dict(flow_matching=dict(weighting_scheme="cosmap", logit_std=2.0, mode_scale=1.0)),
+                           r"^flow_matching.logit_std=2.0, mode_scale=1.0 would be ignored by weighting_scheme "
+                           r"'cosmap' \(read only by logit_mean, logit_std: logit_normal; mode_scale: mode\)$"),
+                          (dict(flow_matching=dict(weighting_scheme="mode", logit_mean=0.5)),
+                           "logit_mean=0.5 would be ignored by weighting_scheme 'mode'")):
         with pytest.raises(ValueError, match=match) as error:
             LaViBridge(tiny_t5, tiny_sd3, **kwargs)
         assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="flow_matching applies to flow-matching schedules"):
         training_objective(tiny_sd, flow_matching={})
     assert isinstance(training_objective(tiny_sd3), FlowMatchingObjective)
+
+
+@pytest.mark.parametrize(("scheme", "read"), [("logit_normal", {"logit_mean": 0.3, "logit_std": 0.8}),
+                                              ("mode", {"mode_scale": 1.0}), ("cosmap", {})])
+def test_a_bridge_records_the_options_its_scheme_reads_and_rebuilds_from_them(tiny_sd3, scheme, read):
+    objective = training_objective(tiny_sd3, flow_matching=dict(weighting_scheme=scheme, **read))
+    record = objective.record()
+    assert record == {"flow_matching": {"weighting_scheme": scheme, **read}}
+    assert training_objective(tiny_sd3, flow_matching=record["flow_matching"]).options == objective.options

@@ -21,6 +21,10 @@ from .objective import NoisedLatents, TrainingObjective
 # them uniformly and weight the loss instead; none is uniform and unweighted
 WEIGHTING_SCHEMES = ("logit_normal", "mode", "none", "sigma_sqrt", "cosmap")
 LOSS_WEIGHTED_SCHEMES = ("sigma_sqrt", "cosmap")
+# the options each density reads (the other schemes read none) and their defaults: a changed option
+# its scheme does not read would be ignored without a word
+SCHEME_OPTIONS = {"logit_normal": ("logit_mean", "logit_std"), "mode": ("mode_scale",)}
+DENSITY_DEFAULTS = {"logit_mean": 0.0, "logit_std": 1.0, "mode_scale": 1.29}
 # the largest mode_scale whose density u = 1 - x - s (cos^2(pi x / 2) - 1 + x) stays monotonic in [0, 1]
 MAX_MODE_SCALE = 2 / (math.pi - 2)
 
@@ -37,10 +41,19 @@ class FlowMatchingObjective(TrainingObjective):
     """
 
     def __init__(self, scheduler: FlowMatchEulerDiscreteScheduler, weighting_scheme: str = "logit_normal",
-                 logit_mean: float = 0.0, logit_std: float = 1.0, mode_scale: float = 1.29):
+                 logit_mean: float = DENSITY_DEFAULTS["logit_mean"], logit_std: float = DENSITY_DEFAULTS["logit_std"],
+                 mode_scale: float = DENSITY_DEFAULTS["mode_scale"]):
         if weighting_scheme not in WEIGHTING_SCHEMES:
             raise ValueError(f"flow_matching.weighting_scheme must be one of {', '.join(WEIGHTING_SCHEMES)}, "
                              f"got {weighting_scheme!r}")
+        density = {"logit_mean": logit_mean, "logit_std": logit_std, "mode_scale": mode_scale}
+        read = SCHEME_OPTIONS.get(weighting_scheme, ())
+        ignored = [f"{name}={value}" for name, value in density.items()
+                   if name not in read and value != DENSITY_DEFAULTS[name]]
+        if ignored:
+            readers = "; ".join(f"{', '.join(names)}: {scheme}" for scheme, names in SCHEME_OPTIONS.items())
+            raise ValueError(f"flow_matching.{', '.join(ignored)} would be ignored by weighting_scheme "
+                             f"{weighting_scheme!r} (read only by {readers})")
         if not logit_std > 0:
             raise ValueError(f"flow_matching.logit_std must be > 0, got {logit_std!r}")
         if not -1.0 <= mode_scale <= MAX_MODE_SCALE:
@@ -89,5 +102,7 @@ class FlowMatchingObjective(TrainingObjective):
         return NoisedLatents(noisy, timesteps[indices], noise - latents, weights)
 
     def record(self) -> dict:
-        """``flow_matching``: the resolved options."""
-        return {"flow_matching": dict(self.options)}
+        """``flow_matching``: the weighting scheme and the options its density reads."""
+        scheme = self.options["weighting_scheme"]
+        return {"flow_matching": {"weighting_scheme": scheme,
+                                  **{name: self.options[name] for name in SCHEME_OPTIONS.get(scheme, ())}}}
