@@ -24,7 +24,10 @@ def _train(args: argparse.Namespace, argv: list[str], wds: bool) -> int:
 
         check_node_environment()
         check_process_count(nproc)
-        prepare_config(args, wds)  # one clear error here rather than one traceback per worker
+        # one clear error here rather than one traceback per worker; the workers do not check the
+        # shards again, so their warnings are said here
+        for warning in prepare_config(args, wds)[1]:
+            print(f"diffengine: warning: {warning}", file=sys.stderr)
         return launch_workers([*argv, "--wds"] if wds else argv, nproc, report_errors=not args.debug)
     from .tools.train import run
 

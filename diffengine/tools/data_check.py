@@ -97,15 +97,16 @@ def _check_image_sides(cfg: "Config", multiple: int, vision_model: str) -> None:
         raise ConfigError(str(error)) from None
 
 
-def check_shards(cfg: "Config") -> None:
-    """Local shard specs must match files, of the kind the model trains from, now, not after the models have loaded."""
+def check_shards(cfg: "Config") -> list[str]:
+    """Local shard specs must match files, of the kind the model trains from, now, not after the models
+    have loaded; returns the warnings to log (what the shards make of an option without an error)."""
     from diffengine.datasets.shards import is_remote
     from diffengine.datasets.wds_loader import build_wds_dataloader, shard_sources
 
     loader = cfg.get("train_dataloader")
     shards = loader.get("shards") if isinstance(loader, dict) else None
     if shards is None:
-        return
+        return []
     defaults = inspect.signature(build_wds_dataloader).parameters
     workers = loader.get("num_workers", defaults["num_workers"].default)
     readers = planned_world_size() * max(1, workers)
@@ -125,11 +126,14 @@ def check_shards(cfg: "Config") -> None:
     # a source of weight 0 is never read
     read = [(spec, urls) for spec, urls, weight in zip(specs, local, weights, strict=True) if weight > 0]
     model = cfg.get("model")
+    warnings = []
     # every shard, once per job (not again in each of its ranks)
     if isinstance(model, dict) and checks_for_the_job():
-        _check_latent_shards(list(dict.fromkeys(url for _, urls in read for url in urls)), model,
-                             loader.get("resolution"), loader.get("center_crop", True))
+        warnings = _check_latent_shards(list(dict.fromkeys(url for _, urls in read for url in urls)), model,
+                                        loader.get("resolution"), loader.get("center_crop", True),
+                                        loader.get("random_flip", defaults["random_flip"].default))
     _check_first_samples(loader, read)
+    return warnings
 
 
 def _check_first_samples(loader: dict, sources: list[tuple[Any, list[str]]]) -> None:
@@ -147,14 +151,16 @@ def _check_first_samples(loader: dict, sources: list[tuple[Any, list[str]]]) -> 
             raise ConfigError(f"train_dataloader: shards {spec!r}: {reason}")
 
 
-def _check_latent_shards(paths: list[str], model: dict, resolution: Any, center_crop: Any) -> None:
+def _check_latent_shards(paths: list[str], model: dict, resolution: Any, center_crop: Any,
+                         random_flip: Any) -> list[str]:
     """Every local shard, by its first sample's file names and json (a few kilobytes a shard): latents
     when the model has no VAE encoder, one kind of shard only (a batch cannot mix latents and
     images), and latents made by this model's VAE at the loader's resolution: another VAE's latents
     (another scale, offset or channel count) would train without error and teach the bridge nothing
     usable; and no random crop (``center_crop=False``) of latents, which hold centre crops. Each
     distinct way of making latents is compared once, with the latents of its first shard. Shards
-    that do not read are left to the loader, which counts and skips them."""
+    that do not read are left to the loader, which counts and skips them. Returns a warning where
+    ``random_flip`` meets latents without a stored flipped view: those samples are never flipped."""
     from diffengine.datasets.latent_shards import (
         LATENT_EXT,
         first_latent_sample,
@@ -163,7 +169,7 @@ def _check_latent_shards(paths: list[str], model: dict, resolution: Any, center_
         sample_latents_record,
     )
 
-    compared, latent_shard, without_latents = set(), None, None
+    compared, latent_shard, without_latents, unflipped = set(), None, None, []
     for path in paths:
         sample = first_sample(path, read_data=is_json_member)
         if sample is None:
@@ -176,6 +182,8 @@ def _check_latent_shards(paths: list[str], model: dict, resolution: Any, center_
             record = sample_latents_record(sample)
         except ValueError:
             continue
+        if not record.get("flipped_view"):
+            unflipped.append(path)
         # what differs between the shards of one prep-latents run: the image shard and the sizes
         made = json.dumps({k: v for k, v in record.items() if k not in ("source", "sizes")}, sort_keys=True,
                           default=str)
@@ -187,8 +195,11 @@ def _check_latent_shards(paths: list[str], model: dict, resolution: Any, center_
         # the random crop would be silently the centre one: prep-latents encoded centre crops
         raise ConfigError(f"train_dataloader.center_crop=False takes random crops, but {latent_shard} holds latents "
                           "of centre crops (prep-latents): set center_crop=True, or train from the image shards")
+    warnings = [f"train_dataloader.random_flip=True, but {len(unflipped)} latent shard(s) such as {unflipped[0]} "
+                "hold no flipped view (prep-latents without --flip): their samples are never flipped; "
+                "re-encode with --flip, or set random_flip=False"] if unflipped and random_flip else []
     if without_latents is None or (latent_shard is None and model.get("vae_encoder", True) is not False):
-        return
+        return warnings
     if latent_shard is None:
         raise ConfigError(f"model.vae_encoder=False trains from latent shards, but {without_latents} holds no "
                           f"*.{LATENT_EXT}: encode the image shards with `diffengine prep-latents`, "

@@ -280,8 +280,9 @@ def check_resolved_config(cfg: "Config") -> None:
     check_model_folder_hooks(cfg)
 
 
-def prepare_config(args: argparse.Namespace, wds: bool) -> "Config":
-    """The checked config: every ``ConfigError`` is raised here, before any process or model starts."""
+def prepare_config(args: argparse.Namespace, wds: bool) -> tuple["Config", list[str]]:
+    """The checked config, and the warnings to log: every ``ConfigError`` is raised here, before any
+    process or model starts."""
     from .config_lookup import resolve_config
 
     resolve_config(args.config)  # an unknown name fails here, before the slow imports
@@ -295,15 +296,15 @@ def prepare_config(args: argparse.Namespace, wds: bool) -> "Config":
                           "AmpOptimWrapper); none is available. On a CPU: drop --amp, or add "
                           "--cfg-options optim_wrapper.type=GuardedOptimWrapper")
     check_model_arguments(cfg)
-    check_shards(cfg)
+    warnings = check_shards(cfg)
     if checks_for_the_job():
         prepare_work_dir(cfg.work_dir, resume=bool(cfg.get("resume")), overwrite=args.overwrite)
-    return cfg
+    return cfg, warnings
 
 
 def run(args: argparse.Namespace, wds: bool = False) -> "DiffEngineRunner":
     """Train as configured and return the runner; raises on failure (non-zero exit)."""
-    cfg = prepare_config(args, wds)  # its config check has imported (registered) the package's parts
+    cfg, warnings = prepare_config(args, wds)  # its config check has imported (registered) the package's parts
     from diffengine.engine import DiffEngineRunner
 
     from .config_check import schedules_cut_short
@@ -317,7 +318,7 @@ def run(args: argparse.Namespace, wds: bool = False) -> "DiffEngineRunner":
         runner = DiffEngineRunner.from_cfg(cfg)
     except SETUP_ERRORS as error:
         raise ConfigError(describe_error(error)) from error
-    _log_warnings(schedules_cut_short(cfg))
+    _log_warnings([*warnings, *schedules_cut_short(cfg)])
     try:
         runner.train()
     except SETUP_ERRORS as error:

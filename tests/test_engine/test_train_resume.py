@@ -68,7 +68,7 @@ def test_resume_restores_iteration_and_optimizer(trained, tmp_path, tiny_t5, tin
     args = build_parser().parse_args(
         ["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path), "--resume", str(work_dir / "iter_2.pth"),
          "--cfg-options", *demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=3)])
-    cfg = prepare_config(args, wds=True)
+    cfg, _ = prepare_config(args, wds=True)
     # past the command's check (which refuses a resume with nothing left to train): resume, then
     # stop without a step, so that the state is the restored one
     cfg.train_cfg.max_iters = 2

@@ -53,7 +53,7 @@ def test_without_the_vae_encoder_pixels_are_refused_and_decoding_works(tiny_t5, 
 @pytest.mark.slow
 def test_a_bridge_without_vae_encoder_trains_from_latent_shards(tiny_t5, tiny_sd, latent_shards, tmp_path):
     options = [*demo_cfg_options(tiny_t5, tiny_sd, latent_shards, max_iters=2, checkpoint_interval=2),
-               "model.vae_encoder=False"]
+               "model.vae_encoder=False", "train_dataloader.random_flip=True"]
     args = build_parser().parse_args(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path),
                                       "--cfg-options", *options])
     runner = run(args, wds=True)
@@ -62,6 +62,28 @@ def test_a_bridge_without_vae_encoder_trains_from_latent_shards(tiny_t5, tiny_sd
     manifest = json.loads((tmp_path / "bridge" / "iter_2" / "bridge.json").read_text())
     assert manifest["vae_encoder"] is False
     assert (tmp_path / "samples" / "iter_2.png").is_file()  # sampling decodes without the encoder
+    # flipping at random over latents without a flipped view: the run's log says they never flip
+    log = next(tmp_path.glob("*/*.log")).read_text()
+    assert "hold no flipped view (prep-latents without --flip): their samples are never flipped" in log
+
+
+@pytest.mark.parametrize(("shards", "options", "warned"), [
+    ("latent_shards", ["train_dataloader.random_flip=True"], True), ("latent_shards", [], False),
+    ("flipped_latent_shards", ["train_dataloader.random_flip=True"], False),
+    ("demo_shards", ["train_dataloader.random_flip=True", "model.vae_encoder=True"], False)])
+def test_random_flip_over_latents_without_a_flipped_view_is_a_warning(request, tiny_t5, tiny_sd, tmp_path,
+                                                                       shards, options, warned):
+    from diffengine.tools.train import prepare_config
+
+    shard_dir = request.getfixturevalue(shards)
+    args = build_parser().parse_args(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path), "--cfg-options",
+                                      *demo_cfg_options(tiny_t5, tiny_sd, shard_dir), "model.vae_encoder=False",
+                                      *options])
+    _, warnings = prepare_config(args, wds=True)
+    first = Path(shard_dir).parent / "00000.tar"
+    assert warnings == ([f"train_dataloader.random_flip=True, but 4 latent shard(s) such as {first} "
+                         "hold no flipped view (prep-latents without --flip): their samples are never flipped; "
+                         "re-encode with --flip, or set random_flip=False"] if warned else [])
 
 
 def test_latents_of_another_vae_with_as_many_channels_are_told_apart(flux_latent_shards, tiny_flux, tiny_sd3):
@@ -77,3 +99,16 @@ def test_latents_of_another_vae_with_as_many_channels_are_told_apart(flux_latent
     assert vae_mismatch(record, parameters, vae_config(tiny_sd3)) == (
         "scaling_factor 0.3611 vs 1.5305; shift_factor 0.1159 vs 0.0609")
     assert vae_mismatch({}, parameters[:2], vae_config(tiny_flux)) == "latent channels 1 vs 4"
+
+
+def test_the_launcher_of_several_workers_says_the_shards_warnings(tiny_t5, tiny_sd, latent_shards, tmp_path,
+                                                                   monkeypatch, capsys):
+    from diffengine.entry_point import main
+
+    # the workers do not check the shards again (checks_for_the_job): the launching process says it
+    monkeypatch.setattr("diffengine.entry_point.launch_workers", lambda argv, nproc, report_errors=True: 0)
+    monkeypatch.setenv("NPROC_PER_NODE", "2")
+    assert main(["wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path), "--cfg-options",
+                 *demo_cfg_options(tiny_t5, tiny_sd, latent_shards), "model.vae_encoder=False",
+                 "train_dataloader.random_flip=True"]) == 0
+    assert "diffengine: warning: train_dataloader.random_flip=True, but 4 latent shard(s)" in capsys.readouterr().err
