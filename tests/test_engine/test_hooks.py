@@ -91,3 +91,33 @@ def test_sampling_hooks_skip_non_finite_images_with_a_warning(tiny_bridge, tmp_p
     assert warnings == ["sample grid of iteration 0 not written: the model generated non-finite pixels in 2 of 2 "
                         "image(s)", "ShapesBench at iteration 0 skipped: the model generated non-finite pixels in "
                         "2 of 2 image(s)"]
+
+
+@pytest.mark.parametrize("failing", ["VisualizationHook", "ShapesBenchHook"])
+def test_sampling_that_fails_at_a_checkpoint_iteration_loses_no_checkpoint(failing, tiny_t5, tiny_sd, demo_shards,
+                                                                            tmp_path, monkeypatch):
+    # out of memory while sampling at iteration 2, also a checkpoint iteration: the checkpoint and
+    # the bridge of iteration 2 are written first
+    from diffengine.engine.hooks import shapesbench_hook, visualization_hook
+    from diffengine.entry_point import build_parser
+    from diffengine.tools.train import run
+    from tests.helpers import demo_cfg_options
+
+    hook_class = {"VisualizationHook": visualization_hook.VisualizationHook,
+                  "ShapesBenchHook": shapesbench_hook.ShapesBenchHook}[failing]
+    sample = hook_class._render if failing == "VisualizationHook" else hook_class._score
+
+    def out_of_memory_after_training_began(self, runner, step):
+        if step > 0:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return sample(self, runner, step)
+
+    monkeypatch.setattr(hook_class, sample.__name__, out_of_memory_after_training_began)
+    args = build_parser().parse_args([
+        "wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path), "--cfg-options",
+        *demo_cfg_options(tiny_t5, tiny_sd, demo_shards, max_iters=4, checkpoint_interval=2),
+        "custom_hooks.3.interval=2", "custom_hooks.4.interval=2", "custom_hooks.4.images_per_prompt=1"])
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run(args, wds=True)
+    assert (tmp_path / "iter_2.pth").is_file() and (tmp_path / "bridge" / "iter_2" / "bridge.json").is_file()
+    assert not (tmp_path / "iter_3.pth").exists()  # the run stopped there

@@ -24,7 +24,9 @@ class ShapesBenchHook(Hook):
         num_inference_steps, guidance_scale: the sampler's settings.
     """
 
-    priority = "LOW"
+    # after the checkpoint hooks (VERY_LOW) of the same iteration: sampling that fails (out of
+    # memory at a large size) or outlasts a stop's grace period loses no checkpoint
+    priority = "LOWEST"
     # the message hub's info keys of the latest scores and of those before training
     LATEST_INFO = "shapesbench"
     BEFORE_INFO = "shapesbench_before"

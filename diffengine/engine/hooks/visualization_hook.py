@@ -32,7 +32,9 @@ class VisualizationHook(Hook):
     Every configured MMEngine visualizer backend (local, TensorBoard, ...) also receives the grid.
     """
 
-    priority = "NORMAL"
+    # after the checkpoint hooks (VERY_LOW) of the same iteration: sampling that fails (out of
+    # memory at a large size) or outlasts a stop's grace period loses no checkpoint
+    priority = "LOWEST"
 
     def __init__(self, prompts: list[str], interval: int = 1000, negative_prompt: str = "",
                  num_inference_steps: int = 50, guidance_scale: float = 7.5,
