@@ -210,6 +210,25 @@ def test_min_snr_weighting_changes_the_loss(tiny_t5, tiny_sd):
     assert seeded_loss(plain, batch) != pytest.approx(seeded_loss(weighted, batch))
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weights_stay_finite_on_a_zero_terminal_snr_schedule(prediction_type):
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    from diffengine.models.losses import DDPMObjective
+
+    scheduler = DDPMScheduler(rescale_betas_zero_snr=True, prediction_type=prediction_type)
+    torch.manual_seed(0)
+    noised = DDPMObjective(scheduler, snr_gamma=5.0).noised(torch.zeros(5000, 1, 1, 1))
+    snr = compute_snr(scheduler, noised.timesteps)
+    assert (snr == 0).any()  # some draws hit the last step, which is pure noise
+    expected = torch.clamp(snr, max=5.0) / (snr + 1 if prediction_type == "v_prediction" else snr)
+    if prediction_type == "epsilon":
+        expected[snr == 0] = 1.0  # min(SNR, gamma) / SNR tends to 1 as SNR tends to 0
+    assert torch.isfinite(noised.weights).all()
+    torch.testing.assert_close(noised.weights, expected)
+
+
 def test_rank_0_trains_the_adapter_alone_and_round_trips(tiny_t5, tiny_sd, tmp_path):
     from peft.tuners.tuners_utils import BaseTunerLayer
 

@@ -48,7 +48,10 @@ class DDPMObjective(TrainingObjective):
             return None
         snr = compute_snr(self.scheduler, timesteps)
         # for v targets the min-SNR weight is divided by SNR + 1 instead of SNR
-        return torch.clamp(snr, max=self.snr_gamma) / (snr + 1 if is_v else snr)
+        weights = torch.clamp(snr, max=self.snr_gamma) / (snr + 1 if is_v else snr)
+        # a zero-terminal-SNR schedule (rescale_betas_zero_snr) has SNR 0 at its last step, where
+        # min(SNR, gamma) / SNR is 0 / 0; its limit is 1
+        return weights if is_v else torch.where(snr == 0, torch.ones_like(weights), weights)
 
     def record(self) -> dict:
         """``prediction_type`` (resolved: the one trained with) and ``snr_gamma``."""
