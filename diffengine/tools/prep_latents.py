@@ -102,9 +102,9 @@ def run_prep_latents(args: argparse.Namespace) -> int:
     done = len(urls) - len(todo)
     if todo:
         out_dir.mkdir(parents=True, exist_ok=True)
-        written, skipped, empty = _encode_shards(todo, vision_model, device, args)
+        written, skipped, empty, broken = _encode_shards(todo, vision_model, device, args)
     else:
-        written, skipped, empty = 0, {}, []
+        written, skipped, empty, broken = 0, {}, [], []
     again = "" if args.overwrite else " (--overwrite encodes them again)"
     unusable = ", ".join(f"{kind} {count}" for kind, count in skipped.items()) or "none"
     print(f"prep-latents: {len(urls)} image shard(s) -> {out_dir}\n"
@@ -113,6 +113,12 @@ def run_prep_latents(args: argparse.Namespace) -> int:
           f"  unusable samples: {unusable}")
     if empty:
         print(f"  no usable sample, not written: {len(empty)} shard(s), e.g. {empty[0]}")
+    if broken:
+        print(f"  did not read whole, not written: {len(broken)} shard(s), e.g. {broken[0]}")
+        print(f"diffengine: error: {len(broken)} image shard(s) did not read whole (cut, corrupt or missing, e.g. "
+              f"{broken[0]}): no latent shard written for them, the others are finished; run again once they "
+              "are whole, or leave damaged ones out of SHARDS", file=sys.stderr)
+        return 1
     if todo and written == 0:
         print(f"diffengine: error: no sample encoded from {len(todo)} shard(s): no latent shard "
               "written", file=sys.stderr)
@@ -144,9 +150,10 @@ def _check_finished_shards(finished: list[Path], vision_model: str, args: argpar
 
 
 def _encode_shards(todo: list[tuple[str, Path]], vision_model: str, device: str,
-                   args: argparse.Namespace) -> tuple[int, dict[str, int], list[str]]:
+                   args: argparse.Namespace) -> tuple[int, dict[str, int], list[str], list[str]]:
     """Encode each (image shard, latent shard path); returns samples written, unusable ones by
-    kind, and the image shards without a usable sample (no latent shard written for them)."""
+    kind, the image shards without a usable sample and those that did not read whole (no latent
+    shard written for either)."""
     import torch
     from diffusers import AutoencoderKL
     from tqdm import tqdm
@@ -164,19 +171,23 @@ def _encode_shards(todo: list[tuple[str, Path]], vision_model: str, device: str,
     local = [url for url, _ in todo if not is_remote(url)]
     total = (sum(count for count, _ in count_samples(local, dataset.spec.image_keys))
              if len(local) == len(todo) else None)
-    written, empty = 0, []
+    written, empty, broken = 0, [], []
     with tqdm(total=total, unit="img", desc="encoding", disable=args.no_progress) as progress:
         for url, path in todo:
             count = _encode_shard(dataset, vae, url, path, record, args, progress)
+            if count is None:
+                broken.append(url)
+                continue
             written += count
             empty += [] if count else [url]
-    return written, {kind: count for kind, count in dataset.skip_counts.items() if count}, empty
+    return written, {kind: count for kind, count in dataset.skip_counts.items() if count}, empty, broken
 
 
 def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, path: Path,
-                  record: dict[str, Any], args: argparse.Namespace, progress) -> int:
+                  record: dict[str, Any], args: argparse.Namespace, progress) -> int | None:
     """Write one latent shard under a temporary name, then rename it; returns its sample count
-    (0: the image shard had no usable sample and nothing was written)."""
+    (0: the image shard had no usable sample; None: it did not read whole; nothing was written
+    for either)."""
     import torch
     import webdataset as wds
 
@@ -190,7 +201,7 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
     from diffengine.datasets.shard_writer import SHARD_MTIME
 
     staging = path.with_name(f".{path.name}.tmp")  # no .tar suffix: shard globs never match it
-    count = 0
+    count, failures = 0, _read_failures(dataset)
     try:
         with wds.TarWriter(str(staging), mtime=SHARD_MTIME) as writer:
             for batch in _batches(dataset.shard_samples(url), args.batch_size):
@@ -216,11 +227,23 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
     except BaseException:
         staging.unlink(missing_ok=True)  # a killed run can still leave one: the next run rewrites it
         raise
+    if _read_failures(dataset) != failures:
+        # a cut shard (one still being written or copied) would be a finished latent shard that
+        # no rerun encodes again, its missing samples lost without a word
+        staging.unlink()
+        return None
     if count == 0:  # an empty latent shard would only fail the training loader later
         staging.unlink()
         return 0
     os.replace(staging, path)
     return count
+
+
+def _read_failures(dataset: WebImageTextDataset) -> int:
+    """The reader's count of samples lost to shards that were missing, cut or corrupt."""
+    from diffengine.datasets.sample_check import UNREADABLE_KINDS
+
+    return sum(dataset.skip_counts.get(kind, 0) for kind in UNREADABLE_KINDS)
 
 
 def _check_finite(parameters: torch.Tensor, encoded: torch.Tensor, batch: list[dict[str, Any]], url: str,

@@ -165,9 +165,9 @@ def test_latent_samples_carry_the_crop_of_the_view_they_store(tiny_sd, tmp_path)
 
 
 def test_a_shard_without_usable_samples_writes_nothing(demo_shards, tiny_sd, tmp_path, capsys):
-    empty = tmp_path / "images" / "empty.tar"
-    empty.parent.mkdir()
-    empty.write_bytes(b"")
+    (tmp_path / "images").mkdir()
+    # whole, and every sample unusable: no image, or an empty caption
+    empty = Path(write_tar(tmp_path / "images" / "empty.tar", [sample("a", image=None), sample("b", caption="")]))
     out = tmp_path / "latents"
     assert prep(empty, out, "--vision-model", tiny_sd, "--resolution", 32) == 1
     assert capsys.readouterr().err == "diffengine: error: no sample encoded from 1 shard(s): no latent shard written\n"
@@ -177,6 +177,27 @@ def test_a_shard_without_usable_samples_writes_nothing(demo_shards, tiny_sd, tmp
     assert prep(f"{{{first},{empty}}}", out, "--vision-model", tiny_sd, "--resolution", 32) == 0
     assert f"no usable sample, not written: 1 shard(s), e.g. {empty}" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["00000.tar"]
+
+
+def test_a_shard_that_does_not_read_whole_is_not_finished(demo_shards, tiny_sd, tmp_path, capsys):
+    # an image shard still being copied: its latent shard would be finished, and short, for good
+    images = tmp_path / "images"
+    images.mkdir()
+    whole = Path(demo_shards.replace("{00000..00003}", "00001"))
+    shutil.copy(whole.parent / "00000.tar", images / "00000.tar")
+    (images / "00001.tar").write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    out = tmp_path / "latents"
+    assert prep(f"{images}/{{00000..00001}}.tar", out, "--vision-model", tiny_sd, "--resolution", 32) == 1
+    captured = capsys.readouterr()
+    assert f"did not read whole, not written: 1 shard(s), e.g. {images / '00001.tar'}" in captured.out
+    assert captured.err == (f"diffengine: error: 1 image shard(s) did not read whole (cut, corrupt or missing, e.g. "
+                            f"{images / '00001.tar'}): no latent shard written for them, the others are finished; "
+                            "run again once they are whole, or leave damaged ones out of SHARDS\n")
+    assert sorted(p.name for p in out.iterdir()) == ["00000.tar"]  # no short shard, no temporary
+    shutil.copy(whole, images / "00001.tar")  # the copy finished: a rerun encodes that shard alone
+    assert prep(f"{images}/{{00000..00001}}.tar", out, "--vision-model", tiny_sd, "--resolution", 32) == 0
+    assert "encoded:  1 shard(s), 16 sample(s)" in capsys.readouterr().out
+    assert len(keys_of(load(f"{out}/{{00000..00001}}.tar", resolution=32))) == 32
 
 
 @pytest.mark.parametrize(("change", "latent_dtype", "cause"), [
