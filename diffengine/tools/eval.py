@@ -63,14 +63,34 @@ def is_pipeline_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file() and not (path / BRIDGE_MANIFEST).is_file()
 
 
-def load_text_to_image_model(args: argparse.Namespace):
-    """A ``LaViBridge`` for a bridge folder or work dir, a ``StableDiffusion`` for an SD folder."""
-    path = Path(args.model)
-    if is_pipeline_folder(path):
+def scored_folder(model: str) -> Path:
+    """The folder ``eval MODEL`` scores: a Stable Diffusion folder, or the bridge folder (of a
+    work dir: its newest)."""
+    path = Path(model)
+    return path if is_pipeline_folder(path) else resolve_bridge_dir(path)
+
+
+def load_text_to_image_model(args: argparse.Namespace, folder: Path):
+    """A ``LaViBridge`` for a bridge folder, a ``StableDiffusion`` for an SD folder."""
+    if is_pipeline_folder(folder):
         from diffengine.models import StableDiffusion
 
-        return StableDiffusion.from_pretrained(path)
-    return load_bridge_model(args, resolve_bridge_dir(path))
+        return StableDiffusion.from_pretrained(folder)
+    return load_bridge_model(args, folder)
+
+
+def _provenance(args: argparse.Namespace, folder: Path, model, device: str) -> dict:
+    """What the scores are of and how the images were made, for the JSON: the folder a work dir
+    resolved to (and the bridge's iteration), the sampler's settings, seed, device and dtype."""
+    from diffengine.models.editors.lavi_bridge.lavi_bridge import read_bridge_manifest
+
+    iteration = None if is_pipeline_folder(folder) else read_bridge_manifest(folder).get("iteration")
+    config = getattr(model, "bridge_config", {})
+    return {"model": args.model, "model_folder": str(folder.resolve()), "iteration": iteration,
+            "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
+            "images_per_prompt": args.images_per_prompt, "device": device,
+            # a Stable Diffusion folder trains and samples in float32
+            "dtype": config.get("weight_dtype", "float32")}
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -125,11 +145,10 @@ def run_eval(args: argparse.Namespace) -> dict:
     if args.out:
         writable_file(Path(args.out), args.overwrite)
     device = resolve_device(args.device)
-    model = load_text_to_image_model(args).to(device).eval()
-    if args.benchmark == "shapes":
-        result = _shapes(model, args)
-    else:
-        result = _clip_score(model, args, device)
+    folder = scored_folder(args.model)
+    model = load_text_to_image_model(args, folder).to(device).eval()
+    scores = _shapes(model, args) if args.benchmark == "shapes" else _clip_score(model, args, device)
+    result = {**_provenance(args, folder, model, device), **scores}
     if args.out:
         write_text_whole(args.out, json.dumps(result, indent=2))
         print(f"wrote {args.out}")
@@ -162,8 +181,7 @@ def _shapes(model, args: argparse.Namespace) -> dict:
     del result["records"]
     for name in sets:
         print(format_table({args.model: result}, name) + "\n")
-    return {"model": args.model, "benchmark": "shapes", "vision_model": base, "stage1_verified": stage1,
-            "steps": args.steps, "guidance": args.guidance, **result}
+    return {"benchmark": "shapes", "vision_model": base, "stage1_verified": stage1, **result}
 
 
 def _clip_score(model, args: argparse.Namespace, device: str) -> dict:
@@ -190,6 +208,5 @@ def _clip_score(model, args: argparse.Namespace, device: str) -> dict:
         scores_by_prompt.setdefault(prompt, []).extend(scores)
     print(f"CLIP score {summary['mean']:.2f} (95 % interval {summary['ci95'][0]:.2f}-"
           f"{summary['ci95'][1]:.2f}) over {len(prompts)} prompts x {args.images_per_prompt} images")
-    return {"model": args.model, "metric": "clip_score", "clip_model": args.clip_model,
-            "steps": args.steps, "guidance": args.guidance, "clip_score": summary,
-            "per_prompt": scores_by_prompt}
+    return {"metric": "clip_score", "clip_model": args.clip_model, "batch_size": batch_size,
+            "clip_score": summary, "per_prompt": scores_by_prompt}

@@ -66,6 +66,11 @@ def test_eval_clip_score_of_a_bridge(bridge_dir, tiny_clip, tmp_path, capsys):
     low, high = result["clip_score"]["ci95"]
     assert low <= result["clip_score"]["mean"] <= high
     assert "CLIP score" in capsys.readouterr().out
+    # what was scored, and how its images were made
+    assert {key: result[key] for key in ("model", "model_folder", "iteration", "steps", "guidance", "seed",
+                                         "images_per_prompt", "batch_size", "device", "dtype")} == {
+        "model": str(bridge_dir), "model_folder": str(bridge_dir.resolve()), "iteration": 1, "steps": 2,
+        "guidance": 5.0, "seed": 0, "images_per_prompt": 2, "batch_size": 16, "device": "cpu", "dtype": "float32"}
 
 
 def test_eval_clip_score_generates_and_scores_in_batches(bridge_dir, tiny_clip, tmp_path, capsys, monkeypatch):

@@ -34,11 +34,22 @@ def test_training_prompts_are_training_captions_only():
 
 
 def test_eval_scores_the_training_prompts_alone(bridge_dir, tiny_sd, tmp_path, capsys):
+    import shutil
+
+    from diffengine.constants import BRIDGE_FOLDER
+    from diffengine.work_dirs import latest_pointer, model_folder
+
+    # a work dir: its newest bridge is scored, and the JSON says which
+    work_dir = tmp_path / "work"
+    for iteration in (1, 2):
+        shutil.copytree(bridge_dir, model_folder(work_dir, BRIDGE_FOLDER, iteration))
+    latest_pointer(work_dir, BRIDGE_FOLDER).write_text("iter_2")
     out = tmp_path / "fit.json"
-    assert main(["eval", str(bridge_dir), "--benchmark", "shapes", "--training-prompts", "--steps", "2",
+    assert main(["eval", str(work_dir), "--benchmark", "shapes", "--training-prompts", "--steps", "2",
                  "--images-per-prompt", "1", "--device", "cpu", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["training"]["prompts"] == 48 and "new_phrasing" not in result
+    assert (result["model"], result["model_folder"]) == (str(work_dir), str(work_dir / BRIDGE_FOLDER / "iter_2"))
     captured = capsys.readouterr()
     assert "| training | color | shape | background | all |" in captured.out
     # this bridge's base is a random tiny model, not stage 1: scored, with a warning and the record
@@ -54,6 +65,8 @@ def test_eval_of_the_stage1_model_itself_is_verified_silently(tmp_path, capsys):
                  "--images-per-prompt", "1", "--device", "cpu", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["stage1_verified"] is True and result["vision_model"] == str(STAGE1_ASSET)
+    assert (result["model_folder"], result["iteration"], result["seed"], result["dtype"]) == (
+        str(STAGE1_ASSET.resolve()), None, 0, "float32")
     assert "warning" not in capsys.readouterr().err
 
 
