@@ -96,6 +96,9 @@ BAD_INPUTS = [
      "optim_wrapper.clip_grad.max_norm must be a number > 0, got -1"),
     ("misspelt gradient clip option", DEMO, [], ["optim_wrapper.clip_grad.max_nrom=1.0"],
      "optim_wrapper.clip_grad.max_nrom: clip_grad_norm_ has no option 'max_nrom' (did you mean 'max_norm'?)"),
+    # gradients through float16 activations underflow without loss scaling, silently
+    ("float16 weights without loss scaling", DEMO, [], ["model.weight_dtype=float16"],
+     "model.weight_dtype=float16 needs loss scaling, which optim_wrapper.type=GuardedOptimWrapper lacks"),
     ("gradient clip by an unknown kind", DEMO, [], ["optim_wrapper.clip_grad.type=l1"],
      "optim_wrapper.clip_grad.type must be 'norm' or 'value', got 'l1'"),
     ("negative weight decay", DEMO, [], ["optim_wrapper.optimizer.weight_decay=-0.1"],
@@ -768,3 +771,17 @@ def test_a_bad_model_option_is_refused_before_a_runner_starts(option, expected, 
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("diffengine: error: ") and expected in err and len(err.splitlines()) == 1
     assert not (tmp_path / "work").exists()  # no log folder of a run that never started
+
+
+def test_auto_weights_that_are_float16_on_this_gpu_need_loss_scaling(tiny_t5, tiny_sd, demo_shards, tmp_path,
+                                                                      monkeypatch):
+    from diffengine import precision
+    from diffengine.tools.train import prepare_config, train_arguments
+
+    # a GPU without bfloat16 (V100, T4): "auto" is float16 there
+    monkeypatch.setattr(precision, "weight_dtype_name", lambda name: "float16" if name == "auto" else name)
+    args = train_arguments(DEMO, "--work-dir", str(tmp_path / "work"), "--cfg-options",
+                           *demo_cfg_options(tiny_t5, tiny_sd, demo_shards), "model.weight_dtype=auto")
+    with pytest.raises(ConfigError, match=r"^model.weight_dtype=auto, float16 on this GPU, needs loss scaling, "
+                                          r"which optim_wrapper.type=GuardedOptimWrapper lacks"):
+        prepare_config(args, wds=True)

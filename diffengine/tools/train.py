@@ -220,11 +220,33 @@ def _registries() -> dict:
             "vis_backend": registry.VISBACKENDS}
 
 
+def _wrapper_name(cfg: "Config") -> str:
+    """The class name of the config's optimizer wrapper (a class, or a plain or scoped name)."""
+    wrapper = cfg.get("optim_wrapper", {}).get("type")
+    return (wrapper if isinstance(wrapper, str) else getattr(wrapper, "__name__", "")).split(".")[-1]
+
+
 def _mixed_precision(cfg: "Config") -> str | None:
     """The name of the config's optimizer wrapper if it is MMEngine's AmpOptimWrapper or ours."""
-    wrapper = cfg.get("optim_wrapper", {}).get("type")
-    name = (wrapper if isinstance(wrapper, str) else getattr(wrapper, "__name__", "")).split(".")[-1]
+    name = _wrapper_name(cfg)
     return name if name in ("AmpOptimWrapper", "GuardedAmpOptimWrapper") else None
+
+
+def _check_float16_loss_scaling(cfg: "Config") -> None:
+    """Frozen float16 weights need the mixed-precision wrapper's loss scaling: the gradients that
+    flow back through their float16 activations to the LoRA and the adapter are small (an MSE over
+    a latent batch), and below float16's range they lose precision or become 0, without an error."""
+    from diffengine.precision import weight_dtype_name
+
+    model = cfg.get("model")
+    requested = model.get("weight_dtype") if isinstance(model, dict) else None
+    if not isinstance(requested, str) or _mixed_precision(cfg) or weight_dtype_name(requested) != "float16":
+        return
+    which = "float16" if requested == "float16" else f"{requested}, float16 on this GPU,"
+    raise ConfigError(f"model.weight_dtype={which} needs loss scaling, which optim_wrapper.type="
+                      f"{_wrapper_name(cfg)} lacks (gradients through float16 activations underflow "
+                      "without an error): add --amp (GuardedAmpOptimWrapper's GradScaler), or set "
+                      "model.weight_dtype=bfloat16 or float32")
 
 
 def check_process_count(nproc: int) -> None:
@@ -295,6 +317,7 @@ def prepare_config(args: argparse.Namespace, wds: bool) -> tuple["Config", list[
         raise ConfigError(f"{how} trains in mixed precision, which needs a GPU (MMEngine's "
                           "AmpOptimWrapper); none is available. On a CPU: drop --amp, or add "
                           "--cfg-options optim_wrapper.type=GuardedOptimWrapper")
+    _check_float16_loss_scaling(cfg)
     check_model_arguments(cfg)
     warnings = check_shards(cfg)
     if checks_for_the_job():
