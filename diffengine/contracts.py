@@ -36,6 +36,7 @@ class ResumableStream(EpochStream, Protocol):
     """An ``EpochStream`` that fast-forwards each worker past batches already trained."""
 
     seed: int
+    shards_fingerprint: str  # a digest of the shards read: positions apply to the same ones only
 
     def resume_from(self, epoch: int, batches_trained: int, positions: Sequence[int]) -> None: ...
 

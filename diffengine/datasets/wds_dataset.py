@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import itertools
 import json
 import logging
 import multiprocessing
+import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from .latent_shards import (
 )
 from .metadata_filter import MetadataFilter
 from .shard_reader import ShardReader
-from .shards import draw_shards, slot_slice
+from .shards import draw_shards, is_remote, slot_slice
 from .skip_accounting import SkipCounter, WorkerMessages
 from .transforms import ImageTransform
 
@@ -90,6 +92,16 @@ class WebImageTextDataset(IterableDataset):
     def seed(self) -> int:
         """Seed of the stream's order (StreamingIterBasedTrainLoop records it in checkpoints)."""
         return self.spec.seed
+
+    @functools.cached_property
+    def shards_fingerprint(self) -> str:
+        """A digest of what the stream reads: each source's shard urls, the sources' weights and
+        each local shard's size. Saved stream positions apply only to the same shards: a shard set
+        grown, rewritten (``prep-wds --overwrite``) or reordered is another stream."""
+        sizes = [[os.path.getsize(url) if not is_remote(url) and os.path.isfile(url) else None for url in urls]
+                 for urls in self.spec.sources]
+        record = json.dumps([self.spec.sources, self.spec.weights, sizes])
+        return hashlib.sha256(record.encode()).hexdigest()[:16]
 
     @property
     def epoch(self) -> int:
