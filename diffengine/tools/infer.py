@@ -30,7 +30,7 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classifier-free guidance scale (default 7.5)")
     parser.add_argument("--height", type=image_side, default=None,
                         help="image height, a multiple of 8, of 16 for PixArt, SD3 and Flux (default: the "
-                        "denoiser's native size)")
+                        "resolution the bridge was trained at, else the denoiser's native size)")
     parser.add_argument("--width", type=image_side, default=None,
                         help="image width, a multiple of 8, of 16 for PixArt, SD3 and Flux")
     parser.add_argument("--seed", type=seed, default=0, help="same seed, same image (default 0)")

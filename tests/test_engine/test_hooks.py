@@ -39,6 +39,36 @@ def test_bridge_checkpoint_hook_keeps_the_last_k_atomically(tiny_bridge, tmp_pat
         BridgeCheckpointHook(max_keep=0)
 
 
+def test_a_bridge_samples_at_the_resolution_it_was_trained_at(tiny_bridge, tmp_path):
+    # tiny SD's native size is 32 px; a bridge trained at 16 px samples at 16 px unless told otherwise
+    from mmengine.config import Config
+
+    from diffengine.models import LaViBridge
+    from diffengine.models.editors.lavi_bridge.pipeline import LaViBridgePipeline
+
+    assert tiny_bridge.infer("a red circle", num_inference_steps=1)[0].size == (32, 32)
+    hook = BridgeCheckpointHook()
+    runner = fake_runner(tiny_bridge, tmp_path)
+    runner.cfg = Config(dict(train_dataloader=dict(resolution=16)))
+    hook.before_train(runner)
+    hook.before_save_checkpoint(runner, {"meta": {"iter": 5}})
+    folder = tmp_path / "bridge" / "iter_5"
+    assert json.loads((folder / "bridge.json").read_text())["resolution"] == 16
+    loaded = LaViBridge.from_bridge(folder)
+    assert loaded.trained_resolution == 16
+    assert loaded.infer("a red circle", num_inference_steps=1)[0].size == (16, 16)
+    assert loaded.infer("a red circle", num_inference_steps=1, height=32, width=24)[0].size == (24, 32)
+    LaViBridgePipeline.from_model(loaded).save_pretrained(tmp_path / "export")
+    exported = LaViBridgePipeline.from_pretrained(tmp_path / "export")
+    assert exported.config.resolution == 16
+    assert exported("a red circle", num_inference_steps=1, output_type="np").images.shape[1:3] == (16, 16)
+    # training it further from a loader without a resolution keeps the one it knows
+    runner.model, runner.cfg = loaded, Config(dict(train_dataloader=dict(batch_size=2)))
+    hook.before_train(runner)
+    again = loaded.save_bridge(tmp_path / "again", iteration=6)
+    assert json.loads((again / "bridge.json").read_text())["resolution"] == 16
+
+
 def test_visualization_hook_renders_before_training_every_n_and_at_the_end(tiny_bridge, tmp_path):
     hook = VisualizationHook(["a red circle", "a blue square"], interval=2, num_inference_steps=2,
                              height=32, width=32)

@@ -53,7 +53,17 @@ class ModelFolderCheckpointHook(Hook):
 
 @HOOKS.register_module()
 class BridgeCheckpointHook(ModelFolderCheckpointHook):
-    """``WORK_DIR/bridge/iter_N/`` bridge folders (``LaViBridge.save_bridge``) and ``bridge/last_bridge``."""
+    """``WORK_DIR/bridge/iter_N/`` bridge folders (``LaViBridge.save_bridge``) and ``bridge/last_bridge``.
+
+    Before training it tells the model the loader's ``train_dataloader.resolution``, which each
+    bridge records: its samples (infer, eval, export) default to that size, not the native one.
+    """
 
     def __init__(self, max_keep: int = 3):
         super().__init__(max_keep, folder=BRIDGE_FOLDER, save_method="save_bridge")
+
+    def before_train(self, runner) -> None:
+        """Record the training resolution on the model (a loader without one leaves it as it is)."""
+        resolution = (runner.cfg.get("train_dataloader") or {}).get("resolution")
+        if isinstance(resolution, int) and not isinstance(resolution, bool):
+            unwrap_model(runner.model).trained_resolution = resolution

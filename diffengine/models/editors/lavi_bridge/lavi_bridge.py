@@ -333,6 +333,9 @@ class LaViBridge(BaseModel):
             "caption_dropout": caption_dropout, "weight_dtype": weight_dtype,
             "gradient_checkpointing": gradient_checkpointing, "vae_encoder": vae_encoder,
         }
+        # the image side the bridge is trained at (set by BridgeCheckpointHook, read from a bridge):
+        # its samples default to it, not to the denoiser's native size (SDXL trained at 512 px)
+        self.trained_resolution: int | None = None
         if bridge_path is not None:
             self.load_bridge(bridge_path)
         if torch_compile:
@@ -472,7 +475,8 @@ class LaViBridge(BaseModel):
             if config is not None:  # no LoRA on this side: no folder, and from_bridge reads rank 0
                 save_lora(model, directory / name)
         self.adapter.save_pretrained(directory / "adapter", safe_serialization=True)
-        manifest = {**self.bridge_config, "diffengine_version": __version__, **manifest}
+        trained = {} if self.trained_resolution is None else {"resolution": self.trained_resolution}
+        manifest = {**self.bridge_config, **trained, "diffengine_version": __version__, **manifest}
         (directory / BRIDGE_MANIFEST).write_text(json.dumps(manifest, indent=2))
         return directory
 
@@ -512,7 +516,7 @@ class LaViBridge(BaseModel):
     def load_bridge(self, directory: str | Path) -> None:
         """Load LoRA and adapter weights from a bridge folder written by ``save_bridge``."""
         directory = Path(directory)
-        read_bridge_manifest(directory)
+        self.trained_resolution = read_bridge_manifest(directory).get("resolution")
         for name, model, config in self._lora_sides():
             saved = (LoraConfig.from_pretrained(directory / name) if (directory / name).is_dir()
                      else None)

@@ -59,8 +59,9 @@ class LaViBridgePipeline(DiffusionPipeline):
     The denoiser is ``unet`` (SD-style UNets) or ``transformer`` (PixArt, SD3, Flux); the other one is None.
     Its vision family (``VISION_FAMILIES``) says how to call it and which diffusers pipeline's
     denoising loop to run. ``max_length``, ``hidden_layer`` and ``use_attention_mask`` are how the
-    bridge was trained to read the LM (see ``LanguageModel``); they are saved in
-    ``model_index.json``, and the tokenizer is saved with its pad token.
+    bridge was trained to read the LM (see ``LanguageModel``), and ``resolution`` the image side it
+    was trained at (the default height and width; None: the denoiser's native size); they are saved
+    in ``model_index.json``, and the tokenizer is saved with its pad token.
     """
 
     model_cpu_offload_seq = "text_encoder->adapter->unet->transformer->vae"
@@ -70,14 +71,15 @@ class LaViBridgePipeline(DiffusionPipeline):
                  adapter: LaViBridgeTextAdapter, vae: AutoencoderKL, scheduler: SchedulerMixin,
                  unet: UNet2DConditionModel | None = None,
                  transformer: ModelMixin | None = None, max_length: int = 77,
-                 hidden_layer: int = -1, use_attention_mask: bool = False):
+                 hidden_layer: int = -1, use_attention_mask: bool = False,
+                 resolution: int | None = None):
         super().__init__()
         if (unet is None) == (transformer is None):
             raise ValueError("LaViBridgePipeline needs exactly one denoiser: unet or transformer")
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, adapter=adapter,
                               unet=unet, transformer=transformer, vae=vae, scheduler=scheduler)
         self.register_to_config(max_length=max_length, hidden_layer=hidden_layer,
-                                use_attention_mask=use_attention_mask)
+                                use_attention_mask=use_attention_mask, resolution=resolution)
 
     @property
     def denoiser(self) -> nn.Module:
@@ -98,7 +100,8 @@ class LaViBridgePipeline(DiffusionPipeline):
                    vae=model.vae, **{model.vision_family.subfolder: model.denoiser},
                    scheduler=inference_scheduler(scheduler, model.noise_scheduler.config),
                    max_length=language.max_length, hidden_layer=language.hidden_layer,
-                   use_attention_mask=language.use_attention_mask)
+                   use_attention_mask=language.use_attention_mask,
+                   resolution=model.trained_resolution)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,
@@ -166,6 +169,10 @@ class LaViBridgePipeline(DiffusionPipeline):
         The unconditional embedding of classifier-free guidance is the negative prompt's, through
         the same LM + adapter.
         """
+        # pipelines saved before the bridge recorded its resolution have none: the native size
+        resolution = self.config.get("resolution")
+        height = resolution if height is None else height
+        width = resolution if width is None else width
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negatives = ([negative_prompt] * len(prompts) if isinstance(negative_prompt, str)
                      else list(negative_prompt))
