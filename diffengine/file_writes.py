@@ -3,8 +3,10 @@
 A crash (SIGKILL, a full disk) during a write then leaves the previous version, or nothing, under
 the final name, never a truncated file or a half-written folder. The temporary names start with
 a dot: patterns that start with a name (``iter_*``, ``00000.tar``) never match them, and
-listings with a bare ``*`` skip dot-names (``visible``). Import-free beyond the standard library,
-for the CLI.
+listings with a bare ``*`` skip dot-names (``visible``). What is renamed into place is flushed
+to disk first, and its folder after (``flush_to_disk``, ``flush_rename``): ext4 and XFS may persist
+a rename before the data it points to, and a power loss would then leave an empty file under the
+final name. Import-free beyond the standard library, for the CLI.
 """
 import os
 import shutil
@@ -16,6 +18,33 @@ from pathlib import Path
 def visible(paths: Iterable[Path]) -> list[Path]:
     """``paths`` without dot-names (``Path.glob("*")`` matches them, unlike a shell)."""
     return [path for path in paths if not path.name.startswith(".")]
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        if not path.is_dir():
+            raise
+        # some file systems (and platforms) cannot sync a folder: its entries are as durable as they get
+    finally:
+        os.close(descriptor)
+
+
+def flush_to_disk(path: str | Path) -> None:
+    """Flush a file, or a folder with everything in it, to the disk (before it is renamed into place)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        for entry in sorted(path.rglob("*"), reverse=True):  # a folder's entries before the folder
+            if not entry.is_symlink() and (entry.is_file() or entry.is_dir()):
+                _fsync(entry)
+    _fsync(path)
+
+
+def flush_rename(path: str | Path) -> None:
+    """Flush the folder that ``path`` was just renamed into (the rename itself, to the disk)."""
+    _fsync(Path(path).parent)
 
 
 def partial_path(path: str | Path) -> Path:
@@ -39,7 +68,9 @@ def whole_file(path: str | Path) -> Iterator[Path]:
     partial = partial_path(path)
     try:
         yield partial
+        flush_to_disk(partial)
         partial.replace(path)
+        flush_rename(path)
     finally:
         partial.unlink(missing_ok=True)
 
@@ -82,10 +113,12 @@ def whole_folder(folder: str | Path) -> Iterator[Path]:
     staging.mkdir(parents=True)
     try:
         yield staging
+        flush_to_disk(staging)
         shutil.rmtree(aside, ignore_errors=True)
         if folder.exists():
             os.replace(folder, aside)
         os.replace(staging, folder)
+        flush_rename(folder)
         shutil.rmtree(aside, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -106,11 +139,15 @@ def filled_folder(folder: str | Path, marker: str) -> Iterator[Path]:
         yield staging
         if not (staging / marker).is_file():
             raise FileNotFoundError(f"{folder}: the writer left no {marker}")
+        flush_to_disk(staging)
         (folder / marker).unlink(missing_ok=True)
         for entry in sorted(staging.iterdir(), key=lambda path: path.name == marker):
             target = folder / entry.name
+            if entry.name == marker:
+                _fsync(folder)  # every other entry is in place on the disk before the marker is
             if target.is_dir() and not target.is_symlink():
                 remove_folder(target)
             os.replace(entry, target)
+        _fsync(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -115,3 +115,25 @@ def tiny_flux(tmp_path_factory):
 def flux_latent_shards(tmp_path_factory, tiny_flux, demo_shards):
     """The demo shards encoded by tiny_flux's VAE (which has a shift factor) at 32 px."""
     return _prep_latents(tmp_path_factory, tiny_flux, demo_shards)
+
+
+@pytest.fixture
+def disk_events(monkeypatch):
+    """("fsync", path) and ("replace", source, target), in the order they happen."""
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    def replace(source, target):
+        events.append(("replace", os.path.realpath(source), os.path.realpath(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+

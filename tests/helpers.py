@@ -254,13 +254,13 @@ class KeyRecorder(BaseModel):
 
 
 def train_toy(work_dir, train_dataloader, max_iters: int, resume_from: str | None = None,
-              custom_hooks: list | None = None) -> DiffEngineRunner:
+              custom_hooks: list | None = None, checkpoint_hook: str = "CheckpointHook") -> DiffEngineRunner:
     """Train KeyRecorder with a checkpoint every iteration; resume from `resume_from` if given."""
     runner = DiffEngineRunner(
         model=KeyRecorder(), work_dir=str(work_dir), train_dataloader=train_dataloader,
         train_cfg=dict(type="StreamingIterBasedTrainLoop", max_iters=max_iters),
         optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.1)),
-        default_hooks=dict(checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=1),
+        default_hooks=dict(checkpoint=dict(type=checkpoint_hook, by_epoch=False, interval=1),
                            logger=dict(type="LoggerHook", interval=1)),
         custom_hooks=custom_hooks, log_processor=dict(by_epoch=False), randomness=dict(seed=0),
         resume=resume_from is not None, load_from=resume_from, default_scope="diffengine",
@@ -304,3 +304,14 @@ def assert_same_png(path: Path, expected: np.ndarray) -> None:
     """A written PNG against float images in [0, 1]: within one 8-bit step (rounding at .5 may flip)."""
     written = np.asarray(Image.open(path)).astype(np.int16)
     assert np.abs(written - (expected * 255).round().astype(np.int16)).max() <= 1
+
+
+def renamed_durably(events, source, target, contents=()):
+    """``source`` (and every path in ``contents``) reached the disk before it was renamed to
+    ``target``, and ``target``'s folder after: a power loss leaves the old name or the whole new one."""
+    source, target = os.path.realpath(source), os.path.realpath(target)
+    rename = events.index(("replace", source, target))
+    before = {event[1] for event in events[:rename] if event[0] == "fsync"}
+    after = {event[1] for event in events[rename:] if event[0] == "fsync"}
+    return before >= {source, *map(str, contents)} and os.path.dirname(target) in after
+

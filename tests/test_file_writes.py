@@ -2,6 +2,7 @@
 import pytest
 
 from diffengine.file_writes import filled_folder, remove_folder, whole_file, whole_folder, write_text_whole
+from tests.helpers import renamed_durably
 
 
 class Crash(Exception):
@@ -58,3 +59,32 @@ def test_a_symbolic_link_is_written_through(tmp_path):
     (tmp_path / "link.md").symlink_to(tmp_path / "README.md")
     write_text_whole(tmp_path / "link.md", "new")
     assert (tmp_path / "link.md").is_symlink() and (tmp_path / "README.md").read_text() == "new"
+
+
+def test_what_is_renamed_into_place_reaches_the_disk_first(tmp_path, disk_events):
+    path = tmp_path / "report.json"
+    with whole_file(path) as partial:
+        partial.write_text("whole")
+    assert renamed_durably(disk_events, partial, path)
+
+    folder = tmp_path / "bridge"
+    with whole_folder(folder) as staging:
+        (staging / "adapter").mkdir()
+        (staging / "adapter" / "weights").write_text("w")
+        (staging / "bridge.json").write_text("{}")
+    assert renamed_durably(disk_events, staging, folder,
+                           [staging / "adapter", staging / "adapter" / "weights", staging / "bridge.json"])
+
+    out = tmp_path / "out"
+    out.mkdir()
+    disk_events.clear()
+    with filled_folder(out, "bridge.json") as staging:
+        (staging / "adapter").mkdir()
+        (staging / "adapter" / "weights").write_text("w")
+        (staging / "bridge.json").write_text("{}")
+    assert renamed_durably(disk_events, staging / "bridge.json", out / "bridge.json")
+    # the marker makes the folder usable: it moves in only once every other entry is on the disk
+    marker = disk_events.index(("replace", str(staging / "bridge.json"), str(out / "bridge.json")))
+    adapter = disk_events.index(("replace", str(staging / "adapter"), str(out / "adapter")))
+    assert ("fsync", str(out)) in disk_events[adapter:marker]
+    assert ("fsync", str(staging / "adapter" / "weights")) in disk_events[:adapter]

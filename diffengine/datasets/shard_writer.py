@@ -13,7 +13,7 @@ import webdataset as wds
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from diffengine.file_writes import partial_path, write_text_whole
+from diffengine.file_writes import flush_rename, flush_to_disk, partial_path, write_text_whole
 
 from .transforms import to_rgb
 
@@ -108,7 +108,10 @@ def write_wds_shards(samples: Iterable[Sample], out_dir: str | os.PathLike, pref
         writer.close()
     # every shard whole before any takes its name: a crash leaves the earlier set, not a mix
     for shard_path in stats["shard_paths"]:
+        flush_to_disk(partial_path(shard_path))
+    for shard_path in stats["shard_paths"]:
         partial_path(shard_path).replace(shard_path)
+    flush_rename(out / "stats.json")
     write_text_whole(out / "stats.json", json.dumps(stats, indent=2))
     return stats
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffengine.contracts import LATENTS_KEY, ORIGINAL_SIZE_KEY, PIXELS_KEY, TEXT_KEY
+from diffengine.file_writes import flush_rename, flush_to_disk
 
 from .. import constants
 from .arguments import add_overwrite_argument, image_side, positive_int, resolve_device, writable_folder
@@ -235,7 +236,9 @@ def _encode_shard(dataset: WebImageTextDataset, vae: AutoencoderKL, url: str, pa
     if count == 0:  # an empty latent shard would only fail the training loader later
         staging.unlink()
         return 0
+    flush_to_disk(staging)
     os.replace(staging, path)
+    flush_rename(path)
     return count
 
 

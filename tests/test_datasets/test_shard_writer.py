@@ -12,6 +12,7 @@ from diffengine.datasets import (
     samples_from_image_folder,
     write_wds_shards,
 )
+from tests.helpers import renamed_durably
 
 
 def save_image(path, size=(24, 16), fmt=None, seed=0) -> None:
@@ -173,3 +174,12 @@ def test_a_failure_while_writing_leaves_only_whole_shards(tmp_path):
     write_wds_shards(samples(fail_after=-1), tmp_path, maxcount=2, image_format="png", progress=False)
     assert sorted(tar_members(tmp_path / "00000.tar")) == ["000.json", "000.png", "000.txt", "001.json", "001.png",
                                                            "001.txt"]
+
+
+def test_every_shard_reaches_the_disk_before_any_takes_its_name(tmp_path, disk_events):
+    samples = ((f"{i:03d}", Image.new("RGB", (8, 8)), "a caption", None) for i in range(3))
+    write_wds_shards(samples, tmp_path, maxcount=2, progress=False)
+    first_rename = next(i for i, event in enumerate(disk_events) if event[0] == "replace")
+    assert {("fsync", str(tmp_path / f".0000{i}.partial.tar")) for i in (0, 1)} <= set(disk_events[:first_rename])
+    assert all(renamed_durably(disk_events, tmp_path / f".0000{i}.partial.tar", tmp_path / f"0000{i}.tar")
+               for i in (0, 1))

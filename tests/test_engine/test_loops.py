@@ -10,7 +10,7 @@ from diffengine.datasets import build_wds_dataloader
 from diffengine.datasets.wds_dataset import WebImageTextDataset
 from diffengine.engine.loops import StreamingIterBasedTrainLoop
 from diffengine.engine.runner import DiffEngineRunner
-from tests.helpers import map_cfg, train_toy
+from tests.helpers import map_cfg, renamed_durably, train_toy
 
 
 def wds_cfg(shards: str, **kwargs) -> dict:
@@ -171,3 +171,11 @@ def test_a_resume_over_rewritten_shards_does_not_fast_forward_their_positions(tm
                        resume_from=str(tmp_path / "work" / "iter_3.pth"))
     log = Path(runner.log_dir, f"{runner.timestamp}.log").read_text()
     assert "no matching stream position" in log and "fast-forwarded" not in log
+
+
+def test_a_checkpoint_reaches_the_disk_before_it_takes_its_name(tmp_path, disk_events):
+    train_toy(tmp_path, map_cfg(), max_iters=2, checkpoint_hook="CrashSafeCheckpointHook")
+    for iteration in (1, 2):
+        assert renamed_durably(disk_events, tmp_path / f".iter_{iteration}.partial.pth",
+                               tmp_path / f"iter_{iteration}.pth")
+    assert renamed_durably(disk_events, tmp_path / ".last_checkpoint.partial", tmp_path / "last_checkpoint")

@@ -11,7 +11,7 @@ import torch
 
 from diffengine.datasets.latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD
 from diffengine.entry_point import main
-from tests.helpers import image_bytes, keys_of, load, sample, write_tar
+from tests.helpers import image_bytes, keys_of, load, renamed_durably, sample, write_tar
 
 
 def members(path) -> dict[str, bytes]:
@@ -77,6 +77,13 @@ def test_a_rerun_encodes_only_unfinished_shards(demo_shards, tiny_sd, tmp_path, 
         assert (f"00000.tar, finished by an earlier run, differs from what this run writes ({difference}): "
                 "encode into another OUT_DIR, or pass --overwrite") in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_a_latent_shard_reaches_the_disk_before_it_takes_its_name(demo_shards, tiny_sd, tmp_path, disk_events):
+    out = tmp_path / "latents"
+    assert prep(demo_shards.replace("{00000..00003}", "00000"), out, "--vision-model", tiny_sd,
+                "--resolution", 32) == 0
+    assert renamed_durably(disk_events, out / ".00000.tar.tmp", out / "00000.tar")
 
 
 def test_float16_storage(demo_shards, tiny_sd, tmp_path):

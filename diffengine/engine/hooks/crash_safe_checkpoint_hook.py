@@ -7,7 +7,7 @@ from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 
 from diffengine.constants import LAST_CHECKPOINT
-from diffengine.file_writes import partial_path, write_text_whole
+from diffengine.file_writes import flush_rename, flush_to_disk, partial_path, write_text_whole
 from diffengine.registry import HOOKS
 
 
@@ -18,7 +18,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
     MMEngine deletes the oldest kept checkpoint before it writes the new one, and writes the new
     one in place: a crash or a full disk during the write leaves a truncated ``iter_N.pth``, and
     with ``max_keep_ckpts=1`` no whole checkpoint at all. This hook writes ``.iter_N.partial.pth``,
-    renames it to ``iter_N.pth`` (atomic on one filesystem), renames a new ``last_checkpoint``
+    flushes it to the disk, renames it to ``iter_N.pth`` (atomic on one filesystem), renames a new ``last_checkpoint``
     into place, and only then deletes the checkpoints that fell out of the kept ones. Checkpoints
     that go to a remote backend (``out_dir`` on S3, ...) are saved the way MMEngine saves them.
     """
@@ -47,7 +47,9 @@ class CrashSafeCheckpointHook(CheckpointHook):
             raise
         if not is_main_process():
             return
+        flush_to_disk(partial)
         os.replace(partial, self.last_ckpt)
+        flush_rename(self.last_ckpt)
         write_text_whole(Path(runner.work_dir) / LAST_CHECKPOINT, self.last_ckpt)
         for old in outdated:
             Path(self.out_dir, self.filename_tmpl.format(old)).unlink(missing_ok=True)
