@@ -33,6 +33,10 @@ def assets(tmp_path_factory, tiny_t5, tiny_sd, demo_shards, latent_shards):
     (root / "truncated.pth").write_bytes(b"PK\x03\x04 cut short")
     (root / "empty.pth").write_bytes(b"")
     torch.save({"meta": {"iter": 2}, "state_dict": {}}, root / "iter_2.pth")  # as a finished 2-iteration run's
+    # a run killed while its newest checkpoint was copied in: iter_3 cut short, iter_1 whole
+    (root / "cut_run").mkdir()
+    torch.save({"meta": {"iter": 1}, "state_dict": {}}, root / "cut_run" / "iter_1.pth")
+    (root / "cut_run" / "iter_3.pth").write_bytes(b"PK\x03\x04 cut short")
     for name in ("empty", *(f"empty{index}" for index in range(4))):
         (root / f"{name}.tar").write_bytes(b"")
     (root / "bridge_of_layer_0").mkdir()
@@ -253,6 +257,8 @@ BAD_INPUTS = [
      "truncated.pth is unreadable (truncated"),
     ("empty checkpoint", DEMO, ["--resume", "{assets}/empty.pth"], [],
      "empty.pth is unreadable (truncated or not a checkpoint): the file is empty"),
+    ("newest checkpoint unreadable", DEMO, ["--work-dir", "{assets}/cut_run", "--resume"], [],
+     "; the newest readable one is {assets}/cut_run/iter_1.pth: resume it with --resume {assets}/cut_run/iter_1.pth"),
     ("unsafe checkpoint", DEMO, ["--resume", "{assets}/unsafe.pth"], [],
      "unsafe.pth was refused as unsafe: it holds objects other than tensors"),
     ("resuming a finished run", DEMO, ["--resume", "{assets}/iter_2.pth"], [],

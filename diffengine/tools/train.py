@@ -150,7 +150,10 @@ def _resume_checkpoint(resume: str, work_dir: str, cfg: "Config") -> Path:
         # memory-mapped: reads the archive's index and pickled structure, not the tensors
         checkpoint = load_local_checkpoint(str(found), map_location="cpu", mmap=True)
     except UnreadableCheckpointError as error:
-        raise ConfigError(f"--resume: {error}") from None
+        readable = _newest_readable_checkpoint(work_dir, before=found) if resume == "auto" else None
+        # never chosen silently: resuming an older one retrains its iterations, which the user decides
+        hint = f"; the newest readable one is {readable}: resume it with --resume {readable}" if readable else ""
+        raise ConfigError(f"--resume: {error}{hint}") from None
     iteration = (checkpoint.get("meta") or {}).get("iter") if isinstance(checkpoint, dict) else None
     max_iters = (cfg.get("train_cfg") or {}).get("max_iters")
     if isinstance(iteration, int) and isinstance(max_iters, int) and iteration >= max_iters:
@@ -159,6 +162,24 @@ def _resume_checkpoint(resume: str, work_dir: str, cfg: "Config") -> Path:
                           "nothing is left to train; to train further, raise it "
                           "(--cfg-options train_cfg.max_iters=N)")
     return found
+
+
+def _newest_readable_checkpoint(work_dir: str, before: Path) -> Path | None:
+    """The newest ``iter_N.pth`` of ``work_dir`` older than ``before`` that loads (None if none does)."""
+    from diffengine.errors import UnreadableCheckpointError
+    from diffengine.models.weights_file import load_local_checkpoint
+    from diffengine.work_dirs import checkpoint_iteration, checkpoints_in
+
+    newest = checkpoint_iteration(before)
+    for candidate in reversed(checkpoints_in(work_dir)):
+        if newest is not None and checkpoint_iteration(candidate) >= newest:
+            continue
+        try:
+            load_local_checkpoint(str(candidate), map_location="cpu", mmap=True)
+        except UnreadableCheckpointError:
+            continue
+        return candidate
+    return None
 
 
 def _ignore_vanished(function, path: str, exc_info) -> None:
