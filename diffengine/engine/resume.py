@@ -18,6 +18,9 @@ from .model_wrapper import unwrap_model
 # rest (last_step, _last_value, ReduceOnPlateau's best and counters, ...) is where it is in its schedule
 _SCHEDULER_SETTINGS = frozenset({"begin", "end", "by_epoch", "base_values", "eta_min", "eta_min_ratio", "T_max",
                                  "factor", "start_factor", "end_factor", "gamma", "milestones", "power"})
+# the checkpoint meta entry holding the model's weight_settings: a resume whose bridge folder was
+# pruned (or never kept, bridge max_keep < checkpoint max_keep_ckpts) still checks them
+WEIGHT_SETTINGS_META = "weight_settings"
 # options that name the run's place and mode, not what it computes
 _RUN_LOCATION_KEYS = ("work_dir", "resume", "load_from", "launcher", "experiment_name")
 
@@ -138,6 +141,12 @@ class ResumeOverridesHook(Hook):
 
     priority = "HIGH"
 
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Record the settings that give the bridge weights their meaning in the checkpoint's meta."""
+        settings = getattr(unwrap_model(runner.model), "weight_settings", None)
+        if settings is not None:
+            checkpoint.setdefault("meta", {})[WEIGHT_SETTINGS_META] = settings
+
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Check the checkpoint fits the model; on resume, log config changes and apply this run's rates."""
         # MMEngine's resume would run an older checkpoint's "config" text as Python
@@ -169,18 +178,24 @@ class ResumeOverridesHook(Hook):
     def _check_bridge_settings(runner, checkpoint: dict) -> None:
         """Refuse to resume a bridge under settings that change what its weights mean (the layer
         the adapter reads, the prediction type, ...), as ``model.bridge_path`` refuses them: the
-        bridge saved with the checkpoint records those it was trained with."""
+        bridge saved with the checkpoint records those it was trained with, and where it is gone,
+        the checkpoint's meta."""
         from diffengine.errors import ConfigError
-        from diffengine.models.editors.lavi_bridge.lavi_bridge import check_bridge_settings
+        from diffengine.models.editors.lavi_bridge.lavi_bridge import check_bridge_settings, check_weight_settings
 
         model = unwrap_model(runner.model)
-        iteration = checkpoint.get("meta", {}).get("iter")
+        if not hasattr(model, "weight_settings"):
+            return
+        meta = checkpoint.get("meta", {})
+        iteration = meta.get("iter")
         saved = (checkpoint_bridge(runner.cfg.get("load_from"), iteration, runner.work_dir)
                  if isinstance(iteration, int) else None)
-        if not hasattr(model, "weight_settings") or saved is None:
-            return
+        recorded = meta.get(WEIGHT_SETTINGS_META)
         try:
-            check_bridge_settings(saved, model.weight_settings, model.base_models, model.language.max_length)
+            if saved is not None:
+                check_bridge_settings(saved, model.weight_settings, model.base_models, model.language.max_length)
+            elif isinstance(recorded, dict):
+                check_weight_settings(recorded, model.weight_settings, f"checkpoint {runner.cfg.get('load_from')}")
         except ValueError as error:
             raise ConfigError(f"--resume: {error}") from None
 

@@ -396,20 +396,24 @@ def test_overwrite_tolerates_outputs_another_node_deleted_first(tmp_path, monkey
         train._ignore_vanished(None, "x", (PermissionError, PermissionError("denied"), None))
 
 
-@pytest.mark.parametrize("checkpoint_folder", [".", "ckpts"], ids=["beside-its-bridge", "in-another-folder"])
+@pytest.mark.parametrize("checkpoint_folder, bridge_kept", [(".", True), ("ckpts", True), (".", False)],
+                         ids=["beside-its-bridge", "in-another-folder", "its-bridge-pruned"])
 def test_resuming_a_bridge_under_settings_that_change_its_weights_meaning_is_refused(
-        uninterrupted, tmp_path, checkpoint_folder):
+        uninterrupted, tmp_path, checkpoint_folder, bridge_kept):
     options, _, _, work_dir = uninterrupted
     shutil.copytree(work_dir, tmp_path, dirs_exist_ok=True)
     # a checkpoint kept elsewhere (CheckpointHook's out_dir): its bridge is still found in the work dir
     checkpoint = tmp_path / checkpoint_folder / "iter_6.pth"
     checkpoint.parent.mkdir(exist_ok=True)
     (tmp_path / "iter_6.pth").rename(checkpoint)
+    if not bridge_kept:  # the bridge hook keeps fewer than the checkpoint hook: the checkpoint's meta tells
+        shutil.rmtree(tmp_path / "bridge" / "iter_6")
     with pytest.raises(ConfigError) as error:
         # a bare --resume finds the checkpoint beside its bridge; one kept elsewhere is named
         train(tmp_path, [*options, "train_cfg.max_iters=8", "model.hidden_layer=0"], "--resume",
               *([] if checkpoint_folder == "." else [str(checkpoint)]))
-    assert str(error.value) == (f"--resume: {tmp_path}/bridge/iter_6/bridge.json was trained with hidden_layer=-1, "
+    where = f"{tmp_path}/bridge/iter_6/bridge.json" if bridge_kept else f"checkpoint {checkpoint}"
+    assert str(error.value) == (f"--resume: {where} was trained with hidden_layer=-1, "
                                 "this model has hidden_layer=0: set model.hidden_layer=-1 to continue that bridge")
     assert not (tmp_path / "iter_8.pth").exists()
 

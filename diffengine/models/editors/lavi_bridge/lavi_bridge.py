@@ -556,6 +556,18 @@ def check_bridge_files(directory: Path, lora_sides: list[str]) -> None:
                                 "written whole (or its files were moved)")
 
 
+def check_weight_settings(recorded: dict, settings: dict, where: str) -> None:
+    """Raise ValueError naming ``where`` (a bridge manifest, a checkpoint) when ``recorded`` holds
+    another value of one of ``settings`` (``LaViBridge.weight_settings``); what it lacks is not compared."""
+    for name, value in settings.items():
+        trained = recorded.get(name)
+        if isinstance(value, dict) and isinstance(trained, dict):  # LoRA: rank and alpha, not dropout
+            trained = {key: trained.get(key) for key in value}
+        if name in recorded and trained != value:
+            raise ValueError(f"{where} was trained with {name}={trained!r}, this model has "
+                             f"{name}={value!r}: set model.{name}={trained!r} to continue that bridge")
+
+
 def check_bridge_settings(directory: str | Path, settings: dict, base_models: dict,
                           max_length: int | None = None, warn: bool = True) -> None:
     """Raise ValueError where the bridge in ``directory`` was trained under other ``settings``;
@@ -572,13 +584,7 @@ def check_bridge_settings(directory: str | Path, settings: dict, base_models: di
     """
     manifest_path = Path(directory) / BRIDGE_MANIFEST
     manifest = read_bridge_manifest(directory)
-    for name, value in settings.items():
-        recorded = manifest.get(name)
-        if isinstance(value, dict) and isinstance(recorded, dict):  # LoRA: rank and alpha, not dropout
-            recorded = {key: recorded.get(key) for key in value}
-        if name in manifest and recorded != value:
-            raise ValueError(f"{manifest_path} was trained with {name}={recorded!r}, this model has "
-                             f"{name}={value!r}: set model.{name}={recorded!r} to continue that bridge")
+    check_weight_settings(manifest, settings, str(manifest_path))
     if not warn:
         return
     for name, value in base_models.items():
