@@ -193,7 +193,8 @@ class ResumeOverridesHook(Hook):
         recorded = meta.get(WEIGHT_SETTINGS_META)
         try:
             if saved is not None:
-                check_bridge_settings(saved, model.weight_settings, model.base_models, model.language.max_length)
+                check_bridge_settings(saved, model.weight_settings, model.base_models, model.language.max_length,
+                                      base_fingerprints=model.base_fingerprints)
             elif isinstance(recorded, dict):
                 check_weight_settings(recorded, model.weight_settings, f"checkpoint {runner.cfg.get('load_from')}")
         except ValueError as error:

@@ -1,10 +1,12 @@
 import copy
+import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
 from mmengine.optim import OptimWrapper
+from safetensors.torch import load_file, save_file
 from torch.optim import AdamW
 
 from diffengine.engine import ParamGroupsOptimWrapperConstructor
@@ -130,18 +132,33 @@ def test_bridge_folder_round_trip(tiny_bridge, tiny_t5, tiny_sd, tmp_path, monke
         wrong_alpha.load_bridge(tmp_path / "bridge")
     with pytest.raises(FileNotFoundError, match="not a bridge folder"):
         wrong_rank.load_bridge(tmp_path)
-    # a base model at another path may be a copy: a warning, naming both
+    # a base model at another path is told apart by its weights: a copy is the same model, a model
+    # of the same shape with other weights is not (a warning naming both and the files)
     warnings = []
     monkeypatch.setattr("diffengine.models.editors.lavi_bridge.lavi_bridge.print_log",
                         lambda message, **kwargs: warnings.append(message))
     t5_copy = shutil.copytree(tiny_t5, tmp_path / "t5_copy")
-    LaViBridge(str(t5_copy), tiny_sd, max_length=16, text_lora=dict(rank=4, dropout=0.0),
-               vision_lora=dict(rank=4, dropout=0.0), bridge_path=str(tmp_path / "bridge"))
-    assert len(warnings) == 1 and f"trained with text_encoder {tiny_t5}, loaded here with {t5_copy}" in warnings[0]
+    continue_with = dict(max_length=16, text_lora=dict(rank=4, dropout=0.0), vision_lora=dict(rank=4, dropout=0.0),
+                         bridge_path=str(tmp_path / "bridge"))
+    LaViBridge(str(t5_copy), tiny_sd, **continue_with)
+    assert warnings == []
+    weights = load_file(t5_copy / "model.safetensors")
+    save_file({name: tensor + 0.01 for name, tensor in weights.items()}, t5_copy / "model.safetensors",
+              metadata={"format": "pt"})
+    LaViBridge(str(t5_copy), tiny_sd, **continue_with)
+    assert len(warnings) == 1 and (f"trained with text_encoder {tiny_t5}, whose weights differ from those of "
+                                   f"{t5_copy} loaded here (model.safetensors)") in warnings[0]
+    # a bridge written before it recorded fingerprints: by path
+    manifest = json.loads((tmp_path / "bridge" / "bridge.json").read_text())
+    del manifest["base_fingerprints"]
+    (tmp_path / "bridge" / "bridge.json").write_text(json.dumps(manifest))
+    LaViBridge(str(t5_copy), tiny_sd, **continue_with)
+    assert len(warnings) == 2 and f"trained with text_encoder {tiny_t5}, loaded here with {t5_copy}" in warnings[1]
+    warnings.clear()
     # so is a caption length other than the bridge learned
     LaViBridge(tiny_t5, tiny_sd, max_length=24, text_lora=dict(rank=4, dropout=0.0),
                vision_lora=dict(rank=4, dropout=0.0), bridge_path=str(tmp_path / "bridge"))
-    assert len(warnings) == 2 and "was trained with max_length=16, continued here with max_length=24: " in warnings[1]
+    assert len(warnings) == 1 and "was trained with max_length=16, continued here with max_length=24: " in warnings[0]
     # what the weights mean is checked before any weights load
     with pytest.raises(ValueError, match=r"trained with text_lora=\{'rank': 4, 'alpha': 4\}, this model has "
                                          r"text_lora=\{'rank': 8, 'alpha': 8\}"):

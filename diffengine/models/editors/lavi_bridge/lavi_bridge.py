@@ -43,6 +43,7 @@ from ...lora import (
     update_rank_limit,
 )
 from ...losses import TrainingObjective, training_objective
+from ...model_fingerprint import differing_weights, weights_fingerprints
 from ...model_paths import language_model_location, looks_local, vision_model_location
 from ...vision import (
     SizeConditioning,
@@ -57,6 +58,9 @@ from ...vision import (
 from ...weights_file import load_checked_safetensors
 from .pipeline import LaViBridgePipeline
 from .text_adapter import LaViBridgeTextAdapter, adapter_dims
+
+# the bridge.json entry of weights_fingerprints of the base models it was trained on
+BASE_FINGERPRINTS = "base_fingerprints"
 
 
 def lora_settings(cfg: dict | None, side: str) -> dict:
@@ -113,6 +117,7 @@ class CheckedBridgeArguments:
     objective: TrainingObjective
     vision_family: VisionFamily
     weight_settings: dict
+    base_fingerprints: dict
 
 
 def _check_compile_options(options: dict) -> None:
@@ -160,9 +165,11 @@ def _checked_arguments(text_encoder: str, vision_model: str, adapter: dict | Non
         # without LoRA (rank 0) its alpha means nothing
         **{side: {"rank": lora["rank"], "alpha": lora["alpha"]} if lora["rank"] else {"rank": 0}
            for side, lora in (("text_lora", text_lora), ("vision_lora", vision_lora))}}
+    base_models = {"text_encoder": text_encoder, "vision_model": vision_model}
+    base_fingerprints = {role: weights_fingerprints(location, role) for role, location in base_models.items()}
     if bridge_path is not None:
-        base_models = {"text_encoder": text_encoder, "vision_model": vision_model}
-        check_bridge_settings(bridge_path, weight_settings, base_models, max_length, warn=warn)
+        check_bridge_settings(bridge_path, weight_settings, base_models, max_length, warn=warn,
+                              base_fingerprints=base_fingerprints)
     vision_family = find_vision_family(vision_model)
     lm_config = checked_language_model_config(text_encoder, max_length, hidden_layer)
     adapter = _adapter_dims(adapter or {}, hidden_width(lm_config), text_encoder, vision_model, vision_family)
@@ -171,7 +178,8 @@ def _checked_arguments(text_encoder: str, vision_model: str, adapter: dict | Non
                                                                                  ("vision_lora", vision_lora))
                                                        if lora["rank"]])
     return CheckedBridgeArguments(text_encoder, vision_model, weight_dtype_name(weight_dtype), text_lora,
-                                  vision_lora, adapter, objective, vision_family, weight_settings)
+                                  vision_lora, adapter, objective, vision_family, weight_settings,
+                                  base_fingerprints)
 
 
 def _check_bridge_fits(directory: Path, adapter: dict, lora_sides: list[str]) -> None:
@@ -290,6 +298,7 @@ class LaViBridge(BaseModel):
         self.objective = checked.objective
         self.weight_settings = checked.weight_settings
         self.base_models = {"text_encoder": text_encoder, "vision_model": vision_model}
+        self.base_fingerprints = checked.base_fingerprints
         self.vision_family = checked.vision_family
         # frozen weights are loaded directly in weight_dtype: a 7B LM never exists in float32
         self.language = LanguageModel(text_encoder, max_length=max_length,
@@ -476,7 +485,8 @@ class LaViBridge(BaseModel):
                 save_lora(model, directory / name)
         self.adapter.save_pretrained(directory / "adapter", safe_serialization=True)
         trained = {} if self.trained_resolution is None else {"resolution": self.trained_resolution}
-        manifest = {**self.bridge_config, **trained, "diffengine_version": __version__, **manifest}
+        manifest = {**self.bridge_config, **trained, BASE_FINGERPRINTS: self.base_fingerprints,
+                    "diffengine_version": __version__, **manifest}
         (directory / BRIDGE_MANIFEST).write_text(json.dumps(manifest, indent=2))
         return directory
 
@@ -569,17 +579,20 @@ def check_weight_settings(recorded: dict, settings: dict, where: str) -> None:
 
 
 def check_bridge_settings(directory: str | Path, settings: dict, base_models: dict,
-                          max_length: int | None = None, warn: bool = True) -> None:
+                          max_length: int | None = None, warn: bool = True,
+                          base_fingerprints: dict | None = None) -> None:
     """Raise ValueError where the bridge in ``directory`` was trained under other ``settings``;
-    warn where it was trained on other ``base_models`` (by path), or with captions cut or padded to
-    another ``max_length`` (its weights mean the same, but the denoiser learned a context of that
-    length: without the text mask, another number of pad tokens).
+    warn where it was trained on other ``base_models`` (by the fingerprints of their weights files,
+    ``base_fingerprints``, where both it and this model have them; by path otherwise), or with
+    captions cut or padded to another ``max_length`` (its weights mean the same, but the denoiser
+    learned a context of that length: without the text mask, another number of pad tokens).
 
     The settings decide what the LoRA and adapter weights mean (which states the adapter reads,
     what the denoiser predicts, the LoRA's rank and scale): training it further under others would
     silently start another bridge, or fail only once every model has loaded. A base model at
-    another path may be a copy of the same one, so it is only a warning, but a model of the same
-    shape that is not the same one loads without error and learns anew.
+    another path may be a copy of the same one (silent where the fingerprints say so), and one at
+    the same path may have been replaced; a model of the same shape that is not the same one loads
+    without error and learns anew, so each is a warning.
     What a bridge's manifest does not record (older or converted bridges) is not compared.
     """
     manifest_path = Path(directory) / BRIDGE_MANIFEST
@@ -587,7 +600,16 @@ def check_bridge_settings(directory: str | Path, settings: dict, base_models: di
     check_weight_settings(manifest, settings, str(manifest_path))
     if not warn:
         return
+    recorded_fingerprints = manifest.get(BASE_FINGERPRINTS) or {}
     for name, value in base_models.items():
+        recorded, current = recorded_fingerprints.get(name), (base_fingerprints or {}).get(name)
+        differing = differing_weights(recorded, current) if recorded and current else None
+        if differing:
+            print_log(f"{manifest_path} was trained with {name} {manifest.get(name)}, whose weights differ from "
+                      f"those of {value} loaded here ({', '.join(differing)}): its weights fit only the base "
+                      "model they were trained with", logger="current", level=logging.WARNING)
+        if differing is not None:
+            continue
         if name in manifest and manifest[name] != value:
             print_log(f"{manifest_path} was trained with {name} {manifest[name]}, loaded here with {value}: "
                       "its weights fit only the base model they were trained with", logger="current",
