@@ -90,3 +90,23 @@ def test_pipeline_rejects_bad_arguments(tiny_bridge):
         with pytest.raises(ValueError, match=rf"seed must be a whole number from 0 to 2\*\*64 - 1 .*got {seed!r}"):
             tiny_bridge.infer("x", seed=seed, **KWARGS)
     assert len(tiny_bridge.infer("x", seed=2**64 - 1, **KWARGS)) == 1
+
+
+def test_every_sampler_predicts_what_the_bridge_trained_on_a_schedule_that_names_no_prediction_type(tiny_sd, tmp_path):
+    # SD1.4's scheduler_config.json has no prediction_type: diffusers takes it by default, and
+    # from_config drops such keys, so a v_prediction set on it must be passed on explicitly
+    import json
+    import shutil
+
+    from diffengine.models.losses.ddpm import ddpm_training_scheduler
+    from diffengine.models.vision.samplers import SAMPLERS_BY_SCHEDULE, inference_scheduler
+
+    vision = shutil.copytree(tiny_sd, tmp_path / "sd14_like")
+    config_file = vision / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_file.read_text())
+    del config["prediction_type"]
+    config_file.write_text(json.dumps(config))
+    training = ddpm_training_scheduler(str(vision), "v_prediction")
+    for name in SAMPLERS_BY_SCHEDULE["ddpm"]:
+        assert inference_scheduler(name, training.config).config.prediction_type == "v_prediction", name
+    assert inference_scheduler(None, ddpm_training_scheduler(str(vision)).config).config.prediction_type == "epsilon"

@@ -41,7 +41,11 @@ def inference_scheduler(name: str | None, training_config) -> SchedulerMixin:
     if name not in samplers:
         raise ValueError(f"scheduler {name!r} does not sample this model's {kind.replace('_', '-')} "
                          f"schedule: choose {', '.join(samplers)}")
-    return samplers[name].from_config(training_config)
+    # from_config drops what the training config took by default (_use_default_values), and
+    # a prediction_type set on such a config (a bridge's v_prediction on SD1.4, whose file names
+    # none) would go with it: the sampler would denoise as epsilon
+    explicit = {"prediction_type": training_config["prediction_type"]} if "prediction_type" in training_config else {}
+    return samplers[name].from_config(training_config, **explicit)
 
 
 def check_sampler(name: str | None, vision_model: str) -> None:
