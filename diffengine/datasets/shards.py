@@ -29,25 +29,41 @@ def is_remote(url: str) -> bool:
 
 
 def expand_shards(spec: str | Sequence[str]) -> list[str]:
-    """Expand brace patterns and globs of local shard specs; remote and pipe: specs only brace-expand."""
+    """Expand brace patterns and globs of local shard specs; remote and pipe: specs only brace-expand.
+
+    A listed file that is missing, or a glob of a brace pattern that matches nothing, is warned
+    about (``/data/{laion,coyo}/*.tar`` with ``coyo/`` empty would train on one half silently), and
+    a shard listed twice (overlapping specs, a folder linked under two names) is read once.
+    """
     if not isinstance(spec, str):
-        return [url for item in spec for url in expand_shards(item)]
+        return _read_once([url for item in spec for url in expand_shards(item)], spec)
     if is_remote(spec) and not spec.startswith("file://"):
-        return list(braceexpand.braceexpand(spec))
+        return _read_once(list(braceexpand.braceexpand(spec)), spec)
     pattern = os.path.expanduser(re.sub(r"^file:(//)?", "", spec))
     found, missing = [], []
     for path in braceexpand.braceexpand(pattern):
-        if glob.has_magic(path):
-            found.extend(sorted(glob.glob(path)))
-        elif os.path.isfile(path):
-            found.append(path)
-        else:
+        matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path] if os.path.isfile(path) else []
+        found.extend(matches)
+        if not matches:
             missing.append(path)
     if not found:
         raise FileNotFoundError(f"shard spec {spec!r} matches no file")
     if missing:
-        logger.warning("shard spec %r: %d listed file(s) missing, e.g. %s", spec, len(missing), missing[0])
-    return found
+        logger.warning("shard spec %r: %d listed file(s) or pattern(s) match nothing, e.g. %s", spec, len(missing),
+                       missing[0])
+    return _read_once(found, spec)
+
+
+def _read_once(urls: list[str], spec: str | Sequence[str]) -> list[str]:
+    """``urls`` with repeats dropped (a local file by its real path), warned about: a shard read twice
+    an epoch would weigh its samples double, on two ranks."""
+    kept = {}
+    for url in urls:
+        kept.setdefault(url if is_remote(url) else os.path.realpath(url), url)
+    if len(kept) < len(urls):
+        logger.warning("shard spec %r lists %d shard(s) more than once (overlapping patterns or linked "
+                       "folders); each is read once", spec, len(urls) - len(kept))
+    return list(kept.values())
 
 
 def count_samples(urls: list[str], data_keys: Sequence[str], stop_above: float = math.inf,

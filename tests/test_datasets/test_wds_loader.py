@@ -370,6 +370,24 @@ def test_unmatched_specs_raise_file_not_found(tmp_path):
     assert keys_of(load(f"{tmp_path}/s{{0..3}}.tar")) == ["s0k0"]
 
 
+
+def test_a_glob_that_matches_nothing_is_named_and_a_shard_listed_twice_is_read_once(tmp_path, caplog):
+    from diffengine.datasets.shards import expand_shards
+
+    (tmp_path / "laion").mkdir()
+    (tmp_path / "coyo").mkdir()  # empty, or mistyped: half the data would be missing without a word
+    shards = good_shards(tmp_path / "laion", 2, 1)
+    with caplog.at_level("WARNING"):
+        assert expand_shards(f"{tmp_path}/{{laion,coyo}}/*.tar") == shards
+    assert f"match nothing, e.g. {tmp_path}/coyo/*.tar" in caplog.text
+    caplog.clear()
+    (tmp_path / "linked").symlink_to(tmp_path / "laion")
+    with caplog.at_level("WARNING"):
+        assert expand_shards([f"{tmp_path}/laion/s{{0..1}}.tar", f"{tmp_path}/laion/*.tar",
+                              f"{tmp_path}/linked/s1.tar"]) == shards
+    assert "lists 3 shard(s) more than once" in caplog.text
+
+
 def test_too_few_shards_for_exact_mode(tmp_path):
     shards = good_shards(tmp_path, 3, 2)
     with pytest.raises(ValueError, match="world_size x num_workers = 4"):
