@@ -724,11 +724,16 @@ def test_a_bridge_folder_missing_files_names_them_before_models_load(assets, tmp
     (["eval", "{pipeline}", "--benchmark", "shapes", "--text-encoder", "t5", "--dtype", "bfloat16"],
      "--text-encoder and --dtype: rebuild a bridge's base models; {pipeline} is a diffusers pipeline folder, "
      "loaded whole"),
+    (["eval", "{export}", "--benchmark", "shapes"],
+     "{export} is a LaViBridgePipeline folder: eval scores bridge folders, work dirs and StableDiffusionPipeline "
+     "folders; score the bridge folder (or work dir) it was exported from"),
 ])
 def test_options_a_command_would_ignore_are_refused_before_models_load(command, expected, assets, tmp_path, capsys):
     (tmp_path / "pipeline").mkdir()
     (tmp_path / "pipeline" / "model_index.json").write_text("{}")
-    names = {"bridge": assets / "bridge_of_layer_0", "pipeline": tmp_path / "pipeline"}
+    (tmp_path / "export").mkdir()  # what diffengine export writes: loaded as SD, its bridge would be left out
+    (tmp_path / "export" / "model_index.json").write_text('{"_class_name": "LaViBridgePipeline"}')
+    names = {"bridge": assets / "bridge_of_layer_0", "pipeline": tmp_path / "pipeline", "export": tmp_path / "export"}
     assert main([arg.format(**names) for arg in command]) == 2
     assert capsys.readouterr().err.strip() == f"diffengine: error: {expected.format(**names)}"
 

@@ -101,6 +101,15 @@ def _check_inputs(args: argparse.Namespace) -> None:
     if ignored:
         raise ValueError(f"{' and '.join(ignored)}: for --metric clip_score; --benchmark shapes scores "
                          "ShapesBench's own prompts with its judge")
+    pipeline_class = (json.loads((Path(args.model) / "model_index.json").read_text()).get("_class_name")
+                      if is_pipeline_folder(Path(args.model)) else None)
+    if pipeline_class not in (None, "StableDiffusionPipeline"):
+        # loaded as Stable Diffusion, an export's adapter and LoRA would be left out, and its bare
+        # base models scored where the widths happen to fit
+        exported = "; score the bridge folder (or work dir) it was exported from" \
+            if pipeline_class == "LaViBridgePipeline" else ""
+        raise ValueError(f"{args.model} is a {pipeline_class} folder: eval scores bridge folders, work dirs and "
+                         f"StableDiffusionPipeline folders{exported}")
     ignored = [option for option, value in (("--text-encoder", args.text_encoder),
                                             ("--vision-model", args.vision_model), ("--dtype", args.dtype))
                if value is not None and is_pipeline_folder(Path(args.model))]
