@@ -68,6 +68,11 @@ def test_low_precision_export_reproduces_infer(bridge_dir, tmp_path):
         out, dtype={"default": torch.bfloat16, "adapter": torch.float32})
     expected = LaViBridge.from_bridge(bridge_dir, weight_dtype="bfloat16").infer(PROMPT, **KWARGS)
     assert_same_images(pipeline(PROMPT, **KWARGS).images, expected)
+    # without a dtype it loads so too (left alone, the text encoder stays bfloat16, the rest float32)
+    plain = LaViBridgePipeline.from_pretrained(out)
+    assert [plain.text_encoder.dtype, plain.unet.dtype, plain.vae.dtype, plain.adapter.dtype] == [
+        torch.bfloat16] * 3 + [torch.float32]
+    assert_same_images(plain(PROMPT, **KWARGS).images, expected)
 
 
 def test_export_rejects_bad_inputs_before_loading(bridge_dir, tmp_path):

@@ -18,6 +18,7 @@ its keys carry no ``unet.`` prefix, so pass ``prefix=None``, and pass the saved 
     unet.load_lora_adapter(folder, weight_name="adapter_model.safetensors", prefix=None,
                            metadata=LoraConfig.from_pretrained(folder).to_dict())
 """
+import json
 import logging
 import os
 import shutil
@@ -59,9 +60,10 @@ class LaViBridgePipeline(DiffusionPipeline):
     The denoiser is ``unet`` (SD-style UNets) or ``transformer`` (PixArt, SD3, Flux); the other one is None.
     Its vision family (``VISION_FAMILIES``) says how to call it and which diffusers pipeline's
     denoising loop to run. ``max_length``, ``hidden_layer`` and ``use_attention_mask`` are how the
-    bridge was trained to read the LM (see ``LanguageModel``), and ``resolution`` the image side it
-    was trained at (the default height and width; None: the denoiser's native size); they are saved
-    in ``model_index.json``, and the tokenizer is saved with its pad token.
+    bridge was trained to read the LM (see ``LanguageModel``), ``resolution`` the image side it
+    was trained at (the default height and width; None: the denoiser's native size) and
+    ``weight_dtype`` its frozen weights' dtype (what ``from_pretrained`` loads them in); they are
+    saved in ``model_index.json``, and the tokenizer is saved with its pad token.
     """
 
     model_cpu_offload_seq = "text_encoder->adapter->unet->transformer->vae"
@@ -72,14 +74,15 @@ class LaViBridgePipeline(DiffusionPipeline):
                  unet: UNet2DConditionModel | None = None,
                  transformer: ModelMixin | None = None, max_length: int = 77,
                  hidden_layer: int = -1, use_attention_mask: bool = False,
-                 resolution: int | None = None):
+                 resolution: int | None = None, weight_dtype: str | None = None):
         super().__init__()
         if (unet is None) == (transformer is None):
             raise ValueError("LaViBridgePipeline needs exactly one denoiser: unet or transformer")
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, adapter=adapter,
                               unet=unet, transformer=transformer, vae=vae, scheduler=scheduler)
         self.register_to_config(max_length=max_length, hidden_layer=hidden_layer,
-                                use_attention_mask=use_attention_mask, resolution=resolution)
+                                use_attention_mask=use_attention_mask, resolution=resolution,
+                                weight_dtype=weight_dtype)
 
     @property
     def denoiser(self) -> nn.Module:
@@ -101,16 +104,22 @@ class LaViBridgePipeline(DiffusionPipeline):
                    scheduler=inference_scheduler(scheduler, model.noise_scheduler.config),
                    max_length=language.max_length, hidden_layer=language.hidden_layer,
                    use_attention_mask=language.use_attention_mask,
-                   resolution=model.trained_resolution)
+                   resolution=model.trained_resolution, weight_dtype=model.bridge_config["weight_dtype"])
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,
                         **kwargs) -> "LaViBridgePipeline":
         """Load a saved pipeline, injecting the LoRA folders of an unmerged save (local folders only).
 
-        A low-precision export loads as it was trained (adapter and LoRA in float32) with
-        ``dtype={"default": torch.bfloat16, "adapter": torch.float32}``.
+        Without a ``dtype`` (or ``torch_dtype``), a low-precision export loads as it was trained:
+        its frozen weights in the ``weight_dtype`` its ``model_index.json`` records, the adapter
+        (and the LoRA) in float32. Left to diffusers and transformers, the text encoder would keep
+        its saved dtype and the denoiser and VAE be upcast to float32, and sample otherwise.
         """
+        index = Path(pretrained_model_name_or_path) / "model_index.json"
+        saved = json.loads(index.read_text()).get("weight_dtype") if index.is_file() else None
+        if saved not in (None, "float32") and not {"dtype", "torch_dtype"} & kwargs.keys():
+            kwargs["dtype"] = {"default": getattr(torch, saved), "adapter": torch.float32}
         pipeline = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         for name, component in pipeline._lora_components():
             lora_dir = Path(pretrained_model_name_or_path) / f"{name}{LORA_FOLDER_SUFFIX}"
