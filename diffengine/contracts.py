@@ -36,7 +36,9 @@ class ResumableStream(EpochStream, Protocol):
     """An ``EpochStream`` that fast-forwards each worker past batches already trained."""
 
     seed: int
-    shards_fingerprint: str  # a digest of the shards read: positions apply to the same ones only
+    # a digest of the shards read and the options choosing and ordering their samples:
+    # positions apply to the same stream only
+    stream_fingerprint: str
 
     def resume_from(self, epoch: int, batches_trained: int, positions: Sequence[int]) -> None: ...
 

@@ -1,6 +1,7 @@
 """The image-caption stream of one rank: shard order, worker slots, parsing, decoding and resume."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -94,13 +95,18 @@ class WebImageTextDataset(IterableDataset):
         return self.spec.seed
 
     @functools.cached_property
-    def shards_fingerprint(self) -> str:
-        """A digest of what the stream reads: each source's shard urls, the sources' weights and
-        each local shard's size. Saved stream positions apply only to the same shards: a shard set
-        grown, rewritten (``prep-wds --overwrite``) or reordered is another stream."""
+    def stream_fingerprint(self) -> str:
+        """A digest of what the stream reads and which samples it keeps in which order: each
+        source's shard urls, the sources' weights, each local shard's size, and the options that
+        choose and order samples (image and caption keys, metadata filters, shuffle buffer,
+        resampling). Saved stream positions count its samples: a shard set grown, rewritten
+        (``prep-wds --overwrite``) or reordered, or a filter or shuffle buffer changed, is another stream."""
+        spec = self.spec
         sizes = [[os.path.getsize(url) if not is_remote(url) and os.path.isfile(url) else None for url in urls]
-                 for urls in self.spec.sources]
-        record = json.dumps([self.spec.sources, self.spec.weights, sizes])
+                 for urls in spec.sources]
+        sampling = [spec.image_keys, spec.caption_key, spec.caption_json_fields,
+                    dataclasses.asdict(spec.metadata_filter), spec.shuffle_buffer, spec.resampled]
+        record = json.dumps([spec.sources, spec.weights, sizes, sampling], default=str)
         return hashlib.sha256(record.encode()).hexdigest()[:16]
 
     @property

@@ -288,7 +288,7 @@ class StreamingIterBasedTrainLoop(IterBasedTrainLoop):
         """What must match between the saved run and this one for its positions to apply."""
         dataset = self.dataloader.dataset
         return {"batches_per_epoch": len(self.dataloader), "batch_size": self.dataloader.batch_size,
-                "seed": getattr(dataset, "seed", None), "shards": getattr(dataset, "shards_fingerprint", None)}
+                "seed": getattr(dataset, "seed", None), "stream": getattr(dataset, "stream_fingerprint", None)}
 
     def _resume_stream(self, offset: int) -> None:
         """Continue mid-epoch without decoding the trained batches when the checkpoint allows it."""

@@ -153,21 +153,25 @@ def test_a_loader_worker_outlives_another_process_sigterm_and_ends_on_its_parent
     assert not worker.is_alive()
 
 
-def test_a_resume_over_rewritten_shards_does_not_fast_forward_their_positions(tmp_path, demo_shards):
+@pytest.mark.parametrize("change", ["rewritten shard", "shuffle buffer", "metadata filter"])
+def test_a_resume_over_another_stream_does_not_fast_forward_its_positions(change, tmp_path, demo_shards):
     import shutil
     import tarfile
 
-    # the saved positions count samples of the shards as they were; prep-wds --overwrite rewrote one
+    # the saved positions count samples of the stream as it was: prep-wds --overwrite rewrote a
+    # shard, or the options that choose and order samples changed
     shards = tmp_path / "shards"
     shutil.copytree(Path(demo_shards).parent, shards)
     pattern = f"{shards}/{{00000..00003}}.tar"
     train_toy(tmp_path / "work", wds_cfg(pattern), max_iters=3)
-    with tarfile.open(shards / "00003.tar") as tar:
-        members = [(member, tar.extractfile(member).read()) for member in tar.getmembers()]
-    with tarfile.open(shards / "00003.tar", "w") as tar:  # its first half of the samples
-        for member, data in members[:len(members) // 2]:
-            tar.addfile(member, io.BytesIO(data))
-    runner = train_toy(tmp_path / "resumed", wds_cfg(pattern), max_iters=4,
+    options = {"shuffle buffer": {"shuffle_buffer": 8}, "metadata filter": {"max_punsafe": 0.5}}.get(change, {})
+    if change == "rewritten shard":
+        with tarfile.open(shards / "00003.tar") as tar:
+            members = [(member, tar.extractfile(member).read()) for member in tar.getmembers()]
+        with tarfile.open(shards / "00003.tar", "w") as tar:  # its first half of the samples
+            for member, data in members[:len(members) // 2]:
+                tar.addfile(member, io.BytesIO(data))
+    runner = train_toy(tmp_path / "resumed", wds_cfg(pattern, **options), max_iters=4,
                        resume_from=str(tmp_path / "work" / "iter_3.pth"))
     log = Path(runner.log_dir, f"{runner.timestamp}.log").read_text()
     assert "no matching stream position" in log and "fast-forwarded" not in log
