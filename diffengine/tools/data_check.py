@@ -131,7 +131,8 @@ def check_shards(cfg: "Config") -> list[str]:
     if isinstance(model, dict) and checks_for_the_job():
         warnings = _check_latent_shards(list(dict.fromkeys(url for _, urls in read for url in urls)), model,
                                         loader.get("resolution"), loader.get("center_crop", True),
-                                        loader.get("random_flip", defaults["random_flip"].default))
+                                        loader.get("random_flip", defaults["random_flip"].default),
+                                        loader.get("caption_key", defaults["caption_key"].default))
     _check_first_samples(loader, read)
     return warnings
 
@@ -152,7 +153,7 @@ def _check_first_samples(loader: dict, sources: list[tuple[Any, list[str]]]) -> 
 
 
 def _check_latent_shards(paths: list[str], model: dict, resolution: Any, center_crop: Any,
-                         random_flip: Any) -> list[str]:
+                         random_flip: Any, caption_key: Any) -> list[str]:
     """Every local shard, by its first sample's file names and json (a few kilobytes a shard): latents
     when the model has no VAE encoder, one kind of shard only (a batch cannot mix latents and
     images), and latents made by this model's VAE at the loader's resolution: another VAE's latents
@@ -160,7 +161,9 @@ def _check_latent_shards(paths: list[str], model: dict, resolution: Any, center_
     usable; and no random crop (``center_crop=False``) of latents, which hold centre crops. Each
     distinct way of making latents is compared once, with the latents of its first shard. Shards
     that do not read are left to the loader, which counts and skips them. Returns a warning where
-    ``random_flip`` meets latents without a stored flipped view: those samples are never flipped."""
+    ``random_flip`` meets latents without a stored flipped view: those samples are never flipped.
+    A ``caption_key`` other than ``txt`` that latent shards lack is refused: prep-latents stores the
+    caption it read as ``.txt``, and the loader would silently take the json's instead."""
     from diffengine.datasets.latent_shards import (
         LATENT_EXT,
         first_latent_sample,
@@ -168,6 +171,7 @@ def _check_latent_shards(paths: list[str], model: dict, resolution: Any, center_
         is_json_member,
         sample_latents_record,
     )
+    from diffengine.datasets.wds_loader import CAPTION_KEY
 
     compared, latent_shard, without_latents, unflipped = set(), None, None, []
     for path in paths:
@@ -178,6 +182,11 @@ def _check_latent_shards(paths: list[str], model: dict, resolution: Any, center_
             without_latents = without_latents or path
             continue
         latent_shard = latent_shard or path
+        if caption_key != CAPTION_KEY and caption_key not in sample:
+            raise ConfigError(f"train_dataloader.caption_key={caption_key!r}, but latent shard {path} holds no "
+                              f".{caption_key}: prep-latents stores the caption it read as .{CAPTION_KEY}, so "
+                              f"set caption_key={CAPTION_KEY!r} (encoding with prep-latents --caption-key "
+                              f"{caption_key} to keep that caption)")
         try:
             record = sample_latents_record(sample)
         except ValueError:

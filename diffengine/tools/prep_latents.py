@@ -52,6 +52,9 @@ def add_prep_latents_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dtype the VAE encodes in (default float32)")
     parser.add_argument("--latent-dtype", choices=LATENT_DTYPES, default="float32",
                         help="dtype the latent parameters are stored in (default float32)")
+    parser.add_argument("--caption-key", default=None, metavar="KEY",
+                        help="the caption file of each sample to read, e.g. recap.txt (default txt, then the "
+                        "json's caption/text): the latent shards store the caption read as .txt")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     add_overwrite_argument(parser, "the latent shards in OUT_DIR")
 
@@ -164,7 +167,8 @@ def _encode_shards(todo: list[tuple[str, Path]], vision_model: str, device: str,
     from diffengine.datasets.wds_loader import shard_dataset
 
     # the training loader's reader and decoding, with a center crop and no flip
-    dataset = shard_dataset(args.resolution, center_crop=True, random_flip=False)
+    caption = {"caption_key": args.caption_key} if args.caption_key else {}
+    dataset = shard_dataset(args.resolution, center_crop=True, random_flip=False, **caption)
     vae = AutoencoderKL.from_pretrained(vision_model, subfolder="vae", torch_dtype=getattr(torch, args.dtype))
     vae = vae.to(device).eval().requires_grad_(False)
     record = latents_record(args.resolution, args.flip, f"{vision_model}/vae", vae.config, args.dtype,

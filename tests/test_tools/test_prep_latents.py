@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from diffengine.datasets.latent_shards import FLIPPED_LATENT_EXT, LATENT_EXT, LATENTS_RECORD
-from diffengine.entry_point import main
-from tests.helpers import image_bytes, keys_of, load, renamed_durably, sample, write_tar
+from diffengine.entry_point import build_parser, main
+from diffengine.errors import ConfigError
+from diffengine.tools.train import prepare_config
+from tests.helpers import demo_cfg_options, image_bytes, keys_of, load, renamed_durably, sample, write_tar
 
 
 def members(path) -> dict[str, bytes]:
@@ -153,6 +155,30 @@ def test_flip_stores_the_mirror_images_latents(flipped_latent_shards, demo_shard
                 for shards in (demo_shards, flipped_latent_shards)]
     assert torch.equal(flipping[0]["crop_top_left"], flipping[1]["crop_top_left"])
     assert torch.equal(flipping[0]["original_size"], flipping[1]["original_size"])
+
+
+def test_a_recaption_file_is_the_caption_the_latent_shards_keep(tiny_t5, tiny_sd, tmp_path):
+    samples = [{**sample(f"k{i}", "original alt text", image_bytes(seed=i), meta={"caption": "alt text"}),
+                "recap.txt": f"a detailed recaption {i}"} for i in range(4)]
+    images = write_tar(tmp_path / "images.tar", samples)
+    assert prep(images, tmp_path / "latents", "--vision-model", tiny_sd, "--resolution", 8,
+                "--caption-key", "recap.txt") == 0
+    latent_shard = tmp_path / "latents" / "images.tar"
+    texts = {name: data.decode() for name, data in members(latent_shard).items() if name.endswith(".txt")}
+    assert texts == {f"k{i}.txt": f"a detailed recaption {i}" for i in range(4)}
+    # training the latents with the image shards' caption_key would take the json's caption: refused
+    for caption_key, refused in (("recap.txt", True), ("txt", False)):
+        args = build_parser().parse_args([
+            "wds_train", "lavi_bridge_demo", "--work-dir", str(tmp_path / "work"), "--cfg-options",
+            *demo_cfg_options(tiny_t5, tiny_sd, str(latent_shard)), "model.vae_encoder=False",
+            "train_dataloader.resolution=8", f"train_dataloader.caption_key={caption_key}"])
+        if refused:
+            with pytest.raises(ConfigError, match=rf"caption_key='recap.txt', but latent shard {latent_shard} "
+                                                  r"holds no .recap.txt: prep-latents stores the caption it read "
+                                                  r"as .txt"):
+                prepare_config(args, wds=True)
+        else:
+            prepare_config(args, wds=True)
 
 
 def test_latent_samples_carry_the_crop_of_the_view_they_store(tiny_sd, tmp_path):
