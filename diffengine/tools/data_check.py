@@ -222,10 +222,12 @@ def _check_latents_fit(path: str, record: dict, parameters: Any, model: dict, re
     """Latents of ``path`` (its first sample's record and parameters) must be this model's VAE's, at
     the loader's resolution."""
     from diffengine.datasets.latent_shards import resolution_mismatch, vae_mismatch
+    from diffengine.models.vision.families import vae_config_of
 
     vision_model = model.get("vision_model")
-    vae_config = Path(str(vision_model)).expanduser() / "vae" / "config.json"
-    mismatch = vae_mismatch(record, parameters, json.loads(vae_config.read_text())) if vae_config.is_file() else None
+    # a hub id's too (every packaged LAION config names one): SD1.5 latents would train SDXL silently
+    vae_config = vae_config_of(str(Path(str(vision_model)).expanduser())) if vision_model else None
+    mismatch = vae_mismatch(record, parameters, vae_config) if vae_config is not None else None
     if mismatch is not None:
         raise ConfigError(f"train_dataloader.shards: {path} holds latents of the VAE {record.get('vae', '?')} "
                           f"and model.vision_model's VAE differs ({mismatch}): encode the image shards again "

@@ -134,9 +134,9 @@ def _check_finished_shards(finished: list[Path], vision_model: str, args: argpar
     """Shards kept from an earlier run must hold what this run would write: one OUT_DIR of mixed
     resolutions, views or VAEs would train without error on latents that do not belong together."""
     from diffengine.datasets.latent_shards import first_latent_sample, vae_mismatch
+    from diffengine.models.vision.families import vae_config_of
 
-    config_file = Path(vision_model) / "vae" / "config.json"
-    vae_config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    vae_config = vae_config_of(vision_model)
     expected = {"resolution": args.resolution, "flipped_view": args.flip}
     for path in finished:
         latent = first_latent_sample(str(path))

@@ -112,3 +112,18 @@ def test_the_launcher_of_several_workers_says_the_shards_warnings(tiny_t5, tiny_
                  *demo_cfg_options(tiny_t5, tiny_sd, latent_shards), "model.vae_encoder=False",
                  "train_dataloader.random_flip=True"]) == 0
     assert "diffengine: warning: train_dataloader.random_flip=True, but 4 latent shard(s)" in capsys.readouterr().err
+
+
+def test_latents_of_another_vae_are_refused_for_a_vision_model_named_by_hub_id(latent_shards, tiny_sd, monkeypatch):
+    # every packaged LAION config names its vision model by hub id: its vae/config.json is read from
+    # the hub (or its cache) as a local folder's is, so SD1.5 latents do not train SDXL silently
+    from diffengine.errors import ConfigError
+    from diffengine.tools.data_check import _check_latents_fit
+
+    hub_id = "stabilityai/stable-diffusion-xl-base-1.0"
+    sdxl_vae = {**json.loads((Path(tiny_sd) / "vae" / "config.json").read_text()), "scaling_factor": 0.13025}
+    monkeypatch.setattr("diffengine.models.vision.families.load_diffusers_config",
+                        lambda model, subfolder: sdxl_vae if (model, subfolder) == (hub_id, "vae") else None)
+    record, parameters = first_latent_sample(latent_shards.replace("{00000..00003}", "00000"))
+    with pytest.raises(ConfigError, match=r"model.vision_model's VAE differs \(scaling_factor 0.18\d* vs 0.13"):
+        _check_latents_fit("00000.tar", record, parameters, {"vision_model": hub_id}, 32)

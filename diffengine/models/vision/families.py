@@ -413,6 +413,15 @@ def load_diffusers_config(folder: str, subfolder: str, config_name: str = "confi
     return reader.load_config(folder, subfolder=subfolder)
 
 
+def vae_config_of(vision_model: str) -> dict | None:
+    """A base model's ``vae/config.json``: a local folder's, or a hub id's (from the hub, or its cache
+    when offline); None where it cannot be read (the model's loading says why)."""
+    try:
+        return dict(load_diffusers_config(vision_model, "vae"))
+    except (OSError, ValueError):
+        return None
+
+
 def image_side_multiple(vision_model: str) -> int:
     """What image sides must be a multiple of, in pixels, for a diffusers base-model folder: its
     denoiser's latent patch times its VAE's scale, read from the configs (no weights)."""
