@@ -61,6 +61,26 @@ def test_merged_export_is_plain_and_reproduces_infer(tiny_bridge, bridge_dir, tm
     assert np.abs(images - tiny_bridge.infer(PROMPT, **KWARGS)).max() <= 2 / 255
 
 
+def test_an_export_on_the_hub_loads_with_its_lora_and_is_never_pushed_without_it(tiny_bridge, bridge_dir, tmp_path,
+                                                                                monkeypatch):
+    out = export(str(bridge_dir), str(tmp_path / "pipe"))
+    downloads = []
+
+    def snapshot_download(repo_id, **options):  # the hub's snapshot of what was uploaded: every file
+        downloads.append((repo_id, options))
+        return str(out)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    pipeline = LaViBridgePipeline.from_pretrained("org/red-circles", revision="v1")
+    assert downloads == [("org/red-circles", {"revision": "v1"})]
+    assert lora_layers(pipeline.unet) and lora_layers(pipeline.text_encoder)
+    assert_same_images(pipeline(PROMPT, **KWARGS).images, tiny_bridge.infer(PROMPT, **KWARGS))
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        LaViBridgePipeline.from_pretrained(str(tmp_path / "no_such_export"))
+    with pytest.raises(ValueError, match="would upload it without its LoRA folders"):
+        pipeline.save_pretrained(tmp_path / "again", push_to_hub=True, repo_id="org/red-circles")
+
+
 def test_low_precision_export_reproduces_infer(bridge_dir, tmp_path):
     out = export(str(bridge_dir), str(tmp_path / "pipe"), "--dtype", "bfloat16")
     # as in training, the adapter (and the LoRA) stay float32

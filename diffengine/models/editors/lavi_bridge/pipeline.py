@@ -34,6 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...language import lm_hidden_states, tokenize_prompts, truncated_parts
 from ...lora import base_layers_only, load_lora, lora_layers, merge_lora_layers, save_lora
+from ...model_paths import looks_local
 from ...vision import (
     TextConditioning,
     VisionFamily,
@@ -52,6 +53,8 @@ if TYPE_CHECKING:  # the model imports this module to generate; no import cycle 
 # the components LaVi-Bridge may put LoRA into (a pipeline has one of the two denoisers)
 LORA_COMPONENTS = ("text_encoder", "unet", "transformer")
 LORA_FOLDER_SUFFIX = "_lora"
+# the from_pretrained options that choose which snapshot of a hub id is downloaded, and how
+HUB_DOWNLOAD_OPTIONS = ("revision", "cache_dir", "token", "local_files_only", "proxies")
 
 
 class LaViBridgePipeline(DiffusionPipeline):
@@ -109,20 +112,32 @@ class LaViBridgePipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,
                         **kwargs) -> "LaViBridgePipeline":
-        """Load a saved pipeline, injecting the LoRA folders of an unmerged save (local folders only).
+        """Load a saved pipeline, injecting the LoRA folders of an unmerged save.
+
+        A hub id is downloaded whole first (``huggingface_hub.snapshot_download`` with the
+        ``revision``, ``cache_dir``, ``token`` and ``local_files_only`` given): diffusers would fetch
+        only the components ``model_index.json`` names, and the pipeline would load without its LoRA.
 
         Without a ``dtype`` (or ``torch_dtype``), a low-precision export loads as it was trained:
         its frozen weights in the ``weight_dtype`` its ``model_index.json`` records, the adapter
         (and the LoRA) in float32. Left to diffusers and transformers, the text encoder would keep
         its saved dtype and the denoiser and VAE be upcast to float32, and sample otherwise.
         """
-        index = Path(pretrained_model_name_or_path) / "model_index.json"
+        folder = Path(pretrained_model_name_or_path).expanduser()
+        if not folder.is_dir():
+            if looks_local(str(pretrained_model_name_or_path)):
+                raise FileNotFoundError(f"{pretrained_model_name_or_path} is not a folder (nor a hub id)")
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(str(pretrained_model_name_or_path),
+                                            **{key: kwargs[key] for key in HUB_DOWNLOAD_OPTIONS if key in kwargs}))
+        index = folder / "model_index.json"
         saved = json.loads(index.read_text()).get("weight_dtype") if index.is_file() else None
         if saved not in (None, "float32") and not {"dtype", "torch_dtype"} & kwargs.keys():
             kwargs["dtype"] = {"default": getattr(torch, saved), "adapter": torch.float32}
-        pipeline = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipeline = super().from_pretrained(folder, **kwargs)
         for name, component in pipeline._lora_components():
-            lora_dir = Path(pretrained_model_name_or_path) / f"{name}{LORA_FOLDER_SUFFIX}"
+            lora_dir = folder / f"{name}{LORA_FOLDER_SUFFIX}"
             if lora_dir.is_dir():
                 load_lora(component, lora_dir)
         return pipeline
@@ -133,6 +148,10 @@ class LaViBridgePipeline(DiffusionPipeline):
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Save as diffusers does; a component carrying LoRA is saved as base weights + LoRA folder."""
+        if kwargs.get("push_to_hub"):
+            # diffusers uploads inside its save, before the LoRA folders are written
+            raise ValueError("LaViBridgePipeline.save_pretrained(push_to_hub=True) would upload it without its LoRA "
+                             "folders: save it, then upload the folder (huggingface_hub.upload_folder)")
         save_directory = Path(save_directory)
         with ExitStack() as stack:
             for _, component in self._lora_components():
